@@ -1,0 +1,286 @@
+"""Assemble the generated module: names, one assignment per op, header, helpers.
+
+Layout of a generated module::
+
+    docstring header (model, source hash, symgrad version, inputs, conventions)
+    import <array module>
+    MODEL, TARGET, INPUTS, WRT, DIMS, SHAPES constants
+    helpers it needs (_dims: bind and check shapes; _sum_to: un-broadcast a gradient)
+    def forward(*, inputs...)            -> value
+    def value_and_grad(*, inputs...)     -> (value, {wrt name: gradient})
+
+Names: inputs keep their symbol's name wherever Python allows (keywords and other unusable names
+are mangled, and the functions then take ``**inputs``); forward temporaries are ``t<k>``, the
+adjoint of ``t<k>`` is ``b_t<k>``, the gradient of input ``W`` is ``grad_W``; any of these that
+would clash with an input is suffixed with ``_``.  Same model, same bytes.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+import unicodedata
+
+import sympy as sp
+
+from .. import __version__
+from ..ir import topo_order
+from ..ops import OPS
+from ..model import SymgradError
+
+_HELPER_DIMS = '''
+def _dims(arrays):
+    """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
+    dims = {}
+    for name, spec in SHAPES.items():
+        shape = {m}.shape(arrays[name])
+        ok = len(shape) == len(spec)
+        for want, got in zip(spec, shape):
+            ok = ok and dims.setdefault(want, got) == got if isinstance(want, str) else ok and want == got
+        if not ok:
+            raise ValueError(f"{MODEL}: input {name!r} has shape {shape}, expected {spec} "
+                             f"(dimensions so far: {dims})")
+    return tuple(dims[d] for d in DIMS)
+'''
+
+_HELPER_SUM_TO = '''
+def _sum_to(g, x, value):
+    """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
+    shape = {m}.shape(x)
+    g = {m}.broadcast_to(g, {m}.broadcast_shapes({m}.shape(g), {m}.shape(value), shape))
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    if axes:
+        g = g.sum(axis=axes).reshape(shape)
+    return {m}.asarray(g, dtype={m}.result_type(x))
+'''
+
+_HELPER_ARGS = '''
+def _args(inputs):
+    """The inputs in INPUTS order (used because some input names are not Python identifiers)."""
+    missing = [n for n in INPUTS if n not in inputs]
+    extra = [n for n in inputs if n not in INPUTS]
+    if missing or extra:
+        raise TypeError(f"{MODEL}: missing inputs {missing}, unexpected inputs {extra}")
+    return tuple(inputs[n] for n in INPUTS)
+'''
+
+
+def _plain(name: str) -> bool:
+    return (name.isidentifier() and not keyword.iskeyword(name)
+            and unicodedata.normalize("NFKC", name) == name and not name.startswith("_"))
+
+
+class Namer:
+    """One namespace of Python identifiers for a generated function body."""
+
+    def __init__(self):
+        self.used: set[str] = set()
+
+    def fresh(self, want: str) -> str:
+        name = want if _plain(want) else re.sub(r"\W", "_", unicodedata.normalize("NFKC", want))
+        if not name or not name.isidentifier() or keyword.iskeyword(name):
+            name = "s_" + name
+        if name.startswith("_"):
+            name = "s" + name
+        while name in self.used:
+            name += "_"
+        self.used.add(name)
+        return name
+
+
+def _literal(v: float, as_int: bool = False) -> str:
+    if as_int and float(v).is_integer() and abs(v) < 2**53:
+        s = str(int(v))
+    elif v != v or v in (float("inf"), float("-inf")):
+        s = {"nan": "float('nan')", "inf": "float('inf')", "-inf": "-float('inf')"}[repr(v)]
+    else:
+        s = repr(float(v))
+    return f"({s})" if s.startswith("-") else s
+
+
+class Body:
+    """Prints the assignments that compute ``roots`` from the inputs."""
+
+    def __init__(self, target, names: dict, dim_names: dict, cot_of: dict, src: dict):
+        self.t, self.m = target, target.alias
+        self.names = dict(names)  # node id -> expression text (inputs, and what we assign)
+        self.dim_names = dim_names
+        self.cot_of, self.src = cot_of, src
+        self.lines: list[str] = []
+        self.counter = 0
+        self.namer = Namer()
+        self.namer.used |= set(names.values()) | set(dim_names.values()) | {self.m}
+        self.needs_dtype = False
+
+    def shape(self, shape) -> str:
+        parts = [str(int(d)) if sp.sympify(d).is_Integer else self.dim_names[str(d)] for d in shape]
+        return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+    def expr(self, n, users) -> str | None:
+        """Text for node ``n``; None when ``n`` needs no line of its own (then self.names has it)."""
+        m, a = self.m, [self.names.get(x.id) for x in n.args]
+        if n.op == "const":
+            return None
+        if n.op == "dim":
+            self.names[n.id] = self.dim_names[n.attr]
+            return None
+        if n.op == "bcast":
+            if users and all(OPS[u.op].elementwise for u in users):
+                self.names[n.id] = a[0]  # the consumer broadcasts by itself
+                return None
+            if n.args[0].op == "const":
+                self.needs_dtype = True
+                return f"{m}.full({self.shape(n.shape)}, {a[0]}, dtype=_dt)"
+            return f"{m}.broadcast_to({a[0]}, {self.shape(n.shape)})"
+        if n.op == "sum":
+            return f"{m}.sum({a[0]})" if n.attr is None else f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
+        if n.op == "eye":
+            self.needs_dtype = True
+            return f"{m}.eye({self.shape((n.attr,))[1:-2]}, dtype=_dt)"
+        if n.op == "pow" and n.args[1].op == "const":
+            a[1] = _literal(n.args[1].attr, as_int=True)
+        code = self.t.template(OPS[n.op])
+        if code is None:
+            raise SymgradError(f"op {n.op!r} has no {self.t.name} printer entry (symgrad/ops.py)")
+        return code.format(*a, m=m)
+
+    def emit(self, order, users, final: dict) -> None:
+        for n in order:
+            if n.id in self.names:
+                continue
+            if n.op == "const":
+                self.names[n.id] = _literal(n.attr)
+                continue
+            text = self.expr(n, users.get(n.id, []))
+            if text is None:
+                continue
+            if n.id in final:
+                name = self.namer.fresh(final[n.id])
+            elif n.id in self.cot_of and self.cot_of[n.id] in self.names:
+                name = self.namer.fresh("b_" + self.names[self.cot_of[n.id]])
+            else:
+                name = self.namer.fresh(f"t{self.counter}")
+                self.counter += 1
+            comment = self.src.get(n.id)
+            if comment is None and n.id in self.cot_of:
+                comment = "adjoint of " + self.src.get(self.cot_of[n.id], self.names[self.cot_of[n.id]])
+            line = f"{name} = {text}"
+            self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
+            self.names[n.id] = name
+
+
+def _users(order) -> dict:
+    users: dict = {}
+    for n in order:
+        for a in n.args:
+            users.setdefault(a.id, []).append(n)
+    return users
+
+
+def _docstring_safe(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"""', "'''")
+
+
+def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
+    name = model.name or "model"
+    m = target.alias
+    inputs = [str(s) for s in model.inputs]
+    for d in model.dims:
+        if not d.is_Symbol:
+            raise SymgradError(f"dimension {d} is not a plain symbol")
+    namer = Namer()
+    local = {n: namer.fresh(n) for n in inputs}
+    dim_local = {str(d): namer.fresh(str(d)) for d in model.dims}
+    if m in local.values() or m in dim_local.values():
+        raise SymgradError(f"an input is named {m!r}, the array module's name in generated code")  # noqa
+    plain_sig = all(local[n] == n for n in inputs)
+    matrices = [s for s in model.inputs if isinstance(s, sp.MatrixSymbol)]
+
+    input_ids = {G.input(s.name, _shape(s)).id: local[str(s)] for s in model.inputs}
+    cot_of = {}
+    for fwd_id, c in cotangents.items():
+        cot_of.setdefault(c.id, fwd_id)
+
+    def body(roots, final):
+        order = topo_order(roots)
+        b = Body(target, input_ids, dim_local, cot_of, G.src)
+        b.emit(order, _users(order), final)
+        return b
+
+    fwd = body([out], {})
+    grad_names = {g.id: "grad_" + local[str(w)] for g, w in zip(grads, model.wrt)}
+    vag = body([out] + grads, {k: v for k, v in grad_names.items()})
+    value = vag.names[out.id]
+    entries = []
+    for g, w in zip(grads, model.wrt):
+        text = vag.names[g.id]
+        if g.id in input_ids or g is out or text in [e[1] for e in entries] or g.op == "const":
+            copy = vag.namer.fresh("grad_" + local[str(w)])
+            vag.lines.append(f"{copy} = {m}.array({text})  # a copy: never alias an input or the value")
+            text = copy
+        entries.append((str(w), text))
+
+    def prologue(b: Body) -> list[str]:
+        lines = []
+        if not plain_sig:
+            lines.append(", ".join(local[n] for n in inputs) + ("," if len(inputs) == 1 else "") + " = _args(inputs)")
+        if matrices:
+            call = "_dims({" + ", ".join(f"{str(s)!r}: {local[str(s)]}" for s in matrices) + "})"
+            if dim_local:
+                lines.append(", ".join(dim_local.values()) + ("," if len(dim_local) == 1 else "") + " = " + call)
+            else:
+                lines.append(call)
+        if b.needs_dtype:
+            lines.append(f"_dt = {m}.result_type(" + ", ".join(local[n] for n in inputs) + ")")
+        return lines
+
+    sig = ("*, " + ", ".join(inputs)) if plain_sig and inputs else ("**inputs" if inputs else "")
+    text = [_header(model, name, target, inputs, matrices), f"import {target.module} as {m}", ""]
+    text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
+             f"WRT = {tuple(str(w) for w in model.wrt)!r}", f"DIMS = {tuple(dim_local)!r}",
+             "SHAPES = {" + ", ".join(f"{str(s)!r}: {_spec(s)}" for s in matrices) + "}", ""]
+    if matrices:
+        text.append(_HELPER_DIMS.replace("{m}", m))
+    if any(g.op == "sum_to" for g in grads):
+        text.append(_HELPER_SUM_TO.replace("{m}", m))
+    if not plain_sig:
+        text.append(_HELPER_ARGS)
+    text += ["", f"def forward({sig}):", f'    """Value of {name}."""']
+    text += ["    " + ln for ln in prologue(fwd) + fwd.lines]
+    text += [f"    return {fwd.names[out.id]}", "", ""]
+    text += [f"def value_and_grad({sig}):",
+             f'    """Value of {name} and the gradients of its sum with respect to {", ".join(model.wrt and map(str, model.wrt))}."""']
+    text += ["    " + ln for ln in prologue(vag) + vag.lines]
+    grads_text = "{" + ", ".join(f"{k!r}: {v}" for k, v in entries) + "}"
+    text += [f"    return {value}, {grads_text}", ""]
+    return "\n".join(text)
+
+
+def _shape(s):
+    return tuple(sp.sympify(d) for d in s.shape) if isinstance(s, sp.MatrixSymbol) else None
+
+
+def _spec(s) -> str:
+    return "(" + ", ".join(repr(str(d)) if not sp.sympify(d).is_Integer else str(int(d)) for d in s.shape) + ")"
+
+
+def _header(model, name, target, inputs, matrices) -> str:
+    shapes = {str(s): "x".join(map(str, s.shape)) for s in matrices}
+    described = ", ".join(f"{n} ({shapes[n]})" if n in shapes else f"{n} (scalar, broadcasts)" for n in inputs)
+    expr = str(model.expr)
+    if len(expr) > 300:
+        expr = expr[:297] + "..."
+    doc = f"""Generated by symgrad {__version__} from model {name!r}. Do not edit: regenerate.
+
+Model:    {name}  (source sha256 {model.source_hash()})
+Target:   {target.name}
+Value:    {expr}
+Inputs:   {described}
+Gradient: of sum(value) with respect to {", ".join(map(str, model.wrt)) or "nothing"}
+
+forward(**inputs) -> value
+value_and_grad(**inputs) -> (value, {{name: gradient}}), each gradient shaped like its input.
+At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
+the derivative is taken as 0.  Needs only {target.module} at run time.
+"""
+    return '"""' + _docstring_safe(doc) + '"""'

@@ -1,0 +1,23 @@
+"""Targets are data: the array module, its import, and the op templates that differ from NumPy's.
+
+A template uses ``{m}`` for the array module's alias and ``{0}``, ``{1}``... for the arguments.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    module: str  # the importable module
+    alias: str  # the name it is bound to in generated code
+    overrides: dict = field(default_factory=dict)  # op name -> template, where it differs
+
+    def template(self, op) -> str | None:
+        return self.overrides.get(op.name, op.code)
+
+
+TARGETS = {
+    "numpy": Target("numpy", "numpy", "np"),
+}

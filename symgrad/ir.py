@@ -1,0 +1,117 @@
+"""The IR: a hash-consed DAG of array operations with static shapes.
+
+A :class:`Node` is ``(op, args, attr)`` plus a shape.  Shapes are
+
+* ``None``   -- "dynamic": a value built from scalar Symbols that bind to arrays of any shape and
+  broadcast like NumPy; its shape is only known at run time;
+* ``()``     -- a 0-d scalar (a constant, a dimension, a trace, ``M[0, 0]``);
+* ``(r, c)`` -- a matrix; ``r`` and ``c`` are SymPy integers or dimension Symbols.
+
+A :class:`Graph` interns nodes: building the same ``(op, args, attr)`` twice returns the same
+node, so common sub-expressions -- within the forward pass, within the backward pass and across
+the two -- are one node by construction.  Before interning, the op's fold rule (see ``ops.py``)
+may rewrite the node into a simpler one (constant folding, algebraic identities, stable forms).
+Every walk over the graph is iterative, so depth never meets Python's recursion limit.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from .model import SymgradError
+
+ONE = sp.Integer(1)
+
+
+class Node:
+    __slots__ = ("op", "args", "attr", "shape", "id")
+
+    def __init__(self, op: str, args: tuple, attr, shape, id_: int):
+        self.op, self.args, self.attr, self.shape, self.id = op, args, attr, shape, id_
+
+    @property
+    def is_const(self) -> bool:
+        return self.op == "const"
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"%{a.id}" for a in self.args)
+        attr = "" if self.attr is None else f" {self.attr!r}"
+        return f"%{self.id} = {self.op}({inner}){attr} : {self.shape}"
+
+
+def broadcast_shapes(*shapes, where: str = ""):
+    """NumPy broadcasting on static shapes; ``None`` (dynamic) takes the shape of the others."""
+    known = [s for s in shapes if s is not None]
+    if not known or (len(known) < len(shapes) and all(s == () for s in known)):
+        return None
+    ndim = max(len(s) for s in known)
+    out = []
+    for i in range(ndim):
+        dims = [s[len(s) - ndim + i] for s in known if len(s) - ndim + i >= 0]
+        big = [d for d in dims if d != ONE]
+        if any(d != big[0] for d in big):
+            raise SymgradError(f"shapes {' and '.join(map(str, known))} do not broadcast{where}")
+        out.append(big[0] if big else ONE)
+    return tuple(out)
+
+
+def topo_order(roots) -> list[Node]:
+    """Nodes reachable from ``roots``, every node after its arguments (iterative DFS, stable)."""
+    order, done, stack = [], set(), [(r, False) for r in reversed(list(roots))]
+    while stack:
+        node, expanded = stack.pop()
+        if node.id in done:
+            continue
+        if expanded:
+            done.add(node.id)
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for a in reversed(node.args):
+            if a.id not in done:
+                stack.append((a, False))
+    return order
+
+
+class Graph:
+    """Builds interned nodes.  ``G.op(name, *args, attr=...)`` is the one constructor; the
+    convenience builders (``G.add``, ``G.mul``, ...) are thin wrappers used by the rules."""
+
+    def __init__(self):
+        self._table: dict = {}
+        self.src: dict[int, str] = {}  # node id -> SymPy sub-expression it came from (for comments)
+
+    def op(self, name: str, *args: Node, attr=None) -> Node:
+        from .ops import OPS  # ops builds on ir; the import is here to keep ir free of the table
+
+        spec = OPS[name]
+        if spec.fold is not None:
+            folded = spec.fold(self, *args, attr=attr)
+            if folded is not None:
+                return folded
+        key = (name, tuple(a.id for a in args), attr)
+        node = self._table.get(key)
+        if node is None:
+            shape = spec.shape(*[a.shape for a in args], attr=attr)
+            node = self._table[key] = Node(name, tuple(args), attr, shape, len(self._table))
+        return node
+
+    # -- leaves
+    def const(self, value) -> Node:
+        v = float(value)
+        return self.op("const", attr=0.0 if v == 0 else v)  # one zero, never -0.0
+
+    def input(self, name: str, shape) -> Node:
+        return self.op("input", attr=(name, shape))
+
+    # -- builders the rules use
+    def add(self, a, b): return self.op("add", a, b)
+    def sub(self, a, b): return self.op("sub", a, b)
+    def mul(self, a, b): return self.op("mul", a, b)
+    def div(self, a, b): return self.op("div", a, b)
+    def neg(self, a): return self.op("neg", a)
+    def where(self, c, a, b): return self.op("where", c, a, b)
+    def matmul(self, a, b): return self.op("matmul", a, b)
+    def T(self, a): return self.op("transpose", a)
+    def sum(self, a, axis=None): return self.op("sum", a, attr=axis)
+    def bcast(self, a, shape): return self.op("bcast", a, attr=tuple(shape))
+    def call(self, fn: str, *args): return self.op(fn, *args)

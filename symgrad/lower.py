@@ -1,0 +1,253 @@
+"""SymPy -> IR.
+
+:func:`lower` walks a SymPy expression iteratively (post-order, explicit stack) and builds IR
+nodes with the graph's builders; structurally equal SymPy sub-expressions become one node.
+One handler per SymPy class, found along the class's MRO (``_lower_<ClassName>``), as in SymPy's
+own printers.  A construct without a handler is a :class:`SymgradError` naming it.
+"""
+from __future__ import annotations
+
+from functools import reduce
+
+import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.matrices.expressions.matexpr import MatrixElement
+
+from .ir import Graph, Node
+from .model import SymgradError
+from .ops import size
+
+_FUNCTIONS = {
+    "exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh",
+    "sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
+    "Abs": "abs", "sign": "sign",
+}
+_RELATIONS = {"StrictGreaterThan": "gt", "GreaterThan": "ge", "StrictLessThan": "lt",
+              "LessThan": "le", "Equality": "eq", "Unequality": "ne"}
+
+
+def _short(e, n: int = 70) -> str:
+    s = str(e).replace("\n", " ")
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def unsupported(e, why: str = "") -> SymgradError:
+    return SymgradError(f"unsupported SymPy construct {type(e).__name__}: {_short(e)}"
+                        + (f" ({why})" if why else ""))
+
+
+def leaf_shape(sym):
+    """Static shape of an input symbol: ``(r, c)`` for a MatrixSymbol, dynamic (None) otherwise."""
+    return tuple(sp.sympify(d) for d in sym.shape) if isinstance(sym, sp.MatrixSymbol) else None
+
+
+class Lowering:
+    """Lowers SymPy expressions of one model into the graph ``G``."""
+
+    def __init__(self, G: Graph, dims):
+        self.G = G
+        self.dims = set(dims)
+
+    def lower(self, expr, env: dict | None = None) -> Node:
+        memo: dict = dict(env or {})
+        stack = [(expr, False)]
+        while stack:
+            e, ready = stack.pop()
+            if e in memo:
+                continue
+            kids = self._children(e)
+            if not ready:
+                stack.append((e, True))
+                stack.extend((k, False) for k in reversed(kids) if k not in memo)
+                continue
+            node = self._handler(e)(e, [memo[k] for k in kids])
+            memo[e] = node
+            self.G.src.setdefault(node.id, _short(e, 60))
+        return memo[expr]
+
+    # -- dispatch
+    def _children(self, e) -> list:
+        if isinstance(e, (sp.MatrixSymbol, sp.Symbol, sp.Number, sp.NumberSymbol, sp.Sum,
+                          sp.logic.boolalg.BooleanAtom)):
+            return []
+        if isinstance(e, ElementwiseApplyFunction):
+            return [e.expr]
+        if isinstance(e, MatrixElement):
+            return [e.parent]
+        if isinstance(e, sp.Piecewise):
+            return [x for pair in e.args for x in pair]
+        if isinstance(e, (sp.OneMatrix, sp.ZeroMatrix, sp.Identity)):
+            return []
+        return list(e.args)
+
+    def _handler(self, e):
+        for cls in type(e).__mro__:
+            h = getattr(self, f"_lower_{cls.__name__}", None)
+            if h is not None:
+                return h
+            if cls.__name__ in _FUNCTIONS:
+                op = _FUNCTIONS[cls.__name__]
+                return lambda e, k: self.G.call(op, *k) if len(k) == 1 else self._bad(e, "arity")
+        raise unsupported(e)
+
+    def _bad(self, e, why=""):
+        raise unsupported(e, why)
+
+    # -- leaves
+    def _lower_Symbol(self, e, k):
+        return size(self.G, e) if e in self.dims else self.G.input(e.name, None)
+
+    def _lower_MatrixSymbol(self, e, k):
+        return self.G.input(e.name, leaf_shape(e))
+
+    def _lower_Number(self, e, k):
+        if not e.is_real:
+            raise unsupported(e, "not a real number")
+        return self.G.const(float(e))
+
+    _lower_NumberSymbol = _lower_Number
+
+    def _lower_BooleanTrue(self, e, k):
+        return self.G.const(1)
+
+    def _lower_BooleanFalse(self, e, k):
+        return self.G.const(0)
+
+    def _lower_ImaginaryUnit(self, e, k):
+        raise unsupported(e, "complex numbers are not supported")
+
+    # -- scalar arithmetic
+    def _lower_Add(self, e, k):
+        return reduce(self.G.add, k)
+
+    _lower_MatAdd = _lower_Add
+
+    def _lower_Mul(self, e, k):
+        G = self.G
+        num = [n for n in k if not (n.op == "div" and n.args[0].op == "const" and n.args[0].attr == 1)]
+        den = [n.args[1] for n in k if n not in num]
+        top = reduce(G.mul, num) if num else G.const(1)
+        return G.div(top, reduce(G.mul, den)) if den else top
+
+    def _lower_Pow(self, e, k):
+        return self.G.op("pow", *k)
+
+    _lower_HadamardPower = _lower_Pow
+
+    def _lower_HadamardProduct(self, e, k):
+        return reduce(self.G.mul, k)
+
+    def _lower_MinMaxBase(self, e, k):
+        return reduce(lambda a, b: self.G.call("maximum" if isinstance(e, sp.Max) else "minimum", a, b), k)
+
+    def _lower_Piecewise(self, e, k):
+        G = self.G
+        pairs = list(zip(k[0::2], k[1::2]))
+        last_val, last_cond = pairs[-1]
+        out = last_val if e.args[-1].cond == sp.true else G.where(last_cond, last_val, G.const(float("nan")))
+        for val, cond in reversed(pairs[:-1]):
+            out = G.where(cond, val, out)
+        return out
+
+    def _lower_Heaviside(self, e, k):
+        G = self.G
+        x = k[0]
+        h0 = k[1] if len(k) > 1 else G.const(0.5)
+        zero = G.const(0)
+        return G.where(G.op("gt", x, zero), G.const(1), G.where(G.op("eq", x, zero), h0, zero))
+
+    def _lower_Relational(self, e, k):
+        op = _RELATIONS.get(type(e).__name__)
+        if op is None:
+            raise unsupported(e)
+        return self.G.op(op, *k)
+
+    def _lower_And(self, e, k):
+        return reduce(lambda a, b: self.G.op("and", a, b), k)
+
+    def _lower_Or(self, e, k):
+        return reduce(lambda a, b: self.G.op("or", a, b), k)
+
+    def _lower_Not(self, e, k):
+        return self.G.op("not", *k)
+
+    # -- matrices
+    def _lower_MatMul(self, e, k):
+        G = self.G
+        mats = [n for n, a in zip(k, e.args) if isinstance(a, sp.MatrixExpr)]
+        scalars = [n for n, a in zip(k, e.args) if not isinstance(a, sp.MatrixExpr)]
+        out = reduce(G.matmul, mats)
+        return G.mul(reduce(G.mul, scalars), out) if scalars else out
+
+    def _lower_MatPow(self, e, k):
+        n = e.args[1]
+        if not (n.is_Integer and n >= 1):
+            raise unsupported(e, "only positive integer matrix powers")
+        return reduce(self.G.matmul, [k[0]] * int(n))
+
+    def _lower_Transpose(self, e, k):
+        return self.G.T(k[0])
+
+    def _lower_Trace(self, e, k):
+        return self.G.op("trace", k[0])
+
+    def _lower_OneMatrix(self, e, k):
+        return self.G.bcast(self.G.const(1), e.shape)
+
+    def _lower_ZeroMatrix(self, e, k):
+        return self.G.bcast(self.G.const(0), e.shape)
+
+    def _lower_Identity(self, e, k):
+        return self.G.op("eye", attr=sp.sympify(e.shape[0]))
+
+    def _lower_MatrixElement(self, e, k):
+        if not (e.i == 0 and e.j == 0):
+            raise unsupported(e, "only [0, 0] of a 1x1 matrix can be indexed")
+        return self.G.op("item", k[0])
+
+    def _lower_ElementwiseApplyFunction(self, e, k):
+        f = e.function
+        if isinstance(f, sp.Lambda):
+            (var,), body = f.variables, f.expr
+        else:
+            var = sp.Dummy("t")
+            body = f(var)
+        return self.lower(body, {var: k[0]})
+
+    def _lower_Sum(self, e, k):
+        """``M[0, 0]`` of a product of vectors reaches us expanded into an indexed ``Sum``
+        (SymPy does that when indexing a MatMul); turn it back into array operations."""
+        if len(e.limits) != 1:
+            from sympy.tensor.array.expressions import convert_array_to_matrix, convert_indexed_to_array
+            try:
+                m = convert_array_to_matrix(convert_indexed_to_array(e))
+            except Exception:  # noqa: BLE001 - SymPy's converter fails in many ways
+                raise unsupported(e, "multi-index sums that are not matrix products") from None
+            if m.has(sp.Sum):
+                raise unsupported(e, "multi-index sums that are not matrix products")
+            return self.lower(m)
+        i, lo, hi = e.limits[0]
+        env, body = {}, e.function
+        for el in sorted(body.atoms(MatrixElement), key=sp.default_sort_key):
+            M, r, c = el.parent, el.i, el.j
+            if not el.has(i):
+                continue
+            if r == i and not c.has(i) and M.shape[1] == 1 and c == 0:
+                node, n = self.lower(M), M.shape[0]
+            elif c == i and not r.has(i) and M.shape[0] == 1 and r == 0:
+                node, n = self.G.T(self.lower(M)), M.shape[1]
+            else:
+                raise unsupported(e, f"cannot vectorise {el} over {i}")
+            if lo != 0 or sp.simplify(hi - (n - 1)) != 0:
+                raise unsupported(e, f"summation bounds ({lo}, {hi}) do not span {M}")
+            v = sp.Dummy(f"{M}")
+            env[v] = node
+            body = body.xreplace({el: v})
+        if body.has(i):
+            raise unsupported(e, f"summation index {i} used outside a matrix element")
+        return self.G.sum(self.lower(body, env))
+
+
+def lower(G: Graph, model) -> Node:
+    """Lower ``model.expr`` into ``G`` and return the output node."""
+    return Lowering(G, model.dims).lower(model.expr)

@@ -1,0 +1,158 @@
+"""Models and model files.
+
+A :class:`Model` is a SymPy expression plus the symbols to differentiate with respect to.
+Everything else symgrad knows about a model is derived here, once:
+
+* ``dims``   -- the dimension symbols of its MatrixSymbols (``N`` in ``MatrixSymbol('X', N, d)``),
+  bound from the arrays' shapes at call time;
+* ``wrt``    -- the Symbols / MatrixSymbols to differentiate with respect to;
+* ``inputs`` -- every free Symbol / MatrixSymbol that is not a dimension: ``wrt`` first, in the
+  order given, then the data inputs sorted by name.  This is the generated module's ``INPUTS``.
+
+:func:`load_models` executes a model file and collects its module-level ``Model`` objects.
+"""
+from __future__ import annotations
+
+import hashlib
+import runpy
+import traceback
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+__all__ = ["Model", "SymgradError", "load_models"]
+
+
+class SymgradError(ValueError):
+    """A user error: bad model, unsupported construct, bad input shape.  The message says which."""
+
+
+def _is_leaf(s) -> bool:
+    return isinstance(s, (sp.Symbol, sp.MatrixSymbol))
+
+
+class Model:
+    """A differentiable SymPy expression: ``Model(expr, wrt=None, name=None)``."""
+
+    def __init__(self, expr, wrt=None, name: str | None = None):
+        if isinstance(expr, (sp.MatrixBase,)) and not isinstance(expr, sp.MatrixExpr):
+            raise SymgradError(
+                f"Model expr is an explicit Matrix {type(expr).__name__}; use MatrixSymbol "
+                "expressions (X*W + b) or a scalar expression")
+        try:
+            expr = sp.sympify(expr)
+        except (sp.SympifyError, TypeError) as exc:
+            raise SymgradError(f"Model expr is not a SymPy expression: {expr!r} ({exc})") from None
+        if not isinstance(expr, sp.Basic):
+            raise SymgradError(f"Model expr is not a SymPy expression: {expr!r}")
+        self.expr = expr
+        self.name = name
+        leaves = {s for s in expr.free_symbols if _is_leaf(s)}
+        mats = {s for s in expr.atoms(sp.MatrixSymbol)} | {s for s in leaves if isinstance(s, sp.MatrixSymbol)}
+        dims = set()
+        for m in mats:
+            for d in m.shape:
+                dims |= {s for s in sp.sympify(d).free_symbols}
+        self.dims = tuple(sorted(dims, key=str))
+        free = sorted((s for s in leaves | mats if s not in dims), key=str)
+        if wrt is None:
+            wrt = free
+        elif _is_leaf(wrt):
+            wrt = [wrt]
+        wrt = list(wrt)
+        for w in wrt:
+            if not _is_leaf(w):
+                raise SymgradError(f"wrt entries must be Symbols or MatrixSymbols, got {w!r}")
+            if w in dims:
+                raise SymgradError(f"cannot differentiate with respect to dimension symbol {w}")
+        if len(set(wrt)) != len(wrt):
+            raise SymgradError(f"wrt lists a symbol twice: {wrt}")
+        self.wrt = tuple(wrt)
+        self.inputs = self.wrt + tuple(s for s in free if s not in self.wrt)
+        names = [str(s) for s in self.inputs] + [str(d) for d in self.dims]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SymgradError(f"two different symbols share the name {dup[0]!r}")
+
+    # -- derived facts -------------------------------------------------------------------------
+    @property
+    def is_matrix(self) -> bool:
+        return isinstance(self.expr, sp.MatrixExpr)
+
+    @property
+    def shape(self):
+        """Static shape of the value: ``(r, c)`` for a matrix expression, ``None`` for a scalar one."""
+        return tuple(self.expr.shape) if self.is_matrix else None
+
+    def source_hash(self) -> str:
+        text = "|".join([sp.srepr(self.expr), ",".join(map(sp.srepr, self.wrt)), str(self.name)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def dim_values(self, inputs: dict) -> dict:
+        """Bind dimension symbols from the arrays in ``inputs`` (name -> array); check they agree."""
+        values: dict = {}
+        for s in self.inputs:
+            if not isinstance(s, sp.MatrixSymbol):
+                continue
+            if str(s) not in inputs:
+                raise SymgradError(f"model {self.name}: missing input {s}")
+            shape = np.shape(inputs[str(s)])
+            if len(shape) != 2:
+                raise SymgradError(f"model {self.name}: input {s} must be 2-D with shape {s.shape}, got shape {shape}")
+            for d, n in zip(s.shape, shape):
+                d = sp.sympify(d)
+                if d.is_Symbol:
+                    if values.setdefault(d, n) != n:
+                        raise SymgradError(f"model {self.name}: dimension {d} is {values[d]} elsewhere "
+                                           f"but input {s} has shape {shape}")
+        for s in self.inputs:
+            if isinstance(s, sp.MatrixSymbol):
+                want = tuple(int(sp.sympify(d).subs(values)) for d in s.shape)
+                got = np.shape(inputs[str(s)])
+                if want != got:
+                    raise SymgradError(f"model {self.name}: input {s} has shape {got}, expected {want} "
+                                       f"from {s.shape}")
+        return values
+
+    def __repr__(self) -> str:
+        return f"Model(name={self.name!r}, wrt={[str(w) for w in self.wrt]}, inputs={[str(i) for i in self.inputs]})"
+
+
+def load_models(path, only: str | None = None) -> list[Model]:
+    """Execute the model file at ``path`` and return its module-level Models (named, sorted by name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SymgradError(f"{path}: no such model file")
+    try:
+        namespace = runpy.run_path(str(path), run_name="__symgrad_model__")
+    except SymgradError as exc:
+        raise SymgradError(f"{path}: {exc}") from None
+    except SystemExit as exc:
+        raise SymgradError(f"{path}: the model file called exit({exc.code})") from None
+    except BaseException as exc:  # noqa: BLE001 - any error in user code becomes a user error
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+        where = f", line {frames[-1].lineno}" if frames else ""
+        raise SymgradError(f"{path}{where}: {type(exc).__name__}: {exc}") from None
+    found = [(k, v) for k, v in namespace.items() if isinstance(v, Model) and not k.startswith("_")]
+    # one object bound to two names counts once
+    seen, models = set(), []
+    for var, m in found:
+        if id(m) not in seen:
+            seen.add(id(m))
+            models.append((var, m))
+    if not models:
+        raise SymgradError(f"{path}: no symgrad.Model bound at module level")
+    unnamed = [m for _, m in models if m.name is None]
+    for var, m in models:
+        if m.name is None:
+            m.name = path.stem if len(unnamed) == 1 else f"{path.stem}_{var}"
+    models.sort(key=lambda vm: vm[1].name)
+    names = [m.name for _, m in models]
+    if len(set(names)) != len(names):
+        raise SymgradError(f"{path}: two models share a name: {names}")
+    if only is not None:
+        models = [vm for vm in models if vm[1].name == only or vm[0] == only]
+        if not models:
+            raise SymgradError(f"{path}: no model named {only!r} (have: {', '.join(names)})")
+    return [m for _, m in models]

@@ -1,0 +1,418 @@
+"""The op table: every IR op declared once.
+
+Each :class:`Op` row gives
+
+* ``shape(*arg_shapes, attr)`` -- the static shape rule;
+* ``fold(G, *args, attr)``      -- an optional rewrite applied when the node is built (constant
+  folding, identities, numerically stable forms); returns a replacement node or ``None``;
+* ``vjp(G, g, out, *args)``     -- the symbolic reverse-mode rule: given the cotangent ``g`` of the
+  node ``out``, one cotangent per argument (``None``: no gradient flows).  Rules build IR with the
+  graph's builders and never un-broadcast: summing a cotangent down to its argument's shape and
+  adding up fan-in is the engine's job (``diff.py``);
+* ``code``                      -- the NumPy printing template (``{m}`` is the array module, ``{0}``..
+  the argument names); the CuPy target overrides only the entries that differ (``emit.TARGETS``);
+* ``ev``                        -- a float function for constant folding (elementwise ops only).
+
+Non-differentiable points: every derivative is 0 at a tie or a kink -- ``Max(x, y)`` passes the
+gradient to the strictly larger argument only (so ``Max(x, 0)`` has derivative 0 at 0, like ReLU),
+``Abs'(0) = sign(0) = 0``, ``sign``, ``Heaviside`` and comparisons have derivative 0, and
+``Piecewise`` differentiates the branch that is selected.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Callable
+
+import sympy as sp
+
+from .ir import ONE, broadcast_shapes
+from .model import SymgradError
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    shape: Callable
+    code: str | Callable | None
+    vjp: Callable | None = None
+    fold: Callable | None = None
+    ev: Callable | None = None
+    elementwise: bool = False
+
+
+OPS: dict[str, Op] = {}
+
+
+def _reg(name, shape, code, vjp=None, fold=None, ev=None, elementwise=False):
+    OPS[name] = Op(name, shape, code, vjp, fold, ev, elementwise)
+
+
+# -- helpers for folds -------------------------------------------------------------------------
+def _cval(n):
+    """The float value of a constant node (or of a broadcast constant), else None."""
+    if n.op == "const":
+        return n.attr
+    if n.op == "bcast" and n.args[0].op == "const":
+        return n.args[0].attr
+    return None
+
+
+def _same_shape_as(n, *args):
+    """True when broadcasting ``args`` gives exactly ``n``'s shape (so ``n`` may replace the op)."""
+    try:
+        return broadcast_shapes(*(a.shape for a in args)) == n.shape
+    except SymgradError:
+        return False
+
+
+def _fold_consts(name):
+    def fold(G, *args, attr=None):
+        vals = [a.attr for a in args]
+        if all(a.op == "const" for a in args):
+            try:
+                v = OPS[name].ev(*vals)
+            except (ValueError, ZeroDivisionError, OverflowError):
+                return None
+            if isinstance(v, bool) or not math.isfinite(v):
+                return None
+            return G.const(v)
+        return None
+    return fold
+
+
+def _chain(*folds):
+    def fold(G, *args, attr=None):
+        for f in folds:
+            r = f(G, *args, attr=attr)
+            if r is not None:
+                return r
+        return None
+    return fold
+
+
+def negate(G, x):
+    """``-x`` with the sign pushed into constants, negations, differences and sums of those."""
+    if x.op == "const":
+        return G.const(-x.attr)
+    if x.op == "neg":
+        return x.args[0]
+    if x.op == "sub":
+        return G.sub(x.args[1], x.args[0])
+    if x.op == "add":
+        a, b = x.args
+        if a.op in ("neg", "const"):
+            return G.sub(negate(G, a), b)
+        if b.op in ("neg", "const"):
+            return G.sub(negate(G, b), a)
+    if x.op == "mul" and x.args[0].op == "const":
+        return G.mul(G.const(-x.args[0].attr), x.args[1])
+    return None
+
+
+# -- elementwise arithmetic --------------------------------------------------------------------
+def _ew_shape(*shapes, attr=None):
+    return broadcast_shapes(*shapes)
+
+
+def _fold_add(G, a, b, attr=None):
+    if _cval(a) == 0 and _same_shape_as(b, a, b):
+        return b
+    if _cval(b) == 0 and _same_shape_as(a, a, b):
+        return a
+    if b.op == "neg":
+        return G.sub(a, b.args[0])
+    if a.op == "neg":
+        return G.sub(b, a.args[0])
+    if a.op != "const" and b.op != "const" and b.id < a.id:  # canonical order: more sharing
+        return G.add(b, a)
+    if b.op == "const" and a.op != "const":
+        return G.add(b, a)
+    return None
+
+
+def _fold_sub(G, a, b, attr=None):
+    if _cval(b) == 0 and _same_shape_as(a, a, b):
+        return a
+    if _cval(a) == 0 and _same_shape_as(b, a, b):
+        return G.neg(b)
+    if b.op == "neg":
+        return G.add(a, b.args[0])
+    return None
+
+
+def _fold_mul(G, a, b, attr=None):
+    if b.op == "const" and a.op != "const":
+        return G.mul(b, a)
+    if _cval(a) == 1 and _same_shape_as(b, a, b):
+        return b
+    if _cval(b) == 1 and _same_shape_as(a, a, b):
+        return a
+    if a.op == "const":
+        if a.attr == -1:
+            return G.neg(b)
+        if b.op == "mul" and b.args[0].op == "const":
+            return G.mul(G.const(a.attr * b.args[0].attr), b.args[1])
+        if b.op == "neg":
+            return G.mul(G.const(-a.attr), b.args[0])
+    elif b.id < a.id and b.op != "const":
+        return G.mul(b, a)
+    return None
+
+
+def _fold_div(G, a, b, attr=None):
+    if _cval(b) == 1 and _same_shape_as(a, a, b):
+        return a
+    # 1 / (1 + exp(u)) is sigmoid(-u): stable, and its derivative reuses the forward value
+    if _cval(a) == 1 and b.op == "add" and _cval(b.args[0]) == 1 and b.args[1].op == "exp":
+        u = b.args[1].args[0]
+        return G.call("sigmoid", G.neg(u))
+    return None
+
+
+def _fold_neg(G, a, attr=None):
+    return negate(G, a)
+
+
+def _fold_pow(G, a, b, attr=None):
+    e = _cval(b) if b.op == "const" else None
+    if e is None:
+        return None
+    if e == 1:
+        return a
+    if e == 0.5:
+        return G.call("sqrt", a)
+    if e == -1:
+        return G.div(G.const(1), a)
+    if e == -0.5:
+        return G.div(G.const(1), G.call("sqrt", a))
+    return None
+
+
+def _vjp_pow(G, g, out, a, b):
+    if b.op == "const":
+        c = b.attr
+        return G.mul(g, G.mul(G.const(c), G.op("pow", a, G.const(c - 1)))), None
+    return (G.mul(g, G.mul(b, G.op("pow", a, G.sub(b, G.const(1))))),
+            G.mul(g, G.mul(out, G.call("log", a))))
+
+
+def _zero_grad(G, g, out, *args):
+    return (None,) * len(args)
+
+
+_reg("add", _ew_shape, "{0} + {1}", lambda G, g, o, a, b: (g, g),
+     _chain(_fold_consts("add"), _fold_add), operator.add, True)
+_reg("sub", _ew_shape, "{0} - {1}", lambda G, g, o, a, b: (g, G.neg(g)),
+     _chain(_fold_consts("sub"), _fold_sub), operator.sub, True)
+_reg("mul", _ew_shape, "{0} * {1}", lambda G, g, o, a, b: (G.mul(g, b), G.mul(g, a)),
+     _chain(_fold_consts("mul"), _fold_mul), operator.mul, True)
+_reg("div", _ew_shape, "{0} / {1}",
+     lambda G, g, o, a, b: (G.div(g, b), G.neg(G.div(G.mul(g, o), b))),
+     _chain(_fold_consts("div"), _fold_div), operator.truediv, True)
+_reg("neg", _ew_shape, "-{0}", lambda G, g, o, a: (G.neg(g),),
+     _fold_neg, operator.neg, True)
+_reg("pow", _ew_shape, "{0} ** {1}", _vjp_pow,
+     _chain(_fold_consts("pow"), _fold_pow), operator.pow, True)
+
+
+# -- elementwise functions ---------------------------------------------------------------------
+def _fold_log(G, a, attr=None):
+    if a.op == "exp":
+        return a.args[0]
+    if a.op == "sigmoid":  # log(sigmoid(t)) = -softplus(-t)
+        return G.neg(G.call("softplus", G.neg(a.args[0])))
+    if a.op == "sub" and _cval(a.args[0]) == 1 and a.args[1].op == "sigmoid":  # log(1 - sigmoid(t))
+        return G.neg(G.call("softplus", a.args[1].args[0]))
+    if a.op == "add" and _cval(a.args[0]) == 1 and a.args[1].op == "exp":  # log(1 + exp(t))
+        return G.call("softplus", a.args[1].args[0])
+    return None
+
+
+def _one_minus_sq(G, x):
+    return G.sub(G.const(1), G.mul(x, x))
+
+
+_FUNCS = [
+    # name, template, vjp(G, g, out, x), float function
+    ("exp", "{m}.exp({0})", lambda G, g, o, x: (G.mul(g, o),), math.exp),
+    ("log", "{m}.log({0})", lambda G, g, o, x: (G.div(g, x),), math.log),
+    ("sin", "{m}.sin({0})", lambda G, g, o, x: (G.mul(g, G.call("cos", x)),), math.sin),
+    ("cos", "{m}.cos({0})", lambda G, g, o, x: (G.neg(G.mul(g, G.call("sin", x))),), math.cos),
+    ("tan", "{m}.tan({0})", lambda G, g, o, x: (G.mul(g, G.add(G.const(1), G.mul(o, o))),), math.tan),
+    ("tanh", "{m}.tanh({0})", lambda G, g, o, x: (G.mul(g, _one_minus_sq(G, o)),), math.tanh),
+    ("sinh", "{m}.sinh({0})", lambda G, g, o, x: (G.mul(g, G.call("cosh", x)),), math.sinh),
+    ("cosh", "{m}.cosh({0})", lambda G, g, o, x: (G.mul(g, G.call("sinh", x)),), math.cosh),
+    ("arcsin", "{m}.arcsin({0})",
+     lambda G, g, o, x: (G.div(g, G.call("sqrt", _one_minus_sq(G, x))),), math.asin),
+    ("arccos", "{m}.arccos({0})",
+     lambda G, g, o, x: (G.neg(G.div(g, G.call("sqrt", _one_minus_sq(G, x)))),), math.acos),
+    ("arctan", "{m}.arctan({0})",
+     lambda G, g, o, x: (G.div(g, G.add(G.const(1), G.mul(x, x))),), math.atan),
+    ("sqrt", "{m}.sqrt({0})", lambda G, g, o, x: (G.div(g, G.mul(G.const(2), o)),), math.sqrt),
+    ("abs", "{m}.abs({0})", lambda G, g, o, x: (G.mul(g, G.call("sign", x)),), abs),
+    ("sign", "{m}.sign({0})", _zero_grad, lambda v: float((v > 0) - (v < 0))),
+    ("sigmoid", "1.0 / (1.0 + {m}.exp(-{0}))",
+     lambda G, g, o, x: (G.mul(g, G.mul(o, G.sub(G.const(1), o))),),
+     lambda v: 1 / (1 + math.exp(-v))),
+    ("softplus", "{m}.logaddexp(0.0, {0})",
+     lambda G, g, o, x: (G.mul(g, G.call("sigmoid", x)),),
+     lambda v: max(v, 0) + math.log1p(math.exp(-abs(v)))),
+]
+for _name, _code, _vjp, _ev in _FUNCS:
+    _fold = _fold_consts(_name)
+    if _name == "log":
+        _fold = _chain(_fold, _fold_log)
+    _reg(_name, _ew_shape, _code, _vjp, _fold, _ev, True)
+
+
+# -- selections and comparisons ----------------------------------------------------------------
+def _vjp_extremum(cmp):
+    def vjp(G, g, out, a, b):
+        zero = G.const(0)
+        return G.where(G.op(cmp, a, b), g, zero), G.where(G.op(cmp, b, a), g, zero)
+    return vjp
+
+
+def _fold_where(G, c, a, b, attr=None):
+    if a is b and _same_shape_as(a, c, a, b):
+        return a
+    if c.op == "const":
+        return a if c.attr else b
+    return None
+
+
+_reg("maximum", _ew_shape, "{m}.maximum({0}, {1})", _vjp_extremum("gt"), _fold_consts("maximum"), max, True)
+_reg("minimum", _ew_shape, "{m}.minimum({0}, {1})", _vjp_extremum("lt"), _fold_consts("minimum"), min, True)
+_reg("where", _ew_shape, "{m}.where({0}, {1}, {2})",
+     lambda G, g, o, c, a, b: (None, G.where(c, g, G.const(0)), G.where(c, G.const(0), g)),
+     _fold_where, None, True)
+for _name, _code, _ev in [("gt", "{0} > {1}", operator.gt), ("ge", "{0} >= {1}", operator.ge),
+                          ("lt", "{0} < {1}", operator.lt), ("le", "{0} <= {1}", operator.le),
+                          ("eq", "{0} == {1}", operator.eq), ("ne", "{0} != {1}", operator.ne),
+                          ("and", "{m}.logical_and({0}, {1})", None),
+                          ("or", "{m}.logical_or({0}, {1})", None),
+                          ("not", "{m}.logical_not({0})", None)]:
+    _reg(_name, _ew_shape, _code, _zero_grad, None, _ev, True)
+
+
+# -- leaves ------------------------------------------------------------------------------------
+_reg("const", lambda attr=None: (), None)
+_reg("dim", lambda attr=None: (), None)  # a dimension symbol's value (an int at run time)
+_reg("input", lambda attr=None: attr[1], None)
+
+
+# -- matrix ops --------------------------------------------------------------------------------
+def size(G, d):
+    """A dimension as a node: a constant when it is a number, else the run-time ``dim``."""
+    d = sp.sympify(d)
+    return G.const(int(d)) if d.is_Integer else G.op("dim", attr=str(d))
+
+
+def _matmul_shape(a, b, attr=None):
+    if a is None or b is None or len(a) != 2 or len(b) != 2 or a[1] != b[0]:
+        raise SymgradError(f"matmul of shapes {a} and {b} does not conform")
+    return (a[0], b[1])
+
+
+def _fold_matmul(G, a, b, attr=None):
+    # a constant matrix (OneMatrix, ZeroMatrix, a broadcast scalar) times B is a scaled column sum
+    ca, cb = _cval(a), _cval(b)
+    if ca is not None:
+        return G.mul(G.const(ca), G.bcast(G.sum(b, 0), (a.shape[0], b.shape[1])))
+    if cb is not None:
+        return G.mul(G.const(cb), G.bcast(G.sum(a, 1), (a.shape[0], b.shape[1])))
+    if a.op == "eye":
+        return b
+    if b.op == "eye":
+        return a
+    return None
+
+
+def _sum_shape(a, attr=None):
+    if attr is None:
+        return ()
+    if a is None or len(a) != 2:
+        raise SymgradError(f"sum over axis {attr} of shape {a}")
+    return (ONE, a[1]) if attr == 0 else (a[0], ONE)
+
+
+def _fold_sum(G, a, attr=None):
+    if a.shape == ():
+        return a
+    if attr is not None and a.shape is not None and a.shape[attr] == ONE:
+        return a
+    if a.op == "bcast":  # summing a broadcast value is a multiplication by the broadcast size
+        x = a.args[0]
+        axes = (0, 1) if attr is None else (attr,)
+        if x.shape == () or all(x.shape[i] == ONE for i in axes):
+            for i in axes:
+                x = G.mul(size(G, a.shape[i]), x)
+            if attr is None:
+                return G.sum(x)
+            keep = list(a.shape)
+            keep[attr] = ONE
+            return G.bcast(x, keep)
+    return None
+
+
+def _vjp_sum(G, g, out, a):
+    return (G.bcast(g, a.shape) if a.shape is not None else g),
+
+
+def _fold_transpose(G, a, attr=None):
+    if a.op == "transpose":
+        return a.args[0]
+    if a.op == "bcast" and a.args[0].shape == ():
+        return G.bcast(a.args[0], a.shape[::-1])
+    return None
+
+
+def _fold_bcast(G, a, attr=None):
+    if a.shape == attr:
+        return a
+    if a.op == "bcast":
+        return G.bcast(a.args[0], attr)
+    return None
+
+
+def _bcast_shape(a, attr=None):
+    broadcast_shapes(a, attr, where=" (broadcast)")
+    return attr
+
+
+def _fold_trace(G, a, attr=None):
+    if a.op == "matmul":  # tr(A B) = sum(A * B.T): never form the n x n product
+        x, y = a.args
+        return G.sum(G.mul(x, G.T(y)))
+    if a.shape[0] == ONE:
+        return G.op("item", a)
+    return None
+
+
+def _square(a, attr=None):
+    if a is None or len(a) != 2 or a[0] != a[1]:
+        raise SymgradError(f"trace of non-square shape {a}")
+    return ()
+
+
+def _one_by_one(a, attr=None):
+    if a is None or len(a) != 2 or a[0] != ONE or a[1] != ONE:
+        raise SymgradError(f"only a 1x1 matrix can be indexed with [0, 0]; got shape {a}")
+    return ()
+
+
+_reg("matmul", _matmul_shape, "{0} @ {1}",
+     lambda G, g, o, a, b: (G.matmul(g, G.T(b)), G.matmul(G.T(a), g)), _fold_matmul)
+_reg("transpose", lambda a, attr=None: (a[1], a[0]), "{0}.T",
+     lambda G, g, o, a: (G.T(g),), _fold_transpose)
+_reg("sum", _sum_shape, None, _vjp_sum, _fold_sum)
+_reg("bcast", _bcast_shape, None, lambda G, g, o, a: (g,), _fold_bcast)
+_reg("item", _one_by_one, "{0}[0, 0]", lambda G, g, o, a: (G.bcast(g, a.shape),))
+_reg("trace", _square, "{m}.trace({0})",
+     lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),), _fold_trace)
+_reg("eye", lambda attr=None: (attr, attr), None)
+# run-time helpers of the engine: sum a dynamic cotangent to an input's shape; zeros for no path
+_reg("sum_to", lambda g, x, out, attr=None: x, "_sum_to({0}, {1}, {2})")
+_reg("zeros_like", lambda x, attr=None: x, "{m}.zeros_like({0})")

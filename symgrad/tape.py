@@ -1,0 +1,352 @@
+"""symgrad.tape -- the runtime reverse-mode tape: symgrad's independent numeric oracle.
+
+Contract
+--------
+* ``forward(model, **inputs)`` -> the value of ``model.expr`` as a NumPy array (0-d for a scalar
+  expression on scalar inputs, the broadcast shape when scalar symbols are bound to arrays).
+* ``value_and_grad(model, **inputs)`` -> ``(value, grads)``: ``grads[str(w)]`` for each ``w`` in
+  ``model.wrt`` is the gradient of ``sum(value)`` with respect to that input, with exactly the
+  input's shape (broadcast axes summed away); a ``wrt`` symbol absent from ``expr`` gets zeros.
+* ``sum_to(g, shape)`` sums a broadcast gradient back down to ``shape``.
+
+Inputs are keyword arguments named ``str(symbol)``.  All values are computed in one float dtype:
+the result type of the floating-point arrays passed (Python numbers do not count), float64 if none,
+so float32 in gives float32 out.  Dimension symbols (``N`` in ``MatrixSymbol('X', N, d)``) are read
+from the arrays' shapes by ``Model.dim_values`` and may appear as numbers inside ``expr``.
+
+Independence: this module imports nothing from symgrad but ``symgrad.model``.  Its derivative rules
+(``RULES``) are numeric and written separately from the symbolic compiler, so that it can check it.
+
+Design (micrograd / HIPS autograd): evaluating ``expr`` walks it iteratively (explicit stack,
+postorder, memoised so shared sub-expressions are computed once and deep expressions never recurse)
+and records a ``Var`` per operation: its array, its parents and one VJP closure per parent.
+``backward`` runs a topological order in reverse, sums each cotangent down to the parent's shape
+(once, here, never in a rule) and accumulates it with ``+=``.  N-ary SymPy nodes (Add, Mul, Max,
+MatMul, ...) are folded into binary operations.  ``Sum`` over ``MatrixElement``s with dummy indices
+(what SymPy makes of ``(r.T*r)[0, 0]``) is evaluated by giving each dummy index its own array axis.
+
+Non-differentiable points: every derivative at a tie or kink is 0.  d Max(x, y)/dx = [x > y]
+strictly (so ReLU'(0) = 0), d Min(x, y)/dx = [x < y]; Abs' = sign (0 at 0); sign' = Heaviside' = 0;
+Piecewise differentiates only the selected branch; conditions carry no gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+from sympy.logic.boolalg import BooleanAtom
+from sympy.matrices.expressions import (HadamardPower, HadamardProduct, Identity, MatAdd, MatMul,
+                                        MatPow, MatrixExpr, MatrixSymbol, OneMatrix, Trace,
+                                        Transpose, ZeroMatrix)
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.matrices.expressions.matexpr import MatrixElement
+
+from .model import SymgradError
+
+__all__ = ["Var", "RULES", "forward", "value_and_grad", "backward", "sum_to"]
+
+
+def sum_to(g, shape):
+    """Sum ``g`` over the axes that broadcasting added or stretched, giving an array of ``shape``."""
+    g = np.asarray(g)
+    if g.shape == tuple(shape):
+        return g
+    g = g.sum(axis=tuple(range(g.ndim - len(shape))))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=stretched, keepdims=True).reshape(shape)
+
+
+class Var:
+    """A recorded value: a NumPy array, the Vars it was computed from and one VJP per parent.
+
+    A VJP maps this Var's cotangent to the parent's (``None``: no gradient flows there).
+    Vars that do not depend on a ``wrt`` input keep no parents: nothing flows back through them.
+    """
+    __slots__ = ("value", "parents", "vjps", "needs_grad", "grad")
+
+    def __init__(self, value, parents=(), vjps=(), needs_grad=False):
+        self.value = np.asarray(value)
+        self.needs_grad = needs_grad or any(p.needs_grad for p in parents)
+        self.parents, self.vjps = (tuple(parents), tuple(vjps)) if self.needs_grad else ((), ())
+        self.grad = None
+
+
+def _toposort(root):
+    """Vars that need a gradient, parents before children (iterative DFS, no recursion)."""
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        v, done = stack.pop()
+        if done:
+            order.append(v)
+        elif id(v) not in seen:
+            seen.add(id(v))
+            stack.append((v, True))
+            stack.extend((p, False) for p in v.parents if p.needs_grad and id(p) not in seen)
+    return order
+
+
+def backward(root):
+    """Seed ``root`` with ones (the gradient of ``sum(root)``) and run the tape backwards."""
+    root.grad = np.ones_like(root.value)
+    for node in reversed(_toposort(root)):
+        if node.grad is None:
+            continue
+        for parent, vjp in zip(node.parents, node.vjps):
+            if vjp is None or not parent.needs_grad:
+                continue
+            if parent.grad is None:
+                parent.grad = np.zeros_like(parent.value)
+            parent.grad += sum_to(vjp(node.grad), parent.value.shape)
+
+
+# One rule per (SymPy class, arity): (forward, vjp per argument); a vjp is (g, ans, *args) -> cotangent.
+_ADD = (np.add, lambda g, a, x, y: g, lambda g, a, x, y: g)
+_MUL = (np.multiply, lambda g, a, x, y: g * y, lambda g, a, x, y: g * x)
+_POW = (np.power, lambda g, a, x, p: g * p * x ** (p - 1), lambda g, a, x, p: g * a * np.log(x))
+RULES = {
+    (sp.Add, 2): _ADD, (MatAdd, 2): _ADD,
+    (sp.Mul, 2): _MUL, (HadamardProduct, 2): _MUL,
+    (sp.Pow, 2): _POW, (HadamardPower, 2): _POW,
+    (MatMul, 2): (np.matmul, lambda g, a, x, y: g @ y.T, lambda g, a, x, y: x.T @ g),
+    (sp.Max, 2): (np.maximum, lambda g, a, x, y: g * (x > y), lambda g, a, x, y: g * (y > x)),
+    (sp.Min, 2): (np.minimum, lambda g, a, x, y: g * (x < y), lambda g, a, x, y: g * (y < x)),
+    (sp.exp, 1): (np.exp, lambda g, a, x: g * a),
+    (sp.log, 1): (np.log, lambda g, a, x: g / x),
+    (sp.log, 2): (lambda x, b: np.log(x) / np.log(b), lambda g, a, x, b: g / (x * np.log(b)),
+                  lambda g, a, x, b: -g * a / (b * np.log(b))),
+    (sp.sin, 1): (np.sin, lambda g, a, x: g * np.cos(x)),
+    (sp.cos, 1): (np.cos, lambda g, a, x: -g * np.sin(x)),
+    (sp.tan, 1): (np.tan, lambda g, a, x: g * (1 + a * a)),
+    (sp.tanh, 1): (np.tanh, lambda g, a, x: g * (1 - a * a)),
+    (sp.sinh, 1): (np.sinh, lambda g, a, x: g * np.cosh(x)),
+    (sp.cosh, 1): (np.cosh, lambda g, a, x: g * np.sinh(x)),
+    (sp.asin, 1): (np.arcsin, lambda g, a, x: g / np.sqrt(1 - x * x)),
+    (sp.acos, 1): (np.arccos, lambda g, a, x: -g / np.sqrt(1 - x * x)),
+    (sp.atan, 1): (np.arctan, lambda g, a, x: g / (1 + x * x)),
+    (sp.asinh, 1): (np.arcsinh, lambda g, a, x: g / np.sqrt(x * x + 1)),
+    (sp.acosh, 1): (np.arccosh, lambda g, a, x: g / np.sqrt(x * x - 1)),
+    (sp.atanh, 1): (np.arctanh, lambda g, a, x: g / (1 - x * x)),
+    (sp.atan2, 2): (np.arctan2, lambda g, a, y, x: g * x / (x * x + y * y),
+                    lambda g, a, y, x: -g * y / (x * x + y * y)),
+    (sp.Abs, 1): (np.abs, lambda g, a, x: g * np.sign(x)),
+    (sp.sign, 1): (np.sign, None),
+    (sp.Heaviside, 1): (lambda x: np.heaviside(x, 0.5), None),
+    (sp.Heaviside, 2): (np.heaviside, None, None),
+    (Transpose, 1): (np.transpose, lambda g, a, x: g.T),
+    (Trace, 1): (np.trace, lambda g, a, x: g * np.eye(len(x), dtype=x.dtype)),
+    (sp.StrictLessThan, 2): (np.less, None, None), (sp.LessThan, 2): (np.less_equal, None, None),
+    (sp.StrictGreaterThan, 2): (np.greater, None, None),
+    (sp.GreaterThan, 2): (np.greater_equal, None, None),
+    (sp.Equality, 2): (np.equal, None, None), (sp.Unequality, 2): (np.not_equal, None, None),
+    (sp.And, 2): (np.logical_and, None, None), (sp.Or, 2): (np.logical_or, None, None),
+    (sp.Not, 1): (np.logical_not, None),
+}
+_NARY = {sp.Add, sp.Mul, MatAdd, HadamardProduct, MatMul, sp.Max, sp.Min, sp.And, sp.Or}
+_LEAVES = (sp.Symbol, MatrixSymbol, sp.Number, sp.NumberSymbol, BooleanAtom, OneMatrix, ZeroMatrix,
+           Identity)
+_SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPow)
+
+
+def _op(rule, *args):
+    """Apply ``rule`` to the Vars ``args`` and record the result with its VJP closures."""
+    fwd, *vjps = rule
+    vals = [a.value for a in args]
+    ans = np.asarray(fwd(*vals))
+    return Var(ans, args, [None if v is None else (lambda g, v=v: v(g, ans, *vals)) for v in vjps])
+
+
+def _unsupported(e, why=""):
+    return SymgradError(f"symgrad.tape: unsupported SymPy construct {type(e).__name__}{why}: {e}")
+
+
+class _Recorder:
+    """Evaluates a SymPy expression on bound Vars, recording the tape."""
+
+    def __init__(self, expr, dims, dtype):
+        self.dims, self.dtype = dims, np.dtype(dtype)
+        dummies, seen, stack = set(), set(), [expr]
+        while stack:  # a DAG walk: expr.atoms() would walk the (maybe exponentially larger) tree
+            e = stack.pop()
+            if e not in seen:
+                seen.add(e)
+                dummies |= {lim[0] for lim in e.limits} if isinstance(e, sp.Sum) else set()
+                stack.extend(e.args)
+        self.slots = {d: k for k, d in enumerate(sorted(dummies, key=sp.default_sort_key))}
+
+    def const(self, value):
+        return Var(np.asarray(value, dtype=self.dtype))
+
+    def size(self, d, e):
+        n = sp.sympify(d).subs(self.dims)
+        if not n.is_Integer:
+            raise _unsupported(e, f" (cannot read {d} as an integer here)")
+        return int(n)
+
+    def evaluate(self, expr, env):
+        """Postorder walk with an explicit stack; ``env`` maps leaf symbols to Vars."""
+        memo = dict(env)
+        stack = [expr]
+        while stack:
+            e = stack[-1]
+            if e in memo:
+                stack.pop()
+                continue
+            todo = [k for k in self.children(e) if k not in memo]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            memo[e] = self.apply(e, [memo[k] for k in self.children(e)], env)
+        return memo[expr]
+
+    def children(self, e):
+        """The sub-expressions ``apply(e, ...)`` needs; raises for anything the tape cannot run."""
+        if isinstance(e, _LEAVES):
+            return ()
+        if isinstance(e, sp.Piecewise):
+            return tuple(x for pair in e.args for x in pair)
+        if isinstance(e, MatrixElement):
+            return (e.parent,)
+        if isinstance(e, sp.Sum):
+            return (e.function,)
+        if isinstance(e, ElementwiseApplyFunction):
+            return (e.expr,)
+        if isinstance(e, MatPow):
+            if not (e.exp.is_Integer and e.exp >= 0):
+                raise _unsupported(e, " (only non-negative integer powers)")
+            return (e.base,)
+        if (type(e), min(len(e.args), 2) if type(e) in _NARY else len(e.args)) not in RULES:
+            raise _unsupported(e)
+        return e.args
+
+    def apply(self, e, kids, env):
+        if isinstance(e, (sp.Symbol, MatrixSymbol)):
+            raise SymgradError(f"symgrad.tape: missing input {e}")
+        if isinstance(e, BooleanAtom):
+            return Var(np.asarray(bool(e)))
+        if isinstance(e, (sp.Number, sp.NumberSymbol)):
+            return self.const(float(e))
+        if isinstance(e, (OneMatrix, ZeroMatrix, Identity)):
+            shape = tuple(self.size(n, e) for n in e.shape)
+            make = {OneMatrix: np.ones, ZeroMatrix: np.zeros}.get(type(e))
+            return self.const(make(shape) if make else np.eye(shape[0]))
+        if isinstance(e, _SPECIAL):
+            return getattr(self, "_" + type(e).__name__)(e, kids, env)
+        if type(e) in _NARY:
+            acc, acc_mat = kids[0], isinstance(e.args[0], MatrixExpr)
+            for arg, kid in zip(e.args[1:], kids[1:]):  # fold left; a MatMul's scalar factors multiply
+                is_mat = isinstance(arg, MatrixExpr)
+                cls = sp.Mul if type(e) is MatMul and not (acc_mat and is_mat) else type(e)
+                acc, acc_mat = _op(RULES[cls, 2], acc, kid), acc_mat or is_mat
+            return acc
+        return _op(RULES[type(e), len(kids)], *kids)
+
+    def _Piecewise(self, e, kids, env):
+        exprs, conds = kids[0::2], kids[1::2]
+        taken, masks = np.asarray(False), []
+        for c in conds:  # the first true condition wins
+            masks.append(np.logical_and(c.value, ~taken))
+            taken = np.logical_or(taken, c.value)
+        out = np.asarray(np.nan, dtype=self.dtype)  # no branch applies: SymPy's undefined
+        for x, m in zip(exprs[::-1], masks[::-1]):
+            out = np.where(m, x.value, out)
+        zero = np.zeros((), self.dtype)
+        return Var(out, exprs, [lambda g, m=m: np.where(m, g, zero) for m in masks])
+
+    def _ElementwiseApplyFunction(self, e, kids, env):
+        f = e.function
+        if isinstance(f, sp.Lambda):
+            (var,), body = f.variables, f.expr
+        else:
+            var = sp.Dummy("t")
+            body = f(var)
+        return self.evaluate(body, {**env, var: kids[0]})
+
+    def _MatPow(self, e, kids, env):
+        n, acc = int(e.exp), kids[0]
+        if n == 0:
+            return self.const(np.eye(acc.value.shape[0]))
+        for _ in range(n - 1):
+            acc = _op(RULES[MatMul, 2], acc, kids[0])
+        return acc
+
+    def _MatrixElement(self, e, kids, env):
+        """``M[i, j]``: integer indices pick; a Sum's dummy index becomes that dummy's own axis."""
+        m = kids[0].value
+        idx = (e.i, e.j)
+        sel = tuple(slice(None) if k in self.slots else self.size(k, e) for k in idx)
+        syms = [k for k in idx if k in self.slots]
+        if len(set(syms)) < len(syms):
+            raise _unsupported(e, " (diagonal indexing)")
+        sub = np.asarray(m[sel])
+        order = sorted(range(len(syms)), key=lambda a: self.slots[syms[a]])
+        shape = [1] * len(self.slots) if syms else []
+        for a in order:
+            shape[self.slots[syms[a]]] = sub.shape[a]
+        moved = sub.transpose(order)
+
+        def vjp(g):
+            z = np.zeros(m.shape, g.dtype)
+            z[sel] = g.reshape(moved.shape).transpose(np.argsort(order))
+            return z
+        return Var(moved.reshape(shape), kids, [vjp])
+
+    def _Sum(self, e, kids, env):
+        k = len(self.slots)
+        body = kids[0].value
+        if body.ndim > k:
+            raise _unsupported(e, " (Sum over broadcast array inputs)")
+        b = body.reshape((1,) * (k - body.ndim) + body.shape)
+        sel, scale = [slice(None)] * k, 1
+        for i, lo, hi in e.limits:
+            lo, hi, ax = self.size(lo, e), self.size(hi, e), self.slots[i]
+            if b.shape[ax] == 1:  # body does not vary with i: n equal terms
+                scale *= hi - lo + 1
+            else:
+                sel[ax] = slice(lo, hi + 1)
+        sel = tuple(sel)
+        kept = (b[sel].sum(axis=tuple(self.slots[lim[0]] for lim in e.limits), keepdims=True) * scale)
+        # once no dummy index is free any more the value is a plain scalar again
+        value = kept if e.free_symbols & set(self.slots) else kept.reshape(())
+
+        def vjp(g):
+            z = np.zeros(b.shape, g.dtype)
+            z[sel] = g.reshape(kept.shape) * scale
+            return z
+        return Var(value, kids, [vjp])
+
+
+def _record(model, inputs, wrt):
+    names = {str(s): s for s in model.inputs}
+    unknown = sorted(set(inputs) - set(names))
+    if unknown:
+        raise SymgradError(f"model {model.name}: unexpected input(s) {', '.join(unknown)} "
+                           f"(inputs are {', '.join(names)})")
+    dims = model.dim_values(inputs)
+    floats = [np.asarray(v).dtype for v in inputs.values()
+              if type(v) not in (float, int, bool) and np.asarray(v).dtype.kind in "fc"]
+    dtype = np.result_type(*floats) if floats else np.dtype(np.float64)
+    env = {names[n]: Var(np.asarray(v, dtype=dtype), needs_grad=names[n] in wrt)
+           for n, v in inputs.items()}
+    recorder = _Recorder(model.expr, dims, dtype)
+    env.update({d: recorder.const(n) for d, n in dims.items()})
+    return recorder.evaluate(model.expr, env), env, dtype
+
+
+def forward(model, **inputs):
+    """The value of ``model.expr`` on ``inputs`` (keyword arguments named after the symbols)."""
+    return _record(model, inputs, wrt=())[0].value
+
+
+def value_and_grad(model, **inputs):
+    """``(value, grads)``: ``grads[str(w)]`` is d sum(value) / d w, shaped like the input ``w``."""
+    root, env, dtype = _record(model, inputs, wrt=set(model.wrt))
+    if root.needs_grad:
+        backward(root)
+    grads = {}
+    for w in model.wrt:
+        leaf = env.get(w)
+        if leaf is None:  # not passed: only possible when expr does not use it
+            grads[str(w)] = np.zeros((), dtype)
+        else:
+            grads[str(w)] = leaf.grad if leaf.grad is not None else np.zeros_like(leaf.value)
+    return root.value, grads

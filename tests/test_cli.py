@@ -1,0 +1,201 @@
+"""`symgrad compile`: outputs, summaries, --check, and every exit status of CONTRACT section 3.
+
+Most runs call ``symgrad.cli.main`` in-process inside ``tmp_path``; one runs the console script."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import symgrad
+from symgrad import cli
+
+TWO_MODELS = """
+import sympy as sp
+import symgrad
+x, y = sp.symbols("x y")
+ratio = symgrad.Model((x + 1 / (1 + sp.exp(-y))) / (1 + (x + y) ** 2), wrt=[x, y], name="ratio")
+square = symgrad.Model(x ** 2 * y, wrt=[x], name="square")
+"""
+
+LAYER = """
+import sympy as sp
+import symgrad
+N, d = sp.symbols("N d")
+X, W, b = sp.MatrixSymbol("X", N, d), sp.MatrixSymbol("W", d, 2), sp.MatrixSymbol("b", 1, 2)
+model = symgrad.Model((X * W + sp.OneMatrix(N, 1) * b).applyfunc(sp.tanh), wrt=[W, b])
+"""
+
+WRONG_SOURCE = '''
+INPUTS = ("x", "y"); WRT = ("x",); TARGET = "numpy"
+def forward(x, y): return x ** 2 * y
+def value_and_grad(x, y): return forward(x, y), {"x": 2.02 * x * y}
+'''
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "two.py").write_text(TWO_MODELS)
+    (tmp_path / "layer.py").write_text(LAYER)
+    return tmp_path
+
+
+def files(root):
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if "__pycache__" not in p.parts)
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def user_error(capsys, root, *argv, match):
+    """Run argv, expect exit 2 with one clean message on stderr and no file written."""
+    before = files(root)
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    assert err.startswith("symgrad") and match in err, err
+    assert files(root) == before
+    return err
+
+
+# -- success -----------------------------------------------------------------------------------------
+def test_compile_writes_one_module_per_model_with_a_summary(work, capsys):
+    code, out, err = run(capsys, "compile", "two.py")
+    assert code == 0 and err == ""
+    assert files(work / "codegen_out") == ["ratio_numpy.py", "square_numpy.py"]
+    lines = out.splitlines()
+    assert lines[0].startswith("wrote codegen_out/ratio_numpy.py: model ratio, inputs (x, y), wrt (x, y), ")
+    assert lines[1].startswith("wrote codegen_out/square_numpy.py: model square, inputs (x, y), wrt (x), ")
+    assert all(line.endswith(" lines") for line in lines)
+    spec = importlib.util.spec_from_file_location("square_numpy", work / "codegen_out" / "square_numpy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.INPUTS == ("x", "y") and module.WRT == ("x",) and module.TARGET == "numpy"
+
+
+def test_output_option_and_model_selection(work, capsys):
+    assert run(capsys, "compile", "two.py", "--model", "square", "-o", "sub/sq.py")[0] == 0
+    assert run(capsys, "compile", "layer.py", "-o", "layer_mod.py")[0] == 0
+    assert files(work) == ["layer.py", "layer_mod.py", "sub", "sub/sq.py", "two.py"]
+    assert run(capsys, "compile", "two.py", "--model", "ratio")[0] == 0
+    assert files(work / "codegen_out") == ["ratio_numpy.py"]
+
+
+def test_compiling_twice_gives_identical_bytes(work, capsys):
+    run(capsys, "compile", "layer.py")
+    first = (work / "codegen_out" / "layer_numpy.py").read_bytes()
+    run(capsys, "compile", "layer.py", "-o", "again.py")
+    assert (work / "again.py").read_bytes() == first
+
+
+def test_check_passes_and_write_test(work, capsys):
+    code, out, _ = run(capsys, "compile", "layer.py", "--check", "--write-test")
+    assert code == 0
+    assert "ok layer [numpy]: largest relative errors: value" in out and "vs finite differences" in out
+    assert "wrote codegen_out/test_layer_numpy.py" in out
+    assert "assert_matches_tape" in (work / "codegen_out" / "test_layer_numpy.py").read_text()
+
+
+def test_check_failure_exits_1(work, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "generate", lambda model, target: WRONG_SOURCE)
+    code, out, _ = run(capsys, "compile", "two.py", "--model", "square", "--check")
+    assert code == 1
+    assert "FAILED square [numpy]" in out and "grad of x" in out
+    assert (work / "codegen_out" / "square_numpy.py").exists()     # kept for inspection
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"symgrad {symgrad.__version__}"
+
+
+# -- user errors: exit 2, one message, nothing written -------------------------------------------------
+def test_missing_file(work, capsys):
+    user_error(capsys, work, "compile", "nope.py", match="symgrad: error: nope.py: no such model file")
+
+
+def test_python_error_in_model_file_names_the_line(work, capsys):
+    (work / "broken.py").write_text("import sympy as sp\n\nx = sp.Symbol('x')\ny = x + undefined_name\n")
+    err = user_error(capsys, work, "compile", "broken.py", match="broken.py, line 4: NameError")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_no_model_in_file(work, capsys):
+    (work / "empty.py").write_text("import sympy as sp\nx = sp.Symbol('x')\n")
+    user_error(capsys, work, "compile", "empty.py", match="no symgrad.Model")
+
+
+def test_unsupported_construct_names_file_model_and_construct(work, capsys):
+    (work / "bessel.py").write_text(TWO_MODELS + "bad = symgrad.Model(sp.besselj(0, x) * y, name='bad')\n")
+    err = user_error(capsys, work, "compile", "bessel.py", match="symgrad: error: bessel.py: bad: ")
+    assert "besselj" in err
+    # the good models of the same file are not written either
+    assert not (work / "codegen_out").exists()
+
+
+def test_failed_compile_keeps_the_old_output_and_leaves_no_temp_file(work, capsys):
+    (work / "bessel.py").write_text(TWO_MODELS.replace("x ** 2 * y", "sp.besselj(0, x) * y"))
+    (work / "out.py").write_text("old")
+    user_error(capsys, work, "compile", "bessel.py", "--model", "square", "-o", "out.py", match="square")
+    assert (work / "out.py").read_text() == "old"
+
+
+def test_internal_compiler_error_is_still_a_clean_message(work, capsys, monkeypatch):
+    def boom(model, target):
+        raise KeyError("Foo")
+
+    monkeypatch.setattr(cli, "generate", boom)
+    user_error(capsys, work, "compile", "layer.py", match="layer.py: layer: cannot compile for target numpy")
+
+
+def test_output_option_with_several_models(work, capsys):
+    user_error(capsys, work, "compile", "two.py", "-o", "out.py", match="-o names one file but there are 2 models")
+
+
+def test_unknown_model_name(work, capsys):
+    user_error(capsys, work, "compile", "two.py", "--model", "cube", match="no model named 'cube'")
+
+
+def test_unwritable_output_is_a_user_error(work, capsys):
+    (work / "adir.py").mkdir()
+    user_error(capsys, work, "compile", "layer.py", "-o", "adir.py", match="cannot write adir.py")
+
+
+@pytest.mark.parametrize("argv", [["compile", "two.py", "--target", "jax"], ["compile", "two.py", "--bogus"],
+                                  ["compile"], [], ["run", "two.py"]])
+def test_bad_options(work, capsys, argv):
+    user_error(capsys, work, *argv, match="error:")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_check_with_cupy_target_without_cupy(work, capsys):
+    user_error(capsys, work, "compile", "layer.py", "--target", "cupy", "--check", match="needs CuPy installed")
+
+
+def test_cupy_target_writes_a_cupy_module_or_fails_cleanly(work, capsys):
+    code, out, err = run(capsys, "compile", "layer.py", "--target", "cupy")
+    if code == 0:
+        source = (work / "codegen_out" / "layer_cupy.py").read_text()
+        assert "import cupy" in source and "import numpy" not in source
+    else:
+        assert code == 2 and err.startswith("symgrad: error: layer.py: layer: ")
+        assert not (work / "codegen_out").exists()
+
+
+# -- the real console script ---------------------------------------------------------------------------
+def test_console_script_and_python_m(work):
+    script = Path(sys.executable).with_name("symgrad")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "symgrad"]
+    ok = subprocess.run(cmd + ["compile", "layer.py", "--check"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "wrote codegen_out/layer_numpy.py" in ok.stdout and "ok layer [numpy]" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "symgrad", "compile", "missing.py"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == "symgrad: error: missing.py: no such model file\n"
