@@ -26,13 +26,19 @@ _RELATIONS = {"StrictGreaterThan": "gt", "GreaterThan": "ge", "StrictLessThan": 
               "LessThan": "le", "Equality": "eq", "Unequality": "ne"}
 
 
-def _short(e, n: int = 70) -> str:
-    s = str(e).replace("\n", " ")
+def short(e, n: int = 70) -> str:
+    """``str(e)`` cut to ``n`` characters; a large expression is named by its head only (printing
+    it whole would cost time quadratic in the depth of a deep model)."""
+    count, stack = 0, [e]
+    while stack and count <= 40:
+        count += 1
+        stack.extend(getattr(stack.pop(), "args", ()))
+    s = str(e).replace("\n", " ") if count <= 40 else f"{type(e).__name__}(...)"
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
 def unsupported(e, why: str = "") -> SymgradError:
-    return SymgradError(f"unsupported SymPy construct {type(e).__name__}: {_short(e)}"
+    return SymgradError(f"unsupported SymPy construct {type(e).__name__}: {short(e)}"
                         + (f" ({why})" if why else ""))
 
 
@@ -49,21 +55,23 @@ class Lowering:
         self.dims = set(dims)
 
     def lower(self, expr, env: dict | None = None) -> Node:
-        memo: dict = dict(env or {})
+        # keyed by id(): hashing a deep SymPy expression recurses; equal sub-expressions that are
+        # distinct objects still become one node, by the graph's interning
+        memo: dict = {id(k): v for k, v in (env or {}).items()}
         stack = [(expr, False)]
         while stack:
             e, ready = stack.pop()
-            if e in memo:
+            if id(e) in memo:
                 continue
             kids = self._children(e)
             if not ready:
                 stack.append((e, True))
-                stack.extend((k, False) for k in reversed(kids) if k not in memo)
+                stack.extend((k, False) for k in reversed(kids) if id(k) not in memo)
                 continue
-            node = self._handler(e)(e, [memo[k] for k in kids])
-            memo[e] = node
-            self.G.src.setdefault(node.id, _short(e, 60))
-        return memo[expr]
+            node = self._handler(e)(e, [memo[id(k)] for k in kids])
+            memo[id(e)] = node
+            self.G.src.setdefault(node.id, e)
+        return memo[id(expr)]
 
     # -- dispatch
     def _children(self, e) -> list:

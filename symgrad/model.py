@@ -13,8 +13,10 @@ Everything else symgrad knows about a model is derived here, once:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import runpy
+import sys
 import traceback
 from pathlib import Path
 
@@ -30,6 +32,38 @@ class SymgradError(ValueError):
 
 def _is_leaf(s) -> bool:
     return isinstance(s, (sp.Symbol, sp.MatrixSymbol))
+
+
+@contextlib.contextmanager
+def deep_recursion(limit: int = 100_000):
+    """SymPy's printers and ``srepr`` recurse once per level of the expression; symgrad's own
+    walks are iterative, but a deep model (a 256-deep chain) still needs room for SymPy's."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def leaves(expr) -> set:
+    """The free Symbols and MatrixSymbols of ``expr`` (and of its MatrixSymbols' shapes), found
+    iteratively: SymPy's own ``free_symbols`` recurses and fails on deep models."""
+    found, bound, seen, stack = set(), set(), set(), [expr]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if _is_leaf(e):
+            found.add(e)
+            if isinstance(e, sp.MatrixSymbol):
+                stack.extend(sp.sympify(d) for d in e.shape)
+            continue
+        if isinstance(e, (sp.Lambda, sp.concrete.expr_with_limits.ExprWithLimits)):
+            bound.update(e.variables)
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, sp.Basic))
+    return found - bound
 
 
 class Model:
@@ -48,14 +82,14 @@ class Model:
             raise SymgradError(f"Model expr is not a SymPy expression: {expr!r}")
         self.expr = expr
         self.name = name
-        leaves = {s for s in expr.free_symbols if _is_leaf(s)}
-        mats = {s for s in expr.atoms(sp.MatrixSymbol)} | {s for s in leaves if isinstance(s, sp.MatrixSymbol)}
+        found = leaves(expr)
+        mats = {s for s in found if isinstance(s, sp.MatrixSymbol)}
         dims = set()
         for m in mats:
             for d in m.shape:
                 dims |= {s for s in sp.sympify(d).free_symbols}
         self.dims = tuple(sorted(dims, key=str))
-        free = sorted((s for s in leaves | mats if s not in dims), key=str)
+        free = sorted((s for s in found if s not in dims), key=str)
         if wrt is None:
             wrt = free
         elif _is_leaf(wrt):
@@ -86,7 +120,8 @@ class Model:
         return tuple(self.expr.shape) if self.is_matrix else None
 
     def source_hash(self) -> str:
-        text = "|".join([sp.srepr(self.expr), ",".join(map(sp.srepr, self.wrt)), str(self.name)])
+        with deep_recursion():
+            text = "|".join([sp.srepr(self.expr), ",".join(map(sp.srepr, self.wrt)), str(self.name)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def dim_values(self, inputs: dict) -> dict:
@@ -156,3 +191,28 @@ def load_models(path, only: str | None = None) -> list[Model]:
         if not models:
             raise SymgradError(f"{path}: no model named {only!r} (have: {', '.join(names)})")
     return [m for _, m in models]
+
+
+def _keep_1x1_elements_whole() -> None:
+    """``M[0, 0]`` of a 1x1 matrix *expression* (``(E.T*E)[0, 0]``, the usual way to write a
+    squared error) makes SymPy expand the product into indexed ``Sum``s over every entry, losing
+    the matrix structure symgrad compiles to BLAS.  symgrad keeps it whole instead: the same value,
+    as an unevaluated ``MatrixElement``.  Every other indexing is SymPy's own."""
+    from sympy.matrices.expressions.matexpr import MatrixElement, MatrixExpr
+
+    original = MatrixExpr.__getitem__
+    if getattr(original, "_symgrad", False):
+        return
+
+    def __getitem__(self, key):
+        if (isinstance(key, tuple) and len(key) == 2 and all(k == 0 for k in key)
+                and not isinstance(self, sp.MatrixSymbol) and self.shape == (1, 1)):
+            return MatrixElement(self, 0, 0)
+        return original(self, key)
+
+    __getitem__._symgrad = True
+    __getitem__.__doc__ = original.__doc__
+    MatrixExpr.__getitem__ = __getitem__
+
+
+_keep_1x1_elements_whole()

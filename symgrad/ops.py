@@ -46,7 +46,21 @@ OPS: dict[str, Op] = {}
 
 
 def _reg(name, shape, code, vjp=None, fold=None, ev=None, elementwise=False):
+    if elementwise:
+        fold = _hoist_transpose(name) if fold is None else _chain(_hoist_transpose(name), fold)
     OPS[name] = Op(name, shape, code, vjp, fold, ev, elementwise)
+
+
+def _hoist_transpose(name):
+    """``f(A.T, B.T, c) = f(A, B, c).T``: SymPy pushes transposes down to the leaves (``E.T`` of
+    ``X*W + b`` is ``W.T*X.T + b.T``); hoisting them back up makes both spellings one node, so the
+    forward value is computed once however often the model transposes it."""
+    def fold(G, *args, attr=None):
+        if (any(a.op == "transpose" for a in args)
+                and all(a.op == "transpose" or a.shape in (None, ()) for a in args)):
+            return G.T(G.op(name, *[a.args[0] if a.op == "transpose" else a for a in args], attr=attr))
+        return None
+    return fold
 
 
 # -- helpers for folds -------------------------------------------------------------------------
@@ -117,6 +131,8 @@ def _ew_shape(*shapes, attr=None):
 
 
 def _fold_add(G, a, b, attr=None):
+    if a is b:
+        return G.mul(G.const(2), a)
     if _cval(a) == 0 and _same_shape_as(b, a, b):
         return b
     if _cval(b) == 0 and _same_shape_as(a, a, b):
@@ -316,17 +332,26 @@ def _matmul_shape(a, b, attr=None):
     return (a[0], b[1])
 
 
+def _scalar_bcast(n):
+    """The scalar ``s`` when ``n`` is a matrix of equal entries ``s`` (OneMatrix, bcast), else None."""
+    if n.op == "bcast" and n.args[0].shape in ((), None):
+        return n.args[0]
+    return None
+
+
 def _fold_matmul(G, a, b, attr=None):
-    # a constant matrix (OneMatrix, ZeroMatrix, a broadcast scalar) times B is a scaled column sum
-    ca, cb = _cval(a), _cval(b)
-    if ca is not None:
-        return G.mul(G.const(ca), G.bcast(G.sum(b, 0), (a.shape[0], b.shape[1])))
-    if cb is not None:
-        return G.mul(G.const(cb), G.bcast(G.sum(a, 1), (a.shape[0], b.shape[1])))
+    # a matrix of equal entries (OneMatrix, a broadcast scalar) times B is a scaled column sum
+    sa, sb = _scalar_bcast(a), _scalar_bcast(b)
+    if sa is not None:
+        return G.mul(sa, G.bcast(G.sum(b, 0), (a.shape[0], b.shape[1])))
+    if sb is not None:
+        return G.mul(sb, G.bcast(G.sum(a, 1), (a.shape[0], b.shape[1])))
     if a.op == "eye":
         return b
     if b.op == "eye":
         return a
+    if a.op == "transpose" and b.op == "transpose":
+        return G.T(G.matmul(b.args[0], a.args[0]))
     return None
 
 
@@ -341,6 +366,8 @@ def _sum_shape(a, attr=None):
 def _fold_sum(G, a, attr=None):
     if a.shape == ():
         return a
+    if a.op == "transpose":
+        return G.sum(a.args[0]) if attr is None else G.T(G.sum(a.args[0], 1 - attr))
     if attr is not None and a.shape is not None and a.shape[attr] == ONE:
         return a
     if a.op == "bcast":  # summing a broadcast value is a multiplication by the broadcast size
@@ -372,6 +399,8 @@ def _fold_transpose(G, a, attr=None):
 def _fold_bcast(G, a, attr=None):
     if a.shape == attr:
         return a
+    if a.op == "transpose":
+        return G.T(G.bcast(a.args[0], attr[::-1]))
     if a.op == "bcast":
         return G.bcast(a.args[0], attr)
     return None
@@ -383,6 +412,8 @@ def _bcast_shape(a, attr=None):
 
 
 def _fold_trace(G, a, attr=None):
+    if a.op == "transpose":
+        return G.op("trace", a.args[0])
     if a.op == "matmul":  # tr(A B) = sum(A * B.T): never form the n x n product
         x, y = a.args
         return G.sum(G.mul(x, G.T(y)))
@@ -409,7 +440,8 @@ _reg("transpose", lambda a, attr=None: (a[1], a[0]), "{0}.T",
      lambda G, g, o, a: (G.T(g),), _fold_transpose)
 _reg("sum", _sum_shape, None, _vjp_sum, _fold_sum)
 _reg("bcast", _bcast_shape, None, lambda G, g, o, a: (g,), _fold_bcast)
-_reg("item", _one_by_one, "{0}[0, 0]", lambda G, g, o, a: (G.bcast(g, a.shape),))
+_reg("item", _one_by_one, "{0}[0, 0]", lambda G, g, o, a: (G.bcast(g, a.shape),),
+     lambda G, a, attr=None: G.op("item", a.args[0]) if a.op == "transpose" else None)
 _reg("trace", _square, "{m}.trace({0})",
      lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),), _fold_trace)
 _reg("eye", lambda attr=None: (attr, attr), None)

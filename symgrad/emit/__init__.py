@@ -13,7 +13,7 @@ import types
 from ..diff import gradients
 from ..ir import Graph
 from ..lower import leaf_shape, lower
-from ..model import Model, SymgradError
+from ..model import Model, SymgradError, deep_recursion
 from .module import assemble
 from .targets import TARGETS
 
@@ -26,15 +26,14 @@ def generate(model: Model, target: str = "numpy") -> str:
         raise SymgradError(f"unknown target {target!r} (choose from {', '.join(sorted(TARGETS))})")
     name = model.name or "model"
     try:
-        G = Graph()
-        out = lower(G, model)
-        wrt = [G.input(w.name, leaf_shape(w)) for w in model.wrt]
-        grads, cotangents = gradients(G, out, wrt)
-        return assemble(model, G, out, wrt, grads, cotangents, TARGETS[target])
+        with deep_recursion():
+            G = Graph()
+            out = lower(G, model)
+            wrt = [G.input(w.name, leaf_shape(w)) for w in model.wrt]
+            grads, cotangents = gradients(G, out, wrt)
+            return assemble(model, G, out, wrt, grads, cotangents, TARGETS[target])
     except SymgradError as exc:
         raise SymgradError(f"model {name}: {exc}") from None
-    except RecursionError:  # pragma: no cover - every walk is iterative; say so if one is not
-        raise SymgradError(f"model {name}: expression too deep for SymPy itself") from None
 
 
 def load_source(source: str, module_name: str) -> types.ModuleType:

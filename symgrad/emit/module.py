@@ -25,6 +25,7 @@ import sympy as sp
 from .. import __version__
 from ..ir import topo_order
 from ..ops import OPS
+from ..lower import short
 from ..model import SymgradError
 
 _HELPER_DIMS = '''
@@ -116,7 +117,7 @@ class Body:
         parts = [str(int(d)) if sp.sympify(d).is_Integer else self.dim_names[str(d)] for d in shape]
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
-    def expr(self, n, users) -> str | None:
+    def expr(self, n, users, final) -> str | None:
         """Text for node ``n``; None when ``n`` needs no line of its own (then self.names has it)."""
         m, a = self.m, [self.names.get(x.id) for x in n.args]
         if n.op == "const":
@@ -132,6 +133,9 @@ class Body:
                 self.needs_dtype = True
                 return f"{m}.full({self.shape(n.shape)}, {a[0]}, dtype=_dt)"
             return f"{m}.broadcast_to({a[0]}, {self.shape(n.shape)})"
+        if n.op == "transpose" and n.id not in final:
+            self.names[n.id] = f"{a[0]}.T"  # a view: printed where it is used, as in X.T @ G
+            return None
         if n.op == "sum":
             return f"{m}.sum({a[0]})" if n.attr is None else f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
         if n.op == "eye":
@@ -151,7 +155,7 @@ class Body:
             if n.op == "const":
                 self.names[n.id] = _literal(n.attr)
                 continue
-            text = self.expr(n, users.get(n.id, []))
+            text = self.expr(n, users.get(n.id, []), final)
             if text is None:
                 continue
             if n.id in final:
@@ -161,9 +165,10 @@ class Body:
             else:
                 name = self.namer.fresh(f"t{self.counter}")
                 self.counter += 1
-            comment = self.src.get(n.id)
+            comment = short(self.src[n.id], 60) if n.id in self.src else None
             if comment is None and n.id in self.cot_of:
-                comment = "adjoint of " + self.src.get(self.cot_of[n.id], self.names[self.cot_of[n.id]])
+                fwd = self.cot_of[n.id]
+                comment = "adjoint of " + (short(self.src[fwd], 48) if fwd in self.src else self.names[fwd])
             line = f"{name} = {text}"
             self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
             self.names[n.id] = name
