@@ -47,8 +47,21 @@ OPS: dict[str, Op] = {}
 
 def _reg(name, shape, code, vjp=None, fold=None, ev=None, elementwise=False):
     if elementwise:
-        fold = _hoist_transpose(name) if fold is None else _chain(_hoist_transpose(name), fold)
+        hoist = _chain(_hoist_transpose(name), _hoist_bcast(name))
+        fold = hoist if fold is None else _chain(hoist, fold)
     OPS[name] = Op(name, shape, code, vjp, fold, ev, elementwise)
+
+
+def _hoist_bcast(name):
+    """``f(bcast(a, s), c) = bcast(f(a, c), s)`` when no argument has a shape of its own: the
+    work is done on the small values, and broadcasting stays an explicit node."""
+    def fold(G, *args, attr=None):
+        if (any(a.op == "bcast" for a in args)
+                and all(a.op == "bcast" or a.shape in (None, ()) for a in args)):
+            shape = OPS[name].shape(*[a.shape for a in args], attr=attr)
+            return G.bcast(G.op(name, *[a.args[0] if a.op == "bcast" else a for a in args], attr=attr), shape)
+        return None
+    return fold
 
 
 def _hoist_transpose(name):
@@ -373,7 +386,7 @@ def _fold_sum(G, a, attr=None):
     if a.op == "bcast":  # summing a broadcast value is a multiplication by the broadcast size
         x = a.args[0]
         axes = (0, 1) if attr is None else (attr,)
-        if x.shape == () or all(x.shape[i] == ONE for i in axes):
+        if x.shape in (None, ()) or all(x.shape[i] == ONE for i in axes):
             for i in axes:
                 x = G.mul(size(G, a.shape[i]), x)
             if attr is None:

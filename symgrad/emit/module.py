@@ -112,6 +112,7 @@ class Body:
         self.namer = Namer()
         self.namer.used |= set(names.values()) | set(dim_names.values()) | {self.m}
         self.needs_dtype = False
+        self.forward: set[int] = set()  # ids of forward nodes: never named as adjoints
 
     def shape(self, shape) -> str:
         parts = [str(int(d)) if sp.sympify(d).is_Integer else self.dim_names[str(d)] for d in shape]
@@ -160,7 +161,7 @@ class Body:
                 continue
             if n.id in final:
                 name = self.namer.fresh(final[n.id])
-            elif n.id in self.cot_of and self.cot_of[n.id] in self.names:
+            elif n.id in self.cot_of and self.cot_of[n.id] in self.names and n.id not in self.forward:
                 name = self.namer.fresh("b_" + self.names[self.cot_of[n.id]])
             else:
                 name = self.namer.fresh(f"t{self.counter}")
@@ -206,9 +207,12 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
     for fwd_id, c in cotangents.items():
         cot_of.setdefault(c.id, fwd_id)
 
+    forward_ids = {n.id for n in topo_order([out])}
+
     def body(roots, final):
         order = topo_order(roots)
         b = Body(target, input_ids, dim_local, cot_of, G.src)
+        b.forward = forward_ids
         b.emit(order, _users(order), final)
         return b
 
