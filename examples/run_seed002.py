@@ -109,6 +109,14 @@ def run(small: bool = False, steps: int = 3, lr: float = 2e-4, from_codegen: boo
     for k in ("w1", "b1", "w2", "b2", "x"):
         rep.compare(f"{k}.g vs hand-written backward, shape {ref[k].shape}", ref[k], grads[k], rtol=1e-9)
     del grads
+    tr = mods["seed002_mlp_mse_trace"]
+    t = time.perf_counter()
+    loss_tr, grads = tr.value_and_grad(x=x, y=y_col, **p)
+    timings["symgrad value_and_grad, Trace(E.T*E) form"] = time.perf_counter() - t
+    rep.compare("Trace(diff.T*diff)/N form: loss", ref_loss, loss_tr, rtol=1e-12)
+    rep.compare("Trace(diff.T*diff)/N form: w1.g", ref["w1"], grads["w1"], rtol=1e-9)
+    rep.compare("Trace(diff.T*diff)/N form: x.g", ref["x"], grads["x"], rtol=1e-9)
+    del grads
     if n * M_IN * NH <= 3e7:
         _, ref_b = forward_and_backward(x, y, broadcast_wgrad=True, **p)
         for k in ("w1", "w2"):
@@ -140,7 +148,7 @@ def run(small: bool = False, steps: int = 3, lr: float = 2e-4, from_codegen: boo
     rep.check("loss falls at every step", all(b < a for a, b in zip(losses, losses[1:])),
               f"{losses[0]:.2f} -> {losses[-1]:.2f}")
     for k, v in timings.items():
-        rep.note(f"time: {k:<40} {v:7.3f} s")
+        rep.note(f"time: {k:<44} {v:7.3f} s")
     rep.values["timings"] = timings
     return rep
 

@@ -5,12 +5,16 @@
 x is (N x m) = (50000 x 784) in the notes, w1 (m x nh), b1 a (1 x nh) row, w2 (nh x 1),
 b2 (1 x 1), y an (N x 1) column.  ReLU is ``applyfunc(lambda t: Max(t, 0))``.
 
+The mean of the squared errors is ``Trace(OneMatrix(1, N) * HadamardPower(diff, 2)) / N``.
+
 * ``seed002_mlp_mse``: gradients for w1, b1, w2, b2 (what training needs);
 * ``seed002_mlp_mse_xgrad``: the same loss, also differentiated with respect to the input x -- the
-  notes check ``x_train.g`` as well.
+  notes check ``x_train.g`` as well;
+* ``seed002_mlp_mse_trace``: the same loss and gradients written ``Trace(diff.T * diff) / N``
+  (SymPy pushes the transpose into ``diff``, giving a second, transposed copy of the network).
 """
 import sympy as sp
-from sympy import Max, MatrixSymbol, OneMatrix, Trace
+from sympy import HadamardPower, Max, MatrixSymbol, OneMatrix, Trace
 
 import symgrad
 
@@ -26,7 +30,8 @@ l1 = x * w1 + OneMatrix(N, 1) * b1
 l2 = l1.applyfunc(lambda t: Max(t, 0))
 out = l2 * w2 + OneMatrix(N, 1) * b2
 diff = out - y
-loss = Trace(diff.T * diff) / N
+loss = Trace(OneMatrix(1, N) * HadamardPower(diff, 2)) / N
 
 mlp_mse = symgrad.Model(loss, wrt=[w1, b1, w2, b2], name="seed002_mlp_mse")
 mlp_mse_xgrad = symgrad.Model(loss, wrt=[w1, b1, w2, b2, x], name="seed002_mlp_mse_xgrad")
+mlp_mse_trace = symgrad.Model(Trace(diff.T * diff) / N, wrt=[w1, b1, w2, b2, x], name="seed002_mlp_mse_trace")

@@ -84,10 +84,14 @@ def _generate_all(models, args) -> list:
                         "(pip install 'symgrad[cupy]'); compile without --check to just write the module")
     jobs = []
     for model in models:
+        if args.output is None and (Path(model.name).name != model.name or model.name in ("", ".", "..")):
+            raise UserError(f"{args.model_file}: {model.name}: the model name is not a file name; "
+                            "name the output with -o")
         try:
             source = generate(model, args.target)
-        except SymgradError as exc:
-            raise UserError(f"{args.model_file}: {model.name}: {exc}") from None
+        except SymgradError as exc:  # the compiler may already say "model <name>: "
+            what = str(exc).removeprefix(f"model {model.name}: ")
+            raise UserError(f"{args.model_file}: {model.name}: {what}") from None
         except Exception as exc:  # noqa: BLE001 - never a traceback; say it is ours
             raise UserError(f"{args.model_file}: {model.name}: cannot compile for target {args.target} "
                             f"(internal error {type(exc).__name__}: {exc})") from None

@@ -65,6 +65,7 @@ class Lowering:
                 continue
             kids = self._children(e)
             if not ready:
+                self._handler(e)  # an unsupported construct is named before its arguments
                 stack.append((e, True))
                 stack.extend((k, False) for k in reversed(kids) if id(k) not in memo)
                 continue

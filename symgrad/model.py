@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import runpy
 import sys
 import traceback
@@ -122,6 +123,7 @@ class Model:
     def source_hash(self) -> str:
         with deep_recursion():
             text = "|".join([sp.srepr(self.expr), ",".join(map(sp.srepr, self.wrt)), str(self.name)])
+        text = re.sub(r"dummy_index=\d+", "", text)  # Dummy symbols are numbered per process
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def dim_values(self, inputs: dict) -> dict:

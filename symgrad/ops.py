@@ -256,6 +256,8 @@ def _fold_log(G, a, attr=None):
         return G.neg(G.call("softplus", a.args[1].args[0]))
     if a.op == "add" and _cval(a.args[0]) == 1 and a.args[1].op == "exp":  # log(1 + exp(t))
         return G.call("softplus", a.args[1].args[0])
+    if a.op == "sum" and a.args[0].op == "exp":  # log(sum(exp(z))): shift by the max, never overflow
+        return G.op("logsumexp", a.args[0].args[0], attr=a.attr)
     return None
 
 
@@ -452,6 +454,8 @@ _reg("matmul", _matmul_shape, "{0} @ {1}",
 _reg("transpose", lambda a, attr=None: (a[1], a[0]), "{0}.T",
      lambda G, g, o, a: (G.T(g),), _fold_transpose)
 _reg("sum", _sum_shape, None, _vjp_sum, _fold_sum)
+_reg("logsumexp", _sum_shape, "_logsumexp({0}, {attr})",
+     lambda G, g, o, z: (G.mul(g, G.call("exp", G.sub(z, o))),))  # g * softmax(z)
 _reg("bcast", _bcast_shape, None, lambda G, g, o, a: (g,), _fold_bcast)
 _reg("item", _one_by_one, "{0}[0, 0]", lambda G, g, o, a: (G.bcast(g, a.shape),),
      lambda G, a, attr=None: G.op("item", a.args[0]) if a.op == "transpose" else None)

@@ -332,12 +332,12 @@ def _record(model, inputs, wrt):
     return recorder.evaluate(model.expr, env), env, dtype
 
 
-def forward(model, **inputs):
+def forward(model, /, **inputs):
     """The value of ``model.expr`` on ``inputs`` (keyword arguments named after the symbols)."""
     return _record(model, inputs, wrt=())[0].value
 
 
-def value_and_grad(model, **inputs):
+def value_and_grad(model, /, **inputs):
     """``(value, grads)``: ``grads[str(w)]`` is d sum(value) / d w, shaped like the input ``w``."""
     root, env, dtype = _record(model, inputs, wrt=set(model.wrt))
     if root.needs_grad:

@@ -15,8 +15,9 @@ Contract:
   compares, in float64, the module's ``forward`` and ``value_and_grad`` with ``symgrad.tape`` and
   with central differences of ``sum(forward(...))``: along a random direction per wrt input (as
   HIPS autograd's ``check_grads``), and element by element when the input is small.  It also
-  checks gradient shapes, that inputs are not mutated, and that float32 inputs give float32 value
-  and gradients.  Errors are relative, ``max|got - want| / max(|want|, |got|, 1e-8)``.
+  checks gradient shapes, that inputs are not mutated, and that float64 / float32 inputs give
+  value and gradients of the same dtype.  Errors are relative:
+  ``max|got - want| / max(|want|, |got|, 1e-8)``.
 """
 from __future__ import annotations
 
@@ -218,6 +219,16 @@ def _fd_errors(run, inputs, name, grad, rng):
     return directional, full
 
 
+def _check_dtypes(value, grads, dtype, report) -> bool:
+    """Inputs of one float dtype must give value and gradients of that dtype."""
+    bad = [f"value ({value.dtype})"] if value.dtype != dtype else []
+    bad += [f"grad of {k} ({g.dtype})" for k, g in grads.items() if g.dtype != dtype]
+    if bad:
+        name = np.dtype(dtype).name
+        report.problem(f"{name} inputs gave non-{name} " + ", ".join(bad))
+    return not bad
+
+
 def _trial(model, run, inputs, rng, report, float32):
     from . import tape
     with np.errstate(all="ignore"):
@@ -256,14 +267,11 @@ def _trial(model, run, inputs, rng, report, float32):
         report.max_rel_err_fd = max(report.max_rel_err_fd, err)
         if err > report.fd_rtol:
             report.problem(f"grad of {name}: relative error vs finite differences {err:.1e} > {report.fd_rtol:g}")
+    _check_dtypes(value, grads, np.float64, report)
     if float32:
         got32 = _call(run, "value_and_grad", {k: v.astype(np.float32) for k, v in inputs.items()}, report)
-        if got32 is not None:
-            bad = [f"value ({got32[0].dtype})"] if got32[0].dtype != np.float32 else []
-            bad += [f"grad of {k} ({g.dtype})" for k, g in got32[1].items() if g.dtype != np.float32]
-            if bad:
-                report.float32_ok = False
-                report.problem("float32 inputs gave non-float32 " + ", ".join(bad))
+        if got32 is not None and not _check_dtypes(*got32, np.float32, report):
+            report.float32_ok = False
 
 
 def check(model, module=None, *, seed=0, trials=2, rtol=1e-6, fd_rtol=1e-5, float32=True) -> CheckReport:

@@ -158,6 +158,12 @@ def test_output_option_with_several_models(work, capsys):
     user_error(capsys, work, "compile", "two.py", "-o", "out.py", match="-o names one file but there are 2 models")
 
 
+def test_model_name_that_is_not_a_file_name(work, capsys):
+    (work / "slash.py").write_text(TWO_MODELS.replace('name="square"', 'name="../square"'))
+    user_error(capsys, work, "compile", "slash.py", match="not a file name")
+    assert run(capsys, "compile", "slash.py", "--model", "../square", "-o", "sq.py")[0] == 0
+
+
 def test_unknown_model_name(work, capsys):
     user_error(capsys, work, "compile", "two.py", "--model", "cube", match="no model named 'cube'")
 

@@ -156,5 +156,11 @@ def test_golden_codegen(path, model):
     hint = f"run `symgrad compile examples/{path.name}` to refresh"
     assert golden.is_file(), f"{golden.relative_to(ROOT)} is missing: {hint}"
     text = symgrad.generate(model, "numpy")
-    assert text == golden.read_text(encoding="utf-8"), (
-        f"{golden.relative_to(ROOT)} differs from symgrad.generate({model.name!r}, 'numpy'): {hint}")
+    committed = golden.read_text(encoding="utf-8")
+    if text != committed:
+        new, old = text.splitlines(), committed.splitlines()
+        i = next((i for i, (a, b) in enumerate(zip(new, old)) if a != b), min(len(new), len(old)))
+        first = (f"first difference at line {i + 1}:\n  committed: {old[i] if i < len(old) else '<end>'}"
+                 f"\n  generate:  {new[i] if i < len(new) else '<end>'}")
+        pytest.fail(f"{golden.relative_to(ROOT)} differs from symgrad.generate({model.name!r}, 'numpy'): "
+                    f"{hint}\n{first}", pytrace=False)

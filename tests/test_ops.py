@@ -83,6 +83,7 @@ b = sp.MatrixSymbol("b", 1, k)
 S = sp.MatrixSymbol("S", d, d)
 v = sp.MatrixSymbol("v", N, 1)
 lam = sp.Symbol("lam")
+Y = sp.MatrixSymbol("Y", N, k)
 Z = X * W + sp.OneMatrix(N, 1) * b
 
 MATRIX_ROWS = {
@@ -102,6 +103,8 @@ MATRIX_ROWS = {
     "zero_matrix": (X * W + sp.ZeroMatrix(N, k), [W]),
     "matpow": (S ** 2, [S]),
     "unused_wrt": (X * W, [W, b]),
+    "softmax_ce": ((sp.OneMatrix(1, N) * ((Z.applyfunc(sp.exp) * sp.OneMatrix(k, 1)).applyfunc(sp.log)
+                                          - sp.HadamardProduct(Y, Z) * sp.OneMatrix(k, 1)))[0, 0] / N, [W, b]),
 }
 
 
@@ -122,7 +125,7 @@ def test_matrix_op(name):
     assert_matches_oracles(model, symgrad.compile(model), inputs)
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "piecewise", "maximum", "pow_int"])
+@pytest.mark.parametrize("name", ["sigmoid", "piecewise", "maximum", "pow_int", "heaviside", "abs"])
 def test_float32_stays_float32(name):
     expr, dx, dy = SCALAR_ROWS[name]
     model = symgrad.Model(expr, wrt=[x, y], name=name)
@@ -165,3 +168,18 @@ def test_every_op_has_a_row():
         covered |= _ops_of(expr, wrt)
     missing = sorted(set(OPS) - covered)
     assert not missing, f"ops without a test row in tests/test_ops.py: {missing}"
+
+
+def test_logsumexp_is_stable():
+    """Softmax cross-entropy with logits in the thousands: exp overflows, the rewrite does not."""
+    expr, wrt = MATRIX_ROWS["softmax_ce"]
+    model = symgrad.Model(expr, wrt=wrt, name="ce")
+    inputs = _matrix_inputs(model, np.random.default_rng(4))
+    inputs["X"] = inputs["X"] * 1000.0
+    value, grads = symgrad.compile(model).value_and_grad(**inputs)
+    z = inputs["X"] @ inputs["W"] + inputs["b"]
+    m = z.max(axis=1, keepdims=True)
+    lse = m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    assert rel_err(value, np.mean(lse[:, 0] - (inputs["Y"] * z).sum(axis=1))) < 1e-12
+    softmax = np.exp(z - lse)
+    assert rel_err(grads["b"], ((softmax - inputs["Y"]) / len(z)).sum(axis=0, keepdims=True)) < 1e-9

@@ -132,7 +132,7 @@ def test_check_fails_on_an_unreduced_scalar_gradient(compiled):
     assert any("grad of s has shape" in p for p in report.problems)
 
 
-def test_check_fails_on_float64_output_for_float32_input(compiled):
+def test_check_fails_when_the_dtype_changes(compiled):
     model, module = compiled["sigmoid_ratio"]
 
     def upcast(**inputs):
@@ -141,6 +141,14 @@ def test_check_fails_on_float64_output_for_float32_input(compiled):
 
     report = check(model, _fake(module, upcast))
     assert not report.float32_ok and not report.ok
+
+    def downcast(**inputs):
+        value, grads = module.value_and_grad(**inputs)
+        return value, {k: g.astype(np.float32) for k, g in grads.items()}
+
+    report = check(model, _fake(module, downcast), float32=False)
+    assert report.float32_ok and report.max_rel_err_tape < 1e-6
+    assert report.problems == ["float64 inputs gave non-float64 grad of x (float32), grad of y (float32)"]
 
 
 def test_check_fails_on_wrong_value_crash_mutation_and_constants(compiled):
@@ -181,7 +189,7 @@ def test_assert_matches_tape_and_check_model_file(tmp_path, compiled):
     model_file = tmp_path / "models.py"
     model_file.write_text(MODEL_SRC)
     assert [r.model for r in check_model_file(model_file)] == ["ratio", "square"]
-    assert assert_matches_tape(compiled["relu_layer"][0]).ok
+    assert assert_matches_tape(compiled["scaled_trace"][0]).ok
     (tmp_path / "square_numpy.py").write_text(WRONG_MODULE)
     with pytest.raises(AssertionError, match="square .*grad of x"):
         assert_matches_tape(tmp_path / "square_numpy.py", model=model_file)   # model picked by file name

@@ -55,6 +55,17 @@ def _sum_to(g, x, value):
     return {m}.asarray(g, dtype={m}.result_type(x))
 '''
 
+_HELPER_LOGSUMEXP = '''
+def _logsumexp(z, axis):
+    """log(sum(exp(z), axis)) shifted by the maximum, so that no exp overflows."""
+    m = z.max(axis=axis, keepdims=True)
+    out = m + {m}.log({m}.exp(z - m).sum(axis=axis, keepdims=True))
+    return out if axis is not None else out[0, 0]
+'''
+
+# helpers that ops print calls to, emitted only when such an op is used
+_OP_HELPERS = {"sum_to": _HELPER_SUM_TO, "logsumexp": _HELPER_LOGSUMEXP}
+
 _HELPER_ARGS = '''
 def _args(inputs):
     """The inputs in INPUTS order (used because some input names are not Python identifiers)."""
@@ -102,8 +113,8 @@ def _literal(v: float, as_int: bool = False) -> str:
 class Body:
     """Prints the assignments that compute ``roots`` from the inputs."""
 
-    def __init__(self, target, names: dict, dim_names: dict, cot_of: dict, src: dict):
-        self.t, self.m = target, target.alias
+    def __init__(self, target, alias: str, names: dict, dim_names: dict, cot_of: dict, src: dict):
+        self.t, self.m = target, alias
         self.names = dict(names)  # node id -> expression text (inputs, and what we assign)
         self.dim_names = dim_names
         self.cot_of, self.src = cot_of, src
@@ -112,6 +123,7 @@ class Body:
         self.namer = Namer()
         self.namer.used |= set(names.values()) | set(dim_names.values()) | {self.m}
         self.needs_dtype = False
+        self.ops_used: set[str] = set()
         self.forward: set[int] = set()  # ids of forward nodes: never named as adjoints
 
     def shape(self, shape) -> str:
@@ -127,13 +139,14 @@ class Body:
             self.names[n.id] = self.dim_names[n.attr]
             return None
         if n.op == "bcast":
-            if users and all(OPS[u.op].elementwise for u in users):
+            if n.id not in final and users and all(OPS[u.op].elementwise for u in users):
                 self.names[n.id] = a[0]  # the consumer broadcasts by itself
                 return None
-            if n.args[0].op == "const":
+            if n.args[0].shape in (None, ()):  # a matrix of one value, in the inputs' float type
                 self.needs_dtype = True
                 return f"{m}.full({self.shape(n.shape)}, {a[0]}, dtype=_dt)"
-            return f"{m}.broadcast_to({a[0]}, {self.shape(n.shape)})"
+            view = f"{m}.broadcast_to({a[0]}, {self.shape(n.shape)})"
+            return view + ".copy()" if n.id in final else view  # returned arrays are writable
         if n.op == "transpose" and n.id not in final:
             self.names[n.id] = f"{a[0]}.T"  # a view: printed where it is used, as in X.T @ G
             return None
@@ -142,12 +155,19 @@ class Body:
         if n.op == "eye":
             self.needs_dtype = True
             return f"{m}.eye({self.shape((n.attr,))[1:-2]}, dtype=_dt)"
+        if n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]):
+            # both branches are Python scalars: NumPy would make float64; keep the inputs' type
+            self.needs_dtype = True
+            if _is(_python_scalar(n.args[1]), 1) and _is(_python_scalar(n.args[2]), 0):
+                return f"{a[0]}.astype(_dt)"
+            return f"{m}.where({a[0]}, {a[1]}, {a[2]}).astype(_dt, copy=False)"
         if n.op == "pow" and n.args[1].op == "const":
             a[1] = _literal(n.args[1].attr, as_int=True)
         code = self.t.template(OPS[n.op])
         if code is None:
             raise SymgradError(f"op {n.op!r} has no {self.t.name} printer entry (symgrad/ops.py)")
-        return code.format(*a, m=m)
+        self.ops_used.add(n.op)
+        return code.format(*a, m=m, attr=n.attr)
 
     def emit(self, order, users, final: dict) -> None:
         for n in order:
@@ -167,12 +187,23 @@ class Body:
                 name = self.namer.fresh(f"t{self.counter}")
                 self.counter += 1
             comment = short(self.src[n.id], 60) if n.id in self.src else None
-            if comment is None and n.id in self.cot_of:
-                fwd = self.cot_of[n.id]
+            fwd = self.cot_of.get(n.id)
+            if comment is None and fwd is not None and (fwd in self.src or fwd in self.names):
                 comment = "adjoint of " + (short(self.src[fwd], 48) if fwd in self.src else self.names[fwd])
             line = f"{name} = {text}"
             self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
             self.names[n.id] = name
+
+
+def _python_scalar(n):
+    """The const/dim node that ``n`` prints as (a broadcast one is printed bare), else None."""
+    if n.op == "bcast":
+        n = n.args[0]
+    return n if n.op in ("const", "dim") else None
+
+
+def _is(n, value) -> bool:
+    return n.op == "const" and n.attr == value
 
 
 def _users(order) -> dict:
@@ -189,7 +220,6 @@ def _docstring_safe(s: str) -> str:
 
 def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
     name = model.name or "model"
-    m = target.alias
     inputs = [str(s) for s in model.inputs]
     for d in model.dims:
         if not d.is_Symbol:
@@ -197,8 +227,9 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
     namer = Namer()
     local = {n: namer.fresh(n) for n in inputs}
     dim_local = {str(d): namer.fresh(str(d)) for d in model.dims}
-    if m in local.values() or m in dim_local.values():
-        raise SymgradError(f"an input is named {m!r}, the array module's name in generated code")  # noqa
+    m = target.alias  # the array module's name; an input may take it (then the module is np_)
+    while m in local.values() or m in dim_local.values():
+        m += "_"
     plain_sig = all(local[n] == n for n in inputs)
     matrices = [s for s in model.inputs if isinstance(s, sp.MatrixSymbol)]
 
@@ -211,7 +242,7 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
 
     def body(roots, final):
         order = topo_order(roots)
-        b = Body(target, input_ids, dim_local, cot_of, G.src)
+        b = Body(target, m, input_ids, dim_local, cot_of, G.src)
         b.forward = forward_ids
         b.emit(order, _users(order), final)
         return b
@@ -250,8 +281,9 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
              "SHAPES = {" + ", ".join(f"{str(s)!r}: {_spec(s)}" for s in matrices) + "}", ""]
     if matrices:
         text.append(_HELPER_DIMS.replace("{m}", m))
-    if any(g.op == "sum_to" for g in grads):
-        text.append(_HELPER_SUM_TO.replace("{m}", m))
+    for op, helper in _OP_HELPERS.items():
+        if op in fwd.ops_used | vag.ops_used:
+            text.append(helper.replace("{m}", m))
     if not plain_sig:
         text.append(_HELPER_ARGS)
     text += ["", f"def forward({sig}):", f'    """Value of {name}."""']
