@@ -221,9 +221,10 @@ def _docstring_safe(s: str) -> str:
 def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
     name = model.name or "model"
     inputs = [str(s) for s in model.inputs]
-    for d in model.dims:
-        if not d.is_Symbol:
-            raise SymgradError(f"dimension {d} is not a plain symbol")
+    for s in model.inputs:
+        for d in getattr(s, "shape", ()):
+            if not (sp.sympify(d).is_Symbol or sp.sympify(d).is_Integer):
+                raise SymgradError(f"unsupported dimension {d} of {s}: use a Symbol or an integer")
     namer = Namer()
     local = {n: namer.fresh(n) for n in inputs}
     dim_local = {str(d): namer.fresh(str(d)) for d in model.dims}
