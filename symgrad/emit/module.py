@@ -125,6 +125,7 @@ class Body:
         self.needs_dtype = False
         self.ops_used: set[str] = set()
         self.forward: set[int] = set()  # ids of forward nodes: never named as adjoints
+        self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
     def shape(self, shape) -> str:
         parts = [str(int(d)) if sp.sympify(d).is_Integer else self.dim_names[str(d)] for d in shape]
@@ -243,7 +244,7 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
 
     def body(roots, final):
         order = topo_order(roots)
-        b = Body(target, m, input_ids, dim_local, cot_of, G.src)
+        b = (target.body or Body)(target, m, input_ids, dim_local, cot_of, G.src)
         b.forward = forward_ids
         b.emit(order, _users(order), final)
         return b
@@ -287,6 +288,8 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
             text.append(helper.replace("{m}", m))
     if not plain_sig:
         text.append(_HELPER_ARGS)
+    for definition in {**fwd.definitions, **vag.definitions}.values():
+        text += ["", definition]
     text += ["", f"def forward({sig}):", f'    """Value of {name}."""']
     text += ["    " + ln for ln in prologue(fwd) + fwd.lines]
     text += [f"    return {fwd.names[out.id]}", "", ""]

@@ -13,6 +13,7 @@ class Target:
     module: str  # the importable module
     alias: str  # the name it is bound to in generated code
     overrides: dict = field(default_factory=dict)  # op name -> template, where it differs
+    body: type | None = None  # the emit.module.Body subclass that prints function bodies, if not Body
 
     def template(self, op) -> str | None:
         return self.overrides.get(op.name, op.code)
