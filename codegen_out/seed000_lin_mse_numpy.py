@@ -21,6 +21,13 @@ DIMS = ('H', 'M', 'N')
 SHAPES = {'W': ('M', 'H'), 'b': (1, 'H'), 'X': ('N', 'M'), 'Y': ('N', 'H')}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -37,11 +44,12 @@ def _dims(arrays):
 
 def forward(*, W, b, X, Y):
     """Value of seed000_lin_mse."""
+    _dt, W, b, X, Y = _promote(W, b, X, Y)
     H, M, N = _dims({'W': W, 'b': b, 'X': X, 'Y': Y})
     t0 = X @ W  # X*W
-    t1 = t0 - Y
-    t2 = b + t1  # X*W - Y + 1*b
-    t3 = t2 * t2
+    t1 = np.subtract(t0, Y, out=t0)
+    t2 = np.add(b, t1, out=t1)  # X*W - Y + 1*b
+    t3 = np.multiply(t2, t2, out=t2)
     t4 = np.sum(t3)  # Trace(...)
     t5 = H * N
     t6 = t4 / t5  # Mul(...)
@@ -50,18 +58,20 @@ def forward(*, W, b, X, Y):
 
 def value_and_grad(*, W, b, X, Y):
     """Value of seed000_lin_mse and the gradients of its sum with respect to W, b, X."""
+    _dt, W, b, X, Y = _promote(W, b, X, Y)
     H, M, N = _dims({'W': W, 'b': b, 'X': X, 'Y': Y})
     t0 = X @ W  # X*W
-    t1 = t0 - Y
-    t2 = b + t1  # X*W - Y + 1*b
+    t1 = np.subtract(t0, Y, out=t0)
+    t2 = np.add(b, t1, out=t1)  # X*W - Y + 1*b
     t3 = t2 * t2
     t4 = np.sum(t3)  # Trace(...)
     t5 = H * N
     t6 = t4 / t5  # Mul(...)
     b_t4 = 1.0 / t5  # adjoint of Trace(...)
-    t7 = t2 * b_t4
-    b_t2 = 2.0 * t7  # adjoint of X*W - Y + 1*b
-    grad_W = X.T @ b_t2  # adjoint of W
+    t7 = np.multiply(t2, b_t4, out=t2)
+    b_t2 = np.multiply(2.0, t7, out=t7)  # adjoint of X*W - Y + 1*b
+    t8 = b_t2.T @ X
+    grad_W = t8.T  # adjoint of W
     grad_b = b_t2.sum(axis=0, keepdims=True)  # adjoint of b
     grad_X = b_t2 @ W.T  # adjoint of X
     return t6, {'W': grad_W, 'b': grad_b, 'X': grad_X}

@@ -21,6 +21,13 @@ DIMS = ('H', 'M', 'N')
 SHAPES = {'W': ('M', 'H'), 'b': (1, 'H'), 'X': ('N', 'M')}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -37,18 +44,19 @@ def _dims(arrays):
 
 def forward(*, W, b, X):
     """Value of seed000_lin."""
+    _dt, W, b, X = _promote(W, b, X)
     H, M, N = _dims({'W': W, 'b': b, 'X': X})
     t0 = X @ W  # X*W
-    t1 = t0 + b  # X*W + 1*b
+    t1 = np.add(t0, b, out=t0)  # X*W + 1*b
     return t1
 
 
 def value_and_grad(*, W, b, X):
     """Value of seed000_lin and the gradients of its sum with respect to W, b, X."""
+    _dt, W, b, X = _promote(W, b, X)
     H, M, N = _dims({'W': W, 'b': b, 'X': X})
-    _dt = np.result_type(W, b, X)
     t0 = X @ W  # X*W
-    t1 = t0 + b  # X*W + 1*b
+    t1 = np.add(t0, b, out=t0)  # X*W + 1*b
     t2 = X.sum(axis=0, keepdims=True)
     t3 = np.broadcast_to(t2, (H, M))
     grad_W = t3.T  # adjoint of W

@@ -21,6 +21,13 @@ DIMS = ('N', 'd')
 SHAPES = {'w': ('d', 1), 'X': ('N', 'd'), 'y': ('N', 1)}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -37,10 +44,11 @@ def _dims(arrays):
 
 def forward(*, w, X, y):
     """Value of seed001_linreg_mse."""
+    _dt, w, X, y = _promote(w, X, y)
     N, d = _dims({'w': w, 'X': X, 'y': y})
     t0 = X @ w
-    t1 = y - t0  # -X*w + y
-    t2 = t1 * t1
+    t1 = np.subtract(y, t0, out=t0)  # -X*w + y
+    t2 = np.multiply(t1, t1, out=t1)
     t3 = np.sum(t2)  # Trace((-w.T*X.T + y.T)*(-X*w + y))
     t4 = t3 / N  # Trace((-w.T*X.T + y.T)*(-X*w + y))/N
     return t4
@@ -48,15 +56,17 @@ def forward(*, w, X, y):
 
 def value_and_grad(*, w, X, y):
     """Value of seed001_linreg_mse and the gradients of its sum with respect to w, X."""
+    _dt, w, X, y = _promote(w, X, y)
     N, d = _dims({'w': w, 'X': X, 'y': y})
     t0 = X @ w
-    t1 = y - t0  # -X*w + y
+    t1 = np.subtract(y, t0, out=t0)  # -X*w + y
     t2 = t1 * t1
     t3 = np.sum(t2)  # Trace((-w.T*X.T + y.T)*(-X*w + y))
     t4 = t3 / N  # Trace((-w.T*X.T + y.T)*(-X*w + y))/N
     b_t3 = 1.0 / N  # 1/N
-    t5 = t1 * b_t3
-    b_t0 = (-2.0) * t5  # adjoint of t0
-    grad_w = X.T @ b_t0  # adjoint of w
+    t5 = np.multiply(t1, b_t3, out=t1)
+    b_t0 = np.multiply((-2.0), t5, out=t5)  # adjoint of t0
+    t6 = b_t0.T @ X
+    grad_w = t6.T  # adjoint of w
     grad_X = b_t0 @ w.T  # adjoint of X
     return t4, {'w': grad_w, 'X': grad_X}

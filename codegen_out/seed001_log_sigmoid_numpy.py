@@ -21,6 +21,13 @@ DIMS = ()
 SHAPES = {}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = np.shape(x)
@@ -32,27 +39,44 @@ def _sum_to(g, x, value):
     return np.asarray(g, dtype=np.result_type(x))
 
 
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = np.negative(x, out=out)
+    if not isinstance(t, np.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + np.exp(t))
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    return np.reciprocal(t, out=t)
+
+
+def _buf(t):
+    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
+    return t if isinstance(t, np.ndarray) else None
+
+
 def forward(*, x, w):
     """Value of seed001_log_sigmoid."""
+    _dt, x, w = _promote(x, w)
     t0 = x ** 2  # x**2
     t1 = -w
     t2 = t0 * t1  # -w*x**2
-    t3 = np.logaddexp(0.0, t2)  # -log(1/(1 + exp(-w*x**2)))
+    t3 = np.logaddexp(0.0, t2, out=_buf(t2))  # -log(1/(1 + exp(-w*x**2)))
     return t3
 
 
 def value_and_grad(*, x, w):
     """Value of seed001_log_sigmoid and the gradients of its sum with respect to x, w."""
+    _dt, x, w = _promote(x, w)
     t0 = x ** 2  # x**2
     t1 = -w
     t2 = t0 * t1  # -w*x**2
     t3 = np.logaddexp(0.0, t2)  # -log(1/(1 + exp(-w*x**2)))
-    b_t2 = 1.0 / (1.0 + np.exp(-t2))  # adjoint of -w*x**2
+    b_t2 = _sigmoid(t2, out=_buf(t2))  # adjoint of -w*x**2
     b_t0 = t1 * b_t2  # adjoint of x**2
     t4 = 2.0 * x
-    b_x = b_t0 * t4  # adjoint of x
+    b_x = np.multiply(b_t0, t4, out=_buf(b_t0))  # adjoint of x
     grad_x = _sum_to(b_x, x, t3)
-    b_t1 = t0 * b_t2  # adjoint of t1
-    b_w = -b_t1  # adjoint of w
+    b_t1 = np.multiply(t0, b_t2, out=_buf(b_t2))  # adjoint of t1
+    b_w = np.negative(b_t1, out=_buf(b_t1))  # adjoint of w
     grad_w = _sum_to(b_w, w, t3)
     return t3, {'x': grad_x, 'w': grad_w}

@@ -21,6 +21,13 @@ DIMS = ('N', 'k')
 SHAPES = {'w': ('k', 1), 'Phi': ('N', 'k'), 'y': ('N', 1)}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -35,16 +42,27 @@ def _dims(arrays):
     return tuple(dims[d] for d in DIMS)
 
 
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = np.negative(x, out=out)
+    if not isinstance(t, np.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + np.exp(t))
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    return np.reciprocal(t, out=t)
+
+
 def forward(*, w, Phi, y):
     """Value of seed001_logreg_nll."""
+    _dt, w, Phi, y = _promote(w, Phi, y)
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
     t0 = 2.0 * y  # 2*y
-    t1 = (-1.0) + t0  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
     t2 = Phi @ w  # Phi*w
-    t3 = t1 * t2  # HadamardProduct(2*y - 1, Phi*w)
-    t4 = -t3  # -_d
-    t5 = np.logaddexp(0.0, t4)
-    t6 = -t5  # log(1/(1 + exp(-_d)))
+    t3 = np.multiply(t1, t2, out=t1)  # HadamardProduct(2*y - 1, Phi*w)
+    t4 = np.negative(t3, out=t3)  # -_d
+    t5 = np.logaddexp(0.0, t4, out=t4)
+    t6 = np.negative(t5, out=t5)  # log(1/(1 + exp(-_d)))
     t7 = t6.sum(axis=0, keepdims=True)  # 1*Lambda(_d, log(1/(1 + exp(-_d)))).(HadamardProduct(2*y ...
     t8 = t7[0, 0]  # Trace(1*Lambda(_d, log(1/(1 + exp(-_d)))).(HadamardProduc...
     t9 = -t8  # Mul(...)
@@ -53,19 +71,21 @@ def forward(*, w, Phi, y):
 
 def value_and_grad(*, w, Phi, y):
     """Value of seed001_logreg_nll and the gradients of its sum with respect to w."""
+    _dt, w, Phi, y = _promote(w, Phi, y)
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
     t0 = 2.0 * y  # 2*y
-    t1 = (-1.0) + t0  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
     t2 = Phi @ w  # Phi*w
-    t3 = t1 * t2  # HadamardProduct(2*y - 1, Phi*w)
-    t4 = -t3  # -_d
+    t3 = np.multiply(t1, t2, out=t2)  # HadamardProduct(2*y - 1, Phi*w)
+    t4 = np.negative(t3, out=t3)  # -_d
     t5 = np.logaddexp(0.0, t4)
-    t6 = -t5  # log(1/(1 + exp(-_d)))
+    t6 = np.negative(t5, out=t5)  # log(1/(1 + exp(-_d)))
     t7 = t6.sum(axis=0, keepdims=True)  # 1*Lambda(_d, log(1/(1 + exp(-_d)))).(HadamardProduct(2*y ...
     t8 = t7[0, 0]  # Trace(1*Lambda(_d, log(1/(1 + exp(-_d)))).(HadamardProduc...
     t9 = -t8  # Mul(...)
-    b_t4 = 1.0 / (1.0 + np.exp(-t4))  # adjoint of -_d
-    b_t3 = -b_t4  # adjoint of HadamardProduct(2*y - 1, Phi*w)
-    b_t2 = t1 * b_t3  # adjoint of Phi*w
-    grad_w = Phi.T @ b_t2  # adjoint of w
+    b_t4 = _sigmoid(t4, out=t4)  # adjoint of -_d
+    b_t3 = np.negative(b_t4, out=b_t4)  # adjoint of HadamardProduct(2*y - 1, Phi*w)
+    b_t2 = np.multiply(t1, b_t3, out=t1)  # adjoint of Phi*w
+    t10 = b_t2.T @ Phi
+    grad_w = t10.T  # adjoint of w
     return t9, {'w': grad_w}

@@ -21,6 +21,13 @@ DIMS = ('N', 'd', 'h')
 SHAPES = {'w0': ('h', 1), 'W': ('h', 'd'), 'X': ('N', 'd'), 'y': ('N', 1)}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -35,21 +42,32 @@ def _dims(arrays):
     return tuple(dims[d] for d in DIMS)
 
 
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = np.negative(x, out=out)
+    if not isinstance(t, np.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + np.exp(t))
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    return np.reciprocal(t, out=t)
+
+
 def forward(*, w0, W, X, y):
     """Value of seed001_nll_bernoulli."""
+    _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = 1.0 - y  # -y + 1
     t1 = X @ W.T  # X*W.T
-    t2 = 1.0 / (1.0 + np.exp(-t1))  # 1/(1 + exp(-_d))
+    t2 = _sigmoid(t1, out=t1)  # 1/(1 + exp(-_d))
     t3 = t2 @ w0  # Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
     t4 = np.logaddexp(0.0, t3)
-    t5 = -t4  # log(1 - 1/(1 + exp(-_d)))
-    t6 = t0 * t5  # HadamardProduct(...)
-    t7 = -t3  # -_d
-    t8 = np.logaddexp(0.0, t7)
-    t9 = -t8  # log(1/(1 + exp(-_d)))
-    t10 = y * t9  # HadamardProduct(...)
-    t11 = t6 + t10  # MatAdd(...)
+    t5 = np.negative(t4, out=t4)  # log(1 - 1/(1 + exp(-_d)))
+    t6 = np.multiply(t0, t5, out=t0)  # HadamardProduct(...)
+    t7 = np.negative(t3, out=t3)  # -_d
+    t8 = np.logaddexp(0.0, t7, out=t7)
+    t9 = np.negative(t8, out=t8)  # log(1/(1 + exp(-_d)))
+    t10 = np.multiply(y, t9, out=t9)  # HadamardProduct(...)
+    t11 = np.add(t6, t10, out=t6)  # MatAdd(...)
     t12 = t11.sum(axis=0, keepdims=True)  # MatMul(...)
     t13 = t12[0, 0]  # Trace(...)
     t14 = -t13  # Mul(...)
@@ -58,36 +76,37 @@ def forward(*, w0, W, X, y):
 
 def value_and_grad(*, w0, W, X, y):
     """Value of seed001_nll_bernoulli and the gradients of its sum with respect to w0, W."""
+    _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = 1.0 - y  # -y + 1
     t1 = X @ W.T  # X*W.T
-    t2 = 1.0 / (1.0 + np.exp(-t1))  # 1/(1 + exp(-_d))
+    t2 = _sigmoid(t1, out=t1)  # 1/(1 + exp(-_d))
     t3 = t2 @ w0  # Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
     t4 = np.logaddexp(0.0, t3)
-    t5 = -t4  # log(1 - 1/(1 + exp(-_d)))
-    t6 = t0 * t5  # HadamardProduct(...)
+    t5 = np.negative(t4, out=t4)  # log(1 - 1/(1 + exp(-_d)))
+    t6 = np.multiply(t0, t5, out=t5)  # HadamardProduct(...)
     t7 = -t3  # -_d
     t8 = np.logaddexp(0.0, t7)
-    t9 = -t8  # log(1/(1 + exp(-_d)))
-    t10 = y * t9  # HadamardProduct(...)
-    t11 = t6 + t10  # MatAdd(...)
+    t9 = np.negative(t8, out=t8)  # log(1/(1 + exp(-_d)))
+    t10 = np.multiply(y, t9, out=t9)  # HadamardProduct(...)
+    t11 = np.add(t6, t10, out=t6)  # MatAdd(...)
     t12 = t11.sum(axis=0, keepdims=True)  # MatMul(...)
     t13 = t12[0, 0]  # Trace(...)
     t14 = -t13  # Mul(...)
-    t15 = 1.0 / (1.0 + np.exp(-t3))  # 1/(1 + exp(-_d))
-    b_t5 = t0 * (-1.0)  # adjoint of log(1 - 1/(1 + exp(-_d)))
-    b_t4 = -b_t5  # adjoint of t4
-    t16 = t15 * b_t4
-    b_t9 = y * (-1.0)  # adjoint of log(1/(1 + exp(-_d)))
-    b_t8 = -b_t9  # adjoint of t8
-    t17 = 1.0 / (1.0 + np.exp(-t7))
-    b_t7 = b_t8 * t17  # adjoint of -_d
-    b_t3 = t16 - b_t7  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
-    grad_w0 = t2.T @ b_t3  # adjoint of w0
+    t15 = _sigmoid(t3, out=t3)  # 1/(1 + exp(-_d))
+    b_t5 = np.multiply(t0, (-1.0), out=t0)  # adjoint of log(1 - 1/(1 + exp(-_d)))
+    b_t4 = np.negative(b_t5, out=b_t5)  # adjoint of t4
+    t16 = np.multiply(t15, b_t4, out=t15)
+    b_t9 = np.multiply(y, (-1.0), out=b_t4)  # adjoint of log(1/(1 + exp(-_d)))
+    b_t8 = np.negative(b_t9, out=b_t9)  # adjoint of t8
+    t17 = _sigmoid(t7, out=t7)
+    b_t7 = np.multiply(b_t8, t17, out=b_t8)  # adjoint of -_d
+    b_t3 = np.subtract(t16, b_t7, out=t16)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
+    t18 = b_t3.T @ t2
+    grad_w0 = t18.T  # adjoint of w0
     b_t2 = b_t3 @ w0.T  # adjoint of 1/(1 + exp(-_d))
-    t18 = 1.0 - t2
-    t19 = t2 * t18
-    b_t1 = b_t2 * t19  # adjoint of X*W.T
-    b_W_T = X.T @ b_t1  # adjoint of W.T
-    grad_W = b_W_T.T  # adjoint of W
+    t19 = 1.0 - t2
+    t20 = np.multiply(t2, t19, out=t2)
+    b_t1 = np.multiply(b_t2, t20, out=b_t2)  # adjoint of X*W.T
+    grad_W = b_t1.T @ X  # adjoint of W
     return t14, {'w0': grad_w0, 'W': grad_W}

@@ -21,6 +21,13 @@ DIMS = ('N', 'd', 'h', 'h2')
 SHAPES = {'w0': ('h2', 1), 'W1': ('h', 'd'), 'W2': ('h2', 'h'), 'X': ('N', 'd'), 'y': ('N', 1)}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -35,20 +42,31 @@ def _dims(arrays):
     return tuple(dims[d] for d in DIMS)
 
 
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = np.negative(x, out=out)
+    if not isinstance(t, np.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + np.exp(t))
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    return np.reciprocal(t, out=t)
+
+
 def forward(*, w0, W1, W2, X, y):
     """Value of seed001_nll_deep."""
+    _dt, w0, W1, W2, X, y = _promote(w0, W1, W2, X, y)
     N, d, h, h2 = _dims({'w0': w0, 'W1': W1, 'W2': W2, 'X': X, 'y': y})
     t0 = 2.0 * y  # 2*y
-    t1 = (-1.0) + t0  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
     t2 = X @ W1.T  # X*W1.T
-    t3 = 1.0 / (1.0 + np.exp(-t2))  # 1/(1 + exp(-_d))
+    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
     t4 = t3 @ W2.T  # Lambda(_d, 1/(1 + exp(-_d))).(X*W1.T)*W2.T
-    t5 = 1.0 / (1.0 + np.exp(-t4))  # 1/(1 + exp(-_d))
+    t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-_d))
     t6 = t5 @ w0  # MatMul(...)
-    t7 = t1 * t6  # HadamardProduct(...)
-    t8 = -t7  # -_d
-    t9 = np.logaddexp(0.0, t8)
-    t10 = -t9  # log(1/(1 + exp(-_d)))
+    t7 = np.multiply(t1, t6, out=t1)  # HadamardProduct(...)
+    t8 = np.negative(t7, out=t7)  # -_d
+    t9 = np.logaddexp(0.0, t8, out=t8)
+    t10 = np.negative(t9, out=t9)  # log(1/(1 + exp(-_d)))
     t11 = t10.sum(axis=0, keepdims=True)  # MatMul(...)
     t12 = t11[0, 0]  # Trace(...)
     t13 = -t12  # Mul(...)
@@ -57,35 +75,35 @@ def forward(*, w0, W1, W2, X, y):
 
 def value_and_grad(*, w0, W1, W2, X, y):
     """Value of seed001_nll_deep and the gradients of its sum with respect to w0, W1, W2."""
+    _dt, w0, W1, W2, X, y = _promote(w0, W1, W2, X, y)
     N, d, h, h2 = _dims({'w0': w0, 'W1': W1, 'W2': W2, 'X': X, 'y': y})
     t0 = 2.0 * y  # 2*y
-    t1 = (-1.0) + t0  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
     t2 = X @ W1.T  # X*W1.T
-    t3 = 1.0 / (1.0 + np.exp(-t2))  # 1/(1 + exp(-_d))
+    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
     t4 = t3 @ W2.T  # Lambda(_d, 1/(1 + exp(-_d))).(X*W1.T)*W2.T
-    t5 = 1.0 / (1.0 + np.exp(-t4))  # 1/(1 + exp(-_d))
+    t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-_d))
     t6 = t5 @ w0  # MatMul(...)
-    t7 = t1 * t6  # HadamardProduct(...)
-    t8 = -t7  # -_d
+    t7 = np.multiply(t1, t6, out=t6)  # HadamardProduct(...)
+    t8 = np.negative(t7, out=t7)  # -_d
     t9 = np.logaddexp(0.0, t8)
-    t10 = -t9  # log(1/(1 + exp(-_d)))
+    t10 = np.negative(t9, out=t9)  # log(1/(1 + exp(-_d)))
     t11 = t10.sum(axis=0, keepdims=True)  # MatMul(...)
     t12 = t11[0, 0]  # Trace(...)
     t13 = -t12  # Mul(...)
-    b_t8 = 1.0 / (1.0 + np.exp(-t8))  # adjoint of -_d
-    b_t7 = -b_t8  # adjoint of HadamardProduct(...)
-    b_t6 = t1 * b_t7  # adjoint of MatMul(...)
-    grad_w0 = t5.T @ b_t6  # adjoint of w0
+    b_t8 = _sigmoid(t8, out=t8)  # adjoint of -_d
+    b_t7 = np.negative(b_t8, out=b_t8)  # adjoint of HadamardProduct(...)
+    b_t6 = np.multiply(t1, b_t7, out=t1)  # adjoint of MatMul(...)
+    t14 = b_t6.T @ t5
+    grad_w0 = t14.T  # adjoint of w0
     b_t5 = b_t6 @ w0.T  # adjoint of 1/(1 + exp(-_d))
-    t14 = 1.0 - t5
-    t15 = t5 * t14
-    b_t4 = b_t5 * t15  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W1.T)*W2.T
+    t15 = 1.0 - t5
+    t16 = np.multiply(t5, t15, out=t5)
+    b_t4 = np.multiply(b_t5, t16, out=b_t5)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W1.T)*W2.T
     b_t3 = b_t4 @ W2  # adjoint of 1/(1 + exp(-_d))
-    t16 = 1.0 - t3
-    t17 = t3 * t16
-    b_t2 = b_t3 * t17  # adjoint of X*W1.T
-    b_W1_T = X.T @ b_t2  # adjoint of W1.T
-    grad_W1 = b_W1_T.T  # adjoint of W1
-    b_W2_T = t3.T @ b_t4  # adjoint of W2.T
-    grad_W2 = b_W2_T.T  # adjoint of W2
+    t17 = 1.0 - t3
+    t18 = np.multiply(t3, t17, out=t17)
+    b_t2 = np.multiply(b_t3, t18, out=b_t3)  # adjoint of X*W1.T
+    grad_W1 = b_t2.T @ X  # adjoint of W1
+    grad_W2 = b_t4.T @ t3  # adjoint of W2
     return t13, {'w0': grad_w0, 'W1': grad_W1, 'W2': grad_W2}

@@ -21,6 +21,13 @@ DIMS = ('N', 'd', 'h')
 SHAPES = {'w0': ('h', 1), 'W': ('h', 'd'), 'X': ('N', 'd'), 'y': ('N', 1)}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -35,18 +42,29 @@ def _dims(arrays):
     return tuple(dims[d] for d in DIMS)
 
 
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = np.negative(x, out=out)
+    if not isinstance(t, np.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + np.exp(t))
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    return np.reciprocal(t, out=t)
+
+
 def forward(*, w0, W, X, y):
     """Value of seed001_nll."""
+    _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = 2.0 * y  # 2*y
-    t1 = (-1.0) + t0  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
     t2 = X @ W.T  # X*W.T
-    t3 = 1.0 / (1.0 + np.exp(-t2))  # 1/(1 + exp(-_d))
+    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
     t4 = t3 @ w0  # Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
-    t5 = t1 * t4  # HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + exp(-_d))).(X*...
-    t6 = -t5  # -_d
-    t7 = np.logaddexp(0.0, t6)
-    t8 = -t7  # log(1/(1 + exp(-_d)))
+    t5 = np.multiply(t1, t4, out=t1)  # HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + exp(-_d))).(X*...
+    t6 = np.negative(t5, out=t5)  # -_d
+    t7 = np.logaddexp(0.0, t6, out=t6)
+    t8 = np.negative(t7, out=t7)  # log(1/(1 + exp(-_d)))
     t9 = t8.sum(axis=0, keepdims=True)  # MatMul(...)
     t10 = t9[0, 0]  # Trace(...)
     t11 = -t10  # Mul(...)
@@ -55,27 +73,28 @@ def forward(*, w0, W, X, y):
 
 def value_and_grad(*, w0, W, X, y):
     """Value of seed001_nll and the gradients of its sum with respect to w0, W."""
+    _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = 2.0 * y  # 2*y
-    t1 = (-1.0) + t0  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
     t2 = X @ W.T  # X*W.T
-    t3 = 1.0 / (1.0 + np.exp(-t2))  # 1/(1 + exp(-_d))
+    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
     t4 = t3 @ w0  # Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
-    t5 = t1 * t4  # HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + exp(-_d))).(X*...
-    t6 = -t5  # -_d
+    t5 = np.multiply(t1, t4, out=t4)  # HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + exp(-_d))).(X*...
+    t6 = np.negative(t5, out=t5)  # -_d
     t7 = np.logaddexp(0.0, t6)
-    t8 = -t7  # log(1/(1 + exp(-_d)))
+    t8 = np.negative(t7, out=t7)  # log(1/(1 + exp(-_d)))
     t9 = t8.sum(axis=0, keepdims=True)  # MatMul(...)
     t10 = t9[0, 0]  # Trace(...)
     t11 = -t10  # Mul(...)
-    b_t6 = 1.0 / (1.0 + np.exp(-t6))  # adjoint of -_d
-    b_t5 = -b_t6  # adjoint of HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + ex...
-    b_t4 = t1 * b_t5  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
-    grad_w0 = t3.T @ b_t4  # adjoint of w0
+    b_t6 = _sigmoid(t6, out=t6)  # adjoint of -_d
+    b_t5 = np.negative(b_t6, out=b_t6)  # adjoint of HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + ex...
+    b_t4 = np.multiply(t1, b_t5, out=t1)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
+    t12 = b_t4.T @ t3
+    grad_w0 = t12.T  # adjoint of w0
     b_t3 = b_t4 @ w0.T  # adjoint of 1/(1 + exp(-_d))
-    t12 = 1.0 - t3
-    t13 = t3 * t12
-    b_t2 = b_t3 * t13  # adjoint of X*W.T
-    b_W_T = X.T @ b_t2  # adjoint of W.T
-    grad_W = b_W_T.T  # adjoint of W
+    t13 = 1.0 - t3
+    t14 = np.multiply(t3, t13, out=t3)
+    b_t2 = np.multiply(b_t3, t14, out=b_t3)  # adjoint of X*W.T
+    grad_W = b_t2.T @ X  # adjoint of W
     return t11, {'w0': grad_w0, 'W': grad_W}

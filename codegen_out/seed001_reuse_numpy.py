@@ -21,6 +21,13 @@ DIMS = ()
 SHAPES = {}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = np.shape(x)
@@ -32,25 +39,32 @@ def _sum_to(g, x, value):
     return np.asarray(g, dtype=np.result_type(x))
 
 
+def _buf(t):
+    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
+    return t if isinstance(t, np.ndarray) else None
+
+
 def forward(*, x):
     """Value of seed001_reuse."""
+    _dt, x = _promote(x)
     t0 = x ** 2  # x**2
     t1 = np.log(t0)  # log(x**2)
-    t2 = (-5.0) * t0  # adjoint of log(x**2)
-    t3 = t1 * t2  # -5*x**2*log(x**2)
+    t2 = np.multiply((-5.0), t0, out=_buf(t0))  # adjoint of log(x**2)
+    t3 = np.multiply(t1, t2, out=_buf(t1))  # -5*x**2*log(x**2)
     return t3
 
 
 def value_and_grad(*, x):
     """Value of seed001_reuse and the gradients of its sum with respect to x."""
+    _dt, x = _promote(x)
     t0 = x ** 2  # x**2
     t1 = np.log(t0)  # log(x**2)
     t2 = (-5.0) * t0  # adjoint of log(x**2)
     t3 = t1 * t2  # -5*x**2*log(x**2)
-    t4 = (-5.0) * t1
-    t5 = t2 / t0
-    b_t0 = t4 + t5  # adjoint of x**2
-    t6 = 2.0 * x
-    b_x = b_t0 * t6  # adjoint of x
+    t4 = np.multiply((-5.0), t1, out=_buf(t1))
+    t5 = np.divide(t2, t0, out=_buf(t2))
+    b_t0 = np.add(t4, t5, out=_buf(t4))  # adjoint of x**2
+    t6 = np.multiply(2.0, x, out=_buf(t5))
+    b_x = np.multiply(b_t0, t6, out=_buf(b_t0))  # adjoint of x
     grad_x = _sum_to(b_x, x, t3)
     return t3, {'x': grad_x}

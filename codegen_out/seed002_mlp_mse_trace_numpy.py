@@ -21,6 +21,13 @@ DIMS = ('N', 'm', 'nh')
 SHAPES = {'w1': ('m', 'nh'), 'b1': (1, 'nh'), 'w2': ('nh', 1), 'b2': (1, 1), 'x': ('N', 'm'), 'y': ('N', 1)}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -37,16 +44,17 @@ def _dims(arrays):
 
 def forward(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse_trace."""
+    _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = x @ w1  # x*w1
-    t1 = b1 + t0  # x*w1 + 1*b1
-    t2 = np.maximum(0.0, t1)  # Max(0, _d)
+    t1 = np.add(b1, t0, out=t0)  # x*w1 + 1*b1
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
     t3 = t2 @ w2  # Lambda(_d, Max(0, _d)).(x*w1 + 1*b1)*w2
     t4 = b2 - y
-    t5 = t3 + t4
-    t6 = t3 - y
-    t7 = b2 + t6  # MatAdd(...)
-    t8 = t5 * t7
+    t5 = np.add(t3, t4, out=t4)
+    t6 = np.subtract(t3, y, out=t3)
+    t7 = np.add(b2, t6, out=t6)  # MatAdd(...)
+    t8 = np.multiply(t5, t7, out=t5)
     t9 = np.sum(t8)  # Trace(...)
     t10 = t9 / N  # Mul(...)
     return t10
@@ -54,28 +62,31 @@ def forward(*, w1, b1, w2, b2, x, y):
 
 def value_and_grad(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse_trace and the gradients of its sum with respect to w1, b1, w2, b2, x."""
+    _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = x @ w1  # x*w1
-    t1 = b1 + t0  # x*w1 + 1*b1
-    t2 = np.maximum(0.0, t1)  # Max(0, _d)
+    t1 = np.add(b1, t0, out=t0)  # x*w1 + 1*b1
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
     t3 = t2 @ w2  # Lambda(_d, Max(0, _d)).(x*w1 + 1*b1)*w2
     t4 = b2 - y
-    t5 = t3 + t4
-    t6 = t3 - y
-    t7 = b2 + t6  # MatAdd(...)
+    t5 = np.add(t3, t4, out=t4)
+    t6 = np.subtract(t3, y, out=t3)
+    t7 = np.add(b2, t6, out=t6)  # MatAdd(...)
     t8 = t5 * t7
     t9 = np.sum(t8)  # Trace(...)
     t10 = t9 / N  # Mul(...)
-    t11 = t1 > 0.0
     b_t9 = 1.0 / N  # 1/N
-    b_t5 = t7 * b_t9  # adjoint of t5
-    b_t7 = t5 * b_t9  # adjoint of MatAdd(...)
-    b_b2 = b_t5 + b_t7  # adjoint of 1*b2
+    b_t5 = np.multiply(t7, b_t9, out=t7)  # adjoint of t5
+    b_t7 = np.multiply(t5, b_t9, out=t5)  # adjoint of MatAdd(...)
+    b_b2 = np.add(b_t5, b_t7, out=b_t5)  # adjoint of 1*b2
     b_t2 = b_b2 @ w2.T  # adjoint of Max(0, _d)
-    b_t1 = np.where(t11, b_t2, 0.0)  # adjoint of x*w1 + 1*b1
-    grad_w1 = x.T @ b_t1  # adjoint of w1
+    t11 = t2 > 0.0
+    b_t1 = np.multiply(b_t2, t11, out=b_t2)  # adjoint of x*w1 + 1*b1
+    t12 = b_t1.T @ x
+    grad_w1 = t12.T  # adjoint of w1
     grad_b1 = b_t1.sum(axis=0, keepdims=True)  # adjoint of b1
-    grad_w2 = t2.T @ b_b2  # adjoint of w2
+    t13 = b_b2.T @ t2
+    grad_w2 = t13.T  # adjoint of w2
     grad_b2 = b_b2.sum(axis=0, keepdims=True)  # adjoint of b2
     grad_x = b_t1 @ w1.T  # adjoint of x
     return t10, {'w1': grad_w1, 'b1': grad_b1, 'w2': grad_w2, 'b2': grad_b2, 'x': grad_x}

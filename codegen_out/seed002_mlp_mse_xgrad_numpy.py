@@ -21,6 +21,13 @@ DIMS = ('N', 'm', 'nh')
 SHAPES = {'w1': ('m', 'nh'), 'b1': (1, 'nh'), 'w2': ('nh', 1), 'b2': (1, 1), 'x': ('N', 'm'), 'y': ('N', 1)}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -37,14 +44,15 @@ def _dims(arrays):
 
 def forward(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse_xgrad."""
+    _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = x @ w1  # x*w1
-    t1 = t0 + b1  # x*w1 + 1*b1
-    t2 = np.maximum(0.0, t1)  # Max(0, _d)
+    t1 = np.add(t0, b1, out=t0)  # x*w1 + 1*b1
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
     t3 = t2 @ w2  # Lambda(_d, Max(0, _d)).(x*w1 + 1*b1)*w2
-    t4 = t3 - y
-    t5 = b2 + t4  # MatAdd(...)
-    t6 = t5 ** 2  # HadamardPower(...)
+    t4 = np.subtract(t3, y, out=t3)
+    t5 = np.add(b2, t4, out=t4)  # MatAdd(...)
+    t6 = np.square(t5, out=t5)  # HadamardPower(...)
     t7 = t6.sum(axis=0, keepdims=True)  # MatMul(...)
     t8 = t7[0, 0]  # Trace(...)
     t9 = t8 / N  # Mul(...)
@@ -53,26 +61,29 @@ def forward(*, w1, b1, w2, b2, x, y):
 
 def value_and_grad(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse_xgrad and the gradients of its sum with respect to w1, b1, w2, b2, x."""
+    _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = x @ w1  # x*w1
-    t1 = t0 + b1  # x*w1 + 1*b1
-    t2 = np.maximum(0.0, t1)  # Max(0, _d)
+    t1 = np.add(t0, b1, out=t0)  # x*w1 + 1*b1
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
     t3 = t2 @ w2  # Lambda(_d, Max(0, _d)).(x*w1 + 1*b1)*w2
-    t4 = t3 - y
-    t5 = b2 + t4  # MatAdd(...)
+    t4 = np.subtract(t3, y, out=t3)
+    t5 = np.add(b2, t4, out=t4)  # MatAdd(...)
     t6 = t5 ** 2  # HadamardPower(...)
     t7 = t6.sum(axis=0, keepdims=True)  # MatMul(...)
     t8 = t7[0, 0]  # Trace(...)
     t9 = t8 / N  # Mul(...)
-    t10 = t1 > 0.0
     b_t8 = 1.0 / N  # 1/N
-    t11 = 2.0 * t5
-    b_t5 = b_t8 * t11  # adjoint of MatAdd(...)
+    t10 = 2.0 * b_t8
+    b_t5 = np.multiply(t5, t10, out=t5)  # adjoint of MatAdd(...)
     b_t2 = b_t5 @ w2.T  # adjoint of Max(0, _d)
-    b_t1 = np.where(t10, b_t2, 0.0)  # adjoint of x*w1 + 1*b1
-    grad_w1 = x.T @ b_t1  # adjoint of w1
+    t11 = t2 > 0.0
+    b_t1 = np.multiply(b_t2, t11, out=b_t2)  # adjoint of x*w1 + 1*b1
+    t12 = b_t1.T @ x
+    grad_w1 = t12.T  # adjoint of w1
     grad_b1 = b_t1.sum(axis=0, keepdims=True)  # adjoint of b1
-    grad_w2 = t2.T @ b_t5  # adjoint of w2
+    t13 = b_t5.T @ t2
+    grad_w2 = t13.T  # adjoint of w2
     grad_b2 = b_t5.sum(axis=0, keepdims=True)  # adjoint of b2
     grad_x = b_t1 @ w1.T  # adjoint of x
     return t9, {'w1': grad_w1, 'b1': grad_b1, 'w2': grad_w2, 'b2': grad_b2, 'x': grad_x}

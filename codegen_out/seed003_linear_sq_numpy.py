@@ -21,6 +21,13 @@ DIMS = ()
 SHAPES = {}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = np.shape(x)
@@ -32,17 +39,24 @@ def _sum_to(g, x, value):
     return np.asarray(g, dtype=np.result_type(x))
 
 
+def _buf(t):
+    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
+    return t if isinstance(t, np.ndarray) else None
+
+
 def forward(*, w0, w1, x, y):
     """Value of seed003_linear_sq."""
+    _dt, w0, w1, x, y = _promote(w0, w1, x, y)
     t0 = w1 * x  # w1*x
     t1 = w0 - y
     t2 = t0 + t1  # w0 + w1*x - y
-    t3 = t2 ** 2  # (w0 + w1*x - y)**2
+    t3 = np.square(t2, out=_buf(t2))  # (w0 + w1*x - y)**2
     return t3
 
 
 def value_and_grad(*, w0, w1, x, y):
     """Value of seed003_linear_sq and the gradients of its sum with respect to w0, w1, x, y."""
+    _dt, w0, w1, x, y = _promote(w0, w1, x, y)
     t0 = w1 * x  # w1*x
     t1 = w0 - y
     t2 = t0 + t1  # w0 + w1*x - y
@@ -53,6 +67,6 @@ def value_and_grad(*, w0, w1, x, y):
     grad_w1 = _sum_to(b_w1, w1, t3)
     b_x = w1 * b_t2  # adjoint of x
     grad_x = _sum_to(b_x, x, t3)
-    b_y = (-2.0) * t2  # adjoint of y
+    b_y = np.multiply((-2.0), t2, out=_buf(t2))  # adjoint of y
     grad_y = _sum_to(b_y, y, t3)
     return t3, {'w0': grad_w0, 'w1': grad_w1, 'x': grad_x, 'y': grad_y}

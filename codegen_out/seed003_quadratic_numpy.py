@@ -21,6 +21,13 @@ DIMS = ()
 SHAPES = {}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = np.shape(x)
@@ -32,8 +39,14 @@ def _sum_to(g, x, value):
     return np.asarray(g, dtype=np.result_type(x))
 
 
+def _buf(t):
+    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
+    return t if isinstance(t, np.ndarray) else None
+
+
 def forward(*, x, y, a, b):
     """Value of seed003_quadratic."""
+    _dt, x, y, a, b = _promote(x, y, a, b)
     t0 = y * b  # b*y
     t1 = x * a  # a*x
     t2 = x ** 2  # x**2
@@ -46,6 +59,7 @@ def forward(*, x, y, a, b):
 
 def value_and_grad(*, x, y, a, b):
     """Value of seed003_quadratic and the gradients of its sum with respect to x, y."""
+    _dt, x, y, a, b = _promote(x, y, a, b)
     t0 = y * b  # b*y
     t1 = x * a  # a*x
     t2 = x ** 2  # x**2
@@ -53,10 +67,10 @@ def value_and_grad(*, x, y, a, b):
     t4 = t2 + t3
     t5 = t1 + t4
     t6 = t0 + t5  # a*x + b*y + x**2 + y**2
-    t7 = 2.0 * x
-    b_x = a + t7  # adjoint of x
+    t7 = np.multiply(2.0, x, out=_buf(t2))
+    b_x = np.add(a, t7, out=_buf(t1))  # adjoint of x
     grad_x = _sum_to(b_x, x, t6)
-    t8 = 2.0 * y
-    b_y = b + t8  # adjoint of y
+    t8 = np.multiply(2.0, y, out=_buf(t3))
+    b_y = np.add(b, t8, out=_buf(t0))  # adjoint of y
     grad_y = _sum_to(b_y, y, t6)
     return t6, {'x': grad_x, 'y': grad_y}

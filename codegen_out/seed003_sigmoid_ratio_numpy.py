@@ -21,6 +21,13 @@ DIMS = ()
 SHAPES = {}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = np.shape(x)
@@ -32,41 +39,58 @@ def _sum_to(g, x, value):
     return np.asarray(g, dtype=np.result_type(x))
 
 
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = np.negative(x, out=out)
+    if not isinstance(t, np.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + np.exp(t))
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    return np.reciprocal(t, out=t)
+
+
+def _buf(t):
+    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
+    return t if isinstance(t, np.ndarray) else None
+
+
 def forward(*, x, y):
     """Value of seed003_sigmoid_ratio."""
-    t0 = 1.0 / (1.0 + np.exp(-y))  # 1/(1 + exp(-y))
+    _dt, x, y = _promote(x, y)
+    t0 = _sigmoid(y)  # 1/(1 + exp(-y))
     t1 = x + t0  # x + 1/(1 + exp(-y))
-    t2 = 1.0 / (1.0 + np.exp(-x))  # 1/(1 + exp(-x))
+    t2 = _sigmoid(x)  # 1/(1 + exp(-x))
     t3 = x + y  # x + y
-    t4 = t3 ** 2  # (x + y)**2
-    t5 = t2 + t4  # (x + y)**2 + 1/(1 + exp(-x))
-    t6 = t1 / t5  # (x + 1/(1 + exp(-y)))/((x + y)**2 + 1/(1 + exp(-x)))
+    t4 = np.square(t3, out=_buf(t3))  # (x + y)**2
+    t5 = np.add(t2, t4, out=_buf(t4))  # (x + y)**2 + 1/(1 + exp(-x))
+    t6 = np.divide(t1, t5, out=_buf(t1))  # (x + 1/(1 + exp(-y)))/((x + y)**2 + 1/(1 + exp(-x)))
     return t6
 
 
 def value_and_grad(*, x, y):
     """Value of seed003_sigmoid_ratio and the gradients of its sum with respect to x, y."""
-    t0 = 1.0 / (1.0 + np.exp(-y))  # 1/(1 + exp(-y))
+    _dt, x, y = _promote(x, y)
+    t0 = _sigmoid(y)  # 1/(1 + exp(-y))
     t1 = x + t0  # x + 1/(1 + exp(-y))
-    t2 = 1.0 / (1.0 + np.exp(-x))  # 1/(1 + exp(-x))
+    t2 = _sigmoid(x)  # 1/(1 + exp(-x))
     t3 = x + y  # x + y
     t4 = t3 ** 2  # (x + y)**2
-    t5 = t2 + t4  # (x + y)**2 + 1/(1 + exp(-x))
-    t6 = t1 / t5  # (x + 1/(1 + exp(-y)))/((x + y)**2 + 1/(1 + exp(-x)))
+    t5 = np.add(t2, t4, out=_buf(t4))  # (x + y)**2 + 1/(1 + exp(-x))
+    t6 = np.divide(t1, t5, out=_buf(t1))  # (x + 1/(1 + exp(-y)))/((x + y)**2 + 1/(1 + exp(-x)))
     b_t1 = 1.0 / t5  # 1/((x + y)**2 + 1/(1 + exp(-x)))
-    t7 = t6 / t5
-    b_t5 = -t7  # adjoint of (x + y)**2 + 1/(1 + exp(-x))
-    t8 = 2.0 * t3
-    b_t3 = b_t5 * t8  # adjoint of x + y
+    t7 = np.divide(t6, t5, out=_buf(t5))
+    b_t5 = np.negative(t7, out=_buf(t7))  # adjoint of (x + y)**2 + 1/(1 + exp(-x))
+    t8 = np.multiply(2.0, t3, out=_buf(t3))
+    b_t3 = np.multiply(b_t5, t8, out=_buf(t8))  # adjoint of x + y
     t9 = 1.0 - t2
-    t10 = t2 * t9
-    t11 = b_t5 * t10
-    t12 = b_t3 + t11
-    b_x = b_t1 + t12  # adjoint of x
+    t10 = np.multiply(t2, t9, out=_buf(t2))
+    t11 = np.multiply(b_t5, t10, out=_buf(b_t5))
+    t12 = np.add(b_t3, t11, out=_buf(t11))
+    b_x = np.add(b_t1, t12, out=_buf(t12))  # adjoint of x
     grad_x = _sum_to(b_x, x, t6)
     t13 = 1.0 - t0
-    t14 = t0 * t13
-    t15 = b_t1 * t14
-    b_y = b_t3 + t15  # adjoint of y
+    t14 = np.multiply(t0, t13, out=_buf(t0))
+    t15 = np.multiply(b_t1, t14, out=_buf(b_t1))
+    b_y = np.add(b_t3, t15, out=_buf(b_t3))  # adjoint of y
     grad_y = _sum_to(b_y, y, t6)
     return t6, {'x': grad_x, 'y': grad_y}

@@ -21,6 +21,13 @@ DIMS = ('N', 'Nc')
 SHAPES = {'Theta': ('N', 'Nc'), 'Y': ('N', 'Nc')}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -44,6 +51,7 @@ def _logsumexp(z, axis):
 
 def forward(*, Theta, Y):
     """Value of seed004_ce_logits."""
+    _dt, Theta, Y = _promote(Theta, Y)
     N, Nc = _dims({'Theta': Theta, 'Y': Y})
     t0 = _logsumexp(Theta, 1)  # log(_d)
     t1 = t0.sum(axis=0, keepdims=True)  # 1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*1)
@@ -56,6 +64,7 @@ def forward(*, Theta, Y):
 
 def value_and_grad(*, Theta, Y):
     """Value of seed004_ce_logits and the gradients of its sum with respect to Theta."""
+    _dt, Theta, Y = _promote(Theta, Y)
     N, Nc = _dims({'Theta': Theta, 'Y': Y})
     t0 = _logsumexp(Theta, 1)  # log(_d)
     t1 = t0.sum(axis=0, keepdims=True)  # 1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*1)
@@ -63,8 +72,8 @@ def value_and_grad(*, Theta, Y):
     t3 = Y * Theta
     t4 = np.sum(t3)  # Trace(Y.T*Theta)
     t5 = t2 - t4  # Trace(1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*...
-    t6 = Y * (-1.0)
+    t6 = np.multiply(Y, (-1.0), out=t3)
     t7 = Theta - t0
-    t8 = np.exp(t7)
-    grad_Theta = t6 + t8  # adjoint of Theta
+    t8 = np.exp(t7, out=t7)
+    grad_Theta = np.add(t6, t8, out=t6)  # adjoint of Theta
     return t5, {'Theta': grad_Theta}

@@ -21,6 +21,13 @@ DIMS = ()
 SHAPES = {}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = np.shape(x)
@@ -32,54 +39,61 @@ def _sum_to(g, x, value):
     return np.asarray(g, dtype=np.result_type(x))
 
 
+def _buf(t):
+    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
+    return t if isinstance(t, np.ndarray) else None
+
+
 def forward(*, a, b, c, d, x, y):
     """Value of seed004_legendre."""
+    _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
     t0 = (-1.5) * d
     t1 = x * t0  # -3*d*x/2
     t2 = (-1.5) * c  # -3*c/2
     t3 = d * x  # d*x
     t4 = c + t3  # c + d*x
-    t5 = t4 ** 3  # (c + d*x)**3
-    t6 = 2.5 * t5  # 5*(c + d*x)**3/2
-    t7 = t2 + t6
-    t8 = t1 + t7  # -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
+    t5 = np.power(t4, 3, out=_buf(t4))  # (c + d*x)**3
+    t6 = np.multiply(2.5, t5, out=_buf(t5))  # 5*(c + d*x)**3/2
+    t7 = np.add(t2, t6, out=_buf(t6))
+    t8 = np.add(t1, t7, out=_buf(t7))  # -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
     t9 = b * t8  # b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2)
     t10 = a - y
     t11 = t9 + t10  # a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
-    t12 = t11 ** 2  # (a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y)**2
+    t12 = np.square(t11, out=_buf(t11))  # (a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y)**2
     return t12
 
 
 def value_and_grad(*, a, b, c, d, x, y):
     """Value of seed004_legendre and the gradients of its sum with respect to a, b, c, d."""
+    _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
     t0 = (-1.5) * d
     t1 = x * t0  # -3*d*x/2
     t2 = (-1.5) * c  # -3*c/2
     t3 = d * x  # d*x
     t4 = c + t3  # c + d*x
     t5 = t4 ** 3  # (c + d*x)**3
-    t6 = 2.5 * t5  # 5*(c + d*x)**3/2
-    t7 = t2 + t6
-    t8 = t1 + t7  # -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
+    t6 = np.multiply(2.5, t5, out=_buf(t5))  # 5*(c + d*x)**3/2
+    t7 = np.add(t2, t6, out=_buf(t6))
+    t8 = np.add(t1, t7, out=_buf(t7))  # -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
     t9 = b * t8  # b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2)
     t10 = a - y
     t11 = t9 + t10  # a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
     t12 = t11 ** 2  # (a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y)**2
-    b_t11 = 2.0 * t11  # adjoint of a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
+    b_t11 = np.multiply(2.0, t11, out=_buf(t11))  # adjoint of a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
     grad_a = _sum_to(b_t11, a, t12)
     b_b = t8 * b_t11  # adjoint of b
     grad_b = _sum_to(b_b, b, t12)
     b_t8 = b * b_t11  # adjoint of -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
     b_t5 = 2.5 * b_t8  # adjoint of (c + d*x)**3
-    t13 = t4 ** 2
-    t14 = 3.0 * t13
-    b_t4 = b_t5 * t14  # adjoint of c + d*x
+    t13 = np.square(t4, out=_buf(t4))
+    t14 = np.multiply(3.0, t13, out=_buf(t13))
+    b_t4 = np.multiply(b_t5, t14, out=_buf(b_t5))  # adjoint of c + d*x
     t15 = (-1.5) * b_t8
-    b_c = b_t4 + t15  # adjoint of c
+    b_c = np.add(b_t4, t15, out=_buf(t15))  # adjoint of c
     grad_c = _sum_to(b_c, c, t12)
-    t16 = x * b_t4
-    b_t0 = x * b_t8  # adjoint of t0
-    t17 = (-1.5) * b_t0
-    b_d = t16 + t17  # adjoint of d
+    t16 = np.multiply(x, b_t4, out=_buf(b_t4))
+    b_t0 = np.multiply(x, b_t8, out=_buf(b_t8))  # adjoint of t0
+    t17 = np.multiply((-1.5), b_t0, out=_buf(b_t0))
+    b_d = np.add(t16, t17, out=_buf(t16))  # adjoint of d
     grad_d = _sum_to(b_d, d, t12)
     return t12, {'a': grad_a, 'b': grad_b, 'c': grad_c, 'd': grad_d}

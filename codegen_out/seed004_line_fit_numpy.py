@@ -21,6 +21,13 @@ DIMS = ()
 SHAPES = {}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = np.shape(x)
@@ -32,28 +39,35 @@ def _sum_to(g, x, value):
     return np.asarray(g, dtype=np.result_type(x))
 
 
+def _buf(t):
+    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
+    return t if isinstance(t, np.ndarray) else None
+
+
 def forward(*, b, m, x, y):
     """Value of seed004_line_fit."""
+    _dt, b, m, x, y = _promote(b, m, x, y)
     t0 = -m
     t1 = x * t0  # -m*x
     t2 = y - b
     t3 = t1 + t2  # -b - m*x + y
-    t4 = t3 ** 2  # (-b - m*x + y)**2
-    t5 = 0.5 * t4  # (-b - m*x + y)**2/2
+    t4 = np.square(t3, out=_buf(t3))  # (-b - m*x + y)**2
+    t5 = np.multiply(0.5, t4, out=_buf(t4))  # (-b - m*x + y)**2/2
     return t5
 
 
 def value_and_grad(*, b, m, x, y):
     """Value of seed004_line_fit and the gradients of its sum with respect to b, m."""
+    _dt, b, m, x, y = _promote(b, m, x, y)
     t0 = -m
     t1 = x * t0  # -m*x
     t2 = y - b
     t3 = t1 + t2  # -b - m*x + y
     t4 = t3 ** 2  # (-b - m*x + y)**2
-    t5 = 0.5 * t4  # (-b - m*x + y)**2/2
+    t5 = np.multiply(0.5, t4, out=_buf(t4))  # (-b - m*x + y)**2/2
     b_b = -t3  # adjoint of b
     grad_b = _sum_to(b_b, b, t5)
-    b_t0 = x * t3  # adjoint of t0
-    b_m = -b_t0  # adjoint of m
+    b_t0 = np.multiply(x, t3, out=_buf(t3))  # adjoint of t0
+    b_m = np.negative(b_t0, out=_buf(b_t0))  # adjoint of m
     grad_m = _sum_to(b_m, m, t5)
     return t5, {'b': grad_b, 'm': grad_m}

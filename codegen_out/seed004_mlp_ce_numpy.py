@@ -21,6 +21,13 @@ DIMS = ('Dh', 'Dx', 'N', 'Nc')
 SHAPES = {'W': ('Dh', 'Dx'), 'b1': ('Dh', 1), 'U': ('Nc', 'Dh'), 'b2': ('Nc', 1), 'X': ('N', 'Dx'), 'Y': ('N', 'Nc')}
 
 
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else np.asarray(x) for x in inputs]
+    dt = np.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+
+
 def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
@@ -44,18 +51,19 @@ def _logsumexp(z, axis):
 
 def forward(*, W, b1, U, b2, X, Y):
     """Value of seed004_mlp_ce."""
+    _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
     t0 = X @ W.T  # X*W.T
     t1 = np.broadcast_to(b1, (Dh, N))
-    t2 = t0 + t1.T  # X*W.T + 1*b1.T
-    t3 = np.maximum(0.0, t2)  # Max(0, _d)
+    t2 = np.add(t0, t1.T, out=t0)  # X*W.T + 1*b1.T
+    t3 = np.maximum(0.0, t2, out=t2)  # Max(0, _d)
     t4 = t3 @ U.T  # Lambda(_d, Max(0, _d)).(X*W.T + 1*b1.T)*U.T
     t5 = np.broadcast_to(b2, (Nc, N))
-    t6 = t4 + t5.T  # MatAdd(...)
+    t6 = np.add(t4, t5.T, out=t4)  # MatAdd(...)
     t7 = _logsumexp(t6, 1)  # log(_d)
     t8 = t7.sum(axis=0, keepdims=True)  # MatMul(...)
     t9 = t8[0, 0]  # Trace(...)
-    t10 = Y * t6
+    t10 = np.multiply(Y, t6, out=t6)
     t11 = np.sum(t10)  # Trace(...)
     t12 = t9 - t11  # Add(...)
     return t12
@@ -63,33 +71,32 @@ def forward(*, W, b1, U, b2, X, Y):
 
 def value_and_grad(*, W, b1, U, b2, X, Y):
     """Value of seed004_mlp_ce and the gradients of its sum with respect to W, b1, U, b2, X."""
+    _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
     t0 = X @ W.T  # X*W.T
     t1 = np.broadcast_to(b1, (Dh, N))
-    t2 = t0 + t1.T  # X*W.T + 1*b1.T
-    t3 = np.maximum(0.0, t2)  # Max(0, _d)
+    t2 = np.add(t0, t1.T, out=t0)  # X*W.T + 1*b1.T
+    t3 = np.maximum(0.0, t2, out=t2)  # Max(0, _d)
     t4 = t3 @ U.T  # Lambda(_d, Max(0, _d)).(X*W.T + 1*b1.T)*U.T
     t5 = np.broadcast_to(b2, (Nc, N))
-    t6 = t4 + t5.T  # MatAdd(...)
+    t6 = np.add(t4, t5.T, out=t4)  # MatAdd(...)
     t7 = _logsumexp(t6, 1)  # log(_d)
     t8 = t7.sum(axis=0, keepdims=True)  # MatMul(...)
     t9 = t8[0, 0]  # Trace(...)
     t10 = Y * t6
     t11 = np.sum(t10)  # Trace(...)
     t12 = t9 - t11  # Add(...)
-    t13 = t2 > 0.0
-    t14 = Y * (-1.0)
-    t15 = t6 - t7
-    t16 = np.exp(t15)
-    b_t6 = t14 + t16  # adjoint of MatAdd(...)
+    t13 = np.multiply(Y, (-1.0), out=t10)
+    t14 = np.subtract(t6, t7, out=t6)
+    t15 = np.exp(t14, out=t14)
+    b_t6 = np.add(t13, t15, out=t13)  # adjoint of MatAdd(...)
     b_t3 = b_t6 @ U  # adjoint of Max(0, _d)
-    b_t2 = np.where(t13, b_t3, 0.0)  # adjoint of X*W.T + 1*b1.T
-    b_W_T = X.T @ b_t2  # adjoint of W.T
-    grad_W = b_W_T.T  # adjoint of W
+    t16 = t3 > 0.0
+    b_t2 = np.multiply(b_t3, t16, out=b_t3)  # adjoint of X*W.T + 1*b1.T
+    grad_W = b_t2.T @ X  # adjoint of W
     t17 = b_t2.sum(axis=0, keepdims=True)
     grad_b1 = t17.T  # adjoint of b1
-    b_U_T = t3.T @ b_t6  # adjoint of U.T
-    grad_U = b_U_T.T  # adjoint of U
+    grad_U = b_t6.T @ t3  # adjoint of U
     t18 = b_t6.sum(axis=0, keepdims=True)
     grad_b2 = t18.T  # adjoint of b2
     grad_X = b_t2 @ W  # adjoint of X

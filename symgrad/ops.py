@@ -171,9 +171,15 @@ def _fold_sub(G, a, b, attr=None):
     return None
 
 
+BOOL_OPS = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and", "or", "not"})
+
+
 def _fold_mul(G, a, b, attr=None):
     if b.op == "const" and a.op != "const":
         return G.mul(b, a)
+    for c, mask in ((a, b), (b, a)):  # a number times a mask: a select, in the inputs' float type
+        if mask.op in BOOL_OPS and (c.op == "const" or (c.op == "bcast" and c.args[0].op == "const")):
+            return G.where(mask, c, G.const(0))
     if _cval(a) == 1 and _same_shape_as(b, a, b):
         return b
     if _cval(b) == 1 and _same_shape_as(a, a, b):
@@ -187,6 +193,10 @@ def _fold_mul(G, a, b, attr=None):
             return G.mul(G.const(-a.attr), b.args[0])
     elif b.id < a.id and b.op != "const":
         return G.mul(b, a)
+    for s, m in ((a, b), (b, a)):  # scalar factors first: s * (c * x) is (s * c) * x, one pass
+        s = s.args[0] if s.op == "bcast" else s
+        if s.shape == () and m.op == "mul" and m.args[0].shape == () and _same_shape_as(m, a, b):
+            return G.mul(G.mul(s, m.args[0]), m.args[1])
     return None
 
 
@@ -284,7 +294,7 @@ _FUNCS = [
     ("sqrt", "{m}.sqrt({0})", lambda G, g, o, x: (G.div(g, G.mul(G.const(2), o)),), math.sqrt),
     ("abs", "{m}.abs({0})", lambda G, g, o, x: (G.mul(g, G.call("sign", x)),), abs),
     ("sign", "{m}.sign({0})", _zero_grad, lambda v: float((v > 0) - (v < 0))),
-    ("sigmoid", "1.0 / (1.0 + {m}.exp(-{0}))",
+    ("sigmoid", "_sigmoid({0})",
      lambda G, g, o, x: (G.mul(g, G.mul(o, G.sub(G.const(1), o))),),
      lambda v: 1 / (1 + math.exp(-v))),
     ("softplus", "{m}.logaddexp(0.0, {0})",
@@ -300,9 +310,13 @@ for _name, _code, _vjp, _ev in _FUNCS:
 
 # -- selections and comparisons ----------------------------------------------------------------
 def _vjp_extremum(cmp):
+    """The gradient goes to the strictly larger (smaller) argument: ``g * (a > b)``.  Against a
+    constant the mask reads the output (``Max(x, 0) > 0`` iff ``x > 0``), as ReLU's backward pass
+    does, so that the input need not be kept alive for the backward pass."""
     def vjp(G, g, out, a, b):
-        zero = G.const(0)
-        return G.where(G.op(cmp, a, b), g, zero), G.where(G.op(cmp, b, a), g, zero)
+        mask_a = G.op(cmp, out, b) if b.op == "const" else G.op(cmp, a, b)
+        mask_b = G.op(cmp, out, a) if a.op == "const" else G.op(cmp, b, a)
+        return G.mul(g, mask_a), G.mul(g, mask_b)
     return vjp
 
 
@@ -449,8 +463,13 @@ def _one_by_one(a, attr=None):
     return ()
 
 
-_reg("matmul", _matmul_shape, "{0} @ {1}",
-     lambda G, g, o, a, b: (G.matmul(g, G.T(b)), G.matmul(G.T(a), g)), _fold_matmul)
+def _vjp_matmul(G, g, out, a, b):
+    """``dA = G @ B.T`` and ``dB = A.T @ G``, the latter computed as ``(G.T @ A).T``: the same
+    product, but OpenBLAS runs it up to 2x faster when A is a tall C-ordered data matrix."""
+    return G.matmul(g, G.T(b)), G.T(G.matmul(G.T(g), a))
+
+
+_reg("matmul", _matmul_shape, "{0} @ {1}", _vjp_matmul, _fold_matmul)
 _reg("transpose", lambda a, attr=None: (a[1], a[0]), "{0}.T",
      lambda G, g, o, a: (G.T(g),), _fold_transpose)
 _reg("sum", _sum_shape, None, _vjp_sum, _fold_sum)

@@ -24,7 +24,8 @@ import sympy as sp
 
 from .. import __version__
 from ..ir import topo_order
-from ..ops import OPS
+from ..ops import BOOL_OPS, OPS
+from .buffers import plan
 from ..lower import short
 from ..model import SymgradError
 
@@ -63,8 +64,34 @@ def _logsumexp(z, axis):
     return out if axis is not None else out[0, 0]
 '''
 
+_HELPER_SIGMOID = '''
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = {m}.negative(x, out=out)
+    if not isinstance(t, {m}.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + {m}.exp(t))
+    {m}.exp(t, out=t)
+    {m}.add(t, 1.0, out=t)
+    return {m}.reciprocal(t, out=t)
+'''
+
+_HELPER_BUF = '''
+def _buf(t):
+    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
+    return t if isinstance(t, {m}.ndarray) else None
+'''
+
+_HELPER_PROMOTE = '''
+def _promote(*inputs):
+    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
+    arrays = [x if isinstance(x, (int, float)) else {m}.asarray(x) for x in inputs]
+    dt = {m}.result_type(*arrays, 0.0)
+    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+'''
+
 # helpers that ops print calls to, emitted only when such an op is used
-_OP_HELPERS = {"sum_to": _HELPER_SUM_TO, "logsumexp": _HELPER_LOGSUMEXP}
+_OP_HELPERS = {"sum_to": _HELPER_SUM_TO, "logsumexp": _HELPER_LOGSUMEXP, "sigmoid": _HELPER_SIGMOID,
+               "_buf": _HELPER_BUF}
 
 _HELPER_ARGS = '''
 def _args(inputs):
@@ -125,6 +152,7 @@ class Body:
         self.needs_dtype = False
         self.ops_used: set[str] = set()
         self.forward: set[int] = set()  # ids of forward nodes: never named as adjoints
+        self.keep: set[int] = set()  # ids of returned values besides ``final`` ones: never overwritten
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
     def shape(self, shape) -> str:
@@ -171,6 +199,7 @@ class Body:
         return code.format(*a, m=m, attr=n.attr)
 
     def emit(self, order, users, final: dict) -> None:
+        stmts = []
         for n in order:
             if n.id in self.names:
                 continue
@@ -187,13 +216,60 @@ class Body:
             else:
                 name = self.namer.fresh(f"t{self.counter}")
                 self.counter += 1
+            stmts.append((n, name, text))
+            self.names[n.id] = name
+        reuse = self.plan_buffers(order, users, {n.id for n, _, _ in stmts}, set(final) | self.keep)
+        for n, name, text in stmts:
+            if n.id in reuse:
+                text = self.into(n, self.names[reuse[n.id]])
             comment = short(self.src[n.id], 60) if n.id in self.src else None
             fwd = self.cot_of.get(n.id)
             if comment is None and fwd is not None and (fwd in self.src or fwd in self.names):
                 comment = "adjoint of " + (short(self.src[fwd], 48) if fwd in self.src else self.names[fwd])
             line = f"{name} = {text}"
             self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
-            self.names[n.id] = name
+
+    def plan_buffers(self, order, users, emitted: set, roots: set) -> dict:
+        """Which values are written into dead arrays (see ``buffers.py``)."""
+        view_of, klass, leaves = {}, {}, {}
+        for n in order:
+            leaves[n.id] = (frozenset([n.id]) if n.op == "input" and n.shape is None else
+                            frozenset().union(*(leaves[a.id] for a in n.args)))
+            if n.op in ("transpose", "sum_to") or (n.op == "bcast" and n.args[0].shape not in (None, ())):
+                view_of[n.id] = n.args[0].id
+            if n.id not in emitted or n.op in BOOL_OPS or n.op == "input":
+                continue
+            if n.shape is None:
+                klass[n.id] = ("dynamic", leaves[n.id])
+            elif len(n.shape) == 2:
+                klass[n.id] = ("static", n.shape)
+        writes = {n.id for n in order if n.id in emitted and n.op in _INTO}
+        return plan(order, users, view_of, klass, writes, roots)
+
+    def into(self, n, out: str) -> str:
+        """``n`` computed into the existing array ``out`` (the ufunc form of its op)."""
+        m, a = self.m, [self.names[x.id] for x in n.args]
+        if n.shape is None:  # values of scalar Symbols may be Python numbers, never an out=
+            out = f"_buf({out})"
+            self.ops_used.add("_buf")
+        if n.op == "pow" and n.args[1].op == "const":
+            if n.args[1].attr == 2:
+                return f"{m}.square({a[0]}, out={out})"
+            a[1] = _literal(n.args[1].attr, as_int=True)
+        if n.op == "sigmoid":
+            self.ops_used.add("sigmoid")
+            return f"_sigmoid({a[0]}, out={out})"
+        if n.op == "softplus":
+            a = ["0.0"] + a
+        return f"{m}.{_INTO[n.op]}({', '.join(a)}, out={out})"
+
+
+# ops that can write into an existing array, with the NumPy/CuPy function that does
+_INTO = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative",
+         "pow": "power", "abs": "absolute", "softplus": "logaddexp", "matmul": "matmul",
+         "sigmoid": "_sigmoid", "maximum": "maximum", "minimum": "minimum",
+         **{f: f for f in ("exp", "log", "sin", "cos", "tan", "tanh", "sinh", "cosh", "arcsin",
+                           "arccos", "arctan", "sqrt", "sign")}}
 
 
 def _python_scalar(n):
@@ -245,7 +321,7 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
     def body(roots, final):
         order = topo_order(roots)
         b = (target.body or Body)(target, m, input_ids, dim_local, cot_of, G.src)
-        b.forward = forward_ids
+        b.forward, b.keep = forward_ids, {out.id}
         b.emit(order, _users(order), final)
         return b
 
@@ -266,14 +342,15 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
         lines = []
         if not plain_sig:
             lines.append(", ".join(local[n] for n in inputs) + ("," if len(inputs) == 1 else "") + " = _args(inputs)")
+        if inputs:
+            names = ", ".join(local[n] for n in inputs)
+            lines.append(f"_dt, {names} = _promote({names})")
         if matrices:
             call = "_dims({" + ", ".join(f"{str(s)!r}: {local[str(s)]}" for s in matrices) + "})"
             if dim_local:
                 lines.append(", ".join(dim_local.values()) + ("," if len(dim_local) == 1 else "") + " = " + call)
             else:
                 lines.append(call)
-        if b.needs_dtype:
-            lines.append(f"_dt = {m}.result_type(" + ", ".join(local[n] for n in inputs) + ")")
         return lines
 
     sig = ("*, " + ", ".join(inputs)) if plain_sig and inputs else ("**inputs" if inputs else "")
@@ -281,6 +358,8 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
              f"WRT = {tuple(str(w) for w in model.wrt)!r}", f"DIMS = {tuple(dim_local)!r}",
              "SHAPES = {" + ", ".join(f"{str(s)!r}: {_spec(s)}" for s in matrices) + "}", ""]
+    if inputs:
+        text.append(_HELPER_PROMOTE.replace("{m}", m))
     if matrices:
         text.append(_HELPER_DIMS.replace("{m}", m))
     for op, helper in _OP_HELPERS.items():

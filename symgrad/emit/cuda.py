@@ -1,0 +1,90 @@
+"""CUDA C printing of elementwise ops: the table the CuPy target's fused kernels are written with.
+
+``C_OPS`` has one template per elementwise op of ``ops.OPS`` (a test fails when one is missing).
+``{0}``, ``{1}``... are C operands: a kernel local, a parameter or a literal, never a compound
+expression, so templates parenthesise only their own result.  Every value is of the kernel's
+floating type ``T`` (``float`` or ``double``, bound by CuPy from the argument arrays) or ``bool``
+(comparisons and logical ops, see ``BOOL_OPS``).  Literals are printed as ``(T)0.5``, so a float32
+kernel never computes in double; CUDA's C++ overloads of ``exp``, ``fmax``... then stay in ``T``.
+
+Semantics follow NumPy's where they differ from plain C: ``maximum``/``minimum`` propagate NaN,
+``sign`` returns its argument at 0 and NaN, ``softplus`` is ``max(x, 0) + log1p(exp(-|x|))``.
+"""
+from __future__ import annotations
+
+C_OPS = {
+    "add": "({0} + {1})",
+    "sub": "({0} - {1})",
+    "mul": "({0} * {1})",
+    "div": "({0} / {1})",
+    "neg": "(-{0})",
+    "pow": "pow({0}, {1})",  # constant integer exponents are multiplications: see c_pow
+    "exp": "exp({0})",
+    "log": "log({0})",
+    "sin": "sin({0})",
+    "cos": "cos({0})",
+    "tan": "tan({0})",
+    "tanh": "tanh({0})",
+    "sinh": "sinh({0})",
+    "cosh": "cosh({0})",
+    "arcsin": "asin({0})",
+    "arccos": "acos({0})",
+    "arctan": "atan({0})",
+    "sqrt": "sqrt({0})",
+    "abs": "fabs({0})",
+    "sign": "({0} > (T)0 ? (T)1 : ({0} < (T)0 ? (T)(-1) : {0}))",
+    "sigmoid": "((T)1 / ((T)1 + exp(-{0})))",
+    "softplus": "(fmax({0}, (T)0) + log1p(exp(-fabs({0}))))",
+    "maximum": "(({0} > {1} || isnan({0})) ? {0} : {1})",
+    "minimum": "(({0} < {1} || isnan({0})) ? {0} : {1})",
+    "where": "({0} ? {1} : {2})",
+    "gt": "({0} > {1})",
+    "ge": "({0} >= {1})",
+    "lt": "({0} < {1})",
+    "le": "({0} <= {1})",
+    "eq": "({0} == {1})",
+    "ne": "({0} != {1})",
+    "and": "({0} && {1})",
+    "or": "({0} || {1})",
+    "not": "(!{0})",
+}
+
+BOOL_OPS = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and", "or", "not"})
+
+# names a kernel variable must not take: C++ keywords, the table's functions, CuPy's own names
+RESERVED = frozenset("""
+    T i auto bool break case char const continue default do double else enum extern float for goto
+    if inline int long register return short signed sizeof static struct switch typedef union
+    unsigned void volatile while true false new delete class this template typename operator
+    namespace using private public protected friend virtual NULL INFINITY NAN
+    exp log sin cos tan tanh sinh cosh asin acos atan sqrt fabs pow fmax fmin log1p isnan
+""".split())
+
+_MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
+
+
+def c_literal(v: float) -> str:
+    """A constant of type ``T``: ``(T)2``, ``(T)0.5``, ``(T)(-1.5)``."""
+    v = float(v)
+    if v != v:
+        return "(T)(0.0 / 0.0)"
+    if v in (float("inf"), float("-inf")):
+        return "(T)(1.0 / 0.0)" if v > 0 else "(T)(-1.0 / 0.0)"
+    s = str(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
+    return f"(T)({s})" if s.startswith("-") else f"(T){s}"
+
+
+def c_pow(base: str, exponent: float | None, exponent_text: str) -> str:
+    """``base ** exponent``: products for small integer exponents, else ``pow``."""
+    if exponent is not None and float(exponent).is_integer() and 0 < abs(exponent) <= _MAX_MULTIPLY:
+        prod = " * ".join([base] * int(abs(exponent)))
+        return f"({prod})" if exponent > 0 else f"((T)1 / ({prod}))"
+    return C_OPS["pow"].format(base, exponent_text)
+
+
+def c_expr(op: str, args: list[str]) -> str:
+    """The C expression of elementwise ``op`` applied to the operands ``args``."""
+    template = C_OPS.get(op)
+    if template is None:
+        raise KeyError(f"elementwise op {op!r} has no CUDA C entry: add one to C_OPS in symgrad/emit/cuda.py")
+    return template.format(*args)
