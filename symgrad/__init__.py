@@ -10,6 +10,7 @@ Public API::
 ``symgrad.testing`` compare generated modules with it and with finite differences.
 """
 from .model import Model, SymgradError, load_models
+from . import tape  # noqa: E402 - the numeric oracle, importable as symgrad.tape
 
 __version__ = "0.1.0"
 __all__ = ["Model", "SymgradError", "compile", "generate", "load_models", "__version__"]

@@ -13,6 +13,7 @@ Everything else symgrad knows about a model is derived here, once:
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import re
@@ -104,9 +105,10 @@ class Model:
         if len(set(wrt)) != len(wrt):
             raise SymgradError(f"wrt lists a symbol twice: {wrt}")
         self.wrt = tuple(wrt)
-        self.inputs = self.wrt + tuple(s for s in free if s not in self.wrt)
+        wrt_set = set(self.wrt)
+        self.inputs = self.wrt + tuple(s for s in free if s not in wrt_set)
         names = [str(s) for s in self.inputs] + [str(d) for d in self.dims]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, k in collections.Counter(names).items() if k > 1)
         if dup:
             raise SymgradError(f"two different symbols share the name {dup[0]!r}")
 

@@ -153,6 +153,7 @@ class Body:
         self.ops_used: set[str] = set()
         self.forward: set[int] = set()  # ids of forward nodes: never named as adjoints
         self.keep: set[int] = set()  # ids of returned values besides ``final`` ones: never overwritten
+        self.described: dict = {}  # (node id, width) -> text; assemble shares one between bodies
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
     def shape(self, shape) -> str:
@@ -222,12 +223,21 @@ class Body:
         for n, name, text in stmts:
             if n.id in reuse:
                 text = self.into(n, self.names[reuse[n.id]])
-            comment = short(self.src[n.id], 60) if n.id in self.src else None
+            comment = self.describe(n.id, 60)
             fwd = self.cot_of.get(n.id)
             if comment is None and fwd is not None and (fwd in self.src or fwd in self.names):
-                comment = "adjoint of " + (short(self.src[fwd], 48) if fwd in self.src else self.names[fwd])
+                comment = "adjoint of " + (self.describe(fwd, 48) or self.names[fwd])
             line = f"{name} = {text}"
             self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
+
+    def describe(self, node_id: int, width: int) -> str | None:
+        """The SymPy sub-expression a node came from, cut to ``width`` (printed once per node)."""
+        if node_id not in self.src:
+            return None
+        key = (node_id, width)
+        if key not in self.described:
+            self.described[key] = short(self.src[node_id], width)
+        return self.described[key]
 
     def plan_buffers(self, order, users, emitted: set, roots: set) -> dict:
         """Which values are written into dead arrays (see ``buffers.py``)."""
@@ -317,11 +327,12 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
         cot_of.setdefault(c.id, fwd_id)
 
     forward_ids = {n.id for n in topo_order([out])}
+    described: dict = {}
 
     def body(roots, final):
         order = topo_order(roots)
         b = (target.body or Body)(target, m, input_ids, dim_local, cot_of, G.src)
-        b.forward, b.keep = forward_ids, {out.id}
+        b.forward, b.keep, b.described = forward_ids, {out.id}, described
         b.emit(order, _users(order), final)
         return b
 
