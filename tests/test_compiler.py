@@ -217,3 +217,34 @@ def test_input_shape_errors_name_the_input():
 def test_unsupported_constructs_are_named(expr, construct):
     with pytest.raises(SymgradError, match=f"model bad: unsupported SymPy construct .*{construct}"):
         symgrad.generate(symgrad.Model(expr, name="bad"))
+
+
+@pytest.mark.parametrize("name", ["seed003_f", "nested_shared", "mlp_tanh_mse", "tanh_layer_output", "matrix_output"])
+def test_buffer_reuse_never_clobbers_inputs_or_results(name):
+    """Dead temporaries are reused with out=; inputs and returned arrays must never be touched."""
+    expr, wrt = CORPUS[name]
+    model = symgrad.Model(expr, wrt=wrt, name=name)
+    module = symgrad.compile(model)
+    inputs = _inputs(model, seed=5)
+    if not any(isinstance(s, sp.MatrixSymbol) for s in model.inputs):  # scalar model: real arrays
+        inputs = {k: np.resize(v, (64, 3)) if np.ndim(v) else v for k, v in inputs.items()}
+    before = {k: np.array(v, copy=True) for k, v in inputs.items()}
+    value, grads = module.value_and_grad(**inputs)
+    assert all(np.array_equal(before[k], inputs[k]) for k in inputs)
+    outs = [value, *grads.values()]
+    for i, a in enumerate(outs):
+        for b in outs[i + 1:]:
+            assert not np.shares_memory(a, b)
+    assert "out=" in symgrad.generate(model)
+    assert rel_err(module.forward(**inputs), value) == 0.0
+
+
+def test_mixed_precision_and_integer_inputs_are_promoted():
+    expr, wrt = CORPUS["mlp_tanh_mse"]
+    model = symgrad.Model(expr, wrt=wrt, name="mix")
+    inputs = _inputs(model)
+    mixed = dict(inputs, X=inputs["X"].astype(np.float32), Y=inputs["Y"].astype(np.int64))
+    value, grads = symgrad.compile(model).value_and_grad(**mixed)
+    t_value, t_grads = symgrad.tape.value_and_grad(model, **{k: np.asarray(v, np.float64) for k, v in mixed.items()})
+    assert value.dtype == np.float64 and rel_err(value, t_value) < 1e-12
+    assert all(g.dtype == np.float64 and rel_err(g, t_grads[k]) < 1e-9 for k, g in grads.items())

@@ -1,0 +1,32 @@
+"""The benchmark harness runs end to end at the smoke size and prints its tables (benchmarks/)."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_benchmarks_print_tables():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| case | method | median |" in out
+    assert "| model | method | median |" in out                       # compile-time table
+    for title in ("Seed 002", "Seed 003", "Seed 004", "Compile time"):
+        assert title in out, title
+    sym_rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "| symgrad" in ln]
+    assert len(sym_rows) >= 4, out
+    ratio = re.compile(r"\| \d+\.\d\dx \|")
+    # every runtime symgrad row has a time and numeric ratios vs hand NumPy and vs itself
+    runtime_rows = [ln for ln in sym_rows if "(generated module)" in ln]
+    assert runtime_rows
+    for ln in runtime_rows:
+        assert re.search(r"\| \d+(\.\d+)? (µs|ms|s) \|", ln), ln
+        assert re.search(r"\| \d+\.\d\dx \| 1\.00x \|", ln), ln
+        assert "MISMATCH" not in ln and "error" not in ln, ln
+    # the hand-written NumPy rows exist and are numeric too; missing libraries are n/a, never errors
+    assert any("hand NumPy" in ln and ratio.search(ln) for ln in out.splitlines())
+    assert "MISMATCH" not in out
+    assert "| error (" not in out, out
