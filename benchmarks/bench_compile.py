@@ -142,7 +142,8 @@ def tables(settings, log=print):
             for col in (["sympy", "sympy_cse"] if tool == "sympy" else [tool]):
                 if not rs:
                     why = failed.get((kind, tool), "not run")
-                    out.append(f"| {title} | {LABELS[col]} | skipped ({why}) | – | – | – |")
+                    why = why.split(" at ")[0] if why.startswith("n/a") else f"skipped ({why})"
+                    out.append(f"| {title} | {LABELS[col]} | {why} | – | – | – |")
                     continue
                 if "error" in rs[-1]:
                     out.append(f"| {title} | {LABELS[col]} | {rs[-1]['error']} | – | – | – |")

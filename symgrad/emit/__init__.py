@@ -16,6 +16,7 @@ from ..lower import leaf_shape, lower
 from ..model import Model, SymgradError, deep_recursion
 from .module import assemble
 from .targets import TARGETS
+from . import cupy as _cupy  # registers the target
 
 __all__ = ["generate", "load_source", "TARGETS"]
 

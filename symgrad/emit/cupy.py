@@ -31,29 +31,24 @@ from __future__ import annotations
 import heapq
 import re
 
-from ..lower import short
 from ..ops import OPS
 from .cuda import BOOL_OPS, RESERVED, c_expr, c_literal, c_pow
-from .module import Body
+from .module import Body, _literal
 from .targets import TARGETS, Target
 
 _HOST_OPS = {"add", "sub", "mul", "div", "neg", "pow"}  # Python arithmetic on Python numbers
 
-_HELPER_KERNEL_NAME = '''
-def _kernel_name(kernel):
+_HELPER_KERNEL_NAME = '''def _kernel_name(kernel):
     """CUDA name of a kernel of this module (shown by profilers)."""
     return "symgrad_" + "".join(c if c.isascii() and c.isalnum() else "_" for c in MODEL) + "_" + kernel
 '''
 
-_HELPER_ON_DEVICE = '''
-def _on_device(*inputs):
-    """The inputs as device arrays of one floating type: every kernel binds its type T from them."""
-    dt = cp.promote_types(cp.result_type(*inputs), cp.float32)
-    return dt, tuple(cp.asarray(v, dtype=dt) for v in inputs)
+_HELPER_DEVICE = '''def _device(dt, *inputs):
+    """Inputs that are Python numbers as 0-d device arrays: a kernel binds its type T from arrays."""
+    return tuple(cp.asarray(x, dtype=dt) for x in inputs)
 '''
 
-_HELPER_SUM_TO = '''
-def _sum_to(g, x, value, copy=False):
+_HELPER_SUM_TO = '''def _sum_to(g, x, value, copy=False):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape, g = x.shape, cp.asarray(g, dtype=x.dtype)
     if g.shape == shape:
@@ -83,6 +78,7 @@ class FusedBody(Body):
         self.final, self.users = final, users
         self.prefix = "vag" if final else "fwd"
         self.definitions["_kernel_name"] = _HELPER_KERNEL_NAME
+        self.pos = {n.id: i for i, n in enumerate(order)}
         self._classify(order, users, final)
         self._cluster(order)
         self._convert_inputs(order)
@@ -90,13 +86,14 @@ class FusedBody(Body):
             if isinstance(unit, _Cluster):
                 self._emit_kernel(unit)
             else:
-                super().emit([unit], users, final)
+                self._emit_node(unit)
             for n in self.aliases:  # a broadcast the consumer does by itself has its source's name
-                if n.id not in self.names and self.src(n).id in self.names:
-                    self.names[n.id] = self.names[self.src(n).id]
+                if n.id not in self.names and self.real(n).id in self.names:
+                    self.names[n.id] = self.names[self.real(n).id]
 
     # -- what each node is ----------------------------------------------------------------------
-    def src(self, n):
+    def real(self, n):
+        """The node ``n`` shows: itself, or the source of a broadcast its consumers do themselves."""
         while n.id in self.alias_of:
             n = self.alias_of[n.id]
         return n
@@ -114,7 +111,7 @@ class FusedBody(Body):
                 self.aliases.append(n)
                 kind = "alias"
             elif OPS[n.op].elementwise:
-                host = n.op in _HOST_OPS and all(self.kind[self.src(a).id] == "host" for a in n.args)
+                host = n.op in _HOST_OPS and all(self.kind[self.real(a).id] == "host" for a in n.args)
                 kind = "host" if host else "fused"
             else:
                 kind = "other"
@@ -129,7 +126,7 @@ class FusedBody(Body):
             if k == "host":
                 self.S_true[n.id] = frozenset()
             elif k == "alias":
-                self.S_true[n.id] = self.S_true[self.src(n).id]
+                self.S_true[n.id] = self.S_true[self.real(n).id]
             elif k == "fused" and n.shape is None:
                 self.S_true[n.id] = frozenset().union(*(self.S_true[a.id] for a in n.args))
             else:
@@ -150,7 +147,7 @@ class FusedBody(Body):
         constrained, dynamic_fusion = set(self.exact), True
         for _ in range(len(order) + 2):
             clusters = self._greedy(order, constrained, dynamic_fusion)
-            bad = self._inflated(order, clusters, constrained)
+            bad = self._inflated(self._schedule(order), constrained)
             if not bad:
                 break
             if bad <= constrained:  # no progress: fall back to unfused dynamic values (always exact)
@@ -181,7 +178,7 @@ class FusedBody(Body):
         self.cl_alias = {}
         for n in order:
             k = self.kind[n.id]
-            args = [self.src(a) for a in n.args]
+            args = [self.real(a) for a in n.args]
             if k != "fused":
                 dep[n.id] = set().union(*[{find(self.cl[a.id])} if a.id in self.cl else dep.get(a.id, set())
                                           for a in args]) if k == "other" else set()
@@ -236,15 +233,15 @@ class FusedBody(Body):
                 self.cl[m.id] = c
         return result
 
-    def _inflated(self, order, clusters, constrained):
+    def _inflated(self, units, constrained):
         """Values of dynamic shape whose shape matters but whose kernel would broadcast them."""
         mat = {}  # cluster -> the sources of its iteration shape, in schedule order
         bad = set()
-        for c in sorted(clusters, key=lambda c: self.pos[c.members[0].id]):
-            if c.shape is not None:
+        for c in units:
+            if not isinstance(c, _Cluster) or c.shape is not None:
                 continue
             ids = {m.id for m in c.members}
-            ext = [self.src(a) for m in c.members for a in m.args if self.src(a).id not in ids]
+            ext = [self.real(a) for m in c.members for a in m.args if self.real(a).id not in ids]
             S = frozenset().union(*[mat.get(self.cl.get(e.id), self.S_true[e.id]) if e.shape is None else
                                     self.S_true[e.id] for e in ext])
             mat[c] = S
@@ -256,7 +253,9 @@ class FusedBody(Body):
 
     def _schedule(self, order):
         """Units (clusters and single nodes) in a dependency order, stable in the original order."""
-        self.pos = getattr(self, "pos", None) or {n.id: i for i, n in enumerate(order)}
+        return list(self._kahn(order))
+
+    def _kahn(self, order):
         units, unit_of = [], {}
         for n in order:
             if self.kind[n.id] in ("input", "alias"):
@@ -275,7 +274,7 @@ class FusedBody(Body):
             if n.id in unit_of:
                 me = index[id(unit_of[n.id])]
                 for a in n.args:
-                    a = self.src(a)
+                    a = self.real(a)
                     if a.id in unit_of and index[id(unit_of[a.id])] != me:
                         deps[me].add(index[id(unit_of[a.id])])
         waiting = {i: len(d) for i, d in deps.items()}
@@ -295,18 +294,35 @@ class FusedBody(Body):
 
     # -- printing -------------------------------------------------------------------------------
     def _convert_inputs(self, order):
-        self.pos = {n.id: i for i, n in enumerate(order)}
-        inputs = [self.names[n.id] for n in order if self.kind[n.id] == "input"]
-        if inputs:
-            self.definitions["_on_device"] = _HELPER_ON_DEVICE
-            self.lines.append(f"_dt, ({', '.join(inputs)},) = _on_device({', '.join(inputs)})")
-        self._converted = bool(inputs)
+        scalars = [self.names[n.id] for n in order if self.kind[n.id] == "input" and n.shape is None]
+        if scalars:
+            self.definitions["_device"] = _HELPER_DEVICE
+            lhs = ", ".join(scalars) + ("," if len(scalars) == 1 else "")
+            self.lines.append(f"{lhs} = _device(_dt, {', '.join(scalars)})")
+
+    def _emit_node(self, n) -> None:
+        """One non-fused node, printed as by the NumPy target (no out= buffers: kernels allocate)."""
+        if n.id in self.names:
+            return
+        if n.op == "const":
+            self.names[n.id] = _literal(n.attr)
+            return
+        text = self.expr(n, self.users.get(n.id, []), self.final)
+        if text is None:
+            return
+        name = self.names[n.id] = self._out_name(n)
+        comment = self.describe(n.id, 60)
+        fwd = self.cot_of.get(n.id)
+        if comment is None and fwd is not None and (fwd in self.src or fwd in self.names):
+            comment = "adjoint of " + (self.describe(fwd, 48) or self.names[fwd])
+        line = f"{name} = {text}"
+        self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
 
     def expr(self, n, users, final):
         if n.op == "sum_to":
             self.definitions["_sum_to"] = _HELPER_SUM_TO
             g, x, value = (self.names[a.id] for a in n.args)
-            copy = ", copy=True" if self.kind[self.src(n.args[0]).id] == "input" else ""
+            copy = ", copy=True" if self.kind[self.real(n.args[0]).id] == "input" else ""
             return f"_sum_to({g}, {x}, {value}{copy})"
         return super().expr(n, users, final)
 
@@ -332,15 +348,15 @@ class FusedBody(Body):
 
         params, call_args, local = [], [], {}
         for m in c.members:
-            for a in map(self.src, m.args):
+            for a in map(self.real, m.args):
                 if a.id in ids or a.id in local or a.op == "const":
                     continue
                 text = self.names[a.id]
                 local[a.id] = c_name(text, f"in{len(params)}")
                 params.append(f"{_ctype(a)} {local[a.id]}")
                 call_args.append(text)
-        if not any(self.kind[self.src(a).id] != "host" for m in c.members for a in m.args if self.src(a).id not in ids):
-            self.needs_dtype = True  # only Python scalars in: one of them goes as a 0-d array to bind T
+        if not any(self.kind[self.real(a).id] != "host" for m in c.members for a in m.args if self.real(a).id not in ids):
+            # only Python scalars in: one goes as a 0-d array, so that the kernel can bind T
             if call_args:
                 call_args[0] = f"{self.m}.asarray({call_args[0]}, dtype=_dt)"
             else:
@@ -350,13 +366,13 @@ class FusedBody(Body):
         for k, m in enumerate(c.members):
             local[m.id] = c_name(f"v{k}", f"v{k}")
         for m in c.members:
-            args = [local[a.id] if a.op != "const" else c_literal(a.attr) for a in map(self.src, m.args)]
-            if m.op == "pow" and self.src(m.args[1]).op == "const":
-                text = c_pow(args[0], self.src(m.args[1]).attr, args[1])
+            args = [local[a.id] if a.op != "const" else c_literal(a.attr) for a in map(self.real, m.args)]
+            if m.op == "pow" and self.real(m.args[1]).op == "const":
+                text = c_pow(args[0], self.real(m.args[1]).attr, args[1])
             else:
                 text = c_expr(m.op, args)
             line = f"{_ctype(m)} {local[m.id]} = {text};"
-            comment = _c_comment(self.src_text(m))
+            comment = _c_comment(self.describe(m.id, 48))
             body.append(line + (f"  // {comment}" if comment and len(line) < 72 else ""))
             outside = any(u.id not in ids for u in self._consumers(m))
             if outside or m.id in self.returned:
@@ -372,10 +388,9 @@ class FusedBody(Body):
             '    """',
             *("    " + ln for ln in body),
             '    """,',
-            f'    _kernel_name("{kernel[1:]}"))'])
-        lhs = ", ".join(names) + ("," if len(names) == 1 and False else "")
-        line = f"{lhs} = {kernel}({', '.join(call_args)})"
-        comment = short(self.src[outputs[0].id], 60) if outputs and outputs[0].id in self.src else None
+            f'    _kernel_name("{kernel[1:]}"))', ""])
+        line = f"{', '.join(names)} = {kernel}({', '.join(call_args)})"
+        comment = self.describe(outputs[0].id, 60)
         self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
         for m, nm in zip(outputs, names):
             self.names[m.id] = nm
@@ -386,9 +401,6 @@ class FusedBody(Body):
                 yield from self._consumers(u)
             else:
                 yield u
-
-    def src_text(self, m):
-        return short(self.src[m.id], 48) if m.id in self.src else None
 
 
 def _ctype(n) -> str:

@@ -5,9 +5,14 @@ Layout of a generated module::
     docstring header (model, source hash, symgrad version, inputs, conventions)
     import <array module>
     MODEL, TARGET, INPUTS, WRT, DIMS, SHAPES constants
-    helpers it needs (_dims: bind and check shapes; _sum_to: un-broadcast a gradient)
+    helpers it needs (_promote: one float type for the inputs, ``_dt``; _dims: bind and check
+    shapes; _sum_to: un-broadcast a gradient; _sigmoid, _logsumexp; _buf: an out= guard)
     def forward(*, inputs...)            -> value
     def value_and_grad(*, inputs...)     -> (value, {wrt name: gradient})
+
+Work is one op per line.  A value whose array is dead after its last use lends that array to a
+later value of the same shape (``t5 = np.add(t2, t4, out=t4)``, planned in ``buffers.py``):
+large elementwise work is bound by memory, and fresh memory costs a page fault per 4 KiB.
 
 Names: inputs keep their symbol's name wherever Python allows (keywords and other unusable names
 are mangled, and the functions then take ``**inputs``); forward temporaries are ``t<k>``, the
@@ -149,7 +154,6 @@ class Body:
         self.counter = 0
         self.namer = Namer()
         self.namer.used |= set(names.values()) | set(dim_names.values()) | {self.m}
-        self.needs_dtype = False
         self.ops_used: set[str] = set()
         self.forward: set[int] = set()  # ids of forward nodes: never named as adjoints
         self.keep: set[int] = set()  # ids of returned values besides ``final`` ones: never overwritten
@@ -173,7 +177,6 @@ class Body:
                 self.names[n.id] = a[0]  # the consumer broadcasts by itself
                 return None
             if n.args[0].shape in (None, ()):  # a matrix of one value, in the inputs' float type
-                self.needs_dtype = True
                 return f"{m}.full({self.shape(n.shape)}, {a[0]}, dtype=_dt)"
             view = f"{m}.broadcast_to({a[0]}, {self.shape(n.shape)})"
             return view + ".copy()" if n.id in final else view  # returned arrays are writable
@@ -183,11 +186,9 @@ class Body:
         if n.op == "sum":
             return f"{m}.sum({a[0]})" if n.attr is None else f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
         if n.op == "eye":
-            self.needs_dtype = True
             return f"{m}.eye({self.shape((n.attr,))[1:-2]}, dtype=_dt)"
         if n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]):
             # both branches are Python scalars: NumPy would make float64; keep the inputs' type
-            self.needs_dtype = True
             if _is(_python_scalar(n.args[1]), 1) and _is(_python_scalar(n.args[2]), 0):
                 return f"{a[0]}.astype(_dt)"
             return f"{m}.where({a[0]}, {a[1]}, {a[2]}).astype(_dt, copy=False)"
