@@ -58,7 +58,12 @@ def gradients(G: Graph, out: Node, wrt: list[Node]) -> tuple[list[Node], dict[in
         for a, ga in zip(node.args, rule(G, g, node, *node.args)):
             if ga is None or a.id not in needs:
                 continue
-            ga = unbroadcast(G, ga, a.shape)
+            if node.shape is None and a.shape is not None:
+                # a static value (a trace, M[0, 0]) used in a dynamic one: g may still be
+                # broadcast to the value's run-time shape, so sum it there
+                ga = G.op("sum_to", ga, a, out)
+            else:
+                ga = unbroadcast(G, ga, a.shape)
             cot[a.id] = ga if a.id not in cot else G.add(cot[a.id], ga)
     grads = []
     for w in wrt:

@@ -54,6 +54,7 @@ CORPUS = {
     "tanh_layer_output": ((X * W1 + sp.OneMatrix(N, 1) * b1).applyfunc(sp.tanh), [W1, b1]),
     "matrix_output": (sp.HadamardProduct(X * W1, X * W1).T, [W1]),
     "data_gradient": ((X * w).T * (X * w), [X, w]),
+    "static_in_dynamic": (sp.exp(y) * x + sp.Trace(X.T * X) * sp.sin(y) + sp.Trace(X.T * X), [x, y, X]),
 }
 SIZES = {N: 6, d: 3, h: 4, K: 2}
 

@@ -57,6 +57,7 @@ RESERVED = frozenset("""
     if inline int long register return short signed sizeof static struct switch typedef union
     unsigned void volatile while true false new delete class this template typename operator
     namespace using private public protected friend virtual NULL INFINITY NAN
+    threadIdx blockIdx blockDim gridDim warpSize CIndexer CArray
     exp log sin cos tan tanh sinh cosh asin acos atan sqrt fabs pow fmax fmin log1p isnan
 """.split())
 
@@ -85,6 +86,8 @@ def c_pow(base: str, exponent: float | None, exponent_text: str) -> str:
 def c_expr(op: str, args: list[str]) -> str:
     """The C expression of elementwise ``op`` applied to the operands ``args``."""
     template = C_OPS.get(op)
+    if op in ("maximum", "minimum") and args[0].startswith("(T)"):  # a literal is never NaN
+        template = "({0} > {1} ? {0} : {1})" if op == "maximum" else "({0} < {1} ? {0} : {1})"
     if template is None:
         raise KeyError(f"elementwise op {op!r} has no CUDA C entry: add one to C_OPS in symgrad/emit/cuda.py")
     return template.format(*args)

@@ -20,9 +20,10 @@ kernel's inputs, which is harmless where the consumer broadcasts anyway (element
 consumer) is only put in a cluster whose inputs give exactly its own shape (checked to a fixpoint).
 Scalars built from dimensions and constants only stay Python numbers (``1.0 / N``).
 
-Types: every kernel binds ``T`` from its arrays, so a function first moves its inputs to the
-device in one floating type (``_on_device``: float32 stays float32, integers become float64);
-Python scalars passed to a kernel are cast to ``T`` by CuPy; literals are ``(T)0.5``.
+Types: every kernel binds ``T`` from its arrays.  The shared prologue (``_promote``) moves array
+inputs to the device in one floating type (float32 stays float32); ``_device`` then makes the
+scalar Symbols' Python numbers 0-d arrays of that type.  Values built only from dimensions and
+constants are Python numbers, cast to ``T`` by CuPy when passed; literals are ``(T)0.5``.
 Kernel names are deterministic: ``_fwd_k0`` (Python) / ``symgrad_<model>_fwd_k0`` (CUDA, for
 profilers).
 """
@@ -51,12 +52,12 @@ _HELPER_DEVICE = '''def _device(dt, *inputs):
 _HELPER_SUM_TO = '''def _sum_to(g, x, value, copy=False):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape, g = x.shape, cp.asarray(g, dtype=x.dtype)
-    if g.shape == shape:
-        return g.copy() if copy else g
     shapes = [g.shape, getattr(value, "shape", ()), shape]
     ndim = max(len(s) for s in shapes)
     full = tuple(max(dims) if 0 not in dims else 0
                  for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]))
+    if g.shape == shape == full:
+        return g.copy() if copy else g
     lead = ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and full[lead + i] != 1)
     g = cp.broadcast_to(g, full)
@@ -413,4 +414,5 @@ def _c_comment(text):
     return "".join(ch for ch in text if 32 <= ord(ch) < 127 and ch not in '\\"') or None
 
 
+# no template differs: what is not fused prints as for NumPy, with ``cp`` for ``np``
 TARGETS["cupy"] = Target("cupy", "cupy", "cp", overrides={}, body=FusedBody)

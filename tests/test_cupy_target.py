@@ -1,0 +1,422 @@
+"""The CuPy target without a GPU, and with one when CuPy can use it.
+
+* structure of the emitted source: one ElementwiseKernel per fused cluster, matmuls through ``@``,
+  no NumPy import, deterministic bytes, exact text for a tiny model, float32-safe literals;
+* every generated kernel compiles with ``nvcc`` (float and double), where nvcc exists;
+* the fused modules *run* on CPU under a fake ``cupy`` (below): ElementwiseKernel evaluates the
+  kernel's C body with NumPy through a small C-expression interpreter, with CuPy's typing rules
+  (one dtype per ``T``, scalars cast to ``T``, at least one array); values and gradients are
+  compared with the NumPy module and the tape over the compiler corpus and the op table;
+* the same comparison with real CuPy, skipped unless ``cupy.is_available()``.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad
+from symgrad import tape
+from symgrad.emit import load_source
+from symgrad.emit.cuda import C_OPS
+from symgrad.ops import OPS
+
+import test_compiler as tc
+import test_ops as to
+from _oracles import rel_err
+
+
+# -- a fake cupy: NumPy underneath, kernels interpreted from their C text ------------------------
+_TOKEN = re.compile(r"\s*(?:(\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)"
+                    r"|(&&|\|\||==|!=|<=|>=|[-+*/()<>!?:,]))")
+_FUNCS = {"exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh,
+          "sinh": np.sinh, "cosh": np.cosh, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
+          "sqrt": np.sqrt, "fabs": np.abs, "log1p": np.log1p, "pow": np.power, "isnan": np.isnan,
+          "fmax": np.fmax, "fmin": np.fmin}
+_BINARY = [("||", np.logical_or), ("&&", np.logical_and), ("==", np.equal), ("!=", np.not_equal),
+           (("<", "<=", ">", ">="), None), (("+", "-"), None), (("*", "/"), None)]
+_OPFN = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "+": np.add,
+         "-": np.subtract, "*": np.multiply, "/": np.divide, "==": np.equal, "!=": np.not_equal,
+         "&&": np.logical_and, "||": np.logical_or}
+_LEVELS = [("||",), ("&&",), ("==", "!="), ("<", "<=", ">", ">="), ("+", "-"), ("*", "/")]
+
+
+class _C:
+    """Evaluates one C expression of the kernels' subset with NumPy values."""
+
+    def __init__(self, text, env, T):
+        self.toks, pos = [], 0
+        while pos < len(text.rstrip()):
+            m = _TOKEN.match(text, pos)
+            assert m, f"cannot read C at {text[pos:]!r}"
+            self.toks.append(m.group(1) and ("num", m.group(1)) or m.group(2) and ("id", m.group(2))
+                             or ("op", m.group(3)))
+            pos = m.end()
+        self.i, self.env, self.T = 0, env, T
+
+    def peek(self, *values):
+        return self.i < len(self.toks) and self.toks[self.i][1] in values
+
+    def take(self, value=None):
+        tok = self.toks[self.i]
+        assert value is None or tok[1] == value, (tok, value)
+        self.i += 1
+        return tok
+
+    def run(self):
+        v = self.ternary()
+        assert self.i == len(self.toks), self.toks[self.i:]
+        return v
+
+    def ternary(self):
+        c = self.binary(0)
+        if self.peek("?"):
+            self.take("?")
+            a = self.ternary()
+            self.take(":")
+            return np.where(c, a, self.ternary())
+        return c
+
+    def binary(self, level):
+        if level == len(_LEVELS):
+            return self.unary()
+        v = self.binary(level + 1)
+        while self.peek(*_LEVELS[level]):
+            v = _OPFN[self.take()[1]](v, self.binary(level + 1))
+        return v
+
+    def unary(self):
+        if self.peek("-"):
+            self.take()
+            return np.negative(self.unary())
+        if self.peek("!"):
+            self.take()
+            return np.logical_not(self.unary())
+        if self.peek("(") and self.toks[self.i + 1][1] in ("T", "bool") and self.toks[self.i + 2][1] == ")":
+            self.i += 1
+            dt = self.T if self.take()[1] == "T" else np.dtype(bool)
+            self.take(")")
+            return np.asarray(self.unary(), dtype=dt)
+        return self.primary()
+
+    def primary(self):
+        kind, v = self.take()
+        if kind == "num":
+            return float(v) if any(ch in v for ch in ".eE") else int(v)
+        if kind == "id" and self.peek("("):
+            self.take("(")
+            args = [self.ternary()]
+            while self.peek(","):
+                self.take(",")
+                args.append(self.ternary())
+            self.take(")")
+            return _FUNCS[v](*args)
+        if kind == "id":
+            return self.env[v]
+        assert v == "(", v
+        out = self.ternary()
+        self.take(")")
+        return out
+
+
+def _params(text):
+    return [tuple(p.split()) for p in text.split(",")] if text.strip() else []
+
+
+class FakeElementwiseKernel:
+    registry: list = []
+
+    def __init__(self, in_params, out_params, operation, name="kernel", **kwargs):
+        assert re.fullmatch(r"[A-Za-z_]\w*", name), name
+        self.ins, self.outs, self.operation, self.name = _params(in_params), _params(out_params), operation, name
+        names = [n for _, n in self.ins + self.outs]
+        assert len(set(names)) == len(names) and "i" not in names, names
+        FakeElementwiseKernel.registry.append(self)
+
+    def __call__(self, *args):
+        assert len(args) == len(self.ins), (self.name, len(args), len(self.ins))
+        # NumPy scalars stand for CuPy's 0-d arrays (what indexing and full sums give there)
+        args = [np.asarray(a) if isinstance(a, np.generic) else a for a in args]
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        if not arrays:
+            raise ValueError("Loop size is undecided.")  # as CuPy
+        T = None
+        for (t, n), a in zip(self.ins, args):
+            if isinstance(a, np.ndarray) and t == "T":
+                if T is not None and a.dtype != T:
+                    raise TypeError(f"Type is mismatched. {n} {a.dtype} {T} T")  # as CuPy
+                T = a.dtype
+            elif isinstance(a, np.ndarray):
+                assert a.dtype == bool, (n, a.dtype)
+        assert T is not None and T.kind == "f", T
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        env = {n: np.asarray(a, dtype=T if t == "T" else bool) for (t, n), a in zip(self.ins, args)}
+        code = " ".join(line.split("//")[0] for line in self.operation.splitlines())
+        with np.errstate(all="ignore"):
+            for stmt in filter(None, (s.strip() for s in code.split(";"))):
+                lhs, rhs = stmt.split("=", 1)
+                *decl, name = lhs.split()
+                value = np.asarray(_C(rhs, env, T).run())
+                want = {n: t for t, n in self.ins + self.outs}[name] if not decl else decl[0]
+                dt = T if want == "T" else np.dtype(bool)
+                assert value.dtype == dt or value.dtype.kind in "bi", (self.name, stmt, value.dtype)
+                env[name] = value.astype(dt)
+        outs = [np.array(np.broadcast_to(env[n], shape)) for _, n in self.outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+_CUPY_NAMES = ["asarray", "array", "shape", "result_type", "promote_types", "full", "eye", "zeros",
+               "zeros_like", "broadcast_to", "trace", "sum", "exp", "log", "ndarray", "float32", "float64"]
+
+
+def fake_cupy():
+    mod = types.ModuleType("cupy")
+    for name in _CUPY_NAMES:
+        setattr(mod, name, getattr(np, name))
+    mod.asnumpy = np.asarray
+    mod.ElementwiseKernel = FakeElementwiseKernel
+    mod.is_available = lambda: False
+    return mod
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    FakeElementwiseKernel.registry = []
+    return FakeElementwiseKernel.registry
+
+
+# -- the models ---------------------------------------------------------------------------------
+def _models():
+    rows = {f"corpus/{k}": (symgrad.Model(e, wrt=w, name=k), lambda m, s=0: tc._inputs(m, s))
+            for k, (e, w) in tc.CORPUS.items()}
+
+    def scalar_inputs(row):
+        def make(model, seed=0):
+            rng = np.random.default_rng(7 + seed)
+            return {"x": to._sample(rng, (4, 3), row[1]), "y": to._sample(rng, (3,), row[2])}
+        return make
+    for k, row in to.SCALAR_ROWS.items():
+        rows[f"scalar/{k}"] = (symgrad.Model(row[0], wrt=[to.x, to.y], name=k), scalar_inputs(row))
+    for k, (e, w) in to.MATRIX_ROWS.items():
+        rows[f"matrix/{k}"] = (symgrad.Model(e, wrt=w, name=k),
+                               lambda m, s=0: to._matrix_inputs(m, np.random.default_rng(3 + s)))
+    x, y, z = sp.symbols("x y z")
+    S = sp.MatrixSymbol("S", 3, 3)
+    rows["mixed/dynamic_times_trace"] = (  # a dynamic value feeding a reduction: its shape matters
+        symgrad.Model(sp.exp(y) * x + sp.Trace(S) * sp.sin(y) + sp.log(1 + z ** 2), wrt=[x, y, S, z], name="mix"),
+        lambda m, s=0: {"x": np.linspace(-1, 1, 12).reshape(4, 3), "y": np.linspace(0.3, -0.5, 12).reshape(4, 3),
+                        "S": np.arange(9.0).reshape(3, 3) / 9, "z": 0.25})
+    return rows
+
+
+MODELS = _models()
+
+
+def _compare(mod, model, inputs, tol):
+    value, grads = mod.value_and_grad(**inputs)
+    t_value, t_grads = tape.value_and_grad(model, **{k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()})
+    assert rel_err(value, t_value) <= tol
+    assert rel_err(mod.forward(**inputs), t_value) <= tol
+    assert set(grads) == set(t_grads)
+    for k, g in grads.items():
+        assert np.shape(g) == np.shape(inputs[k]), (k, np.shape(g), np.shape(inputs[k]))
+        assert rel_err(g, t_grads[k]) <= tol, (k, rel_err(g, t_grads[k]))
+    return value, grads
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_fused_module_matches_numpy_and_tape_on_cpu(key, fake):
+    model, make = MODELS[key]
+    mod = load_source(symgrad.generate(model, "cupy"), key)
+    inputs = make(model)
+    value, grads = _compare(mod, model, inputs, 1e-9)
+    n_value, n_grads = symgrad.compile(model).value_and_grad(**inputs)
+    assert rel_err(value, n_value) <= 1e-12
+    assert all(rel_err(g, n_grads[k]) <= 1e-12 for k, g in grads.items())
+    inputs32 = {k: np.float32(v) if np.ndim(v) == 0 else np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
+    value, grads = _compare(mod, model, inputs32, 1e-3)
+    assert np.asarray(value).dtype == np.float32
+    assert all(np.asarray(g).dtype == np.float32 for g in grads.values())
+
+
+def test_python_numbers_and_host_arrays_are_accepted(fake):
+    model = MODELS["corpus/seed003_f"][0]
+    mod = load_source(symgrad.generate(model, "cupy"), "f")
+    value, grads = mod.value_and_grad(x=2.0, y=-4.0)  # the notes' point: no arrays at all
+    assert abs(float(grads["x"]) - 0.5348320870757595) < 1e-12 and abs(float(grads["y"]) - 0.342460382923052) < 1e-12
+    value, grads = mod.value_and_grad(x=np.float32(2.0), y=np.ones(5, dtype=np.float32))
+    assert value.dtype == np.float32 and grads["x"].shape == () and grads["y"].shape == (5,)
+
+
+def test_nan_propagates_through_max_like_numpy(fake):
+    x = sp.Symbol("x")
+    mod = load_source(symgrad.generate(symgrad.Model(sp.Max(x, 0) + sp.Min(x, 1), name="nan"), "cupy"), "nan")
+    out = mod.forward(x=np.array([np.nan, -1.0, 0.5, 2.0]))
+    assert np.isnan(out[0]) and out[1:].tolist() == [-1.0, 1.0, 3.0]
+
+
+# -- the emitted source -------------------------------------------------------------------------
+def _source(key):
+    return symgrad.generate(MODELS[key][0], "cupy")
+
+
+def _fn(source, name):
+    return source.split(f"def {name}(")[1].split("\ndef ")[0]
+
+
+def test_every_elementwise_op_has_a_c_entry():
+    missing = sorted(n for n, op in OPS.items() if op.elementwise and n not in C_OPS)
+    assert not missing, f"elementwise ops without a CUDA C entry in symgrad/emit/cuda.py: {missing}"
+    assert not set(C_OPS) - {n for n, op in OPS.items() if op.elementwise}
+
+
+def test_seed003_value_and_grad_is_one_kernel():
+    source = _source("corpus/seed003_f")
+    vag = _fn(source, "value_and_grad")
+    assert vag.count("= _vag_k") == 1 and "_fwd_k" not in vag
+    kernel = source.split("_vag_k0 = cp.ElementwiseKernel(")[1].split("_kernel_name")[0]
+    assert re.sub("//.*", "", kernel).count("exp(") == 2  # sigmoid' reuses the sigmoid value inside the kernel
+    assert re.search(r'"T \w+, T \w+",\n    "T t0, T b_x, T b_y"', kernel)
+
+
+def test_mlp_matmuls_stay_on_cublas_and_the_rest_fuses():
+    source = _source("corpus/mlp_relu_item")
+    vag = _fn(source, "value_and_grad")
+    assert "X @ W1" in vag and "@ w2.T" in vag and "np." not in source
+    assert "bool" in source.split("_vag_k0 = ")[1].split("_kernel_name")[0]  # the ReLU mask: one byte
+    for line in vag.splitlines():  # every elementwise op is inside a kernel
+        assert not re.search(r"cp\.(maximum|where|exp|add|multiply)|\w+ [-+*/] \w+\b(?! *#)", line.split("#")[0]) \
+            or "1.0 / N" in line or "2.0 *" in line, line
+
+
+def test_imports_only_cupy_and_is_deterministic(tmp_path):
+    key = "corpus/mlp_softmax_ce"
+    source = _source(key)
+    assert [ln for ln in source.splitlines() if ln.startswith(("import ", "from "))] == ["import cupy as cp"]
+    assert "TARGET = 'cupy'" in source and "numpy" not in source.split('"""', 2)[2]
+    script = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import test_cupy_target as t, symgrad
+        sys.stdout.write(symgrad.generate(t.MODELS[{key!r}][0], "cupy"))
+    """)
+    outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert outs == {source}
+
+
+def test_exact_text_of_a_tiny_model():
+    x, y = sp.symbols("x y")
+    source = symgrad.generate(symgrad.Model(sp.Max(x * y, 0) ** 3, wrt=[x], name="tiny"), "cupy")
+    assert '''_vag_k0 = cp.ElementwiseKernel(
+    "T x, T y",
+    "T t0, T b_x",
+    """
+    T v0 = (x * y);  // x*y
+    T v1 = ((T)0 > v0 ? (T)0 : v0);  // Max(0, x*y)
+    T v2 = (v1 * v1 * v1);  // Max(0, x*y)**3
+    T v3 = (v1 * v1);
+    T v4 = ((T)3 * v3);
+    bool v5 = (v1 > (T)0);
+    T v6 = (v4 * v5);
+    T v7 = (y * v6);
+    t0 = v2;
+    b_x = v7;
+    """,
+    _kernel_name("vag_k0"))''' in source
+    assert '''    x, y = _device(_dt, x, y)
+    t0, b_x = _vag_k0(x, y)  # Max(0, x*y)**3
+    grad_x = _sum_to(b_x, x, t0)
+    return t0, {'x': grad_x}''' in source
+
+
+def _kernels(fake):
+    for key, (model, make) in MODELS.items():
+        load_source(symgrad.generate(model, "cupy"), key)
+    return list(fake)
+
+
+def test_literals_are_typed_so_float32_stays_float32(fake):
+    for k in _kernels(fake):
+        body = re.sub(r"//.*", "", k.operation)
+        body = re.sub(r"\(T\)\(?-?\d+(\.\d*)?(e[-+]?\d+)?( / \d+\.\d*\))?\)?", "", body)
+        body = re.sub(r"\b[A-Za-z_]\w*", "", body)
+        assert not re.search(r"\d", body), (k.name, k.operation)
+        assert "double" not in k.operation and "float" not in k.operation
+
+
+def test_every_kernel_compiles_with_nvcc(fake, tmp_path):
+    nvcc = shutil.which("nvcc") or ("/usr/local/bin/nvcc" if os.path.exists("/usr/local/bin/nvcc") else None)
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    units = []
+    for j, k in enumerate(_kernels(fake)):
+        params = [f"const {t}* __restrict__ _in_{n}" for t, n in k.ins] + [f"{t}* _out_{n}" for t, n in k.outs]
+        loads = "".join(f"    const {t} {n} = _in_{n}[_i];\n" for t, n in k.ins)
+        decls = "".join(f"    {t} {n};\n" for t, n in k.outs)
+        stores = "".join(f"    _out_{n}[_i] = {n};\n" for _, n in k.outs)
+        units.append(f"template <typename T> __global__ void k{j}({', '.join(params + ['long _n'])}) {{\n"
+                     f"    long _i = blockIdx.x * (long)blockDim.x + threadIdx.x;\n    if (_i >= _n) return;\n"
+                     f"{loads}{decls}{k.operation}\n{stores}}}\n"
+                     f"template __global__ void k{j}<float>({', '.join(p.replace('T', 'float') for p in params + ['long _n'])});\n"
+                     f"template __global__ void k{j}<double>({', '.join(p.replace('T', 'double') for p in params + ['long _n'])});\n")
+    cu = tmp_path / "kernels.cu"
+    cu.write_text("\n".join(units))
+    out = subprocess.run([nvcc, "-c", str(cu), "-o", str(tmp_path / "kernels.o")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-4000:]
+
+
+# -- real CuPy on a GPU -------------------------------------------------------------------------
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_on_gpu_matches_numpy_and_tape(key):
+    cupy = pytest.importorskip("cupy")
+    if not cupy.is_available():
+        pytest.skip("no CUDA device")
+    model, make = MODELS[key]
+    mod = symgrad.compile(model, target="cupy")
+    inputs = make(model)
+    for dtype, tol in ((np.float64, 1e-9), (np.float32, 1e-3)):
+        dev = {k: cupy.asarray(np.asarray(v, dtype=dtype)) for k, v in inputs.items()}
+        value, grads = mod.value_and_grad(**dev)
+        t_value, t_grads = tape.value_and_grad(model, **inputs)
+        assert cupy.asnumpy(value).dtype == dtype and rel_err(cupy.asnumpy(value), t_value) <= tol
+        assert rel_err(cupy.asnumpy(mod.forward(**dev)), t_value) <= tol
+        for k, g in grads.items():
+            g = cupy.asnumpy(g)
+            assert g.dtype == dtype and g.shape == np.shape(inputs[k]) and rel_err(g, t_grads[k]) <= tol, k
+    from symgrad import verify
+    assert verify.check(model, mod).ok
+
+
+def test_a_dynamic_value_feeding_a_reduction_keeps_its_own_shape(fake):
+    """sin(y) (y a row) is summed for Trace(S)'s cotangent: fused with x-shaped work, a kernel would
+    hand it over broadcast to x's shape, and the sum would count it once per row."""
+    model = MODELS["mixed/dynamic_times_trace"][0]
+    inputs = {"x": np.linspace(-1, 1, 12).reshape(4, 3), "y": np.array([0.3, -0.2, 0.5]),
+              "S": np.arange(9.0).reshape(3, 3) / 9, "z": 0.25}
+    value, grads = load_source(symgrad.generate(model, "cupy"), "mix").value_and_grad(**inputs)
+    n_value, n_grads = symgrad.compile(model).value_and_grad(**inputs)
+    assert rel_err(value, n_value) <= 1e-12
+    assert all(rel_err(g, n_grads[k]) <= 1e-12 for k, g in grads.items())
+
+
+_EXAMPLES = sorted(pathlib.Path(__file__).resolve().parents[1].glob("examples/seed*.py"))
+
+
+@pytest.mark.parametrize("path", _EXAMPLES, ids=lambda p: p.stem)
+def test_examples_pass_verify_check_through_the_fake(path, fake):
+    """``symgrad.verify.check`` (tape, finite differences, float32) on each seed model's CuPy module."""
+    from symgrad import verify
+    from symgrad.model import load_models
+    for model in load_models(path):
+        report = verify.check(model, load_source(symgrad.generate(model, "cupy"), model.name))
+        assert report.ok, (model.name, report.problems)
