@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import threading
 import numpy as np
 
 MODEL = 'seed001_nll_deep'
@@ -52,17 +53,37 @@ def _sigmoid(x, out=None):
     return np.reciprocal(t, out=t)
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+
+
 def forward(*, w0, W1, W2, X, y):
     """Value of seed001_nll_deep."""
     _dt, w0, W1, W2, X, y = _promote(w0, W1, W2, X, y)
     N, d, h, h2 = _dims({'w0': w0, 'W1': W1, 'W2': W2, 'X': X, 'y': y})
-    t0 = 2.0 * y  # 2*y
+    t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
-    t2 = X @ W1.T  # X*W1.T
+    t2 = np.matmul(X, W1.T, out=_scratch('forward1', (N, h), _dt))
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
-    t4 = t3 @ W2.T  # Lambda(_d, 1/(1 + exp(-_d))).(X*W1.T)*W2.T
+    t4 = np.matmul(t3, W2.T, out=_scratch('forward2', (N, h2), _dt))
     t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-_d))
-    t6 = t5 @ w0  # MatMul(...)
+    t6 = np.matmul(t5, w0, out=_scratch('forward3', (N, 1), _dt))
     t7 = np.multiply(t1, t6, out=t1)  # HadamardProduct(...)
     t8 = np.negative(t7, out=t7)  # -_d
     t9 = np.logaddexp(0.0, t8, out=t8)
@@ -77,33 +98,33 @@ def value_and_grad(*, w0, W1, W2, X, y):
     """Value of seed001_nll_deep and the gradients of its sum with respect to w0, W1, W2."""
     _dt, w0, W1, W2, X, y = _promote(w0, W1, W2, X, y)
     N, d, h, h2 = _dims({'w0': w0, 'W1': W1, 'W2': W2, 'X': X, 'y': y})
-    t0 = 2.0 * y  # 2*y
+    t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
-    t2 = X @ W1.T  # X*W1.T
+    t2 = np.matmul(X, W1.T, out=_scratch('value_and_grad1', (N, h), _dt))
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
-    t4 = t3 @ W2.T  # Lambda(_d, 1/(1 + exp(-_d))).(X*W1.T)*W2.T
+    t4 = np.matmul(t3, W2.T, out=_scratch('value_and_grad2', (N, h2), _dt))
     t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-_d))
-    t6 = t5 @ w0  # MatMul(...)
+    t6 = np.matmul(t5, w0, out=_scratch('value_and_grad3', (N, 1), _dt))
     t7 = np.multiply(t1, t6, out=t6)  # HadamardProduct(...)
     t8 = np.negative(t7, out=t7)  # -_d
-    t9 = np.logaddexp(0.0, t8)
+    t9 = np.logaddexp(0.0, t8, out=_scratch('value_and_grad4', (N, 1), _dt))
     t10 = np.negative(t9, out=t9)  # log(1/(1 + exp(-_d)))
     t11 = t10.sum(axis=0, keepdims=True)  # MatMul(...)
     t12 = t11[0, 0]  # Trace(...)
     t13 = -t12  # Mul(...)
     b_t8 = _sigmoid(t8, out=t8)  # adjoint of -_d
-    b_t7 = np.negative(b_t8, out=b_t8)  # adjoint of HadamardProduct(...)
-    b_t6 = np.multiply(t1, b_t7, out=t1)  # adjoint of MatMul(...)
-    t14 = b_t6.T @ t5
-    grad_w0 = t14.T  # adjoint of w0
-    b_t5 = b_t6 @ w0.T  # adjoint of 1/(1 + exp(-_d))
-    t15 = 1.0 - t5
-    t16 = np.multiply(t5, t15, out=t5)
-    b_t4 = np.multiply(b_t5, t16, out=b_t5)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W1.T)*W2.T
-    b_t3 = b_t4 @ W2  # adjoint of 1/(1 + exp(-_d))
-    t17 = 1.0 - t3
-    t18 = np.multiply(t3, t17, out=t17)
-    b_t2 = np.multiply(b_t3, t18, out=b_t3)  # adjoint of X*W1.T
+    t14 = np.multiply(t1, b_t8, out=t1)
+    b_t6 = np.negative(t14, out=t14)  # adjoint of MatMul(...)
+    t15 = b_t6.T @ t5
+    grad_w0 = t15.T  # adjoint of w0
+    b_t5 = np.matmul(b_t6, w0.T, out=_scratch('value_and_grad5', (N, h2), _dt))
+    t16 = np.subtract(1.0, t5, out=_scratch('value_and_grad6', (N, h2), _dt))
+    t17 = np.multiply(t5, t16, out=t5)
+    b_t4 = np.multiply(b_t5, t17, out=b_t5)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W1.T)*W2.T
+    b_t3 = np.matmul(b_t4, W2, out=_scratch('value_and_grad7', (N, h), _dt))
+    t18 = np.subtract(1.0, t3, out=_scratch('value_and_grad8', (N, h), _dt))
+    t19 = np.multiply(t3, t18, out=t18)
+    b_t2 = np.multiply(b_t3, t19, out=b_t3)  # adjoint of X*W1.T
     grad_W1 = b_t2.T @ X  # adjoint of W1
     grad_W2 = b_t4.T @ t3  # adjoint of W2
     return t13, {'w0': grad_w0, 'W1': grad_W1, 'W2': grad_W2}

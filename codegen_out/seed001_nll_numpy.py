@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import threading
 import numpy as np
 
 MODEL = 'seed001_nll'
@@ -52,15 +53,35 @@ def _sigmoid(x, out=None):
     return np.reciprocal(t, out=t)
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+
+
 def forward(*, w0, W, X, y):
     """Value of seed001_nll."""
     _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
-    t0 = 2.0 * y  # 2*y
+    t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
-    t2 = X @ W.T  # X*W.T
+    t2 = np.matmul(X, W.T, out=_scratch('forward1', (N, h), _dt))
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
-    t4 = t3 @ w0  # Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
+    t4 = np.matmul(t3, w0, out=_scratch('forward2', (N, 1), _dt))
     t5 = np.multiply(t1, t4, out=t1)  # HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + exp(-_d))).(X*...
     t6 = np.negative(t5, out=t5)  # -_d
     t7 = np.logaddexp(0.0, t6, out=t6)
@@ -75,26 +96,26 @@ def value_and_grad(*, w0, W, X, y):
     """Value of seed001_nll and the gradients of its sum with respect to w0, W."""
     _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
-    t0 = 2.0 * y  # 2*y
+    t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
-    t2 = X @ W.T  # X*W.T
+    t2 = np.matmul(X, W.T, out=_scratch('value_and_grad1', (N, h), _dt))
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
-    t4 = t3 @ w0  # Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
+    t4 = np.matmul(t3, w0, out=_scratch('value_and_grad2', (N, 1), _dt))
     t5 = np.multiply(t1, t4, out=t4)  # HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + exp(-_d))).(X*...
     t6 = np.negative(t5, out=t5)  # -_d
-    t7 = np.logaddexp(0.0, t6)
+    t7 = np.logaddexp(0.0, t6, out=_scratch('value_and_grad3', (N, 1), _dt))
     t8 = np.negative(t7, out=t7)  # log(1/(1 + exp(-_d)))
     t9 = t8.sum(axis=0, keepdims=True)  # MatMul(...)
     t10 = t9[0, 0]  # Trace(...)
     t11 = -t10  # Mul(...)
     b_t6 = _sigmoid(t6, out=t6)  # adjoint of -_d
-    b_t5 = np.negative(b_t6, out=b_t6)  # adjoint of HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + ex...
-    b_t4 = np.multiply(t1, b_t5, out=t1)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
-    t12 = b_t4.T @ t3
-    grad_w0 = t12.T  # adjoint of w0
-    b_t3 = b_t4 @ w0.T  # adjoint of 1/(1 + exp(-_d))
-    t13 = 1.0 - t3
-    t14 = np.multiply(t3, t13, out=t3)
-    b_t2 = np.multiply(b_t3, t14, out=b_t3)  # adjoint of X*W.T
+    t12 = np.multiply(t1, b_t6, out=t1)
+    b_t4 = np.negative(t12, out=t12)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
+    t13 = b_t4.T @ t3
+    grad_w0 = t13.T  # adjoint of w0
+    b_t3 = np.matmul(b_t4, w0.T, out=_scratch('value_and_grad4', (N, h), _dt))
+    t14 = np.subtract(1.0, t3, out=_scratch('value_and_grad5', (N, h), _dt))
+    t15 = np.multiply(t3, t14, out=t3)
+    b_t2 = np.multiply(b_t3, t15, out=b_t3)  # adjoint of X*W.T
     grad_W = b_t2.T @ X  # adjoint of W
     return t11, {'w0': grad_w0, 'W': grad_W}

@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import threading
 import numpy as np
 
 MODEL = 'seed002_mlp_mse'
@@ -42,14 +43,34 @@ def _dims(arrays):
     return tuple(dims[d] for d in DIMS)
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+
+
 def forward(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = x @ w1  # x*w1
+    t0 = np.matmul(x, w1, out=_scratch('forward0', (N, nh), _dt))
     t1 = np.add(t0, b1, out=t0)  # x*w1 + 1*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
-    t3 = t2 @ w2  # Lambda(_d, Max(0, _d)).(x*w1 + 1*b1)*w2
+    t3 = np.matmul(t2, w2, out=_scratch('forward1', (N, 1), _dt))
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(b2, t4, out=t4)  # MatAdd(...)
     t6 = np.square(t5, out=t5)  # HadamardPower(...)
@@ -63,20 +84,20 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse and the gradients of its sum with respect to w1, b1, w2, b2."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = x @ w1  # x*w1
+    t0 = np.matmul(x, w1, out=_scratch('value_and_grad0', (N, nh), _dt))
     t1 = np.add(t0, b1, out=t0)  # x*w1 + 1*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
-    t3 = t2 @ w2  # Lambda(_d, Max(0, _d)).(x*w1 + 1*b1)*w2
+    t3 = np.matmul(t2, w2, out=_scratch('value_and_grad1', (N, 1), _dt))
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(b2, t4, out=t4)  # MatAdd(...)
-    t6 = t5 ** 2  # HadamardPower(...)
+    t6 = np.square(t5, out=_scratch('value_and_grad2', (N, 1), _dt))
     t7 = t6.sum(axis=0, keepdims=True)  # MatMul(...)
     t8 = t7[0, 0]  # Trace(...)
     t9 = t8 / N  # Mul(...)
     b_t8 = 1.0 / N  # 1/N
     t10 = 2.0 * b_t8
     b_t5 = np.multiply(t5, t10, out=t5)  # adjoint of MatAdd(...)
-    b_t2 = b_t5 @ w2.T  # adjoint of Max(0, _d)
+    b_t2 = np.matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
     t11 = t2 > 0.0
     b_t1 = np.multiply(b_t2, t11, out=b_t2)  # adjoint of x*w1 + 1*b1
     t12 = b_t1.T @ x

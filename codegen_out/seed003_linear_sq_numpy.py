@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import threading
 import numpy as np
 
 MODEL = 'seed003_linear_sq'
@@ -44,11 +45,31 @@ def _buf(t):
     return t if isinstance(t, np.ndarray) else None
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+
+
 def forward(*, w0, w1, x, y):
     """Value of seed003_linear_sq."""
     _dt, w0, w1, x, y = _promote(w0, w1, x, y)
-    t0 = w1 * x  # w1*x
-    t1 = w0 - y
+    t0 = np.multiply(w1, x, out=_scratch('forward0', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
+    t1 = np.subtract(w0, y, out=_scratch('forward1', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
     t2 = t0 + t1  # w0 + w1*x - y
     t3 = np.square(t2, out=_buf(t2))  # (w0 + w1*x - y)**2
     return t3
@@ -57,8 +78,8 @@ def forward(*, w0, w1, x, y):
 def value_and_grad(*, w0, w1, x, y):
     """Value of seed003_linear_sq and the gradients of its sum with respect to w0, w1, x, y."""
     _dt, w0, w1, x, y = _promote(w0, w1, x, y)
-    t0 = w1 * x  # w1*x
-    t1 = w0 - y
+    t0 = np.multiply(w1, x, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
+    t1 = np.subtract(w0, y, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
     t2 = t0 + t1  # w0 + w1*x - y
     t3 = t2 ** 2  # (w0 + w1*x - y)**2
     b_t2 = 2.0 * t2  # adjoint of w0 + w1*x - y

@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import threading
 import numpy as np
 
 MODEL = 'seed003_quadratic'
@@ -44,15 +45,35 @@ def _buf(t):
     return t if isinstance(t, np.ndarray) else None
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+
+
 def forward(*, x, y, a, b):
     """Value of seed003_quadratic."""
     _dt, x, y, a, b = _promote(x, y, a, b)
-    t0 = y * b  # b*y
-    t1 = x * a  # a*x
-    t2 = x ** 2  # x**2
-    t3 = y ** 2  # y**2
-    t4 = t2 + t3
-    t5 = t1 + t4
+    t0 = np.multiply(y, b, out=_scratch('forward0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
+    t1 = np.multiply(x, a, out=_scratch('forward1', np.broadcast_shapes(np.shape(x), np.shape(a)), _dt))
+    t2 = np.square(x, out=_scratch('forward2', np.shape(x), _dt))
+    t3 = np.square(y, out=_scratch('forward3', np.shape(y), _dt))
+    t4 = np.add(t2, t3, out=_scratch('forward4', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
+    t5 = np.add(t1, t4, out=_scratch('forward5', np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(a)), _dt))
     t6 = t0 + t5  # a*x + b*y + x**2 + y**2
     return t6
 
@@ -62,10 +83,10 @@ def value_and_grad(*, x, y, a, b):
     _dt, x, y, a, b = _promote(x, y, a, b)
     t0 = y * b  # b*y
     t1 = x * a  # a*x
-    t2 = x ** 2  # x**2
-    t3 = y ** 2  # y**2
-    t4 = t2 + t3
-    t5 = t1 + t4
+    t2 = np.square(x, out=_scratch('value_and_grad0', np.shape(x), _dt))
+    t3 = np.square(y, out=_scratch('value_and_grad1', np.shape(y), _dt))
+    t4 = np.add(t2, t3, out=_scratch('value_and_grad2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
+    t5 = np.add(t1, t4, out=_scratch('value_and_grad3', np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(a)), _dt))
     t6 = t0 + t5  # a*x + b*y + x**2 + y**2
     t7 = np.multiply(2.0, x, out=_buf(t2))
     b_x = np.add(a, t7, out=_buf(t1))  # adjoint of x

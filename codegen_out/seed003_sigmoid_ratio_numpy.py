@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import threading
 import numpy as np
 
 MODEL = 'seed003_sigmoid_ratio'
@@ -54,13 +55,33 @@ def _buf(t):
     return t if isinstance(t, np.ndarray) else None
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+
+
 def forward(*, x, y):
     """Value of seed003_sigmoid_ratio."""
     _dt, x, y = _promote(x, y)
-    t0 = _sigmoid(y)  # 1/(1 + exp(-y))
+    t0 = _sigmoid(y, out=_scratch('forward0', np.shape(y), _dt))
     t1 = x + t0  # x + 1/(1 + exp(-y))
-    t2 = _sigmoid(x)  # 1/(1 + exp(-x))
-    t3 = x + y  # x + y
+    t2 = _sigmoid(x, out=_scratch('forward1', np.shape(x), _dt))
+    t3 = np.add(x, y, out=_scratch('forward2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
     t4 = np.square(t3, out=_buf(t3))  # (x + y)**2
     t5 = np.add(t2, t4, out=_buf(t4))  # (x + y)**2 + 1/(1 + exp(-x))
     t6 = np.divide(t1, t5, out=_buf(t1))  # (x + 1/(1 + exp(-y)))/((x + y)**2 + 1/(1 + exp(-x)))
@@ -70,27 +91,26 @@ def forward(*, x, y):
 def value_and_grad(*, x, y):
     """Value of seed003_sigmoid_ratio and the gradients of its sum with respect to x, y."""
     _dt, x, y = _promote(x, y)
-    t0 = _sigmoid(y)  # 1/(1 + exp(-y))
+    t0 = _sigmoid(y, out=_scratch('value_and_grad0', np.shape(y), _dt))
     t1 = x + t0  # x + 1/(1 + exp(-y))
-    t2 = _sigmoid(x)  # 1/(1 + exp(-x))
-    t3 = x + y  # x + y
+    t2 = _sigmoid(x, out=_scratch('value_and_grad1', np.shape(x), _dt))
+    t3 = np.add(x, y, out=_scratch('value_and_grad2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
     t4 = t3 ** 2  # (x + y)**2
     t5 = np.add(t2, t4, out=_buf(t4))  # (x + y)**2 + 1/(1 + exp(-x))
     t6 = np.divide(t1, t5, out=_buf(t1))  # (x + 1/(1 + exp(-y)))/((x + y)**2 + 1/(1 + exp(-x)))
     b_t1 = 1.0 / t5  # 1/((x + y)**2 + 1/(1 + exp(-x)))
     t7 = np.divide(t6, t5, out=_buf(t5))
-    b_t5 = np.negative(t7, out=_buf(t7))  # adjoint of (x + y)**2 + 1/(1 + exp(-x))
     t8 = np.multiply(2.0, t3, out=_buf(t3))
-    b_t3 = np.multiply(b_t5, t8, out=_buf(t8))  # adjoint of x + y
-    t9 = 1.0 - t2
-    t10 = np.multiply(t2, t9, out=_buf(t2))
-    t11 = np.multiply(b_t5, t10, out=_buf(b_t5))
-    t12 = np.add(b_t3, t11, out=_buf(t11))
-    b_x = np.add(b_t1, t12, out=_buf(t12))  # adjoint of x
+    t9 = np.multiply(t7, t8, out=_buf(t8))
+    t10 = np.subtract(1.0, t2, out=_scratch('value_and_grad3', np.shape(x), _dt))
+    t11 = np.multiply(t2, t10, out=_buf(t2))
+    t12 = np.multiply(t7, t11, out=_buf(t7))
+    t13 = np.add(t9, t12, out=_buf(t12))
+    b_x = np.subtract(b_t1, t13, out=_buf(t13))  # adjoint of x
     grad_x = _sum_to(b_x, x, t6)
-    t13 = 1.0 - t0
-    t14 = np.multiply(t0, t13, out=_buf(t0))
-    t15 = np.multiply(b_t1, t14, out=_buf(b_t1))
-    b_y = np.add(b_t3, t15, out=_buf(b_t3))  # adjoint of y
+    t14 = np.subtract(1.0, t0, out=_scratch('value_and_grad4', np.shape(y), _dt))
+    t15 = np.multiply(t0, t14, out=_buf(t0))
+    t16 = np.multiply(b_t1, t15, out=_buf(b_t1))
+    b_y = np.subtract(t16, t9, out=_buf(t16))  # adjoint of y
     grad_y = _sum_to(b_y, y, t6)
     return t6, {'x': grad_x, 'y': grad_y}

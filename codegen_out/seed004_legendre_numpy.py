@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import threading
 import numpy as np
 
 MODEL = 'seed004_legendre'
@@ -44,20 +45,40 @@ def _buf(t):
     return t if isinstance(t, np.ndarray) else None
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+
+
 def forward(*, a, b, c, d, x, y):
     """Value of seed004_legendre."""
     _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
-    t0 = (-1.5) * d
-    t1 = x * t0  # -3*d*x/2
-    t2 = (-1.5) * c  # -3*c/2
-    t3 = d * x  # d*x
-    t4 = c + t3  # c + d*x
+    t0 = np.multiply((-1.5), d, out=_scratch('forward0', np.shape(d), _dt))
+    t1 = np.multiply(x, t0, out=_scratch('forward1', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
+    t2 = np.multiply((-1.5), c, out=_scratch('forward2', np.shape(c), _dt))
+    t3 = np.multiply(d, x, out=_scratch('forward3', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
+    t4 = np.add(c, t3, out=_scratch('forward4', np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(x)), _dt))
     t5 = np.power(t4, 3, out=_buf(t4))  # (c + d*x)**3
     t6 = np.multiply(2.5, t5, out=_buf(t5))  # 5*(c + d*x)**3/2
     t7 = np.add(t2, t6, out=_buf(t6))
     t8 = np.add(t1, t7, out=_buf(t7))  # -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
-    t9 = b * t8  # b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2)
-    t10 = a - y
+    t9 = np.multiply(b, t8, out=_scratch('forward5', np.broadcast_shapes(np.shape(b), np.shape(c), np.shape(d), np.shape(x)), _dt))
+    t10 = np.subtract(a, y, out=_scratch('forward6', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
     t11 = t9 + t10  # a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
     t12 = np.square(t11, out=_buf(t11))  # (a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y)**2
     return t12
@@ -66,24 +87,24 @@ def forward(*, a, b, c, d, x, y):
 def value_and_grad(*, a, b, c, d, x, y):
     """Value of seed004_legendre and the gradients of its sum with respect to a, b, c, d."""
     _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
-    t0 = (-1.5) * d
-    t1 = x * t0  # -3*d*x/2
-    t2 = (-1.5) * c  # -3*c/2
-    t3 = d * x  # d*x
-    t4 = c + t3  # c + d*x
-    t5 = t4 ** 3  # (c + d*x)**3
+    t0 = np.multiply((-1.5), d, out=_scratch('value_and_grad0', np.shape(d), _dt))
+    t1 = np.multiply(x, t0, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
+    t2 = np.multiply((-1.5), c, out=_scratch('value_and_grad2', np.shape(c), _dt))
+    t3 = np.multiply(d, x, out=_scratch('value_and_grad3', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
+    t4 = np.add(c, t3, out=_scratch('value_and_grad4', np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(x)), _dt))
+    t5 = np.power(t4, 3, out=_scratch('value_and_grad5', np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(x)), _dt))
     t6 = np.multiply(2.5, t5, out=_buf(t5))  # 5*(c + d*x)**3/2
     t7 = np.add(t2, t6, out=_buf(t6))
     t8 = np.add(t1, t7, out=_buf(t7))  # -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
-    t9 = b * t8  # b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2)
-    t10 = a - y
+    t9 = np.multiply(b, t8, out=_scratch('value_and_grad6', np.broadcast_shapes(np.shape(b), np.shape(c), np.shape(d), np.shape(x)), _dt))
+    t10 = np.subtract(a, y, out=_scratch('value_and_grad7', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
     t11 = t9 + t10  # a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
     t12 = t11 ** 2  # (a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y)**2
     b_t11 = np.multiply(2.0, t11, out=_buf(t11))  # adjoint of a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
     grad_a = _sum_to(b_t11, a, t12)
     b_b = t8 * b_t11  # adjoint of b
     grad_b = _sum_to(b_b, b, t12)
-    b_t8 = b * b_t11  # adjoint of -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
+    b_t8 = np.multiply(b, b_t11, out=_scratch('value_and_grad8', np.broadcast_shapes(np.shape(a), np.shape(y), np.shape(b), np.shape(c), np.shape(d), np.shape(x)), _dt))
     b_t5 = 2.5 * b_t8  # adjoint of (c + d*x)**3
     t13 = np.square(t4, out=_buf(t4))
     t14 = np.multiply(3.0, t13, out=_buf(t13))

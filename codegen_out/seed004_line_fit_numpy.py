@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import threading
 import numpy as np
 
 MODEL = 'seed004_line_fit'
@@ -44,30 +45,47 @@ def _buf(t):
     return t if isinstance(t, np.ndarray) else None
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+
+
 def forward(*, b, m, x, y):
     """Value of seed004_line_fit."""
     _dt, b, m, x, y = _promote(b, m, x, y)
-    t0 = -m
-    t1 = x * t0  # -m*x
-    t2 = y - b
-    t3 = t1 + t2  # -b - m*x + y
-    t4 = np.square(t3, out=_buf(t3))  # (-b - m*x + y)**2
-    t5 = np.multiply(0.5, t4, out=_buf(t4))  # (-b - m*x + y)**2/2
-    return t5
+    t0 = np.subtract(y, b, out=_scratch('forward0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
+    t1 = np.multiply(m, x, out=_scratch('forward1', np.broadcast_shapes(np.shape(m), np.shape(x)), _dt))
+    t2 = t0 - t1  # -b - m*x + y
+    t3 = np.square(t2, out=_buf(t2))  # (-b - m*x + y)**2
+    t4 = np.multiply(0.5, t3, out=_buf(t3))  # (-b - m*x + y)**2/2
+    return t4
 
 
 def value_and_grad(*, b, m, x, y):
     """Value of seed004_line_fit and the gradients of its sum with respect to b, m."""
     _dt, b, m, x, y = _promote(b, m, x, y)
-    t0 = -m
-    t1 = x * t0  # -m*x
-    t2 = y - b
-    t3 = t1 + t2  # -b - m*x + y
-    t4 = t3 ** 2  # (-b - m*x + y)**2
-    t5 = np.multiply(0.5, t4, out=_buf(t4))  # (-b - m*x + y)**2/2
-    b_b = -t3  # adjoint of b
-    grad_b = _sum_to(b_b, b, t5)
-    b_t0 = np.multiply(x, t3, out=_buf(t3))  # adjoint of t0
-    b_m = np.negative(b_t0, out=_buf(b_t0))  # adjoint of m
-    grad_m = _sum_to(b_m, m, t5)
-    return t5, {'b': grad_b, 'm': grad_m}
+    t0 = np.subtract(y, b, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
+    t1 = np.multiply(m, x, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(m), np.shape(x)), _dt))
+    t2 = t0 - t1  # -b - m*x + y
+    t3 = np.square(t2, out=_buf(t2))  # (-b - m*x + y)**2
+    t4 = np.multiply(0.5, t3, out=_buf(t3))  # (-b - m*x + y)**2/2
+    b_t1 = t1 - t0  # adjoint of t1
+    grad_b = _sum_to(b_t1, b, t4)
+    b_m = x * b_t1  # adjoint of m
+    grad_m = _sum_to(b_m, m, t4)
+    return t4, {'b': grad_b, 'm': grad_m}

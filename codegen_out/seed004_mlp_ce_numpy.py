@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import threading
 import numpy as np
 
 MODEL = 'seed004_mlp_ce'
@@ -49,15 +50,35 @@ def _logsumexp(z, axis):
     return out if axis is not None else out[0, 0]
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+
+
 def forward(*, W, b1, U, b2, X, Y):
     """Value of seed004_mlp_ce."""
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
-    t0 = X @ W.T  # X*W.T
+    t0 = np.matmul(X, W.T, out=_scratch('forward0', (N, Dh), _dt))
     t1 = np.broadcast_to(b1, (Dh, N))
     t2 = np.add(t0, t1.T, out=t0)  # X*W.T + 1*b1.T
     t3 = np.maximum(0.0, t2, out=t2)  # Max(0, _d)
-    t4 = t3 @ U.T  # Lambda(_d, Max(0, _d)).(X*W.T + 1*b1.T)*U.T
+    t4 = np.matmul(t3, U.T, out=_scratch('forward1', (N, Nc), _dt))
     t5 = np.broadcast_to(b2, (Nc, N))
     t6 = np.add(t4, t5.T, out=t4)  # MatAdd(...)
     t7 = _logsumexp(t6, 1)  # log(_d)
@@ -73,24 +94,24 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     """Value of seed004_mlp_ce and the gradients of its sum with respect to W, b1, U, b2, X."""
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
-    t0 = X @ W.T  # X*W.T
+    t0 = np.matmul(X, W.T, out=_scratch('value_and_grad0', (N, Dh), _dt))
     t1 = np.broadcast_to(b1, (Dh, N))
     t2 = np.add(t0, t1.T, out=t0)  # X*W.T + 1*b1.T
     t3 = np.maximum(0.0, t2, out=t2)  # Max(0, _d)
-    t4 = t3 @ U.T  # Lambda(_d, Max(0, _d)).(X*W.T + 1*b1.T)*U.T
+    t4 = np.matmul(t3, U.T, out=_scratch('value_and_grad1', (N, Nc), _dt))
     t5 = np.broadcast_to(b2, (Nc, N))
     t6 = np.add(t4, t5.T, out=t4)  # MatAdd(...)
     t7 = _logsumexp(t6, 1)  # log(_d)
     t8 = t7.sum(axis=0, keepdims=True)  # MatMul(...)
     t9 = t8[0, 0]  # Trace(...)
-    t10 = Y * t6
+    t10 = np.multiply(Y, t6, out=_scratch('value_and_grad2', (N, Nc), _dt))
     t11 = np.sum(t10)  # Trace(...)
     t12 = t9 - t11  # Add(...)
     t13 = np.multiply(Y, (-1.0), out=t10)
     t14 = np.subtract(t6, t7, out=t6)
     t15 = np.exp(t14, out=t14)
     b_t6 = np.add(t13, t15, out=t13)  # adjoint of MatAdd(...)
-    b_t3 = b_t6 @ U  # adjoint of Max(0, _d)
+    b_t3 = np.matmul(b_t6, U, out=_scratch('value_and_grad3', (N, Dh), _dt))
     t16 = t3 > 0.0
     b_t2 = np.multiply(b_t3, t16, out=b_t3)  # adjoint of X*W.T + 1*b1.T
     grad_W = b_t2.T @ X  # adjoint of W

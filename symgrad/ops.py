@@ -168,6 +168,8 @@ def _fold_sub(G, a, b, attr=None):
         return G.neg(b)
     if b.op == "neg":
         return G.add(a, b.args[0])
+    if a.op == "neg":  # signs travel outwards until an add or sub absorbs them: no pass of their own
+        return G.neg(G.add(a.args[0], b))
     return None
 
 
@@ -191,6 +193,8 @@ def _fold_mul(G, a, b, attr=None):
             return G.mul(G.const(a.attr * b.args[0].attr), b.args[1])
         if b.op == "neg":
             return G.mul(G.const(-a.attr), b.args[0])
+    elif a.op == "neg" or b.op == "neg":
+        return G.neg(G.mul(a.args[0], b) if a.op == "neg" else G.mul(a, b.args[0]))
     elif b.id < a.id and b.op != "const":
         return G.mul(b, a)
     for s, m in ((a, b), (b, a)):  # scalar factors first: s * (c * x) is (s * c) * x, one pass
@@ -203,6 +207,8 @@ def _fold_mul(G, a, b, attr=None):
 def _fold_div(G, a, b, attr=None):
     if _cval(b) == 1 and _same_shape_as(a, a, b):
         return a
+    if a.op == "neg" or b.op == "neg":
+        return G.neg(G.div(a.args[0], b) if a.op == "neg" else G.div(a, b.args[0]))
     # 1 / (1 + exp(u)) is sigmoid(-u): stable, and its derivative reuses the forward value
     if _cval(a) == 1 and b.op == "add" and _cval(b.args[0]) == 1 and b.args[1].op == "exp":
         u = b.args[1].args[0]

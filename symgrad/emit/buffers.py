@@ -18,8 +18,10 @@ from collections import defaultdict
 _NEVER = float("inf")
 
 
-def plan(order, users: dict, view_of: dict, klass: dict, writes_out: set, roots: set) -> dict:
-    """Map node id -> node id whose buffer (as last written) the node writes into.
+def plan(order, users: dict, view_of: dict, klass: dict, writes_out: set, roots: set):
+    """``(reuse, scratch)``: ``reuse`` maps node id -> id of the node whose buffer (as last
+    written) the node writes into; ``scratch`` holds the ids of nodes that allocate a buffer no
+    returned value ever lives in (so the array may be kept between calls and used again).
 
     ``order``: the nodes in emission order; ``users``: node id -> consumer nodes; ``view_of``:
     node id -> id of the node whose memory it shows; ``klass``: node id -> buffer class (absent:
@@ -66,4 +68,6 @@ def plan(order, users: dict, view_of: dict, klass: dict, writes_out: set, roots:
         for b in dying.get(i, ()):
             if b in buffer_of and holder[buffer_of[b]] == b:
                 free[klass[buffer_of[b]]].append(buffer_of[b])
-    return out
+    escaping = {buffer_of[base[r]] for r in roots if base.get(r) in buffer_of}
+    scratch = {b for b in set(buffer_of.values()) if b not in escaping and b in writes_out}
+    return out, scratch

@@ -94,9 +94,30 @@ def _promote(*inputs):
     return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
 '''
 
+_HELPER_SCRATCH = '''
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype):
+    """A work array for temporaries that are never returned, kept between calls (one set per
+    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
+    if not shape:
+        return None
+    arrays = _SCRATCH.__dict__
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = {m}.empty(shape, dtype)
+    return a
+
+
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
+'''
+
 # helpers that ops print calls to, emitted only when such an op is used
 _OP_HELPERS = {"sum_to": _HELPER_SUM_TO, "logsumexp": _HELPER_LOGSUMEXP, "sigmoid": _HELPER_SIGMOID,
-               "_buf": _HELPER_BUF}
+               "_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH}
 
 _HELPER_ARGS = '''
 def _args(inputs):
@@ -158,6 +179,9 @@ class Body:
         self.forward: set[int] = set()  # ids of forward nodes: never named as adjoints
         self.keep: set[int] = set()  # ids of returned values besides ``final`` ones: never overwritten
         self.described: dict = {}  # (node id, width) -> text; assemble shares one between bodies
+        self.leaves: dict = {}  # node id -> ids of the dynamic-shape inputs it depends on
+        self.scratch_prefix = ""  # key prefix of this function's work arrays; "" for none
+        self.scratch_keys: list[str] = []
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
     def shape(self, shape) -> str:
@@ -220,10 +244,12 @@ class Body:
                 self.counter += 1
             stmts.append((n, name, text))
             self.names[n.id] = name
-        reuse = self.plan_buffers(order, users, {n.id for n, _, _ in stmts}, set(final) | self.keep)
+        reuse, scratch = self.plan_buffers(order, users, {n.id for n, _, _ in stmts}, set(final) | self.keep)
         for n, name, text in stmts:
             if n.id in reuse:
                 text = self.into(n, self.names[reuse[n.id]])
+            elif n.id in scratch and self.scratch_prefix:
+                text = self.into(n, self.scratch(n), guard=False)
             comment = self.describe(n.id, 60)
             fwd = self.cot_of.get(n.id)
             if comment is None and fwd is not None and (fwd in self.src or fwd in self.names):
@@ -242,7 +268,7 @@ class Body:
 
     def plan_buffers(self, order, users, emitted: set, roots: set) -> dict:
         """Which values are written into dead arrays (see ``buffers.py``)."""
-        view_of, klass, leaves = {}, {}, {}
+        view_of, klass, leaves = {}, {}, self.leaves
         for n in order:
             leaves[n.id] = (frozenset([n.id]) if n.op == "input" and n.shape is None else
                             frozenset().union(*(leaves[a.id] for a in n.args)))
@@ -257,10 +283,22 @@ class Body:
         writes = {n.id for n in order if n.id in emitted and n.op in _INTO}
         return plan(order, users, view_of, klass, writes, roots)
 
-    def into(self, n, out: str) -> str:
+    def scratch(self, n) -> str:
+        """A work array for ``n`` that the module keeps between calls (see ``_scratch``)."""
+        self.ops_used.add("_scratch")
+        key = f"{self.scratch_prefix}{len(self.scratch_keys)}"
+        self.scratch_keys.append(key)
+        if n.shape is not None:
+            shape = self.shape(n.shape)
+        else:
+            shapes = [f"{self.m}.shape({self.names[i]})" for i in sorted(self.leaves[n.id])]
+            shape = shapes[0] if len(shapes) == 1 else f"{self.m}.broadcast_shapes({', '.join(shapes)})"
+        return f"_scratch({key!r}, {shape}, _dt)"
+
+    def into(self, n, out: str, guard: bool = True) -> str:
         """``n`` computed into the existing array ``out`` (the ufunc form of its op)."""
         m, a = self.m, [self.names[x.id] for x in n.args]
-        if n.shape is None:  # values of scalar Symbols may be Python numbers, never an out=
+        if n.shape is None and guard:  # values of scalar Symbols may be Python numbers, never an out=
             out = f"_buf({out})"
             self.ops_used.add("_buf")
         if n.op == "pow" and n.args[1].op == "const":
@@ -330,16 +368,16 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
     forward_ids = {n.id for n in topo_order([out])}
     described: dict = {}
 
-    def body(roots, final):
+    def body(roots, final, prefix):
         order = topo_order(roots)
         b = (target.body or Body)(target, m, input_ids, dim_local, cot_of, G.src)
-        b.forward, b.keep, b.described = forward_ids, {out.id}, described
+        b.forward, b.keep, b.described, b.scratch_prefix = forward_ids, {out.id}, described, prefix
         b.emit(order, _users(order), final)
         return b
 
-    fwd = body([out], {})
+    fwd = body([out], {}, "forward")
     grad_names = {g.id: "grad_" + local[str(w)] for g, w in zip(grads, model.wrt)}
-    vag = body([out] + grads, {k: v for k, v in grad_names.items()})
+    vag = body([out] + grads, {k: v for k, v in grad_names.items()}, "value_and_grad")
     value = vag.names[out.id]
     entries = []
     for g, w in zip(grads, model.wrt):
@@ -366,7 +404,9 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
         return lines
 
     sig = ("*, " + ", ".join(inputs)) if plain_sig and inputs else ("**inputs" if inputs else "")
-    text = [_header(model, name, target, inputs, matrices), f"import {target.module} as {m}", ""]
+    used = fwd.ops_used | vag.ops_used
+    imports = (["import threading"] if "_scratch" in used else []) + [f"import {target.module} as {m}"]
+    text = [_header(model, name, target, inputs, matrices), *imports, ""]
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
              f"WRT = {tuple(str(w) for w in model.wrt)!r}", f"DIMS = {tuple(dim_local)!r}",
              "SHAPES = {" + ", ".join(f"{str(s)!r}: {_spec(s)}" for s in matrices) + "}", ""]
@@ -375,7 +415,7 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
     if matrices:
         text.append(_HELPER_DIMS.replace("{m}", m))
     for op, helper in _OP_HELPERS.items():
-        if op in fwd.ops_used | vag.ops_used:
+        if op in used:
             text.append(helper.replace("{m}", m))
     if not plain_sig:
         text.append(_HELPER_ARGS)
