@@ -93,8 +93,7 @@ def value_and_grad(*, Theta, Y):
     t3 = Y * Theta
     t4 = np.sum(t3)  # Trace(Y.T*Theta)
     t5 = t2 - t4  # Trace(1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*...
-    t6 = np.multiply(Y, (-1.0), out=t3)
-    t7 = np.subtract(Theta, t0, out=_scratch('value_and_grad0', (N, Nc), _dt))
-    t8 = np.exp(t7, out=t7)
-    grad_Theta = np.add(t6, t8, out=t6)  # adjoint of Theta
+    t6 = np.subtract(Theta, t0, out=t3)
+    t7 = np.exp(t6, out=t6)
+    grad_Theta = np.subtract(t7, Y, out=t7)  # adjoint of Theta
     return t5, {'Theta': grad_Theta}

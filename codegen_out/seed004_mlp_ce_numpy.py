@@ -75,19 +75,17 @@ def forward(*, W, b1, U, b2, X, Y):
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
     t0 = np.matmul(X, W.T, out=_scratch('forward0', (N, Dh), _dt))
-    t1 = np.broadcast_to(b1, (Dh, N))
-    t2 = np.add(t0, t1.T, out=t0)  # X*W.T + 1*b1.T
-    t3 = np.maximum(0.0, t2, out=t2)  # Max(0, _d)
-    t4 = np.matmul(t3, U.T, out=_scratch('forward1', (N, Nc), _dt))
-    t5 = np.broadcast_to(b2, (Nc, N))
-    t6 = np.add(t4, t5.T, out=t4)  # MatAdd(...)
-    t7 = _logsumexp(t6, 1)  # log(_d)
-    t8 = t7.sum(axis=0, keepdims=True)  # MatMul(...)
-    t9 = t8[0, 0]  # Trace(...)
-    t10 = np.multiply(Y, t6, out=t6)
-    t11 = np.sum(t10)  # Trace(...)
-    t12 = t9 - t11  # Add(...)
-    return t12
+    t1 = np.add(t0, b1.T, out=t0)  # X*W.T + 1*b1.T
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
+    t3 = np.matmul(t2, U.T, out=_scratch('forward1', (N, Nc), _dt))
+    t4 = np.add(t3, b2.T, out=t3)  # MatAdd(...)
+    t5 = _logsumexp(t4, 1)  # log(_d)
+    t6 = t5.sum(axis=0, keepdims=True)  # MatMul(...)
+    t7 = t6[0, 0]  # Trace(...)
+    t8 = np.multiply(Y, t4, out=t4)
+    t9 = np.sum(t8)  # Trace(...)
+    t10 = t7 - t9  # Add(...)
+    return t10
 
 
 def value_and_grad(*, W, b1, U, b2, X, Y):
@@ -95,30 +93,27 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
     t0 = np.matmul(X, W.T, out=_scratch('value_and_grad0', (N, Dh), _dt))
-    t1 = np.broadcast_to(b1, (Dh, N))
-    t2 = np.add(t0, t1.T, out=t0)  # X*W.T + 1*b1.T
-    t3 = np.maximum(0.0, t2, out=t2)  # Max(0, _d)
-    t4 = np.matmul(t3, U.T, out=_scratch('value_and_grad1', (N, Nc), _dt))
-    t5 = np.broadcast_to(b2, (Nc, N))
-    t6 = np.add(t4, t5.T, out=t4)  # MatAdd(...)
-    t7 = _logsumexp(t6, 1)  # log(_d)
-    t8 = t7.sum(axis=0, keepdims=True)  # MatMul(...)
-    t9 = t8[0, 0]  # Trace(...)
-    t10 = np.multiply(Y, t6, out=_scratch('value_and_grad2', (N, Nc), _dt))
-    t11 = np.sum(t10)  # Trace(...)
-    t12 = t9 - t11  # Add(...)
-    t13 = np.multiply(Y, (-1.0), out=t10)
-    t14 = np.subtract(t6, t7, out=t6)
-    t15 = np.exp(t14, out=t14)
-    b_t6 = np.add(t13, t15, out=t13)  # adjoint of MatAdd(...)
-    b_t3 = np.matmul(b_t6, U, out=_scratch('value_and_grad3', (N, Dh), _dt))
-    t16 = t3 > 0.0
-    b_t2 = np.multiply(b_t3, t16, out=b_t3)  # adjoint of X*W.T + 1*b1.T
-    grad_W = b_t2.T @ X  # adjoint of W
-    t17 = b_t2.sum(axis=0, keepdims=True)
-    grad_b1 = t17.T  # adjoint of b1
-    grad_U = b_t6.T @ t3  # adjoint of U
-    t18 = b_t6.sum(axis=0, keepdims=True)
-    grad_b2 = t18.T  # adjoint of b2
-    grad_X = b_t2 @ W  # adjoint of X
-    return t12, {'W': grad_W, 'b1': grad_b1, 'U': grad_U, 'b2': grad_b2, 'X': grad_X}
+    t1 = np.add(t0, b1.T, out=t0)  # X*W.T + 1*b1.T
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
+    t3 = np.matmul(t2, U.T, out=_scratch('value_and_grad1', (N, Nc), _dt))
+    t4 = np.add(t3, b2.T, out=t3)  # MatAdd(...)
+    t5 = _logsumexp(t4, 1)  # log(_d)
+    t6 = t5.sum(axis=0, keepdims=True)  # MatMul(...)
+    t7 = t6[0, 0]  # Trace(...)
+    t8 = np.multiply(Y, t4, out=_scratch('value_and_grad2', (N, Nc), _dt))
+    t9 = np.sum(t8)  # Trace(...)
+    t10 = t7 - t9  # Add(...)
+    t11 = np.subtract(t4, t5, out=t4)
+    t12 = np.exp(t11, out=t11)
+    b_t4 = np.subtract(t12, Y, out=t12)  # adjoint of MatAdd(...)
+    b_t2 = np.matmul(b_t4, U, out=_scratch('value_and_grad3', (N, Dh), _dt))
+    t13 = t2 > 0.0
+    b_t1 = np.multiply(b_t2, t13, out=b_t2)  # adjoint of X*W.T + 1*b1.T
+    grad_W = b_t1.T @ X  # adjoint of W
+    t14 = b_t1.sum(axis=0, keepdims=True)
+    grad_b1 = t14.T  # adjoint of b1
+    grad_U = b_t4.T @ t2  # adjoint of U
+    t15 = b_t4.sum(axis=0, keepdims=True)
+    grad_b2 = t15.T  # adjoint of b2
+    grad_X = b_t1 @ W  # adjoint of X
+    return t10, {'W': grad_W, 'b1': grad_b1, 'U': grad_U, 'b2': grad_b2, 'X': grad_X}

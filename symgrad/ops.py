@@ -179,6 +179,9 @@ BOOL_OPS = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and", "or", "not"})
 def _fold_mul(G, a, b, attr=None):
     if b.op == "const" and a.op != "const":
         return G.mul(b, a)
+    for c, x in ((a, b), (b, a)):  # a broadcast number times a full-shaped x: the plain number
+        if c.op == "bcast" and c.args[0].op == "const" and _same_shape_as(x, a, b):
+            return G.mul(c.args[0], x)
     for c, mask in ((a, b), (b, a)):  # a number times a mask: a select, in the inputs' float type
         if mask.op in BOOL_OPS and (c.op == "const" or (c.op == "bcast" and c.args[0].op == "const")):
             return G.where(mask, c, G.const(0))

@@ -197,7 +197,7 @@ class Body:
             self.names[n.id] = self.dim_names[n.attr]
             return None
         if n.op == "bcast":
-            if n.id not in final and users and all(OPS[u.op].elementwise for u in users):
+            if n.id not in final and users and all(self.broadcasts_itself(u) for u in users):
                 self.names[n.id] = a[0]  # the consumer broadcasts by itself
                 return None
             if n.args[0].shape in (None, ()):  # a matrix of one value, in the inputs' float type
@@ -225,6 +225,7 @@ class Body:
         return code.format(*a, m=m, attr=n.attr)
 
     def emit(self, order, users, final: dict) -> None:
+        self.users, self.final = users, final
         stmts = []
         for n in order:
             if n.id in self.names:
@@ -256,6 +257,13 @@ class Body:
                 comment = "adjoint of " + (self.describe(fwd, 48) or self.names[fwd])
             line = f"{name} = {text}"
             self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
+
+    def broadcasts_itself(self, user) -> bool:
+        """True when ``user`` broadcasts its arguments (an elementwise op), or is a transpose
+        printed inline into such ops only: then a broadcast argument needs no array of its own."""
+        if user.op == "transpose" and user.id not in self.final:
+            return all(OPS[u.op].elementwise for u in self.users.get(user.id, ()))
+        return OPS[user.op].elementwise
 
     def describe(self, node_id: int, width: int) -> str | None:
         """The SymPy sub-expression a node came from, cut to ``width`` (printed once per node)."""
