@@ -12,6 +12,8 @@ Semantics follow NumPy's where they differ from plain C: ``maximum``/``minimum``
 """
 from __future__ import annotations
 
+from ..ops import BOOL_OPS  # noqa: F401 - the ops whose values are bool; cupy.py takes it from here
+
 C_OPS = {
     "add": "({0} + {1})",
     "sub": "({0} - {1})",
@@ -49,7 +51,6 @@ C_OPS = {
     "not": "(!{0})",
 }
 
-BOOL_OPS = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and", "or", "not"})
 
 # names a kernel variable must not take: C++ keywords, the table's functions, CuPy's own names
 RESERVED = frozenset("""
