@@ -311,13 +311,8 @@ class FusedBody(Body):
         text = self.expr(n, self.users.get(n.id, []), self.final)
         if text is None:
             return
-        name = self.names[n.id] = self._out_name(n)
-        comment = self.describe(n.id, 60)
-        fwd = self.cot_of.get(n.id)
-        if comment is None and fwd is not None and (fwd in self.src or fwd in self.names):
-            comment = "adjoint of " + (self.describe(fwd, 48) or self.names[fwd])
-        line = f"{name} = {text}"
-        self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
+        self.names[n.id] = self.new_name(n)
+        self.assign(n, self.names[n.id], text)
 
     def expr(self, n, users, final):
         if n.op == "sum_to":
@@ -326,15 +321,6 @@ class FusedBody(Body):
             copy = ", copy=True" if self.kind[self.real(n.args[0]).id] == "input" else ""
             return f"_sum_to({g}, {x}, {value}{copy})"
         return super().expr(n, users, final)
-
-    def _out_name(self, n) -> str:
-        if n.id in self.final:
-            return self.namer.fresh(self.final[n.id])
-        if n.id in self.cot_of and self.cot_of[n.id] in self.names and n.id not in self.forward:
-            return self.namer.fresh("b_" + self.names[self.cot_of[n.id]])
-        name = self.namer.fresh(f"t{self.counter}")
-        self.counter += 1
-        return name
 
     def _emit_kernel(self, c: _Cluster) -> None:
         ids = {m.id for m in c.members}
@@ -378,7 +364,7 @@ class FusedBody(Body):
             outside = any(u.id not in ids for u in self._consumers(m))
             if outside or m.id in self.returned:
                 outputs.append(m)
-        names = [self._out_name(m) for m in outputs]
+        names = [self.new_name(m) for m in outputs]
         out_c = [c_name(nm, f"out{i}") for i, nm in enumerate(names)]
         body += [f"{oc} = {local[m.id]};" for oc, m in zip(out_c, outputs)]
         kernel = f"_{self.prefix}_k{len([d for d in self.definitions if d.startswith('_' + self.prefix + '_k')])}"

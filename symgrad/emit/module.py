@@ -236,13 +236,7 @@ class Body:
             text = self.expr(n, users.get(n.id, []), final)
             if text is None:
                 continue
-            if n.id in final:
-                name = self.namer.fresh(final[n.id])
-            elif n.id in self.cot_of and self.cot_of[n.id] in self.names and n.id not in self.forward:
-                name = self.namer.fresh("b_" + self.names[self.cot_of[n.id]])
-            else:
-                name = self.namer.fresh(f"t{self.counter}")
-                self.counter += 1
+            name = self.new_name(n)
             stmts.append((n, name, text))
             self.names[n.id] = name
         reuse, scratch = self.plan_buffers(order, users, {n.id for n, _, _ in stmts}, set(final) | self.keep)
@@ -251,12 +245,25 @@ class Body:
                 text = self.into(n, self.names[reuse[n.id]])
             elif n.id in scratch and self.scratch_prefix:
                 text = self.into(n, self.scratch(n), guard=False)
-            comment = self.describe(n.id, 60)
-            fwd = self.cot_of.get(n.id)
-            if comment is None and fwd is not None and (fwd in self.src or fwd in self.names):
-                comment = "adjoint of " + (self.describe(fwd, 48) or self.names[fwd])
-            line = f"{name} = {text}"
-            self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
+            self.assign(n, name, text)
+
+    def new_name(self, n) -> str:
+        """``grad_W`` for a returned gradient, ``b_t3`` for the adjoint of ``t3``, else ``t<k>``."""
+        if n.id in self.final:
+            return self.namer.fresh(self.final[n.id])
+        if n.id in self.cot_of and self.cot_of[n.id] in self.names and n.id not in self.forward:
+            return self.namer.fresh("b_" + self.names[self.cot_of[n.id]])
+        self.counter += 1
+        return self.namer.fresh(f"t{self.counter - 1}")
+
+    def assign(self, n, name: str, text: str) -> None:
+        """Append ``name = text`` with a comment pointing back to the SymPy sub-expression."""
+        comment = self.describe(n.id, 60)
+        fwd = self.cot_of.get(n.id)
+        if comment is None and fwd is not None and (fwd in self.src or fwd in self.names):
+            comment = "adjoint of " + (self.describe(fwd, 48) or self.names[fwd])
+        line = f"{name} = {text}"
+        self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
 
     def broadcasts_itself(self, user) -> bool:
         """True when ``user`` broadcasts its arguments (an elementwise op), or is a transpose
