@@ -269,3 +269,23 @@ def test_work_arrays_kept_between_calls_never_hold_results(name):
     if "_scratch(" in symgrad.generate(model):
         module.release_scratch()
         assert rel_err(module.value_and_grad(**first_in)[0], value) == 0.0
+
+
+def test_exact_text_of_a_tiny_module():
+    """The printed form, pinned: one op per line, ReLU mask from the output, bias sum over rows."""
+    n, k = sp.symbols("N k")
+    Xs, bs = sp.MatrixSymbol("X", n, k), sp.MatrixSymbol("b", 1, k)
+    model = symgrad.Model((Xs + sp.OneMatrix(n, 1) * bs).applyfunc(lambda t: sp.Max(t, 0)), wrt=[bs], name="tiny")
+    body = symgrad.generate(model).split("def value_and_grad")[1]
+    assert body == textwrap.dedent('''\
+        (*, b, X):
+            """Value of tiny and the gradients of its sum with respect to b."""
+            _dt, b, X = _promote(b, X)
+            N, k = _dims({'b': b, 'X': X})
+            t0 = b + X  # X + 1*b
+            t1 = np.maximum(0.0, t0, out=t0)  # Max(0, _d)
+            t2 = t1 > 0.0
+            b_t0 = t2.astype(_dt)  # adjoint of X + 1*b
+            grad_b = b_t0.sum(axis=0, keepdims=True)  # adjoint of b
+            return t1, {'b': grad_b}
+        ''')
