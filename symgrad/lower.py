@@ -20,7 +20,7 @@ from .ops import size
 _FUNCTIONS = {
     "exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh",
     "sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
-    "Abs": "abs", "sign": "sign",
+    "Abs": "abs", "sign": "sign", "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh",
 }
 _RELATIONS = {"StrictGreaterThan": "gt", "GreaterThan": "ge", "StrictLessThan": "lt",
               "LessThan": "le", "Equality": "eq", "Unequality": "ne"}
@@ -164,6 +164,25 @@ class Lowering:
         h0 = k[1] if len(k) > 1 else G.const(0.5)
         zero = G.const(0)
         return G.where(G.op("gt", x, zero), G.const(1), G.where(G.op("eq", x, zero), h0, zero))
+
+    # Symbols are complex to SymPy, which may write re(x), im(x), arg(x) into a model; inputs
+    # here are real arrays, where these are simple
+    def _lower_re(self, e, k):
+        return k[0]
+
+    _lower_conjugate = _lower_re
+
+    def _lower_im(self, e, k):
+        return self.G.mul(self.G.const(0), k[0])
+
+    def _lower_arg(self, e, k):
+        return self.G.where(self.G.op("lt", k[0], self.G.const(0)), self.G.const(float(sp.pi)), self.G.const(0))
+
+    def _lower_atan2(self, e, k):
+        return self.G.op("arctan2", *k)
+
+    def _lower_ITE(self, e, k):
+        return self.G.where(*k)
 
     def _lower_Relational(self, e, k):
         op = _RELATIONS.get(type(e).__name__)

@@ -176,6 +176,13 @@ def _fold_sub(G, a, b, attr=None):
 BOOL_OPS = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and", "or", "not"})
 
 
+def is_bool(n) -> bool:
+    """True when ``n``'s value is boolean: a comparison, logic, or a select between booleans."""
+    while n.op == "where":
+        n = n.args[1]
+    return n.op in BOOL_OPS
+
+
 def _fold_mul(G, a, b, attr=None):
     if b.op == "const" and a.op != "const":
         return G.mul(b, a)
@@ -183,7 +190,7 @@ def _fold_mul(G, a, b, attr=None):
         if c.op == "bcast" and c.args[0].op == "const" and _same_shape_as(x, a, b):
             return G.mul(c.args[0], x)
     for c, mask in ((a, b), (b, a)):  # a number times a mask: a select, in the inputs' float type
-        if mask.op in BOOL_OPS and (c.op == "const" or (c.op == "bcast" and c.args[0].op == "const")):
+        if is_bool(mask) and (c.op == "const" or (c.op == "bcast" and c.args[0].op == "const")):
             return G.where(mask, c, G.const(0))
     if _cval(a) == 1 and _same_shape_as(b, a, b):
         return b
@@ -300,6 +307,11 @@ _FUNCS = [
      lambda G, g, o, x: (G.neg(G.div(g, G.call("sqrt", _one_minus_sq(G, x)))),), math.acos),
     ("arctan", "{m}.arctan({0})",
      lambda G, g, o, x: (G.div(g, G.add(G.const(1), G.mul(x, x))),), math.atan),
+    ("arcsinh", "{m}.arcsinh({0})",
+     lambda G, g, o, x: (G.div(g, G.call("sqrt", G.add(G.const(1), G.mul(x, x)))),), math.asinh),
+    ("arccosh", "{m}.arccosh({0})",
+     lambda G, g, o, x: (G.div(g, G.call("sqrt", G.sub(G.mul(x, x), G.const(1)))),), math.acosh),
+    ("arctanh", "{m}.arctanh({0})", lambda G, g, o, x: (G.div(g, _one_minus_sq(G, x)),), math.atanh),
     ("sqrt", "{m}.sqrt({0})", lambda G, g, o, x: (G.div(g, G.mul(G.const(2), o)),), math.sqrt),
     ("abs", "{m}.abs({0})", lambda G, g, o, x: (G.mul(g, G.call("sign", x)),), abs),
     ("sign", "{m}.sign({0})", _zero_grad, lambda v: float((v > 0) - (v < 0))),
@@ -339,6 +351,12 @@ def _fold_where(G, c, a, b, attr=None):
 
 _reg("maximum", _ew_shape, "{m}.maximum({0}, {1})", _vjp_extremum("gt"), _fold_consts("maximum"), max, True)
 _reg("minimum", _ew_shape, "{m}.minimum({0}, {1})", _vjp_extremum("lt"), _fold_consts("minimum"), min, True)
+def _vjp_arctan2(G, g, out, y, x):
+    r2 = G.add(G.mul(x, x), G.mul(y, y))
+    return G.div(G.mul(g, x), r2), G.neg(G.div(G.mul(g, y), r2))
+
+
+_reg("arctan2", _ew_shape, "{m}.arctan2({0}, {1})", _vjp_arctan2, _fold_consts("arctan2"), math.atan2, True)
 _reg("where", _ew_shape, "{m}.where({0}, {1}, {2})",
      lambda G, g, o, c, a, b: (None, G.where(c, g, G.const(0)), G.where(c, G.const(0), g)),
      _fold_where, None, True)

@@ -40,6 +40,7 @@ _TOKEN = re.compile(r"\s*(?:(\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)|([A
                     r"|(&&|\|\||==|!=|<=|>=|[-+*/()<>!?:,]))")
 _FUNCS = {"exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh,
           "sinh": np.sinh, "cosh": np.cosh, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
+          "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "atan2": np.arctan2,
           "sqrt": np.sqrt, "fabs": np.abs, "log1p": np.log1p, "pow": np.power, "isnan": np.isnan,
           "fmax": np.fmax, "fmin": np.fmin}
 _BINARY = [("||", np.logical_or), ("&&", np.logical_and), ("==", np.equal), ("!=", np.not_equal),

@@ -4,7 +4,7 @@
 ``{0}``, ``{1}``... are C operands: a kernel local, a parameter or a literal, never a compound
 expression, so templates parenthesise only their own result.  Every value is of the kernel's
 floating type ``T`` (``float`` or ``double``, bound by CuPy from the argument arrays) or ``bool``
-(comparisons and logical ops, see ``BOOL_OPS``).  Literals are printed as ``(T)0.5``, so a float32
+(comparisons, logical ops and selects between them, see ``ops.is_bool``).  Literals are printed as ``(T)0.5``, so a float32
 kernel never computes in double; CUDA's C++ overloads of ``exp``, ``fmax``... then stay in ``T``.
 
 Semantics follow NumPy's where they differ from plain C: ``maximum``/``minimum`` propagate NaN,
@@ -12,7 +12,6 @@ Semantics follow NumPy's where they differ from plain C: ``maximum``/``minimum``
 """
 from __future__ import annotations
 
-from ..ops import BOOL_OPS  # noqa: F401 - the ops whose values are bool; cupy.py takes it from here
 
 C_OPS = {
     "add": "({0} + {1})",
@@ -32,6 +31,10 @@ C_OPS = {
     "arcsin": "asin({0})",
     "arccos": "acos({0})",
     "arctan": "atan({0})",
+    "arcsinh": "asinh({0})",
+    "arccosh": "acosh({0})",
+    "arctanh": "atanh({0})",
+    "arctan2": "atan2({0}, {1})",
     "sqrt": "sqrt({0})",
     "abs": "fabs({0})",
     "sign": "({0} > (T)0 ? (T)1 : ({0} < (T)0 ? (T)(-1) : {0}))",
@@ -59,7 +62,7 @@ RESERVED = frozenset("""
     unsigned void volatile while true false new delete class this template typename operator
     namespace using private public protected friend virtual NULL INFINITY NAN
     threadIdx blockIdx blockDim gridDim warpSize CIndexer CArray
-    exp log sin cos tan tanh sinh cosh asin acos atan sqrt fabs pow fmax fmin log1p isnan
+    exp log sin cos tan tanh sinh cosh asin acos atan asinh acosh atanh atan2 sqrt fabs pow fmax fmin log1p isnan
 """.split())
 
 _MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications

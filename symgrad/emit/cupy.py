@@ -32,8 +32,8 @@ from __future__ import annotations
 import heapq
 import re
 
-from ..ops import OPS
-from .cuda import BOOL_OPS, RESERVED, c_expr, c_literal, c_pow
+from ..ops import OPS, is_bool
+from .cuda import RESERVED, c_expr, c_literal, c_pow
 from .module import Body, _literal
 from .targets import TARGETS, Target
 
@@ -391,7 +391,7 @@ class FusedBody(Body):
 
 
 def _ctype(n) -> str:
-    return "bool" if n.op in BOOL_OPS else "T"
+    return "bool" if is_bool(n) else "T"
 
 
 def _c_comment(text):

@@ -29,7 +29,7 @@ import sympy as sp
 
 from .. import __version__
 from ..ir import topo_order
-from ..ops import BOOL_OPS, OPS
+from ..ops import OPS, is_bool
 from .buffers import plan
 from ..lower import short
 from ..model import SymgradError
@@ -289,7 +289,7 @@ class Body:
                             frozenset().union(*(leaves[a.id] for a in n.args)))
             if n.op in ("transpose", "sum_to") or (n.op == "bcast" and n.args[0].shape not in (None, ())):
                 view_of[n.id] = n.args[0].id
-            if n.id not in emitted or n.op in BOOL_OPS or n.op == "input":
+            if n.id not in emitted or is_bool(n) or n.op == "input":
                 continue
             if n.shape is None:
                 klass[n.id] = ("dynamic", leaves[n.id])
