@@ -58,18 +58,17 @@ class Lowering:
         # keyed by id(): hashing a deep SymPy expression recurses; equal sub-expressions that are
         # distinct objects still become one node, by the graph's interning
         memo: dict = {id(k): v for k, v in (env or {}).items()}
-        stack = [(expr, False)]
+        stack = [(expr, None)]
         while stack:
-            e, ready = stack.pop()
+            e, handler = stack.pop()
             if id(e) in memo:
                 continue
             kids = self._children(e)
-            if not ready:
-                self._handler(e)  # an unsupported construct is named before its arguments
-                stack.append((e, True))
-                stack.extend((k, False) for k in reversed(kids) if id(k) not in memo)
+            if handler is None:  # first visit: an unsupported construct is named before its arguments
+                stack.append((e, self._handler(e)))
+                stack.extend((k, None) for k in reversed(kids) if id(k) not in memo)
                 continue
-            node = self._handler(e)(e, [memo[id(k)] for k in kids])
+            node = handler(e, [memo[id(k)] for k in kids])
             memo[id(e)] = node
             self.G.src.setdefault(node.id, e)
         return memo[id(expr)]

@@ -57,8 +57,6 @@ def plan(order, users: dict, view_of: dict, klass: dict, writes_out: set, roots:
             if choice is None and free[k]:
                 choice = free[k].pop()
             if choice is not None:
-                if choice in free[k]:
-                    free[k].remove(choice)
                 out[n.id] = holder[choice]
                 holder[choice] = n.id
                 buffer_of[n.id] = choice

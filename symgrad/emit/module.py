@@ -181,7 +181,7 @@ class Body:
         self.described: dict = {}  # (node id, width) -> text; assemble shares one between bodies
         self.leaves: dict = {}  # node id -> ids of the dynamic-shape inputs it depends on
         self.scratch_prefix = ""  # key prefix of this function's work arrays; "" for none
-        self.scratch_keys: list[str] = []
+        self.scratch_count = 0
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
     def shape(self, shape) -> str:
@@ -281,7 +281,7 @@ class Body:
             self.described[key] = short(self.src[node_id], width)
         return self.described[key]
 
-    def plan_buffers(self, order, users, emitted: set, roots: set) -> dict:
+    def plan_buffers(self, order, users, emitted: set, roots: set) -> tuple[dict, set]:
         """Which values are written into dead arrays (see ``buffers.py``)."""
         view_of, klass, leaves = {}, {}, self.leaves
         for n in order:
@@ -301,8 +301,8 @@ class Body:
     def scratch(self, n) -> str:
         """A work array for ``n`` that the module keeps between calls (see ``_scratch``)."""
         self.ops_used.add("_scratch")
-        key = f"{self.scratch_prefix}{len(self.scratch_keys)}"
-        self.scratch_keys.append(key)
+        key = f"{self.scratch_prefix}{self.scratch_count}"
+        self.scratch_count += 1
         if n.shape is not None:
             shape = self.shape(n.shape)
         else:
@@ -320,8 +320,7 @@ class Body:
             if n.args[1].attr == 2:
                 return f"{m}.square({a[0]}, out={out})"
             a[1] = _literal(n.args[1].attr, as_int=True)
-        if n.op == "sigmoid":
-            self.ops_used.add("sigmoid")
+        if n.op == "sigmoid":  # expr() has already asked for the helper
             return f"_sigmoid({a[0]}, out={out})"
         if n.op == "softplus":
             a = ["0.0"] + a
