@@ -1,12 +1,17 @@
 """The ``symgrad`` command line (CONTRACT section 3).
 
-``symgrad compile MODEL.py [-o OUT.py] [--target numpy|cupy] [--model NAME] [--check] [--write-test]``
+``symgrad compile MODEL.py [-o OUT.py] [--target numpy|cupy] [--model NAME] [--check]
+[--check-inputs FILE.npz] [--write-test]``
 
 * Compiles every model of the file (or the one ``--model`` names) and writes one module per model,
   by default to ``codegen_out/<name>_<target>.py`` under the current directory; ``-o`` names the file
   exactly and is accepted only when one model is compiled.  Prints one line per written module.
 * ``--check`` runs :func:`symgrad.verify.check` on each written module and prints its largest
-  relative errors; ``--write-test`` writes ``test_<module>.py`` next to each module.
+  relative errors, then one line per failing property; ``--check-inputs FILE.npz`` (implies
+  ``--check``) checks at the inputs saved in that file (``numpy.savez(FILE, x=..., X=...)``, one
+  array per input name; inputs a model has but the file lacks are drawn at random; a name that is
+  an input of no compiled model is a user error).  ``--write-test`` writes ``test_<module>.py``
+  next to each module.
 * Exit status: 0 success, 1 a check failed, 2 a user error (missing file, error in the model file,
   no Model, unsupported construct, bad option).  A user error prints one line
   ``symgrad: error: <file>: <model>: <what>`` on stderr, no traceback, and writes nothing: every
@@ -55,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--model", metavar="NAME", help="compile only this model (its name or variable)")
     comp.add_argument("--check", action="store_true",
                       help="verify against the runtime tape and finite differences; exit 1 on mismatch")
+    comp.add_argument("--check-inputs", metavar="FILE.npz",
+                      help="check at these inputs (numpy.savez(FILE, x=..., ...): one array per input name; "
+                           "missing inputs are drawn at random); implies --check")
     comp.add_argument("--write-test", action="store_true",
                       help="also write a pytest file test_<module>.py next to each module")
     return parser
@@ -79,6 +87,8 @@ def _generate_all(models, args) -> list:
         names = ", ".join(m.name for m in models)
         raise UserError(f"{args.model_file}: -o names one file but there are {len(models)} models "
                         f"({names}); pick one with --model NAME or drop -o")
+    if args.check_inputs is not None:
+        args.check = True
     if args.check and args.target == "cupy" and importlib.util.find_spec("cupy") is None:
         raise UserError(f"{args.model_file}: --check --target cupy needs CuPy installed "
                         "(pip install 'symgrad[cupy]'); compile without --check to just write the module")
@@ -97,7 +107,36 @@ def _generate_all(models, args) -> list:
                             f"(internal error {type(exc).__name__}: {exc})") from None
         dest = Path(args.output) if args.output else Path("codegen_out") / f"{model.name}_{args.target}.py"
         jobs.append((model, dest, source))
+    if args.check_inputs is not None:
+        args.inputs_for = _check_inputs(models, args)
     return jobs
+
+
+def _check_inputs(models, args) -> dict:
+    """{model name: the --check-inputs arrays that are its inputs}; a UserError for a file that cannot
+    be read, a name that is no model's input, or arrays that do not fit a model."""
+    from .verify import load_inputs, validate_inputs
+    path = args.check_inputs
+    try:
+        arrays = load_inputs(path)
+    except SymgradError as exc:
+        raise UserError(str(exc)) from None
+    names = {str(s) for m in models for s in m.inputs}
+    unknown = sorted(set(arrays) - names)
+    if unknown:
+        raise UserError(f"{path}: names {', '.join(map(repr, unknown))}, which "
+                        f"{'is' if len(unknown) == 1 else 'are'} no input of "
+                        f"{', '.join(m.name for m in models)} (inputs: {', '.join(sorted(names))})")
+    out = {}
+    for model in models:
+        mine = {k: v for k, v in arrays.items() if k in {str(s) for s in model.inputs}}
+        try:
+            validate_inputs(model, mine)
+        except SymgradError as exc:
+            what = str(exc).removeprefix(f"model {model.name}: ")
+            raise UserError(f"{path}: {model.name}: {what}") from None
+        out[model.name] = mine or None
+    return out
 
 
 def _describe(model, dest, source) -> str:
@@ -111,7 +150,8 @@ def _check(model, dest, args) -> bool:
     from .testing import import_module_file
     from .verify import check
     try:
-        report = check(model, import_module_file(dest))
+        inputs = getattr(args, "inputs_for", {}).get(model.name)
+        report = check(model, import_module_file(dest), inputs=inputs)
     except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed check
         print(f"FAILED {model.name} [{args.target}]: the check could not run: {type(exc).__name__}: {exc}")
         return False

@@ -20,6 +20,7 @@ import sympy as sp
 from .model import SymgradError
 
 ONE = sp.Integer(1)
+MAX_FOLD_DEPTH = 64  # folds nested deeper than this intern their node unrewritten
 
 
 class Node:
@@ -78,18 +79,34 @@ class Graph:
 
     def __init__(self):
         self._table: dict = {}
+        self._folded: dict = {}  # key -> the node its fold rewrote it to
+        self._folding: set = set()  # keys whose fold is running (a cycle guard)
         self.src: dict[int, str] = {}  # node id -> SymPy sub-expression it came from (for comments)
 
     def op(self, name: str, *args: Node, attr=None) -> Node:
+        """The node ``name(*args)``: its op's fold (rewrite) when one applies, else interned.
+
+        Rewriting terminates by construction: a fold never sees the node it is rewriting again
+        (a rule that would undo another, directly or through others, finds its own key on the
+        stack and the node is interned as it is), the nesting of folds is bounded, and each key
+        is rewritten once (its result is remembered)."""
         from .ops import OPS  # ops builds on ir; the import is here to keep ir free of the table
 
-        spec = OPS[name]
-        if spec.fold is not None:
-            folded = spec.fold(self, *args, attr=attr)
-            if folded is not None:
-                return folded
         key = (name, tuple(a.id for a in args), attr)
-        node = self._table.get(key)
+        node = self._table.get(key) or self._folded.get(key)
+        if node is not None:
+            return node
+        spec = OPS[name]
+        if spec.fold is not None and key not in self._folding and len(self._folding) < MAX_FOLD_DEPTH:
+            self._folding.add(key)
+            try:
+                folded = spec.fold(self, *args, attr=attr)
+            finally:
+                self._folding.discard(key)
+            if folded is not None:
+                self._folded[key] = folded
+                return folded
+        node = self._table.get(key)  # a fold below may have interned this very key on a cycle
         if node is None:
             shape = spec.shape(*[a.shape for a in args], attr=attr)
             node = self._table[key] = Node(name, tuple(args), attr, shape, len(self._table))

@@ -14,6 +14,7 @@ Everything else symgrad knows about a model is derived here, once:
 from __future__ import annotations
 
 import collections
+import collections.abc
 import contextlib
 import hashlib
 import re
@@ -68,10 +69,89 @@ def leaves(expr) -> set:
     return found - bound
 
 
-class Model:
-    """A differentiable SymPy expression: ``Model(expr, wrt=None, name=None)``."""
+def _check_domain(model, domain) -> dict:
+    """``Model(domain=...)`` validated: ``{input name: (lo, hi)}`` with float bounds, lo < hi."""
+    if domain is None:
+        return {}
+    if not isinstance(domain, collections.abc.Mapping):
+        raise SymgradError(f"domain must be a dict {{symbol or name: (lo, hi)}}, got {domain!r}")
+    names = [str(s) for s in model.inputs]
+    out = {}
+    for key, bounds in domain.items():
+        name = str(key) if _is_leaf(key) else key
+        if not isinstance(name, str) or name not in names:
+            what = "a dimension" if str(key) in map(str, model.dims) else "not an input"
+            raise SymgradError(f"domain names {key!r}, which is {what} of the model "
+                               f"(inputs: {', '.join(names)})")
+        try:
+            lo, hi = bounds
+            lo, hi = (float(sp.sympify(v)) if v is not None else default
+                      for v, default in ((lo, -np.inf), (hi, np.inf)))
+        except (TypeError, ValueError, sp.SympifyError):
+            raise SymgradError(f"domain of {name} must be a pair (lo, hi) of real numbers or None, "
+                               f"got {bounds!r}") from None
+        if not lo < hi:
+            raise SymgradError(f"domain of {name} is empty: ({lo:g}, {hi:g}) needs lo < hi")
+        if name in out:
+            raise SymgradError(f"domain gives {name} twice")
+        out[name] = (lo, hi)
+    return {n: out[n] for n in names if n in out}
 
-    def __init__(self, expr, wrt=None, name: str | None = None):
+
+def _sized_symbols(expr) -> set:
+    """Symbols in the shapes of OneMatrix / ZeroMatrix / Identity in ``expr`` (iterative walk)."""
+    found, seen, stack = set(), set(), [expr]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (sp.OneMatrix, sp.ZeroMatrix, sp.Identity)):
+            for d in e.shape:
+                found |= sp.sympify(d).free_symbols
+            continue
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, sp.Basic))
+    return found
+
+
+def _dag_hash(expr) -> str:
+    """sha256 of ``expr``'s structure: class names, atoms' ``srepr`` and the children's hashes,
+    computed once per distinct object (post-order, explicit stack)."""
+    memo: dict = {}
+    stack = [expr]
+    while stack:
+        e = stack[-1]
+        if id(e) in memo:
+            stack.pop()
+            continue
+        kids = [a for a in getattr(e, "args", ()) if isinstance(a, sp.Basic)] if not e.is_Atom else []
+        todo = [k for k in kids if id(k) not in memo]
+        if todo:
+            stack.extend(todo)
+            continue
+        stack.pop()
+        if kids:
+            text = type(e).__name__ + "(" + ",".join(memo[id(k)] for k in kids) + ")"
+        else:  # Dummy symbols are numbered per process: leave the number out
+            text = re.sub(r"dummy_index=\d+", "", sp.srepr(e))
+        memo[id(e)] = hashlib.sha256(text.encode()).hexdigest()
+    return memo[id(expr)]
+
+
+class Model:
+    """A differentiable SymPy expression: ``Model(expr, wrt=None, name=None, domain=None)``.
+
+    ``domain`` (optional) says where the model is defined, for the checks of
+    :func:`symgrad.verify.check` (``symgrad compile --check``): a dict from an input (its Symbol or
+    MatrixSymbol, or its name) to an open interval ``(lo, hi)``; ``None`` or ``sympy.oo`` leaves a
+    side unbounded.  Every entry of that input is drawn inside the interval, away from its ends
+    (``domain={x: (5, None)}`` for ``log(x - 5)``).  Inputs it does not name are drawn where the
+    model's ``log``/``sqrt``/``asin``/``acos``/``atanh``/``acosh`` arguments are defined when those
+    are affine in one input, else from a list of value ranges.  It does not change the generated
+    module.
+    """
+
+    def __init__(self, expr, wrt=None, name: str | None = None, domain=None):
         if isinstance(expr, (sp.MatrixBase,)) and not isinstance(expr, sp.MatrixExpr):
             raise SymgradError(
                 f"Model expr is an explicit Matrix {type(expr).__name__}; use MatrixSymbol "
@@ -91,6 +171,11 @@ class Model:
             for d in m.shape:
                 dims |= {s for s in sp.sympify(d).free_symbols}
         self.dims = tuple(sorted(dims, key=str))
+        unbound = sorted(_sized_symbols(expr) - dims, key=str)
+        if unbound:
+            raise SymgradError(f"dimension {unbound[0]} (of a OneMatrix, ZeroMatrix or Identity) is not a "
+                               "dimension of any MatrixSymbol input, so its size cannot be read from "
+                               "the inputs: use an integer or the dimension of an input")
         free = sorted((s for s in found if s not in dims), key=str)
         if wrt is None:
             wrt = free
@@ -111,6 +196,7 @@ class Model:
         dup = sorted(n for n, k in collections.Counter(names).items() if k > 1)
         if dup:
             raise SymgradError(f"two different symbols share the name {dup[0]!r}")
+        self.domain = _check_domain(self, domain)
 
     # -- derived facts -------------------------------------------------------------------------
     @property
@@ -123,9 +209,9 @@ class Model:
         return tuple(self.expr.shape) if self.is_matrix else None
 
     def source_hash(self) -> str:
-        with deep_recursion():
-            text = "|".join([sp.srepr(self.expr), ",".join(map(sp.srepr, self.wrt)), str(self.name)])
-        text = re.sub(r"dummy_index=\d+", "", text)  # Dummy symbols are numbered per process
+        """A hash of the expression, ``wrt`` and name, linear in the size of the expression DAG
+        (a shared sub-expression is hashed once, never once per path to it)."""
+        text = "|".join([_dag_hash(self.expr), ",".join(map(_dag_hash, self.wrt)), str(self.name)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def dim_values(self, inputs: dict) -> dict:

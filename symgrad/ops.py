@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import sympy as sp
 
@@ -43,6 +43,15 @@ class Op:
 
 
 OPS: dict[str, Op] = {}
+
+
+class Masked(NamedTuple):
+    """A VJP result for a selected branch: the cotangent ``g`` flows only where ``cond`` is
+    ``taken``.  The engine applies the mask once, after the branch's own partial derivatives, so
+    that an infinite or NaN partial where the branch is not selected never reaches a gradient."""
+    g: object
+    cond: object
+    taken: bool = True
 
 
 def _reg(name, shape, code, vjp=None, fold=None, ev=None, elementwise=False):
@@ -208,8 +217,9 @@ def _fold_mul(G, a, b, attr=None):
     elif b.id < a.id and b.op != "const":
         return G.mul(b, a)
     for s, m in ((a, b), (b, a)):  # scalar factors first: s * (c * x) is (s * c) * x, one pass
-        s = s.args[0] if s.op == "bcast" else s
-        if s.shape == () and m.op == "mul" and m.args[0].shape == () and _same_shape_as(m, a, b):
+        s = s.args[0] if s.op == "bcast" else s  # (only for an array x: among scalars it would cycle)
+        if (s.shape == () and m.op == "mul" and m.args[0].shape == () and m.args[1].shape != ()
+                and _same_shape_as(m, a, b)):
             return G.mul(G.mul(s, m.args[0]), m.args[1])
     return None
 
@@ -249,8 +259,9 @@ def _vjp_pow(G, g, out, a, b):
     if b.op == "const":
         c = b.attr
         return G.mul(g, G.mul(G.const(c), G.op("pow", a, G.const(c - 1)))), None
+    # d a**b / db = a**b log(a), taken as 0 where a**b is 0 (its limit as a -> 0 for b > 0)
     return (G.mul(g, G.mul(b, G.op("pow", a, G.sub(b, G.const(1))))),
-            G.mul(g, G.mul(out, G.call("log", a))))
+            G.mul(g, G.op("powlog", out, a)))
 
 
 def _zero_grad(G, g, out, *args):
@@ -270,6 +281,9 @@ _reg("neg", _ew_shape, "-{0}", lambda G, g, o, a: (G.neg(g),),
      _fold_neg, operator.neg, True)
 _reg("pow", _ew_shape, "{0} ** {1}", _vjp_pow,
      _chain(_fold_consts("pow"), _fold_pow), operator.pow, True)
+# out * log(a) with 0 where out is 0: the derivative of a**b in b (no pass of its own is needed
+# for a derivative: it is only ever built by pow's rule)
+_reg("powlog", _ew_shape, "_powlog({0}, {1})", None, None, None, True)
 
 
 # -- elementwise functions ---------------------------------------------------------------------
@@ -337,7 +351,7 @@ def _vjp_extremum(cmp):
     def vjp(G, g, out, a, b):
         mask_a = G.op(cmp, out, b) if b.op == "const" else G.op(cmp, a, b)
         mask_b = G.op(cmp, out, a) if a.op == "const" else G.op(cmp, b, a)
-        return G.mul(g, mask_a), G.mul(g, mask_b)
+        return Masked(g, mask_a), Masked(g, mask_b)
     return vjp
 
 
@@ -358,7 +372,7 @@ def _vjp_arctan2(G, g, out, y, x):
 
 _reg("arctan2", _ew_shape, "{m}.arctan2({0}, {1})", _vjp_arctan2, _fold_consts("arctan2"), math.atan2, True)
 _reg("where", _ew_shape, "{m}.where({0}, {1}, {2})",
-     lambda G, g, o, c, a, b: (None, G.where(c, g, G.const(0)), G.where(c, G.const(0), g)),
+     lambda G, g, o, c, a, b: (None, Masked(g, c, True), Masked(g, c, False)),
      _fold_where, None, True)
 for _name, _code, _ev in [("gt", "{0} > {1}", operator.gt), ("ge", "{0} >= {1}", operator.ge),
                           ("lt", "{0} < {1}", operator.lt), ("le", "{0} <= {1}", operator.le),

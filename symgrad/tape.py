@@ -27,7 +27,21 @@ MatMul, ...) are folded into binary operations.  ``Sum`` over ``MatrixElement``s
 
 Non-differentiable points: every derivative at a tie or kink is 0.  d Max(x, y)/dx = [x > y]
 strictly (so ReLU'(0) = 0), d Min(x, y)/dx = [x < y]; Abs' = sign (0 at 0); sign' = Heaviside' = 0;
-Piecewise differentiates only the selected branch; conditions carry no gradient.
+Piecewise differentiates only the selected branch; conditions carry no gradient.  A Piecewise with
+no true condition (and no ``True`` branch) is NaN, SymPy's undefined; ``Heaviside(0)`` is its
+``H0`` argument (SymPy's default 1/2), so d Heaviside(x, h0)/dh0 = [x == 0].
+
+Strong zeros: a branch that is not selected (Piecewise, the losing argument of Max/Min) gets a
+cotangent of exactly 0, and that 0 must stay 0 all the way down even where the branch's own local
+derivative is inf or NaN (``Piecewise((x*log(x), x > 0), (0, True))`` at x = -1, ``Max(sqrt(x), 1)``
+at 0).  So every elementwise VJP drops its contribution wherever the incoming cotangent is exactly
+0, and a matrix product drops the terms ``g[i, l] * y[j, l]`` whose ``g[i, l]`` is 0.  Powers use
+the limits: d x**p/dp = x**p log(x) is 0 where x**p is 0 (x = 0, p > 0), and d x**0/dx = 0.
+
+Inputs: a Python ``int``/``float``/``bool`` or an integer/bool array binds like a float64 array of
+the same value (Python numbers do not decide the dtype; integer arrays count as float64), float32
+stays float32; complex, ``None``, strings and other non-numeric objects raise ``TypeError`` naming
+the input.  Inputs are copied on binding, so no returned array is a view of a caller's array.
 """
 from __future__ import annotations
 
@@ -98,15 +112,37 @@ def backward(root):
             parent.grad += sum_to(vjp(node.grad), parent.value.shape)
 
 
+def _pow_dbase(g, a, x, p):
+    return np.where(p == 0, 0, g * p * x ** (p - 1))  # x**0 is 1 everywhere, 0 ** 0 included
+
+
+def _pow_dexp(g, a, x, p):
+    return np.where(a == 0, 0, g * a * np.log(x))  # the limit of x**p log(x) where x**p -> 0
+
+
+def _strong_matmul(g, y_t, x, transpose_x):
+    """``x.T @ g`` (transpose_x) or ``g @ y_t``, dropping every term whose cotangent is exactly 0."""
+    if transpose_x:
+        if np.all(np.isfinite(x)):
+            return x.T @ g
+        terms = x[:, :, None] * g[:, None, :]          # [i, j, l] = x[i, j] g[i, l]
+        return np.where(g[:, None, :] == 0, 0, terms).sum(axis=0)
+    if np.all(np.isfinite(y_t)):
+        return g @ y_t
+    terms = g[:, None, :] * y_t.T[None, :, :]          # [i, j, l] = g[i, l] y[j, l]
+    return np.where(g[:, None, :] == 0, 0, terms).sum(axis=-1)
+
+
 # One rule per (SymPy class, arity): (forward, vjp per argument); a vjp is (g, ans, *args) -> cotangent.
 _ADD = (np.add, lambda g, a, x, y: g, lambda g, a, x, y: g)
 _MUL = (np.multiply, lambda g, a, x, y: g * y, lambda g, a, x, y: g * x)
-_POW = (np.power, lambda g, a, x, p: g * p * x ** (p - 1), lambda g, a, x, p: g * a * np.log(x))
+_POW = (np.power, _pow_dbase, _pow_dexp)
 RULES = {
     (sp.Add, 2): _ADD, (MatAdd, 2): _ADD,
     (sp.Mul, 2): _MUL, (HadamardProduct, 2): _MUL,
     (sp.Pow, 2): _POW, (HadamardPower, 2): _POW,
-    (MatMul, 2): (np.matmul, lambda g, a, x, y: g @ y.T, lambda g, a, x, y: x.T @ g),
+    (MatMul, 2): (np.matmul, lambda g, a, x, y: _strong_matmul(g, y.T, x, False),
+                  lambda g, a, x, y: _strong_matmul(g, y.T, x, True)),
     (sp.Max, 2): (np.maximum, lambda g, a, x, y: g * (x > y), lambda g, a, x, y: g * (y > x)),
     (sp.Min, 2): (np.minimum, lambda g, a, x, y: g * (x < y), lambda g, a, x, y: g * (y < x)),
     (sp.exp, 1): (np.exp, lambda g, a, x: g * a),
@@ -133,7 +169,7 @@ RULES = {
     (sp.Abs, 1): (np.abs, lambda g, a, x: g * np.sign(x)),
     (sp.sign, 1): (np.sign, None),
     (sp.Heaviside, 1): (lambda x: np.heaviside(x, 0.5), None),
-    (sp.Heaviside, 2): (np.heaviside, None, None),
+    (sp.Heaviside, 2): (np.heaviside, None, lambda g, a, x, h0: g * (x == 0)),  # H(0, h0) = h0
     (Transpose, 1): (np.transpose, lambda g, a, x: g.T),
     (Trace, 1): (np.trace, lambda g, a, x: g * np.eye(len(x), dtype=x.dtype)),
     (sp.StrictLessThan, 2): (np.less, None, None), (sp.LessThan, 2): (np.less_equal, None, None),
@@ -149,12 +185,26 @@ _LEAVES = (sp.Symbol, MatrixSymbol, sp.Number, sp.NumberSymbol, BooleanAtom, One
 _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPow)
 
 
+# rules whose VJP is not elementwise (the cotangent's shape is not the arguments' broadcast shape)
+_STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1)]}
+
+
+def _strong(vjp, g, ans, vals):
+    """An elementwise VJP whose contribution is exactly 0 wherever the cotangent ``g`` is 0."""
+    out = np.asarray(vjp(g, ans, *vals))
+    if np.all(np.isfinite(out)):
+        return out
+    return np.where(g == 0, np.zeros((), out.dtype), out)
+
+
 def _op(rule, *args):
     """Apply ``rule`` to the Vars ``args`` and record the result with its VJP closures."""
     fwd, *vjps = rule
     vals = [a.value for a in args]
     ans = np.asarray(fwd(*vals))
-    return Var(ans, args, [None if v is None else (lambda g, v=v: v(g, ans, *vals)) for v in vjps])
+    if id(rule) in _STRUCTURAL:
+        return Var(ans, args, [None if v is None else (lambda g, v=v: v(g, ans, *vals)) for v in vjps])
+    return Var(ans, args, [None if v is None else (lambda g, v=v: _strong(v, g, ans, vals)) for v in vjps])
 
 
 def _unsupported(e, why=""):
@@ -318,18 +368,38 @@ class _Recorder:
         return Var(value, kids, [vjp])
 
 
+def _bind(model, name, v):
+    """An input as a real floating-point array: Python numbers, bools and integer arrays become
+    float64; float arrays keep their dtype; anything else is a TypeError naming the input."""
+    if type(v) in (bool, int, float):
+        return np.asarray(float(v), dtype=np.float64)
+    what = type(v).__name__
+    if v is not None and not isinstance(v, (str, bytes)):
+        try:
+            a = np.asarray(v)
+        except (TypeError, ValueError):
+            a = None
+        if a is not None and a.dtype.kind in "biu":
+            return a.astype(np.float64)
+        if a is not None and a.dtype.kind == "f":
+            return a
+        what = f"{what} of dtype {a.dtype}" if a is not None else what
+    raise TypeError(f"model {model.name}: input {name!r} must be a real number or a real array, "
+                    f"got {what}")
+
+
 def _record(model, inputs, wrt):
     names = {str(s): s for s in model.inputs}
     unknown = sorted(set(inputs) - set(names))
     if unknown:
         raise SymgradError(f"model {model.name}: unexpected input(s) {', '.join(unknown)} "
                            f"(inputs are {', '.join(names)})")
-    dims = model.dim_values(inputs)
-    floats = [np.asarray(v).dtype for v in inputs.values()
-              if type(v) not in (float, int, bool) and np.asarray(v).dtype.kind in "fc"]
-    dtype = np.result_type(*floats) if floats else np.dtype(np.float64)
-    env = {names[n]: Var(np.asarray(v, dtype=dtype), needs_grad=names[n] in wrt)
-           for n, v in inputs.items()}
+    bound = {n: _bind(model, n, v) for n, v in inputs.items()}
+    dims = model.dim_values(bound)
+    strong = [a.dtype for n, a in bound.items() if type(inputs[n]) not in (float, int, bool)]
+    dtype = np.result_type(*strong) if strong else np.dtype(np.float64)
+    env = {names[n]: Var(np.array(a, dtype=dtype), needs_grad=names[n] in wrt)  # a copy
+           for n, a in bound.items()}
     recorder = _Recorder(model.expr, dims, dtype)
     env.update({d: recorder.const(n) for d, n in dims.items()})
     return recorder.evaluate(model.expr, env), env, dtype

@@ -5,6 +5,8 @@
   module together with ``model=`` (a Model, or the model file it was generated from; ``name``
   picks the model in a file with several, else the module's file name ``<name>_<target>.py`` does).
   Runs :func:`symgrad.verify.check` and raises ``AssertionError`` listing every problem.
+  ``check_kw`` goes to ``check``: e.g. ``inputs=`` (a dict of arrays, a list of them or the path
+  of an ``.npz`` file) to check at given inputs, ``trials=``, ``rtol=``, ``fd_rtol=``.
 * ``check_model_file(path, *, target="numpy", **check_kw)`` -- compiles and checks every model in a
   model file; returns the reports, raises ``AssertionError`` naming each model that fails.
 * ``import_module_file(path)`` -- imports a generated module from its file.

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import types
 
 import numpy as np
 import pytest
@@ -35,158 +34,8 @@ import test_ops as to
 from _oracles import rel_err
 
 
-# -- a fake cupy: NumPy underneath, kernels interpreted from their C text ------------------------
-_TOKEN = re.compile(r"\s*(?:(\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)"
-                    r"|(&&|\|\||==|!=|<=|>=|[-+*/()<>!?:,]))")
-_FUNCS = {"exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh,
-          "sinh": np.sinh, "cosh": np.cosh, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
-          "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "atan2": np.arctan2,
-          "sqrt": np.sqrt, "fabs": np.abs, "log1p": np.log1p, "pow": np.power, "isnan": np.isnan,
-          "fmax": np.fmax, "fmin": np.fmin}
-_BINARY = [("||", np.logical_or), ("&&", np.logical_and), ("==", np.equal), ("!=", np.not_equal),
-           (("<", "<=", ">", ">="), None), (("+", "-"), None), (("*", "/"), None)]
-_OPFN = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "+": np.add,
-         "-": np.subtract, "*": np.multiply, "/": np.divide, "==": np.equal, "!=": np.not_equal,
-         "&&": np.logical_and, "||": np.logical_or}
-_LEVELS = [("||",), ("&&",), ("==", "!="), ("<", "<=", ">", ">="), ("+", "-"), ("*", "/")]
-
-
-class _C:
-    """Evaluates one C expression of the kernels' subset with NumPy values."""
-
-    def __init__(self, text, env, T):
-        self.toks, pos = [], 0
-        while pos < len(text.rstrip()):
-            m = _TOKEN.match(text, pos)
-            assert m, f"cannot read C at {text[pos:]!r}"
-            self.toks.append(m.group(1) and ("num", m.group(1)) or m.group(2) and ("id", m.group(2))
-                             or ("op", m.group(3)))
-            pos = m.end()
-        self.i, self.env, self.T = 0, env, T
-
-    def peek(self, *values):
-        return self.i < len(self.toks) and self.toks[self.i][1] in values
-
-    def take(self, value=None):
-        tok = self.toks[self.i]
-        assert value is None or tok[1] == value, (tok, value)
-        self.i += 1
-        return tok
-
-    def run(self):
-        v = self.ternary()
-        assert self.i == len(self.toks), self.toks[self.i:]
-        return v
-
-    def ternary(self):
-        c = self.binary(0)
-        if self.peek("?"):
-            self.take("?")
-            a = self.ternary()
-            self.take(":")
-            return np.where(c, a, self.ternary())
-        return c
-
-    def binary(self, level):
-        if level == len(_LEVELS):
-            return self.unary()
-        v = self.binary(level + 1)
-        while self.peek(*_LEVELS[level]):
-            v = _OPFN[self.take()[1]](v, self.binary(level + 1))
-        return v
-
-    def unary(self):
-        if self.peek("-"):
-            self.take()
-            return np.negative(self.unary())
-        if self.peek("!"):
-            self.take()
-            return np.logical_not(self.unary())
-        if self.peek("(") and self.toks[self.i + 1][1] in ("T", "bool") and self.toks[self.i + 2][1] == ")":
-            self.i += 1
-            dt = self.T if self.take()[1] == "T" else np.dtype(bool)
-            self.take(")")
-            return np.asarray(self.unary(), dtype=dt)
-        return self.primary()
-
-    def primary(self):
-        kind, v = self.take()
-        if kind == "num":
-            return float(v) if any(ch in v for ch in ".eE") else int(v)
-        if kind == "id" and self.peek("("):
-            self.take("(")
-            args = [self.ternary()]
-            while self.peek(","):
-                self.take(",")
-                args.append(self.ternary())
-            self.take(")")
-            return _FUNCS[v](*args)
-        if kind == "id":
-            return self.env[v]
-        assert v == "(", v
-        out = self.ternary()
-        self.take(")")
-        return out
-
-
-def _params(text):
-    return [tuple(p.split()) for p in text.split(",")] if text.strip() else []
-
-
-class FakeElementwiseKernel:
-    registry: list = []
-
-    def __init__(self, in_params, out_params, operation, name="kernel", **kwargs):
-        assert re.fullmatch(r"[A-Za-z_]\w*", name), name
-        self.ins, self.outs, self.operation, self.name = _params(in_params), _params(out_params), operation, name
-        names = [n for _, n in self.ins + self.outs]
-        assert len(set(names)) == len(names) and "i" not in names, names
-        FakeElementwiseKernel.registry.append(self)
-
-    def __call__(self, *args):
-        assert len(args) == len(self.ins), (self.name, len(args), len(self.ins))
-        # NumPy scalars stand for CuPy's 0-d arrays (what indexing and full sums give there)
-        args = [np.asarray(a) if isinstance(a, np.generic) else a for a in args]
-        arrays = [a for a in args if isinstance(a, np.ndarray)]
-        if not arrays:
-            raise ValueError("Loop size is undecided.")  # as CuPy
-        T = None
-        for (t, n), a in zip(self.ins, args):
-            if isinstance(a, np.ndarray) and t == "T":
-                if T is not None and a.dtype != T:
-                    raise TypeError(f"Type is mismatched. {n} {a.dtype} {T} T")  # as CuPy
-                T = a.dtype
-            elif isinstance(a, np.ndarray):
-                assert a.dtype == bool, (n, a.dtype)
-        assert T is not None and T.kind == "f", T
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
-        env = {n: np.asarray(a, dtype=T if t == "T" else bool) for (t, n), a in zip(self.ins, args)}
-        code = " ".join(line.split("//")[0] for line in self.operation.splitlines())
-        with np.errstate(all="ignore"):
-            for stmt in filter(None, (s.strip() for s in code.split(";"))):
-                lhs, rhs = stmt.split("=", 1)
-                *decl, name = lhs.split()
-                value = np.asarray(_C(rhs, env, T).run())
-                want = {n: t for t, n in self.ins + self.outs}[name] if not decl else decl[0]
-                dt = T if want == "T" else np.dtype(bool)
-                assert value.dtype == dt or value.dtype.kind in "bi", (self.name, stmt, value.dtype)
-                env[name] = value.astype(dt)
-        outs = [np.array(np.broadcast_to(env[n], shape)) for _, n in self.outs]
-        return outs[0] if len(outs) == 1 else tuple(outs)
-
-
-_CUPY_NAMES = ["asarray", "array", "shape", "result_type", "promote_types", "full", "eye", "zeros",
-               "zeros_like", "broadcast_to", "trace", "sum", "exp", "log", "ndarray", "float32", "float64"]
-
-
-def fake_cupy():
-    mod = types.ModuleType("cupy")
-    for name in _CUPY_NAMES:
-        setattr(mod, name, getattr(np, name))
-    mod.asnumpy = np.asarray
-    mod.ElementwiseKernel = FakeElementwiseKernel
-    mod.is_available = lambda: False
-    return mod
+# -- a fake cupy: NumPy underneath, kernels interpreted from their C text (tests/_cupy_shim.py) --
+from _cupy_shim import FakeElementwiseKernel, fake_cupy  # noqa: E402
 
 
 @pytest.fixture
@@ -325,11 +174,11 @@ def test_exact_text_of_a_tiny_model():
     T v0 = (x * y);  // x*y
     T v1 = ((T)0 > v0 ? (T)0 : v0);  // Max(0, x*y)
     T v2 = (v1 * v1 * v1);  // Max(0, x*y)**3
-    T v3 = (v1 * v1);
-    T v4 = ((T)3 * v3);
-    bool v5 = (v1 > (T)0);
-    T v6 = (v4 * v5);
-    T v7 = (y * v6);
+    bool v3 = (v1 > (T)0);
+    T v4 = (v1 * v1);
+    T v5 = ((T)3 * v4);
+    T v6 = (y * v5);
+    T v7 = (v3 ? v6 : (T)0);
     t0 = v2;
     b_x = v7;
     """,

@@ -55,13 +55,20 @@ def test_random_model_matches_tape(seed):
         warnings.simplefilter("ignore")
         t_value, t_grads = tape.value_and_grad(model, **inputs)
         value, grads = module.value_and_grad(**inputs)
+        fwd = module.forward(**inputs)
     if not np.all(np.isfinite(t_value)):
         pytest.skip("outside the model's domain")
 
     def err(got, want):  # the compiler's stable forms may beat the tape's naive ones slightly
-        return np.max(np.abs(np.asarray(got, float) - want)) / max(1.0, np.max(np.abs(want)))
+        got, want = np.asarray(got, float), np.asarray(want, float)
+        assert got.shape == want.shape, (got.shape, want.shape)
+        return np.max(np.abs(got - want)) / max(1.0, np.max(np.abs(want)))
 
+    assert model.wrt and set(grads) == {str(w) for w in model.wrt} == set(t_grads), (expr, sorted(grads))
     assert err(value, t_value) < 1e-7, expr
-    for name, g in grads.items():
-        assert np.shape(g) == np.shape(inputs[name])
-        assert err(g, t_grads[name]) < 1e-7, (expr, name)
+    assert err(fwd, t_value) < 1e-7, (expr, "forward")
+    for name, t_g in t_grads.items():
+        g = grads[name]
+        assert np.shape(g) == np.shape(inputs[name]) == np.shape(t_g), (expr, name, np.shape(g))
+        assert np.asarray(g).dtype == np.float64, (expr, name, np.asarray(g).dtype)
+        assert err(g, t_g) < 1e-7, (expr, name)

@@ -134,6 +134,126 @@ def test_piecewise_differentiates_selected_branch_only():
     np.testing.assert_array_equal(g["x"], [4.0, 3.0, 3.0])
 
 
+def test_ties_give_zero_to_every_argument():
+    for expr in [sp.Max(x, y), sp.Min(x, y), sp.Max(x, y, z), sp.Min(x, y, z), sp.Max(x, 2 * y - x)]:
+        model = symgrad.Model(expr, wrt=[x, y, z])
+        _, g = tape.value_and_grad(model, x=1.0, y=1.0, z=1.0)
+        assert g == {"x": 0.0, "y": 0.0, "z": 0.0}, expr
+    # off the tie the winner gets the whole cotangent, the others exactly 0
+    _, g = tape.value_and_grad(symgrad.Model(sp.Max(x, y, z), wrt=[x, y, z]), x=1.0, y=1.0, z=2.0)
+    assert g == {"x": 0.0, "y": 0.0, "z": 1.0}
+    _, g = tape.value_and_grad(symgrad.Model(sp.Min(x, y, z), wrt=[x, y, z]), x=1.0, y=1.0, z=0.5)
+    assert g == {"x": 0.0, "y": 0.0, "z": 1.0}
+    _, g = tape.value_and_grad(symgrad.Model(sp.Min(x, y), wrt=[x, y]), x=np.array([1.0, 2.0, 3.0]), y=2.0)
+    np.testing.assert_array_equal(g["x"], [1, 0, 0])
+    assert g["y"] == 1.0
+
+
+def test_abs_and_sign_at_zero():
+    model = symgrad.Model(sp.Abs(x) + sp.sign(x) * y, wrt=[x, y])
+    value, g = tape.value_and_grad(model, x=np.array([-2.0, 0.0, 3.0]), y=5.0)
+    np.testing.assert_array_equal(value, [-3.0, 0.0, 8.0])
+    np.testing.assert_array_equal(g["x"], [-1.0, 0.0, 1.0])
+    assert g["y"] == 0.0  # sign: -1 + 0 + 1
+
+
+def test_heaviside_at_zero_is_its_h0():
+    at = np.array([-1.0, 0.0, 2.0])
+    for expr, want in [(sp.Heaviside(x), [0.0, 0.5, 1.0]), (sp.Heaviside(x, 0), [0.0, 0.0, 1.0]),
+                       (sp.Heaviside(x, 1), [0.0, 1.0, 1.0]), (sp.Heaviside(x, sp.Rational(1, 4)), [0.0, 0.25, 1.0])]:
+        value, g = tape.value_and_grad(symgrad.Model(expr * y, wrt=[x, y]), x=at, y=2.0)
+        np.testing.assert_array_equal(value, 2 * np.array(want), err_msg=str(expr))
+        np.testing.assert_array_equal(g["x"], [0.0, 0.0, 0.0])
+        assert g["y"] == sum(want)
+    # older SymPy writes Heaviside(x) with one argument: the same default, 1/2
+    np.testing.assert_array_equal(tape.RULES[sp.Heaviside, 1][0](at), [0.0, 0.5, 1.0])
+    assert tape.RULES[sp.Heaviside, 1][1] is None
+    # a symbolic H0 is an input like any other: H(x, h) is h where x == 0
+    _, g = tape.value_and_grad(symgrad.Model(sp.Heaviside(x, y), wrt=[x, y]), x=at, y=0.3)
+    assert g["y"] == 1.0 and np.all(g["x"] == 0)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_piecewise_without_a_true_branch_is_nan_where_nothing_holds():
+    model = symgrad.Model(sp.Piecewise((x ** 2, x > 0), (-x, x < -1)), wrt=[x])
+    value, g = tape.value_and_grad(model, x=np.array([2.0, -0.5, -3.0]))
+    np.testing.assert_array_equal(value[[0, 2]], [4.0, 3.0])
+    assert np.isnan(value[1])
+    np.testing.assert_array_equal(g["x"][[0, 2]], [4.0, -1.0])
+    assert np.isnan(tape.forward(model, x=0.0))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_piecewise_guard_guards_the_gradient():
+    """Only the selected branch is differentiated: the other branch's NaN/inf local derivatives
+    (log of a negative, 1/x at 0) must not leak through the exact zero cotangent it gets."""
+    model = symgrad.Model(sp.Piecewise((x * sp.log(x), x > 0), (0, True)), wrt=[x])
+    value, g = tape.value_and_grad(model, x=-1.0)
+    assert value == 0.0 and g["x"] == 0.0
+    value, g = tape.value_and_grad(model, x=np.array([-1.0, 0.0, 2.0]))
+    np.testing.assert_array_equal(value, [0.0, 0.0, 2 * np.log(2.0)])
+    np.testing.assert_array_equal(g["x"], [0.0, 0.0, np.log(2.0) + 1])
+    at = np.array([-2.0, 0.0])
+    for expr, want in [(sp.Piecewise((sp.sqrt(x) * y, x > 0), (y, True)), [0.0, 0.0]),  # sqrt'(0) = inf
+                       (sp.Piecewise((sp.log(x) ** 2, x > 0), (x, True)), [1.0, 1.0]),  # log of <= 0
+                       (sp.Piecewise((0, x <= 0), (sp.asin(x - 1), True)), [0.0, 0.0]),  # asin' off [-1, 1]
+                       (sp.Piecewise((1 / x, x > 0), (x ** 2, True)), [-4.0, 0.0])]:    # 1/x at 0
+        model = symgrad.Model(expr, wrt=[x])
+        _, g = tape.value_and_grad(model, x=at, **({"y": 1.5} if y in expr.free_symbols else {}))
+        np.testing.assert_array_equal(g["x"], want, err_msg=str(expr))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_the_losing_argument_of_max_min_gets_exactly_zero():
+    for expr, at in [(sp.Max(sp.sqrt(x), 1), 0.0), (sp.Min(-sp.sqrt(x), -1), 0.0),
+                     (sp.Max(sp.log(x), -5), 0.0), (sp.Min(1 / x, 2), 0.0), (sp.Max(sp.acosh(x), 3), 1.0)]:
+        value, g = tape.value_and_grad(symgrad.Model(expr, wrt=[x]), x=at)
+        assert np.isfinite(value) and g["x"] == 0.0, (expr, g)
+    # a guarded log inside a matrix product: the NaN-free forward must give a NaN-free backward,
+    # the guard's zero cotangent crossing the product (log(-1) sits in column 1 of B)
+    A, B = sp.MatrixSymbol("A", 2, 2), sp.MatrixSymbol("B", 2, 2)
+    logB = B.applyfunc(lambda t: sp.Piecewise((sp.log(t), t > 0), (0, True)))
+    model = symgrad.Model(sp.Trace((A * logB).applyfunc(lambda t: sp.Max(t, 0))), wrt=[A, B])
+    Av, Bv = np.array([[1.0, 0.5], [0.25, 1.0]]), np.array([[1.0, -1.0], [np.e, 2.0]])
+    value, g = tape.value_and_grad(model, A=Av, B=Bv)
+    logBv = np.where(Bv > 0, np.log(np.abs(Bv)), 0)
+    mask = (Av @ logBv > 0).astype(float)
+    assert value == pytest.approx(np.trace(np.maximum(Av @ logBv, 0)), rel=1e-14)
+    np.testing.assert_allclose(g["A"], (np.eye(2) * mask) @ logBv.T, rtol=1e-14)
+    np.testing.assert_allclose(g["B"], np.where(Bv > 0, Av.T @ (np.eye(2) * mask) / np.abs(Bv), 0), rtol=1e-14)
+
+    # a NaN inside a matrix product, masked after it: the product's backward drops the NaN terms
+    # whose cotangent is exactly 0 (column 1 of A @ log(B) is NaN and the guard sends it 0)
+    logB = B.applyfunc(sp.log)
+    model = symgrad.Model(sp.Trace((A * logB).applyfunc(lambda t: sp.Piecewise((t, t > 0), (0, True)))), wrt=[A, B])
+    value, g = tape.value_and_grad(model, A=Av, B=Bv)
+    clean = np.where(Bv > 0, np.log(np.abs(Bv)), 0.0)
+    G = np.diag([1.0 if (Av @ clean)[0, 0] > 0 else 0.0, 0.0])
+    assert value == pytest.approx(np.trace(Av @ clean * G), rel=1e-14)
+    np.testing.assert_allclose(g["A"], G @ clean.T, rtol=1e-14)
+    np.testing.assert_allclose(g["B"], np.where(Bv > 0, Av.T @ G / np.abs(Bv), 0), rtol=1e-14)
+    model = symgrad.Model(sp.Trace((logB * A).applyfunc(lambda t: sp.Piecewise((t, t > 0), (0, True)))), wrt=[A, B])
+    value, g = tape.value_and_grad(model, A=Av, B=Bv)  # now row 0 of log(B) @ A is NaN
+    G = np.diag([0.0, 1.0 if (clean @ Av)[1, 1] > 0 else 0.0])
+    assert value == pytest.approx(np.trace(clean @ Av * G), rel=1e-14)
+    np.testing.assert_allclose(g["A"], clean.T @ G, rtol=1e-14)
+    np.testing.assert_allclose(g["B"], np.where(Bv > 0, G @ Av.T / np.abs(Bv), 0), rtol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_power_derivatives_take_their_limits():
+    model = symgrad.Model(x ** y, wrt=[x, y])
+    _, g = tape.value_and_grad(model, x=0.0, y=2.0)
+    assert g == {"x": 0.0, "y": 0.0}  # x**y log(x) -> 0 where x**y == 0
+    _, g = tape.value_and_grad(model, x=np.array([0.0, 2.0]), y=3.0)
+    np.testing.assert_array_equal(g["x"], [0.0, 12.0])
+    assert g["y"] == pytest.approx(8 * np.log(2.0), rel=1e-14)
+    _, g = tape.value_and_grad(model, x=0.0, y=0.0)
+    assert g["x"] == 0.0  # x**0 == 1 near 0 as well
+    _, g = tape.value_and_grad(model, x=-2.0, y=2.0)
+    assert g["x"] == -4.0  # negative bases keep their (real) base derivative
+
+
 # -- matrices --------------------------------------------------------------------------------------
 A, B = sp.MatrixSymbol("A", N, d), sp.MatrixSymbol("B", N, d)
 C, S = sp.MatrixSymbol("C", d, k), sp.MatrixSymbol("S", d, d)
@@ -205,6 +325,58 @@ def test_float32_in_float32_out():
                                                     for n, a in inputs.items()})
     np.testing.assert_allclose(value, value64, rtol=1e-5)
     np.testing.assert_allclose(grads["W"], grads64["W"], rtol=1e-4)
+
+
+def test_python_numbers_bools_and_integer_arrays_bind_as_float64():
+    model = symgrad.Model(x ** 2 * y + sp.exp(y), wrt=[x, y])
+    want_v, want_g = tape.value_and_grad(model, x=np.array([1.0, 2.0, 3.0]), y=np.float64(1.0))
+    for xv, yv in [(np.array([1, 2, 3]), 1), (np.array([1, 2, 3], dtype=np.int8), True),
+                   (np.array([1.0, 2.0, 3.0]), 1.0), ([1, 2, 3], np.int64(1)), (np.array([1, 2, 3], np.uint16), 1.0)]:
+        value, g = tape.value_and_grad(model, x=xv, y=yv)
+        assert value.dtype == np.float64 and all(a.dtype == np.float64 for a in g.values()), (xv, yv)
+        np.testing.assert_array_equal(value, want_v)
+        np.testing.assert_array_equal(g["x"], want_g["x"])
+        assert np.shape(g["y"]) == () and g["y"] == want_g["y"]
+    value, g = tape.value_and_grad(model, x=np.array([True, False]), y=2)
+    np.testing.assert_array_equal(value, [2.0 + np.exp(2.0), np.exp(2.0)])
+    np.testing.assert_array_equal(g["x"], [4.0, 0.0])
+    assert tape.value_and_grad(model, x=3, y=0)[1] == {"x": 0.0, "y": 10.0}
+    assert tape.forward(symgrad.Model(x / 2), x=3).dtype == np.float64  # no integer division
+
+
+def test_float32_stays_float32_but_integer_arrays_count_as_float64():
+    model = symgrad.Model(x * y, wrt=[x, y])
+    f32 = np.ones(3, np.float32)
+    for other, dt in [(2, np.float32), (2.5, np.float32), (True, np.float32), (np.float32(2), np.float32),
+                      (np.ones(3, np.float32), np.float32), (np.arange(3), np.float64),
+                      (np.float64(2), np.float64), (np.ones(3), np.float64)]:
+        value, g = tape.value_and_grad(model, x=f32, y=other)
+        assert value.dtype == dt and g["x"].dtype == dt and np.asarray(g["y"]).dtype == dt, (other, dt)
+        assert np.shape(g["y"]) == np.shape(other)
+
+
+@pytest.mark.parametrize("bad", [1j, np.complex128(1), np.ones(2, np.complex64), None, "1.0", b"1",
+                                 object(), [1.0, "a"], {"a": 1}, np.array(["x"]), np.array([None])],
+                         ids=lambda b: type(b).__name__)
+def test_complex_and_non_numeric_inputs_are_type_errors_naming_the_input(bad):
+    model = symgrad.Model(x * y + sp.Trace(sp.MatrixSymbol("Q", 2, 2)), wrt=[x])
+    good = {"x": 1.0, "y": 2.0, "Q": np.eye(2)}
+    for name in good:
+        for fn in (tape.forward, tape.value_and_grad):
+            with pytest.raises(TypeError, match=f"input '{name}'"):
+                fn(model, **{**good, name: bad})
+
+
+def test_results_never_alias_the_inputs():
+    X = sp.MatrixSymbol("X", 2, 2)
+    xv, Xv = np.array([1.0, 2.0]), np.eye(2)
+    value = tape.forward(symgrad.Model(x), x=xv)
+    value[...] = 7
+    assert xv.tolist() == [1.0, 2.0]
+    value, g = tape.value_and_grad(symgrad.Model(X, wrt=[X]), X=Xv)
+    value[...] = 7
+    g["X"][...] = 7
+    assert Xv.tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
 def test_wrt_absent_from_expr_gets_zeros():

@@ -1,5 +1,6 @@
 """symgrad.verify and symgrad.testing: inputs in the model's domain, a checker that passes good
 modules and fails wrong ones, and the pytest file written for a generated module."""
+import re
 import subprocess
 import sys
 import types
@@ -12,8 +13,9 @@ from sympy import Abs, Max, MatrixSymbol, OneMatrix, Trace
 import symgrad
 import symgrad.tape
 from symgrad import Model, SymgradError
+from symgrad.emit import load_source
 from symgrad.testing import assert_matches_tape, check_model_file, write_pytest
-from symgrad.verify import check, input_shapes, rel_err, sample_inputs
+from symgrad.verify import check, inferred_domain, input_shapes, rel_err, resolve_inputs, sample_inputs
 
 x, y, s = sp.symbols("x y s")
 N, d = sp.symbols("N d", integer=True, positive=True)
@@ -148,7 +150,9 @@ def test_check_fails_when_the_dtype_changes(compiled):
 
     report = check(model, _fake(module, downcast), float32=False)
     assert report.float32_ok and report.max_rel_err_tape < 1e-6
-    assert report.problems == ["float64 inputs gave non-float64 grad of x (float32), grad of y (float32)"]
+    assert report.problems[0] == "float64 inputs gave non-float64 grad of x (float32), grad of y (float32)"
+    assert all("gave non-float64 grad of x (float32), grad of y (float32)" in p for p in report.problems)
+    assert any(p.startswith("Python ints and integer arrays: gave non-float64") for p in report.problems)
 
 
 def test_check_fails_on_wrong_value_crash_mutation_and_constants(compiled):
@@ -166,6 +170,225 @@ def test_check_fails_on_wrong_value_crash_mutation_and_constants(compiled):
 
     assert any("modified its inputs" in p for p in check(model, _fake(module, mutate)).problems)
     assert any("WRT" in p for p in check(model, _fake(module, module.value_and_grad, WRT=("y", "x"))).problems)
+
+
+# -- models that are correct but hard to check: they must pass ------------------------------------
+def tanh_chain(depth=32):
+    """h = tanh(w_k*h + b_k), 32 deep: the first layers' gradients vanish (to about 1e-15)."""
+    ws, bs = sp.symbols(f"w0:{depth}"), sp.symbols(f"b0:{depth}")
+    h = x
+    for w_k, b_k in zip(ws, bs):
+        h = sp.tanh(w_k * h + b_k)
+    return Model(h, wrt=[*ws, *bs], name="tanh_chain")
+
+
+@pytest.fixture(scope="module")
+def chain():
+    model = tanh_chain()
+    return model, symgrad.generate(model)
+
+
+def test_a_deep_tanh_chain_passes(chain):
+    model, source = chain
+    report = check(model, load_source(source, "chain"))
+    assert report.ok, report.problems
+    assert report.max_rel_err_fd <= 1e-5 and report.max_rel_err_tape <= 1e-6
+
+
+@pytest.mark.parametrize("expr, domain", [
+    (sp.log(x - 5), None),                                   # derived: x > 5
+    (sp.sqrt(1 - x) * y, None),                              # derived: x < 1
+    (sp.acos(2 * x - 1) + sp.atanh(y / 3), None),            # derived: 0 < x < 1, -3 < y < 3
+    (sp.log(1 - x) + sp.acosh(y + 2), None),                 # derived: x < 1, y > -1
+    (sp.acos(x * y), {x: (-0.9, 0.9), "y": (-1, 1)}),        # not affine in one input: domain given
+    (sp.log(x ** 2 - 25) + y, {x: (5, None)}),               # no built-in value range works
+])
+def test_models_defined_on_part_of_the_line_pass(expr, domain):
+    model = Model(expr, name="dom", domain=domain)
+    report = check(model)
+    assert report.ok, report.problems
+    inputs = sample_inputs(model, np.random.default_rng(1))
+    for name, (lo, hi) in (model.domain or {}).items():
+        assert (inputs[name] > lo).all() and (inputs[name] < hi).all()
+
+
+def test_domain_is_derived_from_affine_arguments_and_elementwise_functions():
+    assert inferred_domain(Model(sp.log(x - 5) + sp.sqrt(1 - y) + sp.asin(s / 2), name="a")) == {
+        "x": (5.0, np.inf), "y": (-np.inf, 1.0), "s": (-2.0, 2.0)}
+    assert inferred_domain(Model(sp.log(x - 1) + sp.log(3 - x), name="b")) == {"x": (1.0, 3.0)}
+    assert inferred_domain(Model(sp.log(x ** 2 + y), name="c")) == {}        # not affine in one input
+    Xm = MatrixSymbol("X", N, d)
+    model = Model((OneMatrix(1, N) * Xm.applyfunc(lambda t: sp.log(t - 5)) * OneMatrix(d, 1))[0, 0], name="m")
+    assert inferred_domain(model) == {"X": (5.0, np.inf)}
+    assert (sample_inputs(model, np.random.default_rng(0))["X"] > 5).all()
+    assert check(model).ok
+
+
+def test_domain_keyword_is_validated():
+    assert Model(sp.log(x - 5), domain={x: (5, sp.oo)}).domain == {"x": (5.0, np.inf)}
+    assert Model(sp.log(x) * y, domain={"y": (None, 0)}).domain == {"y": (-np.inf, 0.0)}
+    with pytest.raises(SymgradError, match="not an input"):
+        Model(sp.log(x), domain={y: (0, 1)})
+    with pytest.raises(SymgradError, match="a dimension"):
+        Model(Trace(X * W), domain={N: (0, 1)})
+    with pytest.raises(SymgradError, match="empty"):
+        Model(sp.log(x), domain={x: (1, 0)})
+    with pytest.raises(SymgradError, match="pair"):
+        Model(sp.log(x), domain={x: 3})
+    with pytest.raises(SymgradError, match="dict"):
+        Model(sp.log(x), domain=[(x, 0, 1)])
+
+
+def test_given_inputs_are_used_and_missing_ones_drawn():
+    model = Model(sp.log(x ** 2 - 25) * y, wrt=[x, y], name="given")
+    with pytest.raises(SymgradError, match="no inputs"):
+        check(model)
+    report = check(model, inputs={"x": np.array([6.0, -7.0, 8.5])})
+    assert report.ok and report.trials == 1, report.problems
+    inputs = resolve_inputs(model, {"x": [6.0, -7.0]}, np.random.default_rng(0))
+    assert inputs["x"].tolist() == [6.0, -7.0] and inputs["y"].shape == (2,)
+    with pytest.raises(SymgradError, match="'z', which is not an input"):
+        check(model, inputs={"x": 6.0, "z": 1.0})
+    with pytest.raises(SymgradError, match="dtype complex"):
+        check(model, inputs={"x": np.array([6 + 1j])})
+
+
+# -- check fails on wrong modules: bugs planted in generated source ----------------------------------
+def _plant(source, name, line):
+    """``source`` with ``line`` (``g`` is what value_and_grad returns as the gradient of ``name``;
+    ``_args`` the arguments as the caller passed them) run just before value_and_grad returns."""
+    lines = source.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("def value_and_grad("))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith((" ", "\t"))),
+               len(lines))
+    ret = max(i for i in range(start, end) if lines[i].strip().startswith("return "))
+    ident = re.search(rf"'{name}': (\w+)", lines[ret]).group(1)
+    body = start + (2 if lines[start + 1].strip().startswith('"""') and lines[start + 1].count('"""') == 2 else 1)
+    planted = re.sub(r"\bg\b", ident, line)
+    lines[ret:ret] = [f"    {ln}" for ln in planted.split("\n")]
+    lines[body:body] = ["    _args = dict(locals())"]
+    return "\n".join(lines) + "\n"
+
+
+PLANTED_HELPERS = """
+_KEPT = {}
+
+
+def _keep(g):
+    \"\"\"g copied into an array the module keeps and hands out again on every call.\"\"\"
+    g = np.asarray(g)
+    buf = _KEPT.setdefault((g.shape, g.dtype), np.empty(g.shape, g.dtype))
+    buf[...] = g
+    return buf
+"""
+
+# bug -> (model, wrt name, planted line, what the problems must say)
+BUGS = {
+    "scaled by 1.001": ("sigmoid_ratio", "y", "g = g * 1.001",
+                        ("grad of y: relative error vs tape", "grad of y: relative error vs finite differences")),
+    "one entry changed": ("relu_layer", "W", "g = np.array(g, copy=True); g.flat[-1] += 1e-3 * np.max(np.abs(g))",
+                          ("grad of W: relative error vs tape",
+                           "grad of W, entry by entry: relative error vs finite differences")),
+    "sign swapped": ("scaled_trace", "s", "g = -g",
+                     ("grad of s: relative error vs tape", "grad of s: relative error vs finite differences")),
+    "sum not reduced": ("log_sqrt", "s", "g = g + 0 * x", ("grad of s has shape",)),
+    "view of an input": ("product", "x", "g = _args['y']", ("returned a view of input y as its grad of x",)),
+    "read-only": ("sigmoid_ratio", "x", "g = np.broadcast_to(g, np.shape(g))",
+                  ("returned a read-only array as its grad of x",)),
+    "work array": ("relu_layer", "b", "g = _keep(g)",
+                   ("value_and_grad's grad of b shares memory with what a later call returned",)),
+    "input mutated": ("sigmoid_ratio", "x", "if isinstance(_args['x'], np.ndarray): _args['x'][...] += 1.0",
+                      ("value_and_grad modified its inputs in place: x",)),
+}
+PLANT_MODELS = dict(CORPUS, product=lambda: Model(x * y, wrt=[x], name="product"))
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_check_fails_on_a_bug_planted_in_generated_source(bug):
+    key, name, line, wants = BUGS[bug]
+    model = PLANT_MODELS[key]()
+    source = symgrad.generate(model)
+    assert check(model, load_source(source, "good")).ok
+    report = check(model, load_source(_plant(source, name, line) + PLANTED_HELPERS, "planted"))
+    assert not report.ok and report.summary().startswith("FAILED")
+    for want in wants:
+        assert any(want in p for p in report.problems), (want, report.problems)
+
+
+def test_check_fails_when_two_gradients_are_one_array(compiled):
+    model, module = compiled["sigmoid_ratio"]
+
+    def shared(**inputs):
+        value, grads = module.value_and_grad(**inputs)
+        return value, {"x": grads["x"], "y": grads["x"]}
+    report = check(model, _fake(module, shared))
+    assert any(p.startswith("value_and_grad returned arrays that share memory: its grad of x and its grad of y")
+               for p in report.problems), report.problems
+
+
+def test_check_fails_when_python_ints_give_truncated_ints(compiled):
+    model, module = compiled["sigmoid_ratio"]
+
+    def truncating(**inputs):
+        value, grads = module.value_and_grad(**inputs)
+        if any(type(v) is int for v in inputs.values()):
+            return np.trunc(value).astype(np.int64), {k: np.trunc(g).astype(np.int64) for k, g in grads.items()}
+        return value, grads
+
+    report = check(model, _fake(module, truncating))
+    assert any(p.startswith("Python ints and integer arrays: gave non-float64 value (int64)") for p in report.problems)
+    assert any(p.startswith("Python ints and integer arrays: grad of") and "vs tape" in p for p in report.problems)
+
+
+def test_check_fails_when_float32_math_is_wrong_or_a_broadcast_gradient_is_not_summed(compiled):
+    model, module = compiled["sigmoid_ratio"]
+
+    def sloppy32(**inputs):
+        value, grads = module.value_and_grad(**inputs)
+        if np.asarray(inputs["x"]).dtype == np.float32:
+            grads = {**grads, "x": grads["x"] * np.float32(1.01)}
+        return value, grads
+    report = check(model, _fake(module, sloppy32))
+    assert any(p.startswith("float32: grad of x: relative error vs tape") for p in report.problems), report.problems
+    assert not any("float64" in p for p in report.problems)
+
+    def unbroadcast(**inputs):
+        value, grads = module.value_and_grad(**inputs)
+        return value, {k: np.broadcast_to(g, np.shape(value)).copy() for k, g in grads.items()}
+    report = check(model, _fake(module, unbroadcast))
+    assert any(p.startswith("scalars broadcast: x (3, 1), y (1, 4): grad of x has shape (3, 4)")
+               for p in report.problems), report.problems
+
+
+def test_a_small_gradient_that_is_wrong_fails(chain):
+    """w22's gradient is about 1e-5 of the whole gradient: 0.1% off in it is 1e-8 of the whole, yet it
+    fails, because the tape comparison is relative to each input's own gradient down to 1e-8 of
+    the whole one.  (Below that, as for w0 at about 1e-15, an error is no longer distinguishable from
+    rounding elsewhere in the gradient.)"""
+    model, source = chain
+    module = load_source(_plant(source, "w22", "g = g * 1.001"), "chain_bug")
+    report = check(model, module, trials=1, calls=False)
+    vs_tape = [p for p in report.problems if "vs tape" in p]
+    assert len(vs_tape) == 1 and vs_tape[0].startswith("grad of w22: relative error vs tape"), report.problems
+
+
+def test_finite_differences_catch_one_wrong_entry_the_tape_agrees_with(compiled, monkeypatch):
+    model, module = compiled["sigmoid_ratio"]
+    tape_vg = symgrad.tape.value_and_grad
+
+    def bump(grads):
+        g = np.array(grads["y"], dtype=np.float64, copy=True)
+        g.flat[0] += 1e-3 * np.max(np.abs(g))
+        return {**grads, "y": g.astype(np.asarray(grads["y"]).dtype)}
+
+    def bumped(vg):
+        return lambda *args, **kw: (lambda value, grads: (value, bump(grads)))(*vg(*args, **kw))
+
+    monkeypatch.setattr(symgrad.tape, "value_and_grad", bumped(tape_vg))
+    report = check(model, _fake(module, bumped(module.value_and_grad)), calls=False)
+    assert report.max_rel_err_tape <= 1e-12
+    assert any(p.startswith("grad of y, entry by entry: relative error vs finite differences")
+               for p in report.problems), report.problems
 
 
 # -- symgrad.testing ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ C_OPS = {
     "div": "({0} / {1})",
     "neg": "(-{0})",
     "pow": "pow({0}, {1})",  # constant integer exponents are multiplications: see c_pow
+    "powlog": "({0} == (T)0 ? (T)0 : {0} * log({1}))",
     "exp": "exp({0})",
     "log": "log({0})",
     "sin": "sin({0})",

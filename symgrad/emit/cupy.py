@@ -35,6 +35,7 @@ import re
 from ..ops import OPS, is_bool
 from .cuda import RESERVED, c_expr, c_literal, c_pow
 from .module import Body, _literal
+from .text import c_comment
 from .targets import TARGETS, Target
 
 _HOST_OPS = {"add", "sub", "mul", "div", "neg", "pow"}  # Python arithmetic on Python numbers
@@ -395,9 +396,7 @@ def _ctype(n) -> str:
 
 
 def _c_comment(text):
-    if not text:
-        return None
-    return "".join(ch for ch in text if 32 <= ord(ch) < 127 and ch not in '\\"') or None
+    return c_comment(text) if text else None
 
 
 # no template differs: what is not fused prints as for NumPy, with ``cp`` for ``np``

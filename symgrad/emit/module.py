@@ -33,6 +33,7 @@ from ..ops import OPS, is_bool
 from .buffers import plan
 from ..lower import short
 from ..model import SymgradError
+from .text import docstring, visible
 
 _HELPER_DIMS = '''
 def _dims(arrays):
@@ -46,6 +47,9 @@ def _dims(arrays):
         if not ok:
             raise ValueError(f"{MODEL}: input {name!r} has shape {shape}, expected {spec} "
                              f"(dimensions so far: {dims})")
+        if 0 in shape:
+            raise ValueError(f"{MODEL}: input {name!r} is empty (shape {shape}); every dimension "
+                             "must be at least 1")
     return tuple(dims[d] for d in DIMS)
 '''
 
@@ -53,11 +57,13 @@ _HELPER_SUM_TO = '''
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = {m}.shape(x)
-    g = {m}.broadcast_to(g, {m}.broadcast_shapes({m}.shape(g), {m}.shape(value), shape))
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    full = {m}.broadcast_shapes({m}.shape(g), {m}.shape(value), shape)
+    lead = len(full) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and full[lead + i] != 1)
     if axes:
-        g = g.sum(axis=axes).reshape(shape)
+        g = {m}.broadcast_to(g, full).sum(axis=axes).reshape(shape)
+    elif {m}.shape(g) != shape:
+        g = {m}.broadcast_to(g, shape).copy()
     return {m}.asarray(g, dtype={m}.result_type(x))
 '''
 
@@ -80,6 +86,27 @@ def _sigmoid(x, out=None):
     return {m}.reciprocal(t, out=t)
 '''
 
+_HELPER_POWLOG = '''
+def _powlog(p, a):
+    """p * log(a) for p = a**b, taken as 0 where p is 0 (the limit of d a**b / db as a -> 0)."""
+    zero = p == 0
+    return {m}.where(zero, 0.0, p * {m}.log({m}.where(zero, 1.0, a)))
+'''
+
+_HELPER_WHERE = '''
+def _where(c, a, b, out=None):
+    """where(c, a, b), written into out when given (out may be a's or b's own array)."""
+    if out is None:
+        return {m}.where(c, a, b)
+    if out is a:
+        {m}.copyto(out, b, where={m}.logical_not(c))
+        return out
+    if out is not b:
+        {m}.copyto(out, b)
+    {m}.copyto(out, a, where=c)
+    return out
+'''
+
 _HELPER_BUF = '''
 def _buf(t):
     """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
@@ -88,10 +115,27 @@ def _buf(t):
 
 _HELPER_PROMOTE = '''
 def _promote(*inputs):
-    """One float type for every array input (float32 stays float32); Python numbers pass as they are."""
-    arrays = [x if isinstance(x, (int, float)) else {m}.asarray(x) for x in inputs]
-    dt = {m}.result_type(*arrays, 0.0)
-    return (dt,) + tuple(x if isinstance(x, (int, float)) or x.dtype == dt else x.astype(dt) for x in arrays)
+    """(dt, *inputs) with every input in one float type dt: float32 arrays stay float32; Python
+    numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
+    division by zero or a negative base gives inf/nan as for arrays, never an exception or a
+    complex number).  A complex or non-numeric input is a TypeError naming it."""
+    arrays = []
+    for name, x in zip(INPUTS, inputs):
+        if type(x) in (float, int, bool):
+            arrays.append(None)
+            continue
+        try:
+            a = x if hasattr(x, "dtype") and hasattr(x, "shape") else {m}.asarray(x)
+        except Exception:  # noqa: BLE001 - whatever the array module refuses
+            a = None
+        if a is None or a.dtype.kind not in "biuf":
+            what = type(x).__name__ + (f" of dtype {a.dtype}" if a is not None else "")
+            raise TypeError(f"{MODEL}: input {name!r} must be real numbers, got {what}")
+        arrays.append(a)
+    kinds = [a.dtype if a.dtype.kind == "f" else {m}.float64 for a in arrays if a is not None]
+    dt = {m}.result_type(*kinds) if kinds else {m}.result_type({m}.float64)
+    return (dt,) + tuple(dt.type(x) if a is None else a if a.dtype == dt else a.astype(dt)
+                         for x, a in zip(inputs, arrays))
 '''
 
 _HELPER_SCRATCH = '''
@@ -117,7 +161,7 @@ def release_scratch():
 
 # helpers that ops print calls to, emitted only when such an op is used
 _OP_HELPERS = {"sum_to": _HELPER_SUM_TO, "logsumexp": _HELPER_LOGSUMEXP, "sigmoid": _HELPER_SIGMOID,
-               "_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH}
+               "powlog": _HELPER_POWLOG, "_where": _HELPER_WHERE, "_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH}
 
 _HELPER_ARGS = '''
 def _args(inputs):
@@ -197,13 +241,12 @@ class Body:
             self.names[n.id] = self.dim_names[n.attr]
             return None
         if n.op == "bcast":
-            if n.id not in final and users and all(self.broadcasts_itself(u) for u in users):
+            if n.id not in final and n.id not in self.keep and users and all(map(self.broadcasts_itself, users)):
                 self.names[n.id] = a[0]  # the consumer broadcasts by itself
                 return None
             if n.args[0].shape in (None, ()):  # a matrix of one value, in the inputs' float type
                 return f"{m}.full({self.shape(n.shape)}, {a[0]}, dtype=_dt)"
-            view = f"{m}.broadcast_to({a[0]}, {self.shape(n.shape)})"
-            return view + ".copy()" if n.id in final else view  # returned arrays are writable
+            return f"{m}.broadcast_to({a[0]}, {self.shape(n.shape)})"  # owned() copies a returned one
         if n.op == "transpose" and n.id not in final:
             self.names[n.id] = f"{a[0]}.T"  # a view: printed where it is used, as in X.T @ G
             return None
@@ -268,7 +311,7 @@ class Body:
     def broadcasts_itself(self, user) -> bool:
         """True when ``user`` broadcasts its arguments (an elementwise op), or is a transpose
         printed inline into such ops only: then a broadcast argument needs no array of its own."""
-        if user.op == "transpose" and user.id not in self.final:
+        if user.op == "transpose" and user.id not in self.final and user.id not in self.keep:
             return all(OPS[u.op].elementwise for u in self.users.get(user.id, ()))
         return OPS[user.op].elementwise
 
@@ -278,7 +321,7 @@ class Body:
             return None
         key = (node_id, width)
         if key not in self.described:
-            self.described[key] = short(self.src[node_id], width)
+            self.described[key] = visible(short(self.src[node_id], width))
         return self.described[key]
 
     def plan_buffers(self, order, users, emitted: set, roots: set) -> tuple[dict, set]:
@@ -295,7 +338,8 @@ class Body:
                 klass[n.id] = ("dynamic", leaves[n.id])
             elif len(n.shape) == 2:
                 klass[n.id] = ("static", n.shape)
-        writes = {n.id for n in order if n.id in emitted and n.op in _INTO}
+        writes = {n.id for n in order if n.id in emitted and n.op in _INTO
+                  and not (n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]))}
         return plan(order, users, view_of, klass, writes, roots)
 
     def scratch(self, n) -> str:
@@ -322,6 +366,9 @@ class Body:
             a[1] = _literal(n.args[1].attr, as_int=True)
         if n.op == "sigmoid":  # expr() has already asked for the helper
             return f"_sigmoid({a[0]}, out={out})"
+        if n.op == "where":
+            self.ops_used.add("_where")
+            return f"_where({', '.join(a)}, out={out})"
         if n.op == "softplus":
             a = ["0.0"] + a
         return f"{m}.{_INTO[n.op]}({', '.join(a)}, out={out})"
@@ -330,9 +377,10 @@ class Body:
 # ops that can write into an existing array, with the NumPy/CuPy function that does
 _INTO = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative",
          "pow": "power", "abs": "absolute", "softplus": "logaddexp", "matmul": "matmul",
-         "sigmoid": "_sigmoid", "maximum": "maximum", "minimum": "minimum",
+         "sigmoid": "_sigmoid", "maximum": "maximum", "minimum": "minimum", "where": "_where",
+         "arctan2": "arctan2",
          **{f: f for f in ("exp", "log", "sin", "cos", "tan", "tanh", "sinh", "cosh", "arcsin",
-                           "arccos", "arctan", "sqrt", "sign")}}
+                           "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "sqrt", "sign")}}
 
 
 def _python_scalar(n):
@@ -352,10 +400,6 @@ def _users(order) -> dict:
         for a in n.args:
             users.setdefault(a.id, []).append(n)
     return users
-
-
-def _docstring_safe(s: str) -> str:
-    return s.replace("\\", "\\\\").replace('"""', "'''")
 
 
 def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
@@ -392,15 +436,9 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
     fwd = body([out], {}, "forward")
     grad_names = {g.id: "grad_" + local[str(w)] for g, w in zip(grads, model.wrt)}
     vag = body([out] + grads, {k: v for k, v in grad_names.items()}, "value_and_grad")
-    value = vag.names[out.id]
-    entries = []
-    for g, w in zip(grads, model.wrt):
-        text = vag.names[g.id]
-        if g.id in input_ids or g is out or text in [e[1] for e in entries] or g.op == "const":
-            copy = vag.namer.fresh("grad_" + local[str(w)])
-            vag.lines.append(f"{copy} = {m}.array({text})  # a copy: never alias an input or the value")
-            text = copy
-        entries.append((str(w), text))
+    value = owned(fwd, [out], input_ids, m)[0]
+    returned = owned(vag, [out] + grads, input_ids, m, ["grad_" + local[str(w)] for w in model.wrt])
+    value_vag, entries = returned[0], list(zip(map(str, model.wrt), returned[1:]))
 
     def prologue(b: Body) -> list[str]:
         lines = []
@@ -417,6 +455,7 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
                 lines.append(call)
         return lines
 
+    wrt_text = ", ".join(str(w) for w in model.wrt) or "nothing"
     sig = ("*, " + ", ".join(inputs)) if plain_sig and inputs else ("**inputs" if inputs else "")
     used = fwd.ops_used | vag.ops_used
     imports = (["import threading"] if "_scratch" in used else []) + [f"import {target.module} as {m}"]
@@ -435,15 +474,46 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
         text.append(_HELPER_ARGS)
     for definition in {**fwd.definitions, **vag.definitions}.values():
         text += ["", definition]
-    text += ["", f"def forward({sig}):", f'    """Value of {name}."""']
+    text += ["", f"def forward({sig}):", f'    """{docstring(f"Value of {name}.")}"""']
     text += ["    " + ln for ln in prologue(fwd) + fwd.lines]
-    text += [f"    return {fwd.names[out.id]}", "", ""]
+    text += [f"    return {value}", "", ""]
     text += [f"def value_and_grad({sig}):",
-             f'    """Value of {name} and the gradients of its sum with respect to {", ".join(model.wrt and map(str, model.wrt))}."""']
+             f'    """{docstring(f"Value of {name} and the gradients of its sum with respect to {wrt_text}.")}"""']
     text += ["    " + ln for ln in prologue(vag) + vag.lines]
     grads_text = "{" + ", ".join(f"{k!r}: {v}" for k, v in entries) + "}"
-    text += [f"    return {value}, {grads_text}", ""]
+    text += [f"    return {value_vag}, {grads_text}", ""]
     return "\n".join(text)
+
+
+# ops whose value may be (a view of) an argument's memory, as printed: read through to the base
+_VIEWS = {"transpose", "sum_to", "bcast"}
+
+
+def owned(b: Body, roots, input_ids, m, want=None) -> list[str]:
+    """Text for each returned node such that the caller owns every array: never an input or a
+    view of one, never the same memory as another returned array, never read-only.  A returned
+    node that cannot be proven fresh is copied (``np.array``, which is fresh and writable)."""
+    seen, texts = set(), []
+    for k, n in enumerate(roots):
+        base = n
+        while base.op in _VIEWS and base.id not in input_ids:
+            base = base.args[0]
+        text = b.names[n.id]
+        scalar = base.op in ("const", "dim", "item")  # Python and NumPy scalars are immutable
+        if not scalar and (base.id in input_ids or base.id in seen or text in texts or _read_only(n)):
+            copy = b.namer.fresh(want[k - 1] if want and k else "value")
+            b.lines.append(f"{copy} = {m}.array({text})  # a copy: the caller owns what is returned")
+            text = copy
+        seen.add(base.id)
+        texts.append(text)
+    return texts
+
+
+def _read_only(n) -> bool:
+    """A broadcast view of an array (printed as ``broadcast_to``) cannot be written."""
+    while n.op == "transpose":
+        n = n.args[0]
+    return n.op == "bcast" and n.args[0].shape not in (None, ())
 
 
 def _shape(s):
@@ -457,20 +527,20 @@ def _spec(s) -> str:
 def _header(model, name, target, inputs, matrices) -> str:
     shapes = {str(s): "x".join(map(str, s.shape)) for s in matrices}
     described = ", ".join(f"{n} ({shapes[n]})" if n in shapes else f"{n} (scalar, broadcasts)" for n in inputs)
-    expr = str(model.expr)
-    if len(expr) > 300:
-        expr = expr[:297] + "..."
-    doc = f"""Generated by symgrad {__version__} from model {name!r}. Do not edit: regenerate.
-
-Model:    {name}  (source sha256 {model.source_hash()})
-Target:   {target.name}
-Value:    {expr}
-Inputs:   {described}
-Gradient: of sum(value) with respect to {", ".join(map(str, model.wrt)) or "nothing"}
-
-forward(**inputs) -> value
-value_and_grad(**inputs) -> (value, {{name: gradient}}), each gradient shaped like its input.
-At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
-the derivative is taken as 0.  Needs only {target.module} at run time.
-"""
-    return '"""' + _docstring_safe(doc) + '"""'
+    wrt = ", ".join(map(str, model.wrt)) or "nothing"
+    lines = [
+        f"Generated by symgrad {__version__} from model {name!r}. Do not edit: regenerate.",
+        "",
+        f"Model:    {name}  (source sha256 {model.source_hash()})",
+        f"Target:   {target.name}",
+        f"Value:    {short(model.expr, 300)}",  # bounded: a deep model is named by its head
+        f"Inputs:   {described}",
+        f"Gradient: of sum(value) with respect to {wrt}",
+        "",
+        "forward(**inputs) -> value",
+        "value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like its input.",
+        "At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)",
+        f"the derivative is taken as 0.  Needs only {target.module} at run time.",
+        "",
+    ]
+    return '"""' + docstring(*lines) + '"""'

@@ -1,0 +1,278 @@
+"""The reproducers of the classes of silent wrong answers found by attacking symgrad, one test each.
+
+Expected numbers are derived by hand (in the comments) or come from the runtime tape and float64
+central differences: never from the compiler under test.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import sympy as sp
+from sympy import MatrixSymbol, OneMatrix, Trace
+
+import symgrad
+from symgrad import SymgradError, tape
+from symgrad.emit import load_source
+from symgrad.ir import Graph
+
+from _cupy_shim import fake_cupy
+from _oracles import fd_grad, rel_err
+
+x, y, s, tau = sp.symbols("x y s tau")
+N, C = sp.symbols("N C")
+A = MatrixSymbol("A", 2, 2)
+A_VAL = np.array([[1.0, 2.0], [3.0, 4.0]])
+
+
+def grad_of(model, **inputs):
+    return symgrad.compile(model).value_and_grad(**inputs)
+
+
+def assert_matches_tape_and_fd(model, inputs):
+    value, grads = grad_of(model, **inputs)
+    t_value, t_grads = tape.value_and_grad(model, **inputs)
+    assert np.shape(value) == np.shape(t_value) and rel_err(value, t_value) < 1e-12
+    for name, g in grads.items():
+        assert np.shape(g) == np.shape(inputs[name])
+        assert rel_err(g, t_grads[name]) < 1e-12, (name, g, t_grads[name])
+        fd = fd_grad(lambda **kw: tape.forward(model, **kw), inputs, name)
+        assert rel_err(g, fd) < 1e-6, (name, g, fd)
+
+
+# -- 1. names never become code -------------------------------------------------------------------
+EVIL_NAMES = ['m"""+str(open("P","w"))+"""', 'q\r    open("P","w")\r    #', "a\\", 'z\u2028open("P","w")',
+              "b\x0bc\x0cd\x85e", '"', '\\\\"""', "t??/", "'''", "x\n y", "\u200bopen"]
+
+
+@pytest.mark.parametrize("target", ["numpy", "cupy"])
+@pytest.mark.parametrize("name", EVIL_NAMES, ids=range(len(EVIL_NAMES)))
+def test_names_never_become_code(name, target):
+    q = sp.Symbol(name)
+    model = symgrad.Model(x ** 2 + q * x, wrt=[x, q], name=name)
+    source = symgrad.generate(model, target)
+    tree = ast.parse(source)
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "open"]
+    # no line break of any kind inside a comment or a name: every physical line is a line
+    assert len(source.splitlines()) == len(source.rstrip("\n").split("\n"))
+    for line in source.split("\n"):
+        if "#" in line or "//" in line:
+            assert line.isprintable()
+    module = load_source(source, "evil") if target == "numpy" else None
+    if module is not None:
+        assert module.MODEL == name and module.INPUTS == (str(x), name)
+        value, grads = module.value_and_grad(**{str(x): 2.0, name: 3.0})
+        assert value == 10.0 and grads == {"x": 7.0, name: 2.0}   # 2x + q, x
+
+
+def test_evil_name_through_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.py").write_text(textwrap.dedent('''
+        import sympy as sp, symgrad
+        x = sp.Symbol("x")
+        q = sp.Symbol("q\\r    open('P','w')\\r    #")
+        model = symgrad.Model(x**2 + q, name='m"""+str(open("P","w"))+"""')
+    '''))
+    out = subprocess.run([sys.executable, "-m", "symgrad", "compile", "evil.py", "-o", "m.py", "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "P").exists()
+
+
+# -- 2. Python ints and bools give float results ---------------------------------------------------
+def test_python_ints_give_float_gradients():
+    model = symgrad.load_models("examples/seed003_backprop.py", only="seed003_sigmoid_ratio")[0]
+    value, grads = grad_of(model, x=2, y=-4)
+    t_value, t_grads = tape.value_and_grad(model, x=2.0, y=-4.0)
+    assert np.asarray(value).dtype == np.float64 and rel_err(value, t_value) < 1e-15
+    for k in ("x", "y"):
+        assert np.asarray(grads[k]).dtype == np.float64 and rel_err(grads[k], t_grads[k]) < 1e-15
+        assert grads[k] != 0
+    v, g = grad_of(symgrad.Model(x ** 2 * y, wrt=[x, y]), x=2 ** 40, y=True)   # 2**80: no overflow
+    assert v == 2.0 ** 80 and g["x"] == 2.0 ** 41 and g["y"] == 2.0 ** 80
+    v, g = grad_of(symgrad.Model(x ** 2 * y, wrt=[x]), x=np.array([1, 2]), y=np.array([True, False]))
+    assert v.dtype == np.float64 and list(g["x"]) == [2.0, 0.0]
+
+
+# -- 3./4. scalar Symbols meeting matrices ---------------------------------------------------------
+@pytest.mark.parametrize("s_value", [3.0, np.array(3.0), 3])
+def test_scalar_inside_and_outside_a_matrix_is_counted_once(s_value):
+    # d/ds (s + tr(s A)) = 1 + tr A = 6;  d/ds s tr(s A) = 2 s tr A = 30
+    assert grad_of(symgrad.Model(s + Trace(s * A), wrt=[s]), s=s_value, A=A_VAL)[1]["s"] == 6
+    assert grad_of(symgrad.Model(s * Trace(s * A), wrt=[s]), s=s_value, A=A_VAL)[1]["s"] == 30
+
+
+def test_scalar_parameter_of_a_matrix_valued_model_is_summed():
+    X, b = MatrixSymbol("X", N, 2), MatrixSymbol("b", 1, 2)
+    model = symgrad.Model(X + s * OneMatrix(N, 1) * b, wrt=[s, b])
+    value, grads = grad_of(model, s=3.0, X=np.ones((6, 2)), b=np.array([[1.0, 3.0]]))
+    assert value.shape == (6, 2)
+    assert grads["s"] == 24            # sum over 6 rows of (1 + 3)
+    assert grads["b"].tolist() == [[18.0, 18.0]]   # 6 rows * s
+
+
+def test_scalar_times_matrix_inside_applyfunc():
+    B, M = MatrixSymbol("B", 2, 2), MatrixSymbol("M", 2, 2)
+    model = symgrad.Model(B.T * (s * M).applyfunc(sp.exp), wrt=[s, M])
+    for s_value in (0.5, np.array(0.5)):
+        assert_matches_tape_and_fd(model, {"s": s_value, "B": A_VAL, "M": A_VAL / 4})
+
+
+def test_softmax_with_temperature():
+    theta, Y = MatrixSymbol("theta", N, C), MatrixSymbol("Y", N, C)
+    Z = theta / tau
+    lse = (Z.applyfunc(sp.exp) * OneMatrix(C, 1)).applyfunc(sp.log)
+    model = symgrad.Model(Trace(OneMatrix(1, N) * lse) - Trace(Y.T * Z), wrt=[theta, tau])
+    rng = np.random.default_rng(0)
+    assert_matches_tape_and_fd(model, {"theta": rng.standard_normal((5, 3)), "tau": np.array(1.7),
+                                       "Y": np.eye(3)[[0, 1, 2, 1, 0]]})
+
+
+# -- 5. value shapes -------------------------------------------------------------------------------
+def test_broadcast_of_a_transpose_has_the_full_shape_and_is_fresh():
+    c = MatrixSymbol("c", 3, 1)
+    c_val = np.array([[1.0], [2.0], [3.0]])
+    for model in (symgrad.Model(OneMatrix(2, 1) * c.T), symgrad.Model(c.T), symgrad.Model(c)):
+        value = symgrad.compile(model).forward(c=c_val)
+        assert value.shape == tape.forward(model, c=c_val).shape
+        assert not np.shares_memory(value, c_val) and value.flags.writeable
+    assert symgrad.compile(symgrad.Model(OneMatrix(2, 1) * c.T)).forward(c=c_val).tolist() == [[1, 2, 3]] * 2
+
+
+# -- 6. rewriting terminates -----------------------------------------------------------------------
+def test_models_whose_rewrites_used_to_cycle_compile():
+    code = textwrap.dedent("""
+        import sys, numpy as np, sympy as sp, symgrad
+        sys.setrecursionlimit(100000)
+        a, A = sp.MatrixSymbol("a", 1, 1), sp.MatrixSymbol("A", 2, 2)
+        M1, M2 = sp.MatrixSymbol("M1", 2, 2), sp.MatrixSymbol("M2", 2, 2)
+        for m in (symgrad.Model(a[0, 0]**2 * A), symgrad.Model(sp.Trace(M1)**2 * M2)):
+            shapes = {str(k): tuple(map(int, k.shape)) for k in m.inputs}
+            inputs = {k: np.arange(1.0, 1.0 + np.prod(v)).reshape(v) for k, v in shapes.items()}
+            v, g = symgrad.compile(m).value_and_grad(**inputs)
+            tv, tg = symgrad.tape.value_and_grad(m, **inputs)
+            assert np.allclose(v, tv) and all(np.allclose(g[k], tg[k]) for k in g)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout == "ok\n", (out.returncode, out.stderr[-2000:])
+
+
+def test_a_fold_that_undoes_itself_terminates(monkeypatch):
+    """Two rules that swap a product's arguments forever: the graph interns instead of looping."""
+    import dataclasses
+    from symgrad import ops
+    swap = lambda G, a, b, attr=None: G.mul(b, a)  # noqa: E731 - always "rewrites"
+    monkeypatch.setitem(ops.OPS, "mul", dataclasses.replace(ops.OPS["mul"], fold=swap))
+    G = Graph()
+    p, q = G.input("p", None), G.input("q", None)
+    node = G.mul(p, q)
+    assert node.op == "mul" and {a.id for a in node.args} == {p.id, q.id}
+    assert G.mul(p, q) is node      # deterministic and interned
+
+
+# -- 7. Python floats in selections ----------------------------------------------------------------
+def test_python_floats_in_selections():
+    v, g = grad_of(symgrad.Model(sp.Max(x, y)), x=1.0, y=2.0)
+    assert v == 2.0 and g == {"x": 0.0, "y": 1.0}
+    v, g = grad_of(symgrad.Model(sp.Min(x, y) + sp.Heaviside(x) + sp.Piecewise((x, x > 0), (y, True))), x=1.0, y=2.0)
+    assert v == 3.0 and g == {"x": 2.0, "y": 0.0}
+    with np.errstate(all="ignore"):   # NumPy semantics, no exception
+        v, g = grad_of(symgrad.Model(1 / x + sp.sqrt(y)), x=0.0, y=-1.0)
+    assert np.isinf(v) or np.isnan(v)
+
+
+# -- 8. guards guard the gradient ------------------------------------------------------------------
+def test_piecewise_guard_guards_the_gradient():
+    model = symgrad.Model(sp.Piecewise((x * sp.log(x), x > 0), (0, True)), wrt=[x])
+    with np.errstate(all="ignore"):
+        v, g = grad_of(model, x=np.array([-1.0, 0.0, 1.0]))
+    assert v.tolist() == [0.0, 0.0, 0.0] and g["x"].tolist() == [0.0, 0.0, 1.0]   # d x log x = log x + 1
+
+
+def test_power_derivative_in_the_exponent_at_zero_base():
+    with np.errstate(all="ignore"):
+        v, g = grad_of(symgrad.Model(x ** y), x=np.array(0.0), y=np.array(2.0))
+    assert v == 0 and g == {"x": 0.0, "y": 0.0}     # y x**(y-1) = 0; x**y log x -> 0
+
+
+# -- 9. the caller owns every returned array -------------------------------------------------------
+def test_returned_arrays_never_alias():
+    W, X = MatrixSymbol("W", 2, 2), MatrixSymbol("X", 2, 2)
+    X_val = np.ones((2, 2))
+    _, g = grad_of(symgrad.Model(Trace(W * X), wrt=[W]), W=A_VAL, X=X_val)
+    assert not np.shares_memory(g["W"], X_val) and g["W"].flags.writeable
+    xs = np.linspace(0.1, 1.0, 4)
+    v, g = grad_of(symgrad.Model(sp.exp(x)), x=xs)
+    assert not np.shares_memory(g["x"], v) and not np.shares_memory(g["x"], xs) and g["x"].flags.writeable
+    v, g = grad_of(symgrad.Model(x, wrt=[x]), x=xs)
+    assert not np.shares_memory(v, xs) and not np.shares_memory(g["x"], v)
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("examples").glob("seed*.py")), ids=lambda p: p.stem)
+def test_example_modules_return_owned_writable_arrays(path):
+    from symgrad.verify import sample_inputs
+    for model in symgrad.load_models(path):
+        inputs = sample_inputs(model, np.random.default_rng(0))
+        value, grads = grad_of(model, **inputs)
+        out = [np.asarray(value)] + [np.asarray(g) for g in grads.values()]
+        for i, a in enumerate(out):
+            if a.ndim:
+                assert a.flags.writeable, (model.name, i)
+            assert not any(np.shares_memory(a, v) for v in inputs.values()), (model.name, i)
+            assert not any(np.shares_memory(a, b) for b in out[i + 1:]), (model.name, i)
+
+
+# -- 10. compile time is linear in the DAG ---------------------------------------------------------
+def test_shared_subexpressions_compile_in_linear_time():
+    """40 steps of the logistic map are a tree of ~2**40 nodes but a small DAG (SymPy flattens each
+    step's product, so its argument lists total O(steps**2)): any walk of the tree (str, srepr,
+    free_symbols) would never finish."""
+    code = textwrap.dedent("""
+        import sympy as sp, symgrad, numpy as np
+        x, r, y = sp.symbols("x r y")
+        e = x
+        for _ in range(40):
+            e = r * e * (1 - e)
+        f = x
+        for _ in range(40):
+            f = sp.sin(f) * y + sp.cos(f)
+        for m in (symgrad.Model(e, wrt=[x]), symgrad.Model(f, wrt=[x])):
+            inputs = {k: v for k, v in {"x": 0.3, "r": 3.2, "y": 0.5}.items() if k in map(str, m.inputs)}
+            value, grads = symgrad.compile(m).value_and_grad(**inputs)
+            t_value, t_grads = symgrad.tape.value_and_grad(m, **inputs)
+            assert abs(value - t_value) < 1e-12 and abs(grads["x"] - t_grads["x"]) < 1e-9 * abs(t_grads["x"])
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr[-2000:]
+
+
+# -- 11. bad input is a clear error ----------------------------------------------------------------
+def test_dimension_bound_by_no_input():
+    with pytest.raises(SymgradError, match="dimension N .*not a dimension of any MatrixSymbol input"):
+        symgrad.Model(OneMatrix(N, 1) * MatrixSymbol("b", 1, 2))
+
+
+def test_empty_batch_names_the_input():
+    X = MatrixSymbol("X", N, 2)
+    module = symgrad.compile(symgrad.Model(Trace(X.T * X) / N))
+    with pytest.raises(ValueError, match="input 'X' is empty"):
+        module.forward(X=np.ones((0, 2)))
+
+
+@pytest.mark.parametrize("bad", [1j, np.array([1 + 2j]), None, "a", object(), np.array(["a"]), [None]])
+@pytest.mark.parametrize("target", ["numpy", "cupy"])
+def test_non_real_inputs_are_a_type_error_naming_the_input(bad, target, monkeypatch):
+    model = symgrad.Model(x ** 2 + y, wrt=[x], name="m")
+    if target == "cupy":
+        monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    module = load_source(symgrad.generate(model, target), "m_" + target)
+    with pytest.raises(TypeError, match="m: input 'x' must be real numbers"):
+        module.value_and_grad(x=bad, y=1.0)
+    with pytest.raises(TypeError, match="m: input 'x' must be real numbers"):
+        module.forward(x=bad, y=1.0)
