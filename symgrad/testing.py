@@ -21,6 +21,7 @@ import os
 import re
 from pathlib import Path
 
+from .emit.text import docstring
 from .model import Model, SymgradError, load_models
 from .verify import check
 
@@ -99,9 +100,9 @@ def pytest_source(model_path, module_path, test_path, model_name=None) -> str:
     here = Path(test_path).parent
     module_rel, model_rel = _rel(module_path, here), _rel(model_path, here)
     test_name = re.sub(r"\W", "_", Path(module_path).stem)
-    return f'''"""Checks {Path(module_path).name} against symgrad's runtime tape and finite differences.
-
-Written by symgrad; regenerate with `symgrad compile {Path(model_path).name} --write-test`.
+    doc = docstring(f"Checks {Path(module_path).name} against symgrad's runtime tape and finite differences.",
+                    "", f"Written by symgrad; regenerate with `symgrad compile {Path(model_path).name} --write-test`.")
+    return f'''"""{doc}
 """
 from pathlib import Path
 
