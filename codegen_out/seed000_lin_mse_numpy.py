@@ -2,7 +2,7 @@
 
 Model:    seed000_lin_mse  (source sha256 bd5ee5e68940aefb)
 Target:   numpy
-Value:    Mul(...)
+Value:    1/H*1/N*tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + ones(N, 1)*b))
 Inputs:   W (MxH), b (1xH), X (NxM), Y (NxH)
 Gradient: of sum(value) with respect to W, b, X
 
@@ -89,11 +89,11 @@ def forward(*, W, b, X, Y):
     H, M, N = _dims({'W': W, 'b': b, 'X': X, 'Y': Y})
     t0 = np.matmul(X, W, out=_scratch('forward0', (N, H), _dt))  # X*W
     t1 = np.subtract(t0, Y, out=t0)
-    t2 = np.add(b, t1, out=t1)  # X*W - Y + 1*b
+    t2 = np.add(t1, b, out=t1)  # -Y + X*W + ones(N, 1)*b
     t3 = np.multiply(t2, t2, out=t2)
-    t4 = np.sum(t3)  # Trace(...)
+    t4 = np.sum(t3)  # tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
     t5 = H * N
-    t6 = t4 / t5  # Mul(...)
+    t6 = t4 / t5  # 1/H*1/N*tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
     return t6
 
 
@@ -103,14 +103,14 @@ def value_and_grad(*, W, b, X, Y):
     H, M, N = _dims({'W': W, 'b': b, 'X': X, 'Y': Y})
     t0 = np.matmul(X, W, out=_scratch('value_and_grad0', (N, H), _dt))
     t1 = np.subtract(t0, Y, out=t0)
-    t2 = np.add(b, t1, out=t1)  # X*W - Y + 1*b
+    t2 = np.add(t1, b, out=t1)  # -Y + X*W + ones(N, 1)*b
     t3 = np.multiply(t2, t2, out=_scratch('value_and_grad1', (N, H), _dt))
-    t4 = np.sum(t3)  # Trace(...)
+    t4 = np.sum(t3)  # tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
     t5 = H * N
-    t6 = t4 / t5  # Mul(...)
-    b_t4 = 1.0 / t5  # adjoint of Trace(...)
+    t6 = t4 / t5  # 1/H*1/N*tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
+    b_t4 = 1.0 / t5  # adjoint of tr((-Y.T + W.T*X.T + b.T*ones(1, N))*t2)
     t7 = np.multiply(t2, b_t4, out=t2)
-    b_t2 = np.multiply(2.0, t7, out=t7)  # adjoint of X*W - Y + 1*b
+    b_t2 = np.multiply(2.0, t7, out=t7)  # adjoint of -Y + X*W + ones(N, 1)*b
     t8 = b_t2.T @ X
     grad_W = t8.T  # adjoint of W
     grad_b = b_t2.sum(axis=0, keepdims=True)  # adjoint of b

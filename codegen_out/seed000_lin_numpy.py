@@ -2,7 +2,7 @@
 
 Model:    seed000_lin  (source sha256 a75d2398caddb0df)
 Target:   numpy
-Value:    X*W + 1*b
+Value:    X*W + ones(N, 1)*b
 Inputs:   W (MxH), b (1xH), X (NxM)
 Gradient: of sum(value) with respect to W, b, X
 
@@ -67,7 +67,7 @@ def forward(*, W, b, X):
     _dt, W, b, X = _promote(W, b, X)
     H, M, N = _dims({'W': W, 'b': b, 'X': X})
     t0 = X @ W  # X*W
-    t1 = np.add(t0, b, out=t0)  # X*W + 1*b
+    t1 = np.add(t0, b, out=t0)  # X*W + ones(N, 1)*b
     return t1
 
 
@@ -76,7 +76,7 @@ def value_and_grad(*, W, b, X):
     _dt, W, b, X = _promote(W, b, X)
     H, M, N = _dims({'W': W, 'b': b, 'X': X})
     t0 = X @ W  # X*W
-    t1 = np.add(t0, b, out=t0)  # X*W + 1*b
+    t1 = np.add(t0, b, out=t0)  # X*W + ones(N, 1)*b
     t2 = X.sum(axis=0, keepdims=True)
     t3 = np.broadcast_to(t2, (H, M))
     grad_W = t3.T  # adjoint of W

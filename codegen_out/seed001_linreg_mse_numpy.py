@@ -2,7 +2,7 @@
 
 Model:    seed001_linreg_mse  (source sha256 259abdf925e6b01b)
 Target:   numpy
-Value:    Trace((-w.T*X.T + y.T)*(-X*w + y))/N
+Value:    1/N*tr((-w.T*X.T + y.T)*(-X*w + y))
 Inputs:   w (dx1), X (Nxd), y (Nx1)
 Gradient: of sum(value) with respect to w, X
 
@@ -90,8 +90,8 @@ def forward(*, w, X, y):
     t0 = np.matmul(X, w, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.subtract(y, t0, out=t0)  # -X*w + y
     t2 = np.multiply(t1, t1, out=t1)
-    t3 = np.sum(t2)  # Trace((-w.T*X.T + y.T)*(-X*w + y))
-    t4 = t3 / N  # Trace((-w.T*X.T + y.T)*(-X*w + y))/N
+    t3 = np.sum(t2)  # tr((-w.T*X.T + y.T)*(-X*w + y))
+    t4 = t3 / N  # 1/N*tr((-w.T*X.T + y.T)*(-X*w + y))
     return t4
 
 
@@ -102,8 +102,8 @@ def value_and_grad(*, w, X, y):
     t0 = np.matmul(X, w, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.subtract(y, t0, out=t0)  # -X*w + y
     t2 = np.multiply(t1, t1, out=_scratch('value_and_grad1', (N, 1), _dt))
-    t3 = np.sum(t2)  # Trace((-w.T*X.T + y.T)*(-X*w + y))
-    t4 = t3 / N  # Trace((-w.T*X.T + y.T)*(-X*w + y))/N
+    t3 = np.sum(t2)  # tr((-w.T*X.T + y.T)*(-X*w + y))
+    t4 = t3 / N  # 1/N*tr((-w.T*X.T + y.T)*(-X*w + y))
     b_t3 = 1.0 / N  # 1/N
     t5 = np.multiply(t1, b_t3, out=t1)
     b_t0 = np.multiply((-2.0), t5, out=t5)  # adjoint of t0

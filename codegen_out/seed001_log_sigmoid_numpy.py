@@ -46,6 +46,16 @@ def _promote(*inputs):
                          for x, a in zip(inputs, arrays))
 
 
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = np.negative(x, out=out)
+    if not isinstance(t, np.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + np.exp(t))
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    return np.reciprocal(t, out=t)
+
+
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = np.shape(x)
@@ -57,16 +67,6 @@ def _sum_to(g, x, value):
     elif np.shape(g) != shape:
         g = np.broadcast_to(g, shape).copy()
     return np.asarray(g, dtype=np.result_type(x))
-
-
-def _sigmoid(x, out=None):
-    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
-    t = np.negative(x, out=out)
-    if not isinstance(t, np.ndarray) or t.ndim == 0:
-        return 1.0 / (1.0 + np.exp(t))
-    np.exp(t, out=t)
-    np.add(t, 1.0, out=t)
-    return np.reciprocal(t, out=t)
 
 
 def _buf(t):

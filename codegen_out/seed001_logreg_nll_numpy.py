@@ -2,7 +2,7 @@
 
 Model:    seed001_logreg_nll  (source sha256 3e4551d5a8179286)
 Target:   numpy
-Value:    Mul(...)
+Value:    -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w))))
 Inputs:   w (kx1), Phi (Nxk), y (Nx1)
 Gradient: of sum(value) with respect to w
 
@@ -98,15 +98,15 @@ def forward(*, w, Phi, y):
     _dt, w, Phi, y = _promote(w, Phi, y)
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
-    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
     t2 = np.matmul(Phi, w, out=_scratch('forward1', (N, 1), _dt))
-    t3 = np.multiply(t1, t2, out=t1)  # HadamardProduct(2*y - 1, Phi*w)
-    t4 = np.negative(t3, out=t3)  # -_d
+    t3 = np.multiply(t1, t2, out=t1)  # (-ones(N, 1) + 2*y)*Phi*w
+    t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
     t5 = np.logaddexp(0.0, t4, out=t4)
-    t6 = np.negative(t5, out=t5)  # log(1/(1 + exp(-_d)))
-    t7 = t6.sum(axis=0, keepdims=True)  # 1*Lambda(_d, log(1/(1 + exp(-_d)))).(HadamardProduct(2*y ...
-    t8 = t7[0, 0]  # Trace(1*Lambda(_d, log(1/(1 + exp(-_d)))).(HadamardProduc...
-    t9 = -t8  # Mul(...)
+    t6 = np.negative(t5, out=t5)  # log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w)))
+    t7 = t6.sum(axis=0, keepdims=True)  # ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w)))
+    t8 = t7[0, 0]  # tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w))))
+    t9 = -t8  # -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w))))
     return t9
 
 
@@ -115,16 +115,16 @@ def value_and_grad(*, w, Phi, y):
     _dt, w, Phi, y = _promote(w, Phi, y)
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
-    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
     t2 = np.matmul(Phi, w, out=_scratch('value_and_grad1', (N, 1), _dt))
-    t3 = np.multiply(t1, t2, out=t2)  # HadamardProduct(2*y - 1, Phi*w)
-    t4 = np.negative(t3, out=t3)  # -_d
+    t3 = np.multiply(t1, t2, out=t2)  # (-ones(N, 1) + 2*y)*Phi*w
+    t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
     t5 = np.logaddexp(0.0, t4, out=_scratch('value_and_grad2', (N, 1), _dt))
-    t6 = np.negative(t5, out=t5)  # log(1/(1 + exp(-_d)))
-    t7 = t6.sum(axis=0, keepdims=True)  # 1*Lambda(_d, log(1/(1 + exp(-_d)))).(HadamardProduct(2*y ...
-    t8 = t7[0, 0]  # Trace(1*Lambda(_d, log(1/(1 + exp(-_d)))).(HadamardProduc...
-    t9 = -t8  # Mul(...)
-    b_t4 = _sigmoid(t4, out=t4)  # adjoint of -_d
+    t6 = np.negative(t5, out=t5)  # log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w)))
+    t7 = t6.sum(axis=0, keepdims=True)  # ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w)))
+    t8 = t7[0, 0]  # tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w))))
+    t9 = -t8  # -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w))))
+    b_t4 = _sigmoid(t4, out=t4)  # adjoint of -(-ones(N, 1) + 2*y)*Phi*w
     t10 = np.multiply(t1, b_t4, out=t1)
     b_t2 = np.negative(t10, out=t10)  # adjoint of Phi*w
     t11 = b_t2.T @ Phi

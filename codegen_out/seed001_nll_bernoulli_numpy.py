@@ -2,7 +2,7 @@
 
 Model:    seed001_nll_bernoulli  (source sha256 c114fb7b063175d1)
 Target:   numpy
-Value:    Mul(...)
+Value:    -tr(ones(1, N)*((-y + ones(N, 1))*log(1 - (1/(1 + exp(-1/(1 + exp(-X*W.T))*w0)))) + log(1/(1 + exp(-1/(1 + exp(-X*W.T))*w0)))*y))
 Inputs:   w0 (hx1), W (hxd), X (Nxd), y (Nx1)
 Gradient: of sum(value) with respect to w0, W
 
@@ -99,18 +99,18 @@ def forward(*, w0, W, X, y):
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.subtract(1.0, y, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.matmul(X, W.T, out=_scratch('forward1', (N, h), _dt))
-    t2 = _sigmoid(t1, out=t1)  # 1/(1 + exp(-_d))
+    t2 = _sigmoid(t1, out=t1)  # 1/(1 + exp(-X*W.T))
     t3 = np.matmul(t2, w0, out=_scratch('forward2', (N, 1), _dt))
     t4 = np.logaddexp(0.0, t3, out=_scratch('forward3', (N, 1), _dt))
     t5 = np.multiply(t0, t4, out=t0)
-    t6 = np.negative(t3, out=t3)  # -_d
+    t6 = np.negative(t3, out=t3)  # -1/(1 + exp(-X*W.T))*w0
     t7 = np.logaddexp(0.0, t6, out=t6)
     t8 = np.multiply(y, t7, out=t7)
     t9 = np.add(t5, t8, out=t5)
-    t10 = np.negative(t9, out=t9)  # MatAdd(...)
-    t11 = t10.sum(axis=0, keepdims=True)  # MatMul(...)
-    t12 = t11[0, 0]  # Trace(...)
-    t13 = -t12  # Mul(...)
+    t10 = np.negative(t9, out=t9)  # (-y + ones(N, 1))*log(1 - (1/(1 + exp(-t3)))) + ...*y
+    t11 = t10.sum(axis=0, keepdims=True)  # ones(1, N)*t10
+    t12 = t11[0, 0]  # tr(ones(1, N)*t10)
+    t13 = -t12  # -tr(ones(1, N)*((-y + ones(N, 1))*log(1 + ...) + ...*y))
     return t13
 
 
@@ -120,7 +120,7 @@ def value_and_grad(*, w0, W, X, y):
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.subtract(1.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.matmul(X, W.T, out=_scratch('value_and_grad1', (N, h), _dt))
-    t2 = _sigmoid(t1, out=t1)  # 1/(1 + exp(-_d))
+    t2 = _sigmoid(t1, out=t1)  # 1/(1 + exp(-X*W.T))
     t3 = np.matmul(t2, w0, out=_scratch('value_and_grad2', (N, 1), _dt))
     t4 = np.logaddexp(0.0, t3, out=_scratch('value_and_grad3', (N, 1), _dt))
     t5 = np.multiply(t0, t4, out=t4)
@@ -128,15 +128,15 @@ def value_and_grad(*, w0, W, X, y):
     t7 = np.logaddexp(0.0, t6, out=_scratch('value_and_grad5', (N, 1), _dt))
     t8 = np.multiply(y, t7, out=t7)
     t9 = np.add(t5, t8, out=t5)
-    t10 = np.negative(t9, out=t9)  # MatAdd(...)
-    t11 = t10.sum(axis=0, keepdims=True)  # MatMul(...)
-    t12 = t11[0, 0]  # Trace(...)
-    t13 = -t12  # Mul(...)
-    t14 = _sigmoid(t3, out=t3)  # 1/(1 + exp(-_d))
+    t10 = np.negative(t9, out=t9)  # (-y + ones(N, 1))*log(1 - (1/(1 + exp(-t3)))) + ...*y
+    t11 = t10.sum(axis=0, keepdims=True)  # ones(1, N)*t10
+    t12 = t11[0, 0]  # tr(ones(1, N)*t10)
+    t13 = -t12  # -tr(ones(1, N)*((-y + ones(N, 1))*log(1 + ...) + ...*y))
+    t14 = _sigmoid(t3, out=t3)  # 1/(1 + exp(-1/(1 + exp(-X*W.T))*w0))
     t15 = np.multiply(t0, t14, out=t0)
     t16 = _sigmoid(t6, out=t6)
-    b_t6 = np.multiply(y, t16, out=t16)  # adjoint of -_d
-    b_t3 = np.subtract(t15, b_t6, out=t15)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
+    b_t6 = np.multiply(y, t16, out=t16)  # adjoint of -1/(1 + exp(-X*W.T))*w0
+    b_t3 = np.subtract(t15, b_t6, out=t15)  # adjoint of 1/(1 + exp(-X*W.T))*w0
     t17 = b_t3.T @ t2
     grad_w0 = t17.T  # adjoint of w0
     b_t2 = np.matmul(b_t3, w0.T, out=_scratch('value_and_grad6', (N, h), _dt))

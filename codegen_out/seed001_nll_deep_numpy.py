@@ -2,7 +2,7 @@
 
 Model:    seed001_nll_deep  (source sha256 1897044d0573786c)
 Target:   numpy
-Value:    Mul(...)
+Value:    -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*1/(1 + exp(-1/(1 + exp(-X*W1.T))*W2.T))*w0))))
 Inputs:   w0 (h2x1), W1 (hxd), W2 (h2xh), X (Nxd), y (Nx1)
 Gradient: of sum(value) with respect to w0, W1, W2
 
@@ -98,19 +98,19 @@ def forward(*, w0, W1, W2, X, y):
     _dt, w0, W1, W2, X, y = _promote(w0, W1, W2, X, y)
     N, d, h, h2 = _dims({'w0': w0, 'W1': W1, 'W2': W2, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
-    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
     t2 = np.matmul(X, W1.T, out=_scratch('forward1', (N, h), _dt))
-    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
+    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W1.T))
     t4 = np.matmul(t3, W2.T, out=_scratch('forward2', (N, h2), _dt))
-    t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-_d))
+    t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-1/(1 + exp(-X*W1.T))*W2.T))
     t6 = np.matmul(t5, w0, out=_scratch('forward3', (N, 1), _dt))
-    t7 = np.multiply(t1, t6, out=t1)  # HadamardProduct(...)
-    t8 = np.negative(t7, out=t7)  # -_d
+    t7 = np.multiply(t1, t6, out=t1)  # (-ones(N, 1) + 2*y)*t6
+    t8 = np.negative(t7, out=t7)  # -(-ones(N, 1) + 2*y)*t6
     t9 = np.logaddexp(0.0, t8, out=t8)
-    t10 = np.negative(t9, out=t9)  # log(1/(1 + exp(-_d)))
-    t11 = t10.sum(axis=0, keepdims=True)  # MatMul(...)
-    t12 = t11[0, 0]  # Trace(...)
-    t13 = -t12  # Mul(...)
+    t10 = np.negative(t9, out=t9)  # log(1/(1 + exp(-(-ones(N, 1) + 2*y)*1/(1 + exp(-t4))*w0)))
+    t11 = t10.sum(axis=0, keepdims=True)  # ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t6)))
+    t12 = t11[0, 0]  # tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t5*w0))))
+    t13 = -t12  # -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t6))))
     return t13
 
 
@@ -119,28 +119,28 @@ def value_and_grad(*, w0, W1, W2, X, y):
     _dt, w0, W1, W2, X, y = _promote(w0, W1, W2, X, y)
     N, d, h, h2 = _dims({'w0': w0, 'W1': W1, 'W2': W2, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
-    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
     t2 = np.matmul(X, W1.T, out=_scratch('value_and_grad1', (N, h), _dt))
-    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
+    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W1.T))
     t4 = np.matmul(t3, W2.T, out=_scratch('value_and_grad2', (N, h2), _dt))
-    t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-_d))
+    t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-1/(1 + exp(-X*W1.T))*W2.T))
     t6 = np.matmul(t5, w0, out=_scratch('value_and_grad3', (N, 1), _dt))
-    t7 = np.multiply(t1, t6, out=t6)  # HadamardProduct(...)
-    t8 = np.negative(t7, out=t7)  # -_d
+    t7 = np.multiply(t1, t6, out=t6)  # (-ones(N, 1) + 2*y)*t6
+    t8 = np.negative(t7, out=t7)  # -(-ones(N, 1) + 2*y)*t6
     t9 = np.logaddexp(0.0, t8, out=_scratch('value_and_grad4', (N, 1), _dt))
-    t10 = np.negative(t9, out=t9)  # log(1/(1 + exp(-_d)))
-    t11 = t10.sum(axis=0, keepdims=True)  # MatMul(...)
-    t12 = t11[0, 0]  # Trace(...)
-    t13 = -t12  # Mul(...)
-    b_t8 = _sigmoid(t8, out=t8)  # adjoint of -_d
+    t10 = np.negative(t9, out=t9)  # log(1/(1 + exp(-(-ones(N, 1) + 2*y)*1/(1 + exp(-t4))*w0)))
+    t11 = t10.sum(axis=0, keepdims=True)  # ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t6)))
+    t12 = t11[0, 0]  # tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t5*w0))))
+    t13 = -t12  # -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t6))))
+    b_t8 = _sigmoid(t8, out=t8)  # adjoint of -(-ones(N, 1) + 2*y)*1/(1 + exp(-t3*W2.T))*w0
     t14 = np.multiply(t1, b_t8, out=t1)
-    b_t6 = np.negative(t14, out=t14)  # adjoint of MatMul(...)
+    b_t6 = np.negative(t14, out=t14)  # adjoint of 1/(1 + exp(-1/(1 + exp(-X*W1.T))*W2.T))*w0
     t15 = b_t6.T @ t5
     grad_w0 = t15.T  # adjoint of w0
     b_t5 = np.matmul(b_t6, w0.T, out=_scratch('value_and_grad5', (N, h2), _dt))
     t16 = np.subtract(1.0, t5, out=_scratch('value_and_grad6', (N, h2), _dt))
     t17 = np.multiply(t5, t16, out=t5)
-    b_t4 = np.multiply(b_t5, t17, out=b_t5)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W1.T)*W2.T
+    b_t4 = np.multiply(b_t5, t17, out=b_t5)  # adjoint of 1/(1 + exp(-X*W1.T))*W2.T
     b_t3 = np.matmul(b_t4, W2, out=_scratch('value_and_grad7', (N, h), _dt))
     t18 = np.subtract(1.0, t3, out=_scratch('value_and_grad8', (N, h), _dt))
     t19 = np.multiply(t3, t18, out=t18)

@@ -2,7 +2,7 @@
 
 Model:    seed001_nll  (source sha256 cc6dce488febc0f8)
 Target:   numpy
-Value:    Mul(...)
+Value:    -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0))))
 Inputs:   w0 (hx1), W (hxd), X (Nxd), y (Nx1)
 Gradient: of sum(value) with respect to w0, W
 
@@ -98,17 +98,17 @@ def forward(*, w0, W, X, y):
     _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
-    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
     t2 = np.matmul(X, W.T, out=_scratch('forward1', (N, h), _dt))
-    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
+    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W.T))
     t4 = np.matmul(t3, w0, out=_scratch('forward2', (N, 1), _dt))
-    t5 = np.multiply(t1, t4, out=t1)  # HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + exp(-_d))).(X*...
-    t6 = np.negative(t5, out=t5)  # -_d
+    t5 = np.multiply(t1, t4, out=t1)  # (-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
+    t6 = np.negative(t5, out=t5)  # -(-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t7 = np.logaddexp(0.0, t6, out=t6)
-    t8 = np.negative(t7, out=t7)  # log(1/(1 + exp(-_d)))
-    t9 = t8.sum(axis=0, keepdims=True)  # MatMul(...)
-    t10 = t9[0, 0]  # Trace(...)
-    t11 = -t10  # Mul(...)
+    t8 = np.negative(t7, out=t7)  # log(...)
+    t9 = t8.sum(axis=0, keepdims=True)  # ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t4)))
+    t10 = t9[0, 0]  # tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t3*w0))))
+    t11 = -t10  # -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t4))))
     return t11
 
 
@@ -117,20 +117,20 @@ def value_and_grad(*, w0, W, X, y):
     _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
-    t1 = np.add((-1.0), t0, out=t0)  # 2*y - 1
+    t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
     t2 = np.matmul(X, W.T, out=_scratch('value_and_grad1', (N, h), _dt))
-    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-_d))
+    t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W.T))
     t4 = np.matmul(t3, w0, out=_scratch('value_and_grad2', (N, 1), _dt))
-    t5 = np.multiply(t1, t4, out=t4)  # HadamardProduct(2*y - 1, Lambda(_d, 1/(1 + exp(-_d))).(X*...
-    t6 = np.negative(t5, out=t5)  # -_d
+    t5 = np.multiply(t1, t4, out=t4)  # (-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
+    t6 = np.negative(t5, out=t5)  # -(-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t7 = np.logaddexp(0.0, t6, out=_scratch('value_and_grad3', (N, 1), _dt))
-    t8 = np.negative(t7, out=t7)  # log(1/(1 + exp(-_d)))
-    t9 = t8.sum(axis=0, keepdims=True)  # MatMul(...)
-    t10 = t9[0, 0]  # Trace(...)
-    t11 = -t10  # Mul(...)
-    b_t6 = _sigmoid(t6, out=t6)  # adjoint of -_d
+    t8 = np.negative(t7, out=t7)  # log(...)
+    t9 = t8.sum(axis=0, keepdims=True)  # ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t4)))
+    t10 = t9[0, 0]  # tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t3*w0))))
+    t11 = -t10  # -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*t4))))
+    b_t6 = _sigmoid(t6, out=t6)  # adjoint of -(-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t12 = np.multiply(t1, b_t6, out=t1)
-    b_t4 = np.negative(t12, out=t12)  # adjoint of Lambda(_d, 1/(1 + exp(-_d))).(X*W.T)*w0
+    b_t4 = np.negative(t12, out=t12)  # adjoint of 1/(1 + exp(-X*W.T))*w0
     t13 = b_t4.T @ t3
     grad_w0 = t13.T  # adjoint of w0
     b_t3 = np.matmul(b_t4, w0.T, out=_scratch('value_and_grad4', (N, h), _dt))

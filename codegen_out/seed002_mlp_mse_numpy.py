@@ -2,7 +2,7 @@
 
 Model:    seed002_mlp_mse  (source sha256 8dfbb3645b3b6ef7)
 Target:   numpy
-Value:    Mul(...)
+Value:    1/N*tr(ones(1, N)*(-y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2)**2)
 Inputs:   w1 (mxnh), b1 (1xnh), w2 (nhx1), b2 (1x1), x (Nxm), y (Nx1)
 Gradient: of sum(value) with respect to w1, b1, w2, b2
 
@@ -101,15 +101,15 @@ def forward(*, w1, b1, w2, b2, x, y):
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = np.matmul(x, w1, out=_scratch('forward0', (N, nh), _dt))
-    t1 = np.add(t0, b1, out=t0)  # x*w1 + 1*b1
-    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
+    t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
     t3 = np.matmul(t2, w2, out=_scratch('forward1', (N, 1), _dt))
     t4 = np.subtract(t3, y, out=t3)
-    t5 = np.add(b2, t4, out=t4)  # MatAdd(...)
-    t6 = np.square(t5, out=t5)  # HadamardPower(...)
-    t7 = t6.sum(axis=0, keepdims=True)  # MatMul(...)
-    t8 = t7[0, 0]  # Trace(...)
-    t9 = t8 / N  # Mul(...)
+    t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
+    t6 = np.square(t5, out=t5)  # (-y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2)**2
+    t7 = t6.sum(axis=0, keepdims=True)  # ones(1, N)*t6
+    t8 = t7[0, 0]  # tr(ones(1, N)*t6)
+    t9 = t8 / N  # 1/N*tr(ones(1, N)*t6)
     return t9
 
 
@@ -118,21 +118,21 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = np.matmul(x, w1, out=_scratch('value_and_grad0', (N, nh), _dt))
-    t1 = np.add(t0, b1, out=t0)  # x*w1 + 1*b1
-    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
+    t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
     t3 = np.matmul(t2, w2, out=_scratch('value_and_grad1', (N, 1), _dt))
     t4 = np.subtract(t3, y, out=t3)
-    t5 = np.add(b2, t4, out=t4)  # MatAdd(...)
+    t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.square(t5, out=_scratch('value_and_grad2', (N, 1), _dt))
-    t7 = t6.sum(axis=0, keepdims=True)  # MatMul(...)
-    t8 = t7[0, 0]  # Trace(...)
-    t9 = t8 / N  # Mul(...)
+    t7 = t6.sum(axis=0, keepdims=True)  # ones(1, N)*t6
+    t8 = t7[0, 0]  # tr(ones(1, N)*t6)
+    t9 = t8 / N  # 1/N*tr(ones(1, N)*t6)
     t10 = t2 > 0.0
     b_t8 = 1.0 / N  # 1/N
     t11 = 2.0 * b_t8
-    b_t5 = np.multiply(t5, t11, out=t5)  # adjoint of MatAdd(...)
+    b_t5 = np.multiply(t5, t11, out=t5)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
     b_t2 = np.matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
-    b_t1 = _where(t10, b_t2, 0.0, out=b_t2)  # adjoint of x*w1 + 1*b1
+    b_t1 = _where(t10, b_t2, 0.0, out=b_t2)  # adjoint of x*w1 + ones(N, 1)*b1
     t12 = b_t1.T @ x
     grad_w1 = t12.T  # adjoint of w1
     grad_b1 = b_t1.sum(axis=0, keepdims=True)  # adjoint of b1

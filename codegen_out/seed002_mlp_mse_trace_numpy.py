@@ -2,7 +2,7 @@
 
 Model:    seed002_mlp_mse_trace  (source sha256 f91f773e83f1b58a)
 Target:   numpy
-Value:    Mul(...)
+Value:    1/N*tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, b1.T*ones(1, N) + w1.T*x.T))*(-y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2))
 Inputs:   w1 (mxnh), b1 (1xnh), w2 (nhx1), b2 (1x1), x (Nxm), y (Nx1)
 Gradient: of sum(value) with respect to w1, b1, w2, b2, x
 
@@ -100,47 +100,42 @@ def forward(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse_trace."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = np.matmul(x, w1, out=_scratch('forward0', (N, nh), _dt))
-    t1 = np.add(b1, t0, out=t0)  # x*w1 + 1*b1
-    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
-    t3 = np.matmul(t2, w2, out=_scratch('forward1', (N, 1), _dt))
-    t4 = np.subtract(b2, y, out=_scratch('forward2', (N, 1), _dt))
-    t5 = np.add(t3, t4, out=t4)
-    t6 = np.subtract(t3, y, out=t3)
-    t7 = np.add(b2, t6, out=t6)  # MatAdd(...)
-    t8 = np.multiply(t5, t7, out=t5)
-    t9 = np.sum(t8)  # Trace(...)
-    t10 = t9 / N  # Mul(...)
-    return t10
+    t0 = np.subtract(b2, y, out=_scratch('forward0', (N, 1), _dt))
+    t1 = np.matmul(x, w1, out=_scratch('forward1', (N, nh), _dt))
+    t2 = np.add(b1, t1, out=t1)  # x*w1 + ones(N, 1)*b1
+    t3 = np.maximum(0.0, t2, out=t2)  # Max(0, x*w1 + ones(N, 1)*b1)
+    t4 = np.matmul(t3, w2, out=_scratch('forward2', (N, 1), _dt))
+    t5 = np.add(t0, t4, out=t0)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
+    t6 = np.multiply(t5, t5, out=t5)
+    t7 = np.sum(t6)  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
+    t8 = t7 / N  # 1/N*tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
+    return t8
 
 
 def value_and_grad(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse_trace and the gradients of its sum with respect to w1, b1, w2, b2, x."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = np.matmul(x, w1, out=_scratch('value_and_grad0', (N, nh), _dt))
-    t1 = np.add(b1, t0, out=t0)  # x*w1 + 1*b1
-    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
-    t3 = np.matmul(t2, w2, out=_scratch('value_and_grad1', (N, 1), _dt))
-    t4 = np.subtract(b2, y, out=_scratch('value_and_grad2', (N, 1), _dt))
-    t5 = np.add(t3, t4, out=t4)
-    t6 = np.subtract(t3, y, out=t3)
-    t7 = np.add(b2, t6, out=t6)  # MatAdd(...)
-    t8 = np.multiply(t5, t7, out=_scratch('value_and_grad3', (N, 1), _dt))
-    t9 = np.sum(t8)  # Trace(...)
-    t10 = t9 / N  # Mul(...)
-    t11 = t2 > 0.0
-    b_t9 = 1.0 / N  # 1/N
-    b_t5 = np.multiply(t7, b_t9, out=t7)  # adjoint of t5
-    b_t7 = np.multiply(t5, b_t9, out=t5)  # adjoint of MatAdd(...)
-    b_b2 = np.add(b_t5, b_t7, out=b_t5)  # adjoint of 1*b2
-    b_t2 = np.matmul(b_b2, w2.T, out=_scratch('value_and_grad4', (N, nh), _dt))
-    b_t1 = _where(t11, b_t2, 0.0, out=b_t2)  # adjoint of x*w1 + 1*b1
-    t12 = b_t1.T @ x
-    grad_w1 = t12.T  # adjoint of w1
-    grad_b1 = b_t1.sum(axis=0, keepdims=True)  # adjoint of b1
-    t13 = b_b2.T @ t2
-    grad_w2 = t13.T  # adjoint of w2
-    grad_b2 = b_b2.sum(axis=0, keepdims=True)  # adjoint of b2
-    grad_x = b_t1 @ w1.T  # adjoint of x
-    return t10, {'w1': grad_w1, 'b1': grad_b1, 'w2': grad_w2, 'b2': grad_b2, 'x': grad_x}
+    t0 = np.subtract(b2, y, out=_scratch('value_and_grad0', (N, 1), _dt))
+    t1 = np.matmul(x, w1, out=_scratch('value_and_grad1', (N, nh), _dt))
+    t2 = np.add(b1, t1, out=t1)  # x*w1 + ones(N, 1)*b1
+    t3 = np.maximum(0.0, t2, out=t2)  # Max(0, x*w1 + ones(N, 1)*b1)
+    t4 = np.matmul(t3, w2, out=_scratch('value_and_grad2', (N, 1), _dt))
+    t5 = np.add(t0, t4, out=t0)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
+    t6 = np.multiply(t5, t5, out=t4)
+    t7 = np.sum(t6)  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
+    t8 = t7 / N  # 1/N*tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
+    t9 = t3 > 0.0
+    b_t7 = 1.0 / N  # 1/N
+    t10 = np.multiply(t5, b_t7, out=t5)
+    b_t5 = np.multiply(2.0, t10, out=t10)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
+    b_t3 = np.matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
+    b_t2 = _where(t9, b_t3, 0.0, out=b_t3)  # adjoint of x*w1 + ones(N, 1)*b1
+    t11 = b_t2.T @ x
+    grad_w1 = t11.T  # adjoint of w1
+    grad_b1 = b_t2.sum(axis=0, keepdims=True)  # adjoint of b1
+    t12 = b_t5.T @ t3
+    grad_w2 = t12.T  # adjoint of w2
+    grad_b2 = b_t5.sum(axis=0, keepdims=True)  # adjoint of b2
+    grad_x = b_t2 @ w1.T  # adjoint of x
+    return t8, {'w1': grad_w1, 'b1': grad_b1, 'w2': grad_w2, 'b2': grad_b2, 'x': grad_x}

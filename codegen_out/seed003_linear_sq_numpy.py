@@ -2,7 +2,7 @@
 
 Model:    seed003_linear_sq  (source sha256 f0ac9092b1278945)
 Target:   numpy
-Value:    (w0 + w1*x - y)**2
+Value:    (w0 - y + w1*x)**2
 Inputs:   w0 (scalar, broadcasts), w1 (scalar, broadcasts), x (scalar, broadcasts), y (scalar, broadcasts)
 Gradient: of sum(value) with respect to w0, w1, x, y
 
@@ -87,21 +87,21 @@ def release_scratch():
 def forward(*, w0, w1, x, y):
     """Value of seed003_linear_sq."""
     _dt, w0, w1, x, y = _promote(w0, w1, x, y)
-    t0 = np.multiply(w1, x, out=_scratch('forward0', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
-    t1 = np.subtract(w0, y, out=_scratch('forward1', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
-    t2 = t0 + t1  # w0 + w1*x - y
-    t3 = np.square(t2, out=_buf(t2))  # (w0 + w1*x - y)**2
+    t0 = np.subtract(w0, y, out=_scratch('forward0', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
+    t1 = np.multiply(w1, x, out=_scratch('forward1', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
+    t2 = t0 + t1  # w0 - y + w1*x
+    t3 = np.square(t2, out=_buf(t2))  # (w0 - y + w1*x)**2
     return t3
 
 
 def value_and_grad(*, w0, w1, x, y):
     """Value of seed003_linear_sq and the gradients of its sum with respect to w0, w1, x, y."""
     _dt, w0, w1, x, y = _promote(w0, w1, x, y)
-    t0 = np.multiply(w1, x, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
-    t1 = np.subtract(w0, y, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
-    t2 = t0 + t1  # w0 + w1*x - y
-    t3 = t2 ** 2  # (w0 + w1*x - y)**2
-    b_t2 = 2.0 * t2  # adjoint of w0 + w1*x - y
+    t0 = np.subtract(w0, y, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
+    t1 = np.multiply(w1, x, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
+    t2 = t0 + t1  # w0 - y + w1*x
+    t3 = t2 ** 2  # (w0 - y + w1*x)**2
+    b_t2 = 2.0 * t2  # adjoint of w0 - y + w1*x
     grad_w0 = _sum_to(b_t2, w0, t3)
     b_w1 = x * b_t2  # adjoint of w1
     grad_w1 = _sum_to(b_w1, w1, t3)

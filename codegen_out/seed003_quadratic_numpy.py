@@ -2,7 +2,7 @@
 
 Model:    seed003_quadratic  (source sha256 977b45482f3c6981)
 Target:   numpy
-Value:    a*x + b*y + x**2 + y**2
+Value:    x**2 + y**2 + a*x + b*y
 Inputs:   x (scalar, broadcasts), y (scalar, broadcasts), a (scalar, broadcasts), b (scalar, broadcasts)
 Gradient: of sum(value) with respect to x, y
 
@@ -87,30 +87,30 @@ def release_scratch():
 def forward(*, x, y, a, b):
     """Value of seed003_quadratic."""
     _dt, x, y, a, b = _promote(x, y, a, b)
-    t0 = np.multiply(y, b, out=_scratch('forward0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
-    t1 = np.multiply(x, a, out=_scratch('forward1', np.broadcast_shapes(np.shape(x), np.shape(a)), _dt))
-    t2 = np.square(x, out=_scratch('forward2', np.shape(x), _dt))
-    t3 = np.square(y, out=_scratch('forward3', np.shape(y), _dt))
-    t4 = np.add(t2, t3, out=_scratch('forward4', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
-    t5 = np.add(t1, t4, out=_scratch('forward5', np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(a)), _dt))
-    t6 = t0 + t5  # a*x + b*y + x**2 + y**2
+    t0 = np.square(x, out=_scratch('forward0', np.shape(x), _dt))
+    t1 = np.square(y, out=_scratch('forward1', np.shape(y), _dt))
+    t2 = np.add(t0, t1, out=_scratch('forward2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
+    t3 = np.multiply(x, a, out=_scratch('forward3', np.broadcast_shapes(np.shape(x), np.shape(a)), _dt))
+    t4 = np.add(t2, t3, out=_scratch('forward4', np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(a)), _dt))
+    t5 = np.multiply(y, b, out=_scratch('forward5', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
+    t6 = t4 + t5  # x**2 + y**2 + a*x + b*y
     return t6
 
 
 def value_and_grad(*, x, y, a, b):
     """Value of seed003_quadratic and the gradients of its sum with respect to x, y."""
     _dt, x, y, a, b = _promote(x, y, a, b)
-    t0 = y * b  # b*y
-    t1 = x * a  # a*x
-    t2 = np.square(x, out=_scratch('value_and_grad0', np.shape(x), _dt))
-    t3 = np.square(y, out=_scratch('value_and_grad1', np.shape(y), _dt))
-    t4 = np.add(t2, t3, out=_scratch('value_and_grad2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
-    t5 = np.add(t1, t4, out=_scratch('value_and_grad3', np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(a)), _dt))
-    t6 = t0 + t5  # a*x + b*y + x**2 + y**2
-    t7 = np.multiply(2.0, x, out=_buf(t2))
-    b_x = np.add(a, t7, out=_buf(t1))  # adjoint of x
+    t0 = np.square(x, out=_scratch('value_and_grad0', np.shape(x), _dt))
+    t1 = np.square(y, out=_scratch('value_and_grad1', np.shape(y), _dt))
+    t2 = np.add(t0, t1, out=_scratch('value_and_grad2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
+    t3 = x * a  # a*x
+    t4 = np.add(t2, t3, out=_scratch('value_and_grad3', np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(a)), _dt))
+    t5 = y * b  # b*y
+    t6 = t4 + t5  # x**2 + y**2 + a*x + b*y
+    t7 = np.multiply(2.0, x, out=_buf(t0))
+    b_x = np.add(a, t7, out=_buf(t3))  # adjoint of x
     grad_x = _sum_to(b_x, x, t6)
-    t8 = np.multiply(2.0, y, out=_buf(t3))
-    b_y = np.add(b, t8, out=_buf(t0))  # adjoint of y
+    t8 = np.multiply(2.0, y, out=_buf(t1))
+    b_y = np.add(b, t8, out=_buf(t5))  # adjoint of y
     grad_y = _sum_to(b_y, y, t6)
     return t6, {'x': grad_x, 'y': grad_y}

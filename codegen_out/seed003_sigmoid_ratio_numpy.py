@@ -2,7 +2,7 @@
 
 Model:    seed003_sigmoid_ratio  (source sha256 30e734a2952b9e60)
 Target:   numpy
-Value:    (x + 1/(1 + exp(-y)))/((x + y)**2 + 1/(1 + exp(-x)))
+Value:    1/(1/(1 + exp(-x)) + (x + y)**2)*(x + 1/(1 + exp(-y)))
 Inputs:   x (scalar, broadcasts), y (scalar, broadcasts)
 Gradient: of sum(value) with respect to x, y
 
@@ -46,6 +46,16 @@ def _promote(*inputs):
                          for x, a in zip(inputs, arrays))
 
 
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = np.negative(x, out=out)
+    if not isinstance(t, np.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + np.exp(t))
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    return np.reciprocal(t, out=t)
+
+
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = np.shape(x)
@@ -57,16 +67,6 @@ def _sum_to(g, x, value):
     elif np.shape(g) != shape:
         g = np.broadcast_to(g, shape).copy()
     return np.asarray(g, dtype=np.result_type(x))
-
-
-def _sigmoid(x, out=None):
-    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
-    t = np.negative(x, out=out)
-    if not isinstance(t, np.ndarray) or t.ndim == 0:
-        return 1.0 / (1.0 + np.exp(t))
-    np.exp(t, out=t)
-    np.add(t, 1.0, out=t)
-    return np.reciprocal(t, out=t)
 
 
 def _buf(t):
@@ -102,8 +102,8 @@ def forward(*, x, y):
     t2 = _sigmoid(x, out=_scratch('forward1', np.shape(x), _dt))
     t3 = np.add(x, y, out=_scratch('forward2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
     t4 = np.square(t3, out=_buf(t3))  # (x + y)**2
-    t5 = np.add(t2, t4, out=_buf(t4))  # (x + y)**2 + 1/(1 + exp(-x))
-    t6 = np.divide(t1, t5, out=_buf(t1))  # (x + 1/(1 + exp(-y)))/((x + y)**2 + 1/(1 + exp(-x)))
+    t5 = np.add(t2, t4, out=_buf(t4))  # 1/(1 + exp(-x)) + (x + y)**2
+    t6 = np.divide(t1, t5, out=_buf(t1))  # 1/(1/(1 + exp(-x)) + (x + y)**2)*(x + 1/(1 + exp(-y)))
     return t6
 
 
@@ -114,20 +114,20 @@ def value_and_grad(*, x, y):
     t1 = x + t0  # x + 1/(1 + exp(-y))
     t2 = _sigmoid(x, out=_scratch('value_and_grad1', np.shape(x), _dt))
     t3 = np.add(x, y, out=_scratch('value_and_grad2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
-    t4 = t3 ** 2  # (x + y)**2
-    t5 = np.add(t2, t4, out=_buf(t4))  # (x + y)**2 + 1/(1 + exp(-x))
-    t6 = np.divide(t1, t5, out=_buf(t1))  # (x + 1/(1 + exp(-y)))/((x + y)**2 + 1/(1 + exp(-x)))
-    b_t1 = 1.0 / t5  # 1/((x + y)**2 + 1/(1 + exp(-x)))
+    t4 = np.square(t3, out=_scratch('value_and_grad3', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
+    t5 = np.add(t2, t4, out=_buf(t4))  # 1/(1 + exp(-x)) + (x + y)**2
+    t6 = np.divide(t1, t5, out=_buf(t1))  # 1/(1/(1 + exp(-x)) + (x + y)**2)*(x + 1/(1 + exp(-y)))
+    b_t1 = 1.0 / t5  # 1/(1/(1 + exp(-x)) + (x + y)**2)
     t7 = np.divide(t6, t5, out=_buf(t5))
     t8 = np.multiply(2.0, t3, out=_buf(t3))
     t9 = np.multiply(t7, t8, out=_buf(t8))
-    t10 = np.subtract(1.0, t2, out=_scratch('value_and_grad3', np.shape(x), _dt))
-    t11 = np.multiply(t2, t10, out=_buf(t2))
-    t12 = np.multiply(t7, t11, out=_buf(t7))
-    t13 = np.add(t9, t12, out=_buf(t12))
-    b_x = np.subtract(b_t1, t13, out=_buf(t13))  # adjoint of x
+    t10 = b_t1 - t9
+    t11 = np.subtract(1.0, t2, out=_scratch('value_and_grad4', np.shape(x), _dt))
+    t12 = np.multiply(t2, t11, out=_buf(t2))
+    t13 = np.multiply(t7, t12, out=_buf(t7))
+    b_x = np.subtract(t10, t13, out=_buf(t10))  # adjoint of x
     grad_x = _sum_to(b_x, x, t6)
-    t14 = np.subtract(1.0, t0, out=_scratch('value_and_grad4', np.shape(y), _dt))
+    t14 = np.subtract(1.0, t0, out=_scratch('value_and_grad5', np.shape(y), _dt))
     t15 = np.multiply(t0, t14, out=_buf(t0))
     t16 = np.multiply(b_t1, t15, out=_buf(b_t1))
     b_y = np.subtract(t16, t9, out=_buf(t16))  # adjoint of y

@@ -2,7 +2,7 @@
 
 Model:    seed004_ce_logits  (source sha256 e9acb32f5740664a)
 Target:   numpy
-Value:    Trace(1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*1)) - Trace(Y.T*Theta)
+Value:    -tr(Y.T*Theta) + tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
 Inputs:   Theta (NxNc), Y (NxNc)
 Gradient: of sum(value) with respect to Theta
 
@@ -94,12 +94,12 @@ def forward(*, Theta, Y):
     """Value of seed004_ce_logits."""
     _dt, Theta, Y = _promote(Theta, Y)
     N, Nc = _dims({'Theta': Theta, 'Y': Y})
-    t0 = _logsumexp(Theta, 1)  # log(_d)
-    t1 = t0.sum(axis=0, keepdims=True)  # 1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*1)
-    t2 = t1[0, 0]  # Trace(1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*1))
+    t0 = _logsumexp(Theta, 1)  # log(exp(Theta)*ones(Nc, 1))
+    t1 = t0.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(Theta)*ones(Nc, 1))
+    t2 = t1[0, 0]  # tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     t3 = np.multiply(Y, Theta, out=_scratch('forward0', (N, Nc), _dt))
-    t4 = np.sum(t3)  # Trace(Y.T*Theta)
-    t5 = t2 - t4  # Trace(1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*...
+    t4 = np.sum(t3)  # tr(Y.T*Theta)
+    t5 = t2 - t4  # -tr(Y.T*Theta) + tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     return t5
 
 
@@ -107,12 +107,12 @@ def value_and_grad(*, Theta, Y):
     """Value of seed004_ce_logits and the gradients of its sum with respect to Theta."""
     _dt, Theta, Y = _promote(Theta, Y)
     N, Nc = _dims({'Theta': Theta, 'Y': Y})
-    t0 = _logsumexp(Theta, 1)  # log(_d)
-    t1 = t0.sum(axis=0, keepdims=True)  # 1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*1)
-    t2 = t1[0, 0]  # Trace(1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*1))
+    t0 = _logsumexp(Theta, 1)  # log(exp(Theta)*ones(Nc, 1))
+    t1 = t0.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(Theta)*ones(Nc, 1))
+    t2 = t1[0, 0]  # tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     t3 = Y * Theta
-    t4 = np.sum(t3)  # Trace(Y.T*Theta)
-    t5 = t2 - t4  # Trace(1*Lambda(_d, log(_d)).(Lambda(_d, exp(_d)).(Theta)*...
+    t4 = np.sum(t3)  # tr(Y.T*Theta)
+    t5 = t2 - t4  # -tr(Y.T*Theta) + tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     t6 = np.subtract(Theta, t0, out=t3)
     t7 = np.exp(t6, out=t6)
     grad_Theta = np.subtract(t7, Y, out=t7)  # adjoint of Theta

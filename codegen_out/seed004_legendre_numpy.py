@@ -2,7 +2,7 @@
 
 Model:    seed004_legendre  (source sha256 b8fb2e2bffa71f9b)
 Target:   numpy
-Value:    (a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y)**2
+Value:    (a - y + b*(-3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x))**2
 Inputs:   a (scalar, broadcasts), b (scalar, broadcasts), c (scalar, broadcasts), d (scalar, broadcasts), x (scalar, broadcasts), y (scalar, broadcasts)
 Gradient: of sum(value) with respect to a, b, c, d
 
@@ -87,53 +87,53 @@ def release_scratch():
 def forward(*, a, b, c, d, x, y):
     """Value of seed004_legendre."""
     _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
-    t0 = np.multiply((-1.5), d, out=_scratch('forward0', np.shape(d), _dt))
-    t1 = np.multiply(x, t0, out=_scratch('forward1', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
-    t2 = np.multiply((-1.5), c, out=_scratch('forward2', np.shape(c), _dt))
-    t3 = np.multiply(d, x, out=_scratch('forward3', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
-    t4 = np.add(c, t3, out=_scratch('forward4', np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(x)), _dt))
-    t5 = np.power(t4, 3, out=_buf(t4))  # (c + d*x)**3
-    t6 = np.multiply(2.5, t5, out=_buf(t5))  # 5*(c + d*x)**3/2
-    t7 = np.add(t2, t6, out=_buf(t6))
-    t8 = np.add(t1, t7, out=_buf(t7))  # -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
-    t9 = np.multiply(b, t8, out=_scratch('forward5', np.broadcast_shapes(np.shape(b), np.shape(c), np.shape(d), np.shape(x)), _dt))
-    t10 = np.subtract(a, y, out=_scratch('forward6', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
-    t11 = t9 + t10  # a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
-    t12 = np.square(t11, out=_buf(t11))  # (a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y)**2
+    t0 = np.subtract(a, y, out=_scratch('forward0', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
+    t1 = np.multiply((-1.5), c, out=_scratch('forward1', np.shape(c), _dt))
+    t2 = np.multiply(d, x, out=_scratch('forward2', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
+    t3 = np.add(c, t2, out=_scratch('forward3', np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(x)), _dt))
+    t4 = np.power(t3, 3, out=_buf(t3))  # (c + d*x)**3
+    t5 = np.multiply(2.5, t4, out=_buf(t4))  # 5/2*(c + d*x)**3
+    t6 = np.add(t1, t5, out=_buf(t5))
+    t7 = np.multiply((-1.5), d, out=_scratch('forward4', np.shape(d), _dt))
+    t8 = np.multiply(x, t7, out=_buf(t2))  # -3/2*d*x
+    t9 = np.add(t6, t8, out=_buf(t6))  # -3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x
+    t10 = np.multiply(b, t9, out=_scratch('forward5', np.broadcast_shapes(np.shape(b), np.shape(c), np.shape(d), np.shape(x)), _dt))
+    t11 = t0 + t10  # a - y + b*(-3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x)
+    t12 = np.square(t11, out=_buf(t11))  # (a - y + b*(-3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x))**2
     return t12
 
 
 def value_and_grad(*, a, b, c, d, x, y):
     """Value of seed004_legendre and the gradients of its sum with respect to a, b, c, d."""
     _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
-    t0 = np.multiply((-1.5), d, out=_scratch('value_and_grad0', np.shape(d), _dt))
-    t1 = np.multiply(x, t0, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
-    t2 = np.multiply((-1.5), c, out=_scratch('value_and_grad2', np.shape(c), _dt))
-    t3 = np.multiply(d, x, out=_scratch('value_and_grad3', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
-    t4 = np.add(c, t3, out=_scratch('value_and_grad4', np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(x)), _dt))
-    t5 = np.power(t4, 3, out=_scratch('value_and_grad5', np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(x)), _dt))
-    t6 = np.multiply(2.5, t5, out=_buf(t5))  # 5*(c + d*x)**3/2
-    t7 = np.add(t2, t6, out=_buf(t6))
-    t8 = np.add(t1, t7, out=_buf(t7))  # -3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2
-    t9 = np.multiply(b, t8, out=_scratch('value_and_grad6', np.broadcast_shapes(np.shape(b), np.shape(c), np.shape(d), np.shape(x)), _dt))
-    t10 = np.subtract(a, y, out=_scratch('value_and_grad7', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
-    t11 = t9 + t10  # a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
-    t12 = t11 ** 2  # (a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y)**2
-    b_t11 = np.multiply(2.0, t11, out=_buf(t11))  # adjoint of a + b*(-3*c/2 - 3*d*x/2 + 5*(c + d*x)**3/2) - y
+    t0 = np.subtract(a, y, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
+    t1 = np.multiply((-1.5), c, out=_scratch('value_and_grad1', np.shape(c), _dt))
+    t2 = np.multiply(d, x, out=_scratch('value_and_grad2', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
+    t3 = np.add(c, t2, out=_scratch('value_and_grad3', np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(x)), _dt))
+    t4 = np.power(t3, 3, out=_scratch('value_and_grad4', np.broadcast_shapes(np.shape(c), np.shape(d), np.shape(x)), _dt))
+    t5 = np.multiply(2.5, t4, out=_buf(t4))  # 5/2*(c + d*x)**3
+    t6 = np.add(t1, t5, out=_buf(t5))
+    t7 = np.multiply((-1.5), d, out=_scratch('value_and_grad5', np.shape(d), _dt))
+    t8 = np.multiply(x, t7, out=_buf(t2))  # -3/2*d*x
+    t9 = np.add(t6, t8, out=_buf(t6))  # -3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x
+    t10 = np.multiply(b, t9, out=_scratch('value_and_grad6', np.broadcast_shapes(np.shape(b), np.shape(c), np.shape(d), np.shape(x)), _dt))
+    t11 = t0 + t10  # a - y + b*(-3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x)
+    t12 = t11 ** 2  # (a - y + b*(-3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x))**2
+    b_t11 = np.multiply(2.0, t11, out=_buf(t11))  # adjoint of a - y + t10
     grad_a = _sum_to(b_t11, a, t12)
-    b_b = t8 * b_t11  # adjoint of b
+    b_b = t9 * b_t11  # adjoint of b
     grad_b = _sum_to(b_b, b, t12)
-    b_t8 = np.multiply(b, b_t11, out=_scratch('value_and_grad8', np.broadcast_shapes(np.shape(a), np.shape(y), np.shape(b), np.shape(c), np.shape(d), np.shape(x)), _dt))
-    b_t5 = 2.5 * b_t8  # adjoint of (c + d*x)**3
-    t13 = np.square(t4, out=_buf(t4))
+    b_t9 = b * b_t11  # adjoint of -3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x
+    b_t4 = np.multiply(2.5, b_t9, out=_scratch('value_and_grad7', np.broadcast_shapes(np.shape(a), np.shape(y), np.shape(b), np.shape(c), np.shape(d), np.shape(x)), _dt))
+    t13 = np.square(t3, out=_buf(t3))
     t14 = np.multiply(3.0, t13, out=_buf(t13))
-    b_t4 = np.multiply(b_t5, t14, out=_buf(b_t5))  # adjoint of c + d*x
-    t15 = (-1.5) * b_t8
-    b_c = np.add(b_t4, t15, out=_buf(t15))  # adjoint of c
+    b_t3 = np.multiply(b_t4, t14, out=_buf(b_t4))  # adjoint of c + d*x
+    t15 = (-1.5) * b_t9
+    b_c = np.add(b_t3, t15, out=_buf(t15))  # adjoint of c
     grad_c = _sum_to(b_c, c, t12)
-    t16 = np.multiply(x, b_t4, out=_buf(b_t4))
-    b_t0 = np.multiply(x, b_t8, out=_buf(b_t8))  # adjoint of t0
-    t17 = np.multiply((-1.5), b_t0, out=_buf(b_t0))
+    b_t7 = np.multiply(x, b_t9, out=_buf(b_t9))  # adjoint of t7
+    t16 = np.multiply((-1.5), b_t7, out=_buf(b_t7))
+    t17 = np.multiply(x, b_t3, out=_buf(b_t3))
     b_d = np.add(t16, t17, out=_buf(t16))  # adjoint of d
     grad_d = _sum_to(b_d, d, t12)
     return t12, {'a': grad_a, 'b': grad_b, 'c': grad_c, 'd': grad_d}

@@ -2,7 +2,7 @@
 
 Model:    seed004_line_fit  (source sha256 f2b0b723e83e37cc)
 Target:   numpy
-Value:    (-b - m*x + y)**2/2
+Value:    1/2*(y - b - m*x)**2
 Inputs:   b (scalar, broadcasts), m (scalar, broadcasts), x (scalar, broadcasts), y (scalar, broadcasts)
 Gradient: of sum(value) with respect to b, m
 
@@ -89,9 +89,9 @@ def forward(*, b, m, x, y):
     _dt, b, m, x, y = _promote(b, m, x, y)
     t0 = np.subtract(y, b, out=_scratch('forward0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
     t1 = np.multiply(m, x, out=_scratch('forward1', np.broadcast_shapes(np.shape(m), np.shape(x)), _dt))
-    t2 = t0 - t1  # -b - m*x + y
-    t3 = np.square(t2, out=_buf(t2))  # (-b - m*x + y)**2
-    t4 = np.multiply(0.5, t3, out=_buf(t3))  # (-b - m*x + y)**2/2
+    t2 = t0 - t1  # y - b - m*x
+    t3 = np.square(t2, out=_buf(t2))  # (y - b - m*x)**2
+    t4 = np.multiply(0.5, t3, out=_buf(t3))  # 1/2*(y - b - m*x)**2
     return t4
 
 
@@ -100,10 +100,11 @@ def value_and_grad(*, b, m, x, y):
     _dt, b, m, x, y = _promote(b, m, x, y)
     t0 = np.subtract(y, b, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
     t1 = np.multiply(m, x, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(m), np.shape(x)), _dt))
-    t2 = t0 - t1  # -b - m*x + y
-    t3 = np.square(t2, out=_buf(t2))  # (-b - m*x + y)**2
-    t4 = np.multiply(0.5, t3, out=_buf(t3))  # (-b - m*x + y)**2/2
-    b_t1 = t1 - t0  # adjoint of t1
+    t2 = t0 - t1  # y - b - m*x
+    t3 = np.square(t2, out=_buf(t2))  # (y - b - m*x)**2
+    t4 = np.multiply(0.5, t3, out=_buf(t3))  # 1/2*(y - b - m*x)**2
+    t5 = np.subtract(b, y, out=_buf(t0))
+    b_t1 = t5 + t1  # adjoint of t1
     grad_b = _sum_to(b_t1, b, t4)
     b_m = x * b_t1  # adjoint of m
     grad_m = _sum_to(b_m, m, t4)

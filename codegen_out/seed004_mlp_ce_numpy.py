@@ -2,7 +2,7 @@
 
 Model:    seed004_mlp_ce  (source sha256 fd7edafbc4172ead)
 Target:   numpy
-Value:    Add(...)
+Value:    -tr(Y.T*(Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + ones(N, 1)*b2.T)) + tr(ones(1, N)*log(exp(Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + ones(N, 1)*b2.T)*ones(Nc, 1)))
 Inputs:   W (DhxDx), b1 (Dhx1), U (NcxDh), b2 (Ncx1), X (NxDx), Y (NxNc)
 Gradient: of sum(value) with respect to W, b1, U, b2, X
 
@@ -63,13 +63,6 @@ def _dims(arrays):
     return tuple(dims[d] for d in DIMS)
 
 
-def _logsumexp(z, axis):
-    """log(sum(exp(z), axis)) shifted by the maximum, so that no exp overflows."""
-    m = z.max(axis=axis, keepdims=True)
-    out = m + np.log(np.exp(z - m).sum(axis=axis, keepdims=True))
-    return out if axis is not None else out[0, 0]
-
-
 def _where(c, a, b, out=None):
     """where(c, a, b), written into out when given (out may be a's or b's own array)."""
     if out is None:
@@ -81,6 +74,13 @@ def _where(c, a, b, out=None):
         np.copyto(out, b)
     np.copyto(out, a, where=c)
     return out
+
+
+def _logsumexp(z, axis):
+    """log(sum(exp(z), axis)) shifted by the maximum, so that no exp overflows."""
+    m = z.max(axis=axis, keepdims=True)
+    out = m + np.log(np.exp(z - m).sum(axis=axis, keepdims=True))
+    return out if axis is not None else out[0, 0]
 
 
 _SCRATCH = threading.local()
@@ -108,16 +108,16 @@ def forward(*, W, b1, U, b2, X, Y):
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
     t0 = np.matmul(X, W.T, out=_scratch('forward0', (N, Dh), _dt))
-    t1 = np.add(t0, b1.T, out=t0)  # X*W.T + 1*b1.T
-    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
+    t1 = np.add(t0, b1.T, out=t0)  # X*W.T + ones(N, 1)*b1.T
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, X*W.T + ones(N, 1)*b1.T)
     t3 = np.matmul(t2, U.T, out=_scratch('forward1', (N, Nc), _dt))
-    t4 = np.add(t3, b2.T, out=t3)  # MatAdd(...)
-    t5 = _logsumexp(t4, 1)  # log(_d)
-    t6 = t5.sum(axis=0, keepdims=True)  # MatMul(...)
-    t7 = t6[0, 0]  # Trace(...)
+    t4 = np.add(t3, b2.T, out=t3)  # Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + ones(N, 1)*b2.T
+    t5 = _logsumexp(t4, 1)  # log(...*ones(Nc, 1))
+    t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
+    t7 = t6[0, 0]  # tr(ones(1, N)*log(exp(t4)*ones(Nc, 1)))
     t8 = np.multiply(Y, t4, out=t4)
-    t9 = np.sum(t8)  # Trace(...)
-    t10 = t7 - t9  # Add(...)
+    t9 = np.sum(t8)  # tr(...)
+    t10 = t7 - t9  # -tr(Y.T*(Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + b2.T)) + t7
     return t10
 
 
@@ -126,22 +126,22 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
     t0 = np.matmul(X, W.T, out=_scratch('value_and_grad0', (N, Dh), _dt))
-    t1 = np.add(t0, b1.T, out=t0)  # X*W.T + 1*b1.T
-    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, _d)
+    t1 = np.add(t0, b1.T, out=t0)  # X*W.T + ones(N, 1)*b1.T
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, X*W.T + ones(N, 1)*b1.T)
     t3 = np.matmul(t2, U.T, out=_scratch('value_and_grad1', (N, Nc), _dt))
-    t4 = np.add(t3, b2.T, out=t3)  # MatAdd(...)
-    t5 = _logsumexp(t4, 1)  # log(_d)
-    t6 = t5.sum(axis=0, keepdims=True)  # MatMul(...)
-    t7 = t6[0, 0]  # Trace(...)
+    t4 = np.add(t3, b2.T, out=t3)  # Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + ones(N, 1)*b2.T
+    t5 = _logsumexp(t4, 1)  # log(...*ones(Nc, 1))
+    t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
+    t7 = t6[0, 0]  # tr(ones(1, N)*log(exp(t4)*ones(Nc, 1)))
     t8 = np.multiply(Y, t4, out=_scratch('value_and_grad2', (N, Nc), _dt))
-    t9 = np.sum(t8)  # Trace(...)
-    t10 = t7 - t9  # Add(...)
+    t9 = np.sum(t8)  # tr(...)
+    t10 = t7 - t9  # -tr(Y.T*(Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + b2.T)) + t7
     t11 = t2 > 0.0
     t12 = np.subtract(t4, t5, out=t4)
     t13 = np.exp(t12, out=t12)
-    b_t4 = np.subtract(t13, Y, out=t13)  # adjoint of MatAdd(...)
+    b_t4 = np.subtract(t13, Y, out=t13)  # adjoint of Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + b2.T
     b_t2 = np.matmul(b_t4, U, out=_scratch('value_and_grad3', (N, Dh), _dt))
-    b_t1 = _where(t11, b_t2, 0.0, out=b_t2)  # adjoint of X*W.T + 1*b1.T
+    b_t1 = _where(t11, b_t2, 0.0, out=b_t2)  # adjoint of X*W.T + ones(N, 1)*b1.T
     grad_W = b_t1.T @ X  # adjoint of W
     t14 = b_t1.sum(axis=0, keepdims=True)
     grad_b1 = t14.T  # adjoint of b1

@@ -8,17 +8,43 @@ Public API::
 
 ``symgrad.tape`` is the independent numeric reverse-mode oracle; ``symgrad.verify`` and
 ``symgrad.testing`` compare generated modules with it and with finite differences.
+
+The compiler core (``ir``, ``ops``, ``diff``, ``program``, ``emit``) imports no SymPy, so a pickled
+Program can be emitted where SymPy is not installed; the model side (``Model``, ``tape``,
+``verify``...) needs it.
 """
-from .model import Model, SymgradError, load_models
-from . import tape  # noqa: E402 - the numeric oracle, importable as symgrad.tape
+from __future__ import annotations
+
+import importlib
+
+from .errors import SymgradError
 
 __version__ = "0.1.0"
 __all__ = ["Model", "SymgradError", "compile", "generate", "load_models", "__version__"]
 
+_LAZY = {"Model": "model", "load_models": "model"}
+_SUBMODULES = {"tape", "verify", "testing", "model", "pipeline", "lower", "emit", "diff", "ops", "ir", "program"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'symgrad' has no attribute {name!r}")
+
+
+try:  # where SymPy is installed, load the model side now: it keeps (E.T*E)[0, 0] whole (model.py)
+    import sympy as _sympy  # noqa: F401
+except ImportError:  # emitting a pickled Program needs no SymPy
+    pass
+else:
+    from . import model as _model  # noqa: F401
+
 
 def generate(model, target: str = "numpy") -> str:
     """Return the source text of the generated module for ``model``."""
-    from .emit import generate as _generate
+    from .pipeline import generate as _generate
     return _generate(model, target)
 
 

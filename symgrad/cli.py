@@ -23,15 +23,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import sys
-from pathlib import Path
 
-from . import __version__, generate
-from .model import SymgradError, load_models
-
-TARGETS = ("numpy", "cupy")
+from . import __version__
+from .emit import TARGETS
+from .errors import SymgradError
+from .pipeline import compile_file
 
 
 class UserError(Exception):
@@ -56,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", metavar="OUT.py",
                       help="output file (only when one model is compiled); "
                            "default codegen_out/<name>_<target>.py")
-    comp.add_argument("--target", choices=TARGETS, default="numpy", help="array library of the module")
+    comp.add_argument("--target", choices=sorted(TARGETS), default="numpy", help="array library of the module")
     comp.add_argument("--model", metavar="NAME", help="compile only this model (its name or variable)")
     comp.add_argument("--check", action="store_true",
                       help="verify against the runtime tape and finite differences; exit 1 on mismatch")
@@ -68,77 +65,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _generate_all(models, args) -> list:
-    """[(model, destination, source)] for every model; raises UserError before anything is written."""
-    if args.output is not None and len(models) != 1:
-        names = ", ".join(m.name for m in models)
-        raise UserError(f"{args.model_file}: -o names one file but there are {len(models)} models "
-                        f"({names}); pick one with --model NAME or drop -o")
-    if args.check_inputs is not None:
-        args.check = True
-    if args.check and args.target == "cupy" and importlib.util.find_spec("cupy") is None:
-        raise UserError(f"{args.model_file}: --check --target cupy needs CuPy installed "
-                        "(pip install 'symgrad[cupy]'); compile without --check to just write the module")
-    jobs = []
-    for model in models:
-        if args.output is None and (Path(model.name).name != model.name or model.name in ("", ".", "..")):
-            raise UserError(f"{args.model_file}: {model.name}: the model name is not a file name; "
-                            "name the output with -o")
-        try:
-            source = generate(model, args.target)
-        except SymgradError as exc:  # the compiler may already say "model <name>: "
-            what = str(exc).removeprefix(f"model {model.name}: ")
-            raise UserError(f"{args.model_file}: {model.name}: {what}") from None
-        except Exception as exc:  # noqa: BLE001 - never a traceback; say it is ours
-            raise UserError(f"{args.model_file}: {model.name}: cannot compile for target {args.target} "
-                            f"(internal error {type(exc).__name__}: {exc})") from None
-        dest = Path(args.output) if args.output else Path("codegen_out") / f"{model.name}_{args.target}.py"
-        jobs.append((model, dest, source))
-    if args.check_inputs is not None:
-        args.inputs_for = _check_inputs(models, args)
-    return jobs
-
-
-def _check_inputs(models, args) -> dict:
-    """{model name: the --check-inputs arrays that are its inputs}; a UserError for a file that cannot
-    be read, a name that is no model's input, or arrays that do not fit a model."""
-    from .verify import load_inputs, validate_inputs
-    path = args.check_inputs
-    try:
-        arrays = load_inputs(path)
-    except SymgradError as exc:
-        raise UserError(str(exc)) from None
-    names = {str(s) for m in models for s in m.inputs}
-    unknown = sorted(set(arrays) - names)
-    if unknown:
-        raise UserError(f"{path}: names {', '.join(map(repr, unknown))}, which "
-                        f"{'is' if len(unknown) == 1 else 'are'} no input of "
-                        f"{', '.join(m.name for m in models)} (inputs: {', '.join(sorted(names))})")
-    out = {}
-    for model in models:
-        mine = {k: v for k, v in arrays.items() if k in {str(s) for s in model.inputs}}
-        try:
-            validate_inputs(model, mine)
-        except SymgradError as exc:
-            what = str(exc).removeprefix(f"model {model.name}: ")
-            raise UserError(f"{path}: {model.name}: {what}") from None
-        out[model.name] = mine or None
-    return out
-
-
 def _describe(model, dest, source) -> str:
     inputs = ", ".join(str(s) for s in model.inputs)
     wrt = ", ".join(str(s) for s in model.wrt)
@@ -146,44 +72,24 @@ def _describe(model, dest, source) -> str:
             f"{len(source.splitlines())} lines")
 
 
-def _check(model, dest, args) -> bool:
-    from .testing import import_module_file
-    from .verify import check
-    try:
-        inputs = getattr(args, "inputs_for", {}).get(model.name)
-        report = check(model, import_module_file(dest), inputs=inputs)
-    except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed check
-        print(f"FAILED {model.name} [{args.target}]: the check could not run: {type(exc).__name__}: {exc}")
-        return False
-    print(report.summary())
-    for problem in report.problems[1:]:
-        print(f"    - {problem}")
-    return report.ok
-
-
 def _compile(args) -> int:
     try:
-        models = load_models(args.model_file, only=args.model)
+        jobs = compile_file(args.model_file, target=args.target, output=args.output, only=args.model,
+                            check=args.check, check_inputs=args.check_inputs, write_test=args.write_test)
     except SymgradError as exc:
         raise UserError(str(exc)) from None
-    jobs = _generate_all(models, args)
-    for model, dest, source in jobs:
-        try:
-            write_atomic(dest, source)
-            if args.write_test:
-                from .testing import pytest_source
-                test = dest.with_name(f"test_{dest.stem}.py")
-                write_atomic(test, pytest_source(args.model_file, dest, test, model.name))
-        except OSError as exc:
-            raise UserError(f"{args.model_file}: {model.name}: cannot write {dest}: {exc.strerror or exc}") from None
-        print(_describe(model, dest, source))
-        if args.write_test:
-            print(f"wrote {test}: pytest check of {dest.name} against the tape")
-    ok = True
-    if args.check:
-        for model, dest, _ in jobs:
-            ok = _check(model, dest, args) and ok
-    return 0 if ok else 1
+    for job in jobs:
+        print(_describe(job.model, job.path, job.source))
+        if job.test_path is not None:
+            print(f"wrote {job.test_path}: pytest check of {job.path.name} against the tape")
+    for job in jobs:
+        if job.check_error is not None:
+            print(f"FAILED {job.model.name} [{args.target}]: the check could not run: {job.check_error}")
+        elif job.report is not None:
+            print(job.report.summary())
+            for problem in job.report.problems[1:]:
+                print(f"    - {problem}")
+    return 0 if all(job.ok for job in jobs) else 1
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ir import ONE, Graph, Node, topo_order
-from .model import SymgradError
+from .errors import SymgradError
 from .ops import OPS, Masked
 
 

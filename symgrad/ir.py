@@ -5,7 +5,9 @@ A :class:`Node` is ``(op, args, attr)`` plus a shape.  Shapes are
 * ``None``   -- "dynamic": a value built from scalar Symbols that bind to arrays of any shape and
   broadcast like NumPy; its shape is only known at run time;
 * ``()``     -- a 0-d scalar (a constant, a dimension, a trace, ``M[0, 0]``);
-* ``(r, c)`` -- a matrix; ``r`` and ``c`` are SymPy integers or dimension Symbols.
+* ``(r, c)`` -- a matrix; ``r`` and ``c`` are ints or dimension names (plain strings).
+
+The IR knows nothing of SymPy: lowering (``lower.py``) is the one place that reads SymPy.
 
 A :class:`Graph` interns nodes: building the same ``(op, args, attr)`` twice returns the same
 node, so common sub-expressions -- within the forward pass, within the backward pass and across
@@ -15,11 +17,9 @@ Every walk over the graph is iterative, so depth never meets Python's recursion 
 """
 from __future__ import annotations
 
-import sympy as sp
+from .errors import SymgradError
 
-from .model import SymgradError
-
-ONE = sp.Integer(1)
+ONE = 1
 MAX_FOLD_DEPTH = 64  # folds nested deeper than this intern their node unrewritten
 
 

@@ -14,14 +14,11 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .ir import Graph, Node
-from .model import SymgradError
-from .ops import size
+from .program import Input, Program
+from .errors import SymgradError
+from .ops import OPS, size
 
-_FUNCTIONS = {
-    "exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh",
-    "sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
-    "Abs": "abs", "sign": "sign", "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh",
-}
+_FUNCTIONS = {cls: op.name for op in OPS.values() for cls in op.sympy}  # SymPy class name -> op
 _RELATIONS = {"StrictGreaterThan": "gt", "GreaterThan": "ge", "StrictLessThan": "lt",
               "LessThan": "le", "Equality": "eq", "Unequality": "ne"}
 
@@ -42,9 +39,84 @@ def unsupported(e, why: str = "") -> SymgradError:
                         + (f" ({why})" if why else ""))
 
 
+def dim(d, where=None):
+    """A SymPy dimension as the IR has it: an int, or the name of a dimension Symbol."""
+    d = sp.sympify(d)
+    if d.is_Integer:
+        return int(d)
+    if d.is_Symbol:
+        return d.name
+    raise SymgradError(f"unsupported dimension {d}" + (f" of {where}" if where is not None else "")
+                       + ": use a Symbol or an integer")
+
+
+def shape_of(e) -> tuple:
+    return tuple(dim(d, e) for d in e.shape)
+
+
 def leaf_shape(sym):
     """Static shape of an input symbol: ``(r, c)`` for a MatrixSymbol, dynamic (None) otherwise."""
-    return tuple(sp.sympify(d) for d in sym.shape) if isinstance(sym, sp.MatrixSymbol) else None
+    return shape_of(sym) if isinstance(sym, sp.MatrixSymbol) else None
+
+
+# -- provenance: how the model wrote a node, as parts (strings and child node ids) -------------------
+_INFIX = {"Add": " + ", "MatAdd": " + ", "Mul": "*", "MatMul": "*", "HadamardProduct": "*",
+          "And": " & ", "Or": " | "}
+_REL = {"StrictGreaterThan": " > ", "GreaterThan": " >= ", "StrictLessThan": " < ", "LessThan": " <= ",
+        "Equality": " == ", "Unequality": " != "}
+_LOOSE = (sp.Add, sp.MatAdd, sp.core.relational.Relational, sp.And, sp.Or)  # need parentheses inside an operator
+_PRODUCTS = (sp.Mul, sp.MatMul, sp.HadamardProduct)              # ... inside a power or transpose
+
+
+def _wrapped(kid, kid_id, tight: bool = False):
+    if isinstance(kid, _LOOSE) or (tight and isinstance(kid, _PRODUCTS + (sp.Pow, sp.MatPow))):
+        return ["(", kid_id, ")"]
+    return [kid_id]
+
+
+def provenance(e, kids, ids) -> tuple:
+    """``e`` as parts: its head printed, each child a node id (never a SymPy Dummy name)."""
+    name = type(e).__name__
+    if not kids:
+        if isinstance(e, (sp.OneMatrix, sp.ZeroMatrix)):
+            return (f"{'ones' if isinstance(e, sp.OneMatrix) else 'zeros'}({e.shape[0]}, {e.shape[1]})",)
+        if isinstance(e, sp.Identity):
+            return (f"eye({e.shape[0]})",)
+        return (str(e),)
+    if isinstance(e, (sp.Mul, sp.MatMul)) and kids[0] == -1:
+        rest = provenance(e.func(*kids[1:], evaluate=False), kids[1:], ids[1:]) if len(kids) > 2 else \
+            tuple(_wrapped(kids[1], ids[1], True))
+        return ("-", *rest)
+    if isinstance(e, sp.Pow) and kids[1] == -1:
+        return ("1/", *_wrapped(kids[0], ids[0], True))
+    if name in _INFIX:
+        parts = []
+        for k, (kid, i) in enumerate(zip(kids, ids)):
+            parts += ([_INFIX[name]] if k else []) + (_wrapped(kid, i) if name not in ("Add", "MatAdd") else [i])
+        return tuple(parts)
+    if name in _REL:
+        return (*_wrapped(kids[0], ids[0]), _REL[name], *_wrapped(kids[1], ids[1]))
+    if isinstance(e, (sp.Pow, sp.MatPow, sp.HadamardPower)):
+        return (*_wrapped(kids[0], ids[0], True), "**", *_wrapped(kids[1], ids[1], True))
+    if isinstance(e, sp.Transpose):
+        return (*_wrapped(kids[0], ids[0], True), ".T")
+    if isinstance(e, MatrixElement):
+        return (*_wrapped(kids[0], ids[0], True), f"[{e.i}, {e.j}]")
+    if isinstance(e, sp.Trace):
+        return ("tr(", ids[0], ")")
+    if isinstance(e, sp.Not):
+        return ("~", *_wrapped(kids[0], ids[0]))
+    if isinstance(e, sp.Piecewise):
+        parts = ["Piecewise("]
+        for k in range(0, len(ids), 2):
+            parts += ([", "] if k else []) + ["(", ids[k], ", ", ids[k + 1], ")"]
+        return (*parts, ")")
+    if isinstance(e, ElementwiseApplyFunction):
+        return ("applyfunc(", ids[0], ")")
+    parts = [f"{name}("]
+    for k, i in enumerate(ids):
+        parts += ([", "] if k else []) + [i]
+    return (*parts, ")")
 
 
 class Lowering:
@@ -68,9 +140,11 @@ class Lowering:
                 stack.append((e, self._handler(e)))
                 stack.extend((k, None) for k in reversed(kids) if id(k) not in memo)
                 continue
-            node = handler(e, [memo[id(k)] for k in kids])
+            nodes = [memo[id(k)] for k in kids]
+            node = handler(e, nodes)
             memo[id(e)] = node
-            self.G.src.setdefault(node.id, e)
+            if node.id not in self.G.src:
+                self.G.src[node.id] = provenance(e, kids, [n.id for n in nodes])
         return memo[id(expr)]
 
     # -- dispatch
@@ -103,10 +177,11 @@ class Lowering:
 
     # -- leaves
     def _lower_Symbol(self, e, k):
-        return size(self.G, e) if e in self.dims else self.G.input(e.name, None)
+        return size(self.G, e.name) if e in self.dims else self.G.input(e.name, None)
 
     def _lower_MatrixSymbol(self, e, k):
         return self.G.input(e.name, leaf_shape(e))
+
 
     def _lower_Number(self, e, k):
         if not e.is_real:
@@ -219,13 +294,13 @@ class Lowering:
         return self.G.op("trace", k[0])
 
     def _lower_OneMatrix(self, e, k):
-        return self.G.bcast(self.G.const(1), e.shape)
+        return self.G.bcast(self.G.const(1), shape_of(e))
 
     def _lower_ZeroMatrix(self, e, k):
-        return self.G.bcast(self.G.const(0), e.shape)
+        return self.G.bcast(self.G.const(0), shape_of(e))
 
     def _lower_Identity(self, e, k):
-        return self.G.op("eye", attr=sp.sympify(e.shape[0]))
+        return self.G.op("eye", attr=dim(e.shape[0], e))
 
     def _lower_MatrixElement(self, e, k):
         if not (e.i == 0 and e.j == 0):
@@ -278,3 +353,16 @@ class Lowering:
 def lower(G: Graph, model) -> Node:
     """Lower ``model.expr`` into ``G`` and return the output node."""
     return Lowering(G, model.dims).lower(model.expr)
+
+
+def lower_model(model) -> Program:
+    """The model as a :class:`~symgrad.program.Program`: the only SymPy-reading step."""
+    G = Graph()
+    inputs = [Input(str(s), leaf_shape(s)) for s in model.inputs]
+    out = lower(G, model)
+    input_nodes = {i.name: G.input(i.name, i.shape) for i in inputs}  # the nodes lowering made
+    for i in inputs:
+        G.src.setdefault(input_nodes[i.name].id, (i.name,))
+    return Program(name=model.name or "model", graph=G, out=out, inputs=inputs, input_nodes=input_nodes,
+                   wrt=[str(w) for w in model.wrt], dims=[str(d) for d in model.dims],
+                   source_hash=model.source_hash(), src=G.src)

@@ -26,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from .errors import SymgradError
+
 __all__ = ["Model", "SymgradError", "load_models"]
-
-
-class SymgradError(ValueError):
-    """A user error: bad model, unsupported construct, bad input shape.  The message says which."""
 
 
 def _is_leaf(s) -> bool:

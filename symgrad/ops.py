@@ -25,14 +25,13 @@ import operator
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
-import sympy as sp
-
 from .ir import ONE, broadcast_shapes
-from .model import SymgradError
+from .errors import SymgradError
 
 
 @dataclass(frozen=True)
 class Op:
+    """One construct, everything the compiler needs of it (see the module docstring)."""
     name: str
     shape: Callable
     code: str | Callable | None
@@ -40,6 +39,10 @@ class Op:
     fold: Callable | None = None
     ev: Callable | None = None
     elementwise: bool = False
+    sympy: tuple = ()            # SymPy function classes (by name) that lower to this op, one argument each
+    ufunc: str | None = None     # the array-module function that takes out= (buffer reuse), if any
+    helper: str | None = None    # module-level helper the templates call, NumPy/CuPy source with {m}
+    c: str | None = None         # CUDA C template (elementwise ops: the CuPy target's fused kernels)
 
 
 OPS: dict[str, Op] = {}
@@ -54,11 +57,25 @@ class Masked(NamedTuple):
     taken: bool = True
 
 
-def _reg(name, shape, code, vjp=None, fold=None, ev=None, elementwise=False):
+def _reg(name, shape, code, vjp=None, fold=None, ev=None, elementwise=False, **fields):
     if elementwise:
         hoist = _chain(_hoist_transpose(name), _hoist_bcast(name))
         fold = hoist if fold is None else _chain(hoist, fold)
-    OPS[name] = Op(name, shape, code, vjp, fold, ev, elementwise)
+    OPS[name] = Op(name, shape, code, vjp, fold, ev, elementwise, **fields)
+
+
+def _ew(name, code, vjp, fold=None, ev=None, **fields):
+    """An elementwise op; by default its fold is constant folding with ``ev``."""
+    if fold is None and ev is not None:
+        fold = _fold_consts(name)
+    _reg(name, _ew_shape, code, vjp, fold, ev, True, **fields)
+
+
+def _func(name, vjp, ev, *, sympy=(), c=None, fold=None, **fields):
+    """A one-argument function printed ``{m}.<name>(x)`` (NumPy's name), with out=."""
+    fields.setdefault("ufunc", name)
+    _ew(name, fields.pop("code", f"{{m}}.{name}({{0}})"), vjp,
+        _chain(_fold_consts(name), fold) if fold else None, ev, sympy=sympy, c=c, **fields)
 
 
 def _hoist_bcast(name):
@@ -163,14 +180,57 @@ def _fold_add(G, a, b, attr=None):
         return G.sub(a, b.args[0])
     if a.op == "neg":
         return G.sub(b, a.args[0])
-    if a.op != "const" and b.op != "const" and b.id < a.id:  # canonical order: more sharing
-        return G.add(b, a)
+    if a.op == "const" and a.attr == -1 and b.op == "exp":  # exp(x) - 1, as SymPy writes it
+        return G.call("expm1", b.args[0])
     if b.op == "const" and a.op != "const":
         return G.add(b, a)
-    return None
+    return _canonical_sum(G, a, b, 1)
+
+
+def _terms(n, sign, out, limit):
+    """The signed terms of a chain of add/sub nodes (into ``out``); False past ``limit`` terms."""
+    stack = [(n, sign)]
+    while stack:
+        n, sign = stack.pop()
+        if n.op in ("add", "sub"):
+            a, b = n.args
+            stack += [(b, sign if n.op == "add" else -sign), (a, sign)]
+        else:
+            out.append((sign, n))
+        if len(out) + len(stack) > limit:
+            return False
+    return True
+
+
+_MAX_TERMS = 32  # longer sums keep the order they were written in
+
+
+def _canonical_sum(G, a, b, sign):
+    """``a + sign*b`` as one canonical chain: constants first, then terms by node id, so that
+    equal sums are one node however the model ordered them (``t + (b - y)`` and ``b + (t - y)``)."""
+    terms: list = []
+    if not (_terms(a, 1, terms, _MAX_TERMS) and _terms(b, sign, terms, _MAX_TERMS)) or len(terms) < 3:
+        if len(terms) == 2 and sign == 1 and a.op != "const" and b.op != "const" and b.id < a.id:
+            return G.add(b, a)  # two terms: the smaller id first
+        return None
+    canon = sorted(terms, key=lambda t: (t[1].op != "const", t[1].id, -t[0]))
+    head = next((i for i, (sg, _) in enumerate(canon) if sg > 0), None)
+    if head is None:
+        return None  # all negative: left as written (negate() handles signs)
+    order = [canon[head]] + canon[:head] + canon[head + 1:]
+    mine = []
+    _terms(a, 1, mine, _MAX_TERMS)
+    if mine == order[:-1] and order[-1] == (sign, b):
+        return None  # already canonical
+    acc = order[0][1]
+    for sg, t in order[1:]:
+        acc = G.add(acc, t) if sg > 0 else G.sub(acc, t)
+    return acc
 
 
 def _fold_sub(G, a, b, attr=None):
+    if a.op == "exp" and b.op == "const" and b.attr == 1:  # exp(x) - 1
+        return G.call("expm1", a.args[0])
     if _cval(b) == 0 and _same_shape_as(a, a, b):
         return a
     if _cval(a) == 0 and _same_shape_as(b, a, b):
@@ -179,7 +239,7 @@ def _fold_sub(G, a, b, attr=None):
         return G.add(a, b.args[0])
     if a.op == "neg":  # signs travel outwards until an add or sub absorbs them: no pass of their own
         return G.neg(G.add(a.args[0], b))
-    return None
+    return _canonical_sum(G, a, b, -1)
 
 
 BOOL_OPS = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and", "or", "not"})
@@ -268,22 +328,25 @@ def _zero_grad(G, g, out, *args):
     return (None,) * len(args)
 
 
-_reg("add", _ew_shape, "{0} + {1}", lambda G, g, o, a, b: (g, g),
-     _chain(_fold_consts("add"), _fold_add), operator.add, True)
-_reg("sub", _ew_shape, "{0} - {1}", lambda G, g, o, a, b: (g, G.neg(g)),
-     _chain(_fold_consts("sub"), _fold_sub), operator.sub, True)
-_reg("mul", _ew_shape, "{0} * {1}", lambda G, g, o, a, b: (G.mul(g, b), G.mul(g, a)),
-     _chain(_fold_consts("mul"), _fold_mul), operator.mul, True)
-_reg("div", _ew_shape, "{0} / {1}",
-     lambda G, g, o, a, b: (G.div(g, b), G.neg(G.div(G.mul(g, o), b))),
-     _chain(_fold_consts("div"), _fold_div), operator.truediv, True)
-_reg("neg", _ew_shape, "-{0}", lambda G, g, o, a: (G.neg(g),),
-     _fold_neg, operator.neg, True)
-_reg("pow", _ew_shape, "{0} ** {1}", _vjp_pow,
-     _chain(_fold_consts("pow"), _fold_pow), operator.pow, True)
-# out * log(a) with 0 where out is 0: the derivative of a**b in b (no pass of its own is needed
-# for a derivative: it is only ever built by pow's rule)
-_reg("powlog", _ew_shape, "_powlog({0}, {1})", None, None, None, True)
+_ew("add", "{0} + {1}", lambda G, g, o, a, b: (g, g),
+    _chain(_fold_consts("add"), _fold_add), operator.add, ufunc="add", c="({0} + {1})")
+_ew("sub", "{0} - {1}", lambda G, g, o, a, b: (g, G.neg(g)),
+    _chain(_fold_consts("sub"), _fold_sub), operator.sub, ufunc="subtract", c="({0} - {1})")
+_ew("mul", "{0} * {1}", lambda G, g, o, a, b: (G.mul(g, b), G.mul(g, a)),
+    _chain(_fold_consts("mul"), _fold_mul), operator.mul, ufunc="multiply", c="({0} * {1})")
+_ew("div", "{0} / {1}", lambda G, g, o, a, b: (G.div(g, b), G.neg(G.div(G.mul(g, o), b))),
+    _chain(_fold_consts("div"), _fold_div), operator.truediv, ufunc="divide", c="({0} / {1})")
+_ew("neg", "-{0}", lambda G, g, o, a: (G.neg(g),), _fold_neg, operator.neg, ufunc="negative", c="(-{0})")
+# constant integer exponents print as multiplications in C: see cuda.c_pow
+_ew("pow", "{0} ** {1}", _vjp_pow, _chain(_fold_consts("pow"), _fold_pow), operator.pow,
+    ufunc="power", c="pow({0}, {1})")
+# out * log(a) with 0 where out is 0: the derivative of a**b in b, built only by pow's rule
+_ew("powlog", "_powlog({0}, {1})", None, c="({0} == (T)0 ? (T)0 : {0} * log({1}))", helper='''
+def _powlog(p, a):
+    """p * log(a) for p = a**b, taken as 0 where p is 0 (the limit of d a**b / db as a -> 0)."""
+    zero = p == 0
+    return {m}.where(zero, 0.0, p * {m}.log({m}.where(zero, 1.0, a)))
+''')
 
 
 # -- elementwise functions ---------------------------------------------------------------------
@@ -296,6 +359,12 @@ def _fold_log(G, a, attr=None):
         return G.neg(G.call("softplus", a.args[1].args[0]))
     if a.op == "add" and _cval(a.args[0]) == 1 and a.args[1].op == "exp":  # log(1 + exp(t))
         return G.call("softplus", a.args[1].args[0])
+    if a.op == "sub" and _cval(a.args[0]) == 1 and a.args[1].op == "exp":  # log(1 - exp(t)), t < 0
+        t = a.args[1].args[0]   # Maechler's log1mexp: each form where it keeps its digits
+        return G.where(G.op("gt", t, G.const(-math.log(2))), G.call("log", G.neg(G.call("expm1", t))),
+                       G.call("log1p", G.neg(a.args[1])))
+    if a.op in ("add", "sub") and a.args[0].op == "const" and a.args[0].attr == 1:  # log(1 + x)
+        return G.call("log1p", a.args[1] if a.op == "add" else G.neg(a.args[1]))
     if a.op == "sum" and a.args[0].op == "exp":  # log(sum(exp(z))): shift by the max, never overflow
         return G.op("logsumexp", a.args[0].args[0], attr=a.attr)
     return None
@@ -305,42 +374,51 @@ def _one_minus_sq(G, x):
     return G.sub(G.const(1), G.mul(x, x))
 
 
-_FUNCS = [
-    # name, template, vjp(G, g, out, x), float function
-    ("exp", "{m}.exp({0})", lambda G, g, o, x: (G.mul(g, o),), math.exp),
-    ("log", "{m}.log({0})", lambda G, g, o, x: (G.div(g, x),), math.log),
-    ("sin", "{m}.sin({0})", lambda G, g, o, x: (G.mul(g, G.call("cos", x)),), math.sin),
-    ("cos", "{m}.cos({0})", lambda G, g, o, x: (G.neg(G.mul(g, G.call("sin", x))),), math.cos),
-    ("tan", "{m}.tan({0})", lambda G, g, o, x: (G.mul(g, G.add(G.const(1), G.mul(o, o))),), math.tan),
-    ("tanh", "{m}.tanh({0})", lambda G, g, o, x: (G.mul(g, _one_minus_sq(G, o)),), math.tanh),
-    ("sinh", "{m}.sinh({0})", lambda G, g, o, x: (G.mul(g, G.call("cosh", x)),), math.sinh),
-    ("cosh", "{m}.cosh({0})", lambda G, g, o, x: (G.mul(g, G.call("sinh", x)),), math.cosh),
-    ("arcsin", "{m}.arcsin({0})",
-     lambda G, g, o, x: (G.div(g, G.call("sqrt", _one_minus_sq(G, x))),), math.asin),
-    ("arccos", "{m}.arccos({0})",
-     lambda G, g, o, x: (G.neg(G.div(g, G.call("sqrt", _one_minus_sq(G, x)))),), math.acos),
-    ("arctan", "{m}.arctan({0})",
-     lambda G, g, o, x: (G.div(g, G.add(G.const(1), G.mul(x, x))),), math.atan),
-    ("arcsinh", "{m}.arcsinh({0})",
-     lambda G, g, o, x: (G.div(g, G.call("sqrt", G.add(G.const(1), G.mul(x, x)))),), math.asinh),
-    ("arccosh", "{m}.arccosh({0})",
-     lambda G, g, o, x: (G.div(g, G.call("sqrt", G.sub(G.mul(x, x), G.const(1)))),), math.acosh),
-    ("arctanh", "{m}.arctanh({0})", lambda G, g, o, x: (G.div(g, _one_minus_sq(G, x)),), math.atanh),
-    ("sqrt", "{m}.sqrt({0})", lambda G, g, o, x: (G.div(g, G.mul(G.const(2), o)),), math.sqrt),
-    ("abs", "{m}.abs({0})", lambda G, g, o, x: (G.mul(g, G.call("sign", x)),), abs),
-    ("sign", "{m}.sign({0})", _zero_grad, lambda v: float((v > 0) - (v < 0))),
-    ("sigmoid", "_sigmoid({0})",
-     lambda G, g, o, x: (G.mul(g, G.mul(o, G.sub(G.const(1), o))),),
-     lambda v: 1 / (1 + math.exp(-v))),
-    ("softplus", "{m}.logaddexp(0.0, {0})",
-     lambda G, g, o, x: (G.mul(g, G.call("sigmoid", x)),),
-     lambda v: max(v, 0) + math.log1p(math.exp(-abs(v)))),
-]
-for _name, _code, _vjp, _ev in _FUNCS:
-    _fold = _fold_consts(_name)
-    if _name == "log":
-        _fold = _chain(_fold, _fold_log)
-    _reg(_name, _ew_shape, _code, _vjp, _fold, _ev, True)
+_func("exp", lambda G, g, o, x: (G.mul(g, o),), math.exp, sympy=("exp",), c="exp({0})")
+_func("log", lambda G, g, o, x: (G.div(g, x),), math.log, sympy=("log",), c="log({0})", fold=_fold_log)
+_func("log1p", lambda G, g, o, x: (G.div(g, G.add(G.const(1), x)),), math.log1p, c="log1p({0})",
+      sympy=("log1p",))  # sympy.codegen.cfunctions.log1p, and log(1 + x) by _fold_log
+_func("expm1", lambda G, g, o, x: (G.mul(g, G.add(G.const(1), o)),), math.expm1, c="expm1({0})",
+      sympy=("expm1",))  # sympy.codegen.cfunctions.expm1, and exp(x) - 1 by _fold_add/_fold_sub
+_func("sin", lambda G, g, o, x: (G.mul(g, G.call("cos", x)),), math.sin, sympy=("sin",), c="sin({0})")
+_func("cos", lambda G, g, o, x: (G.neg(G.mul(g, G.call("sin", x))),), math.cos, sympy=("cos",), c="cos({0})")
+_func("tan", lambda G, g, o, x: (G.mul(g, G.add(G.const(1), G.mul(o, o))),), math.tan,
+      sympy=("tan",), c="tan({0})")
+_func("tanh", lambda G, g, o, x: (G.mul(g, _one_minus_sq(G, o)),), math.tanh, sympy=("tanh",), c="tanh({0})")
+_func("sinh", lambda G, g, o, x: (G.mul(g, G.call("cosh", x)),), math.sinh, sympy=("sinh",), c="sinh({0})")
+_func("cosh", lambda G, g, o, x: (G.mul(g, G.call("sinh", x)),), math.cosh, sympy=("cosh",), c="cosh({0})")
+_func("arcsin", lambda G, g, o, x: (G.div(g, G.call("sqrt", _one_minus_sq(G, x))),), math.asin,
+      sympy=("asin",), c="asin({0})")
+_func("arccos", lambda G, g, o, x: (G.neg(G.div(g, G.call("sqrt", _one_minus_sq(G, x)))),), math.acos,
+      sympy=("acos",), c="acos({0})")
+_func("arctan", lambda G, g, o, x: (G.div(g, G.add(G.const(1), G.mul(x, x))),), math.atan,
+      sympy=("atan",), c="atan({0})")
+_func("arcsinh", lambda G, g, o, x: (G.div(g, G.call("sqrt", G.add(G.const(1), G.mul(x, x)))),), math.asinh,
+      sympy=("asinh",), c="asinh({0})")
+_func("arccosh", lambda G, g, o, x: (G.div(g, G.call("sqrt", G.sub(G.mul(x, x), G.const(1)))),), math.acosh,
+      sympy=("acosh",), c="acosh({0})")
+_func("arctanh", lambda G, g, o, x: (G.div(g, _one_minus_sq(G, x)),), math.atanh,
+      sympy=("atanh",), c="atanh({0})")
+_func("sqrt", lambda G, g, o, x: (G.div(g, G.mul(G.const(2), o)),), math.sqrt, c="sqrt({0})")
+_func("abs", lambda G, g, o, x: (G.mul(g, G.call("sign", x)),), abs, sympy=("Abs",), c="fabs({0})",
+      ufunc="absolute")
+_func("sign", _zero_grad, lambda v: float((v > 0) - (v < 0)), sympy=("sign",),
+      c="({0} > (T)0 ? (T)1 : ({0} < (T)0 ? (T)(-1) : {0}))")  # NumPy's: the argument at 0 and NaN
+_func("sigmoid", lambda G, g, o, x: (G.mul(g, G.mul(o, G.sub(G.const(1), o))),),
+      lambda v: 1 / (1 + math.exp(-v)), code="_sigmoid({0})", ufunc="_sigmoid",
+      c="((T)1 / ((T)1 + exp(-{0})))", helper='''
+def _sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
+    t = {m}.negative(x, out=out)
+    if not isinstance(t, {m}.ndarray) or t.ndim == 0:
+        return 1.0 / (1.0 + {m}.exp(t))
+    {m}.exp(t, out=t)
+    {m}.add(t, 1.0, out=t)
+    return {m}.reciprocal(t, out=t)
+''')
+_func("softplus", lambda G, g, o, x: (G.mul(g, G.call("sigmoid", x)),),
+      lambda v: max(v, 0) + math.log1p(math.exp(-abs(v))), code="{m}.logaddexp(0.0, {0})",
+      ufunc="logaddexp", c="(fmax({0}, (T)0) + log1p(exp(-fabs({0}))))")
 
 
 # -- selections and comparisons ----------------------------------------------------------------
@@ -363,24 +441,44 @@ def _fold_where(G, c, a, b, attr=None):
     return None
 
 
-_reg("maximum", _ew_shape, "{m}.maximum({0}, {1})", _vjp_extremum("gt"), _fold_consts("maximum"), max, True)
-_reg("minimum", _ew_shape, "{m}.minimum({0}, {1})", _vjp_extremum("lt"), _fold_consts("minimum"), min, True)
+# NumPy's maximum/minimum propagate NaN; C's comparisons do not: the templates say so
+_ew("maximum", "{m}.maximum({0}, {1})", _vjp_extremum("gt"), None, max, ufunc="maximum",
+    c="(({0} > {1} || isnan({0})) ? {0} : {1})")
+_ew("minimum", "{m}.minimum({0}, {1})", _vjp_extremum("lt"), None, min, ufunc="minimum",
+    c="(({0} < {1} || isnan({0})) ? {0} : {1})")
+
+
 def _vjp_arctan2(G, g, out, y, x):
     r2 = G.add(G.mul(x, x), G.mul(y, y))
     return G.div(G.mul(g, x), r2), G.neg(G.div(G.mul(g, y), r2))
 
 
-_reg("arctan2", _ew_shape, "{m}.arctan2({0}, {1})", _vjp_arctan2, _fold_consts("arctan2"), math.atan2, True)
-_reg("where", _ew_shape, "{m}.where({0}, {1}, {2})",
-     lambda G, g, o, c, a, b: (None, Masked(g, c, True), Masked(g, c, False)),
-     _fold_where, None, True)
-for _name, _code, _ev in [("gt", "{0} > {1}", operator.gt), ("ge", "{0} >= {1}", operator.ge),
-                          ("lt", "{0} < {1}", operator.lt), ("le", "{0} <= {1}", operator.le),
-                          ("eq", "{0} == {1}", operator.eq), ("ne", "{0} != {1}", operator.ne),
-                          ("and", "{m}.logical_and({0}, {1})", None),
-                          ("or", "{m}.logical_or({0}, {1})", None),
-                          ("not", "{m}.logical_not({0})", None)]:
-    _reg(_name, _ew_shape, _code, _zero_grad, None, _ev, True)
+_ew("arctan2", "{m}.arctan2({0}, {1})", _vjp_arctan2, None, math.atan2, ufunc="arctan2", c="atan2({0}, {1})")
+_ew("where", "{m}.where({0}, {1}, {2})",
+    lambda G, g, o, c, a, b: (None, Masked(g, c, True), Masked(g, c, False)),
+    _fold_where, ufunc="_where", c="({0} ? {1} : {2})", helper='''
+def _where(c, a, b, out=None):
+    """where(c, a, b), written into out when given (out may be a's or b's own array)."""
+    if out is None:
+        return {m}.where(c, a, b)
+    if out is a:
+        {m}.copyto(out, b, where={m}.logical_not(c))
+        return out
+    if out is not b:
+        {m}.copyto(out, b)
+    {m}.copyto(out, a, where=c)
+    return out
+''')
+for _name, _code, _c, _ev in [("gt", "{0} > {1}", "({0} > {1})", operator.gt),
+                              ("ge", "{0} >= {1}", "({0} >= {1})", operator.ge),
+                              ("lt", "{0} < {1}", "({0} < {1})", operator.lt),
+                              ("le", "{0} <= {1}", "({0} <= {1})", operator.le),
+                              ("eq", "{0} == {1}", "({0} == {1})", operator.eq),
+                              ("ne", "{0} != {1}", "({0} != {1})", operator.ne),
+                              ("and", "{m}.logical_and({0}, {1})", "({0} && {1})", None),
+                              ("or", "{m}.logical_or({0}, {1})", "({0} || {1})", None),
+                              ("not", "{m}.logical_not({0})", "(!{0})", None)]:
+    _reg(_name, _ew_shape, _code, _zero_grad, None, _ev, True, c=_c)
 
 
 # -- leaves ------------------------------------------------------------------------------------
@@ -391,9 +489,8 @@ _reg("input", lambda attr=None: attr[1], None)
 
 # -- matrix ops --------------------------------------------------------------------------------
 def size(G, d):
-    """A dimension as a node: a constant when it is a number, else the run-time ``dim``."""
-    d = sp.sympify(d)
-    return G.const(int(d)) if d.is_Integer else G.op("dim", attr=str(d))
+    """A dimension (an int or a dimension name) as a node: a constant, or the run-time ``dim``."""
+    return G.const(d) if isinstance(d, int) else G.op("dim", attr=d)
 
 
 def _matmul_shape(a, b, attr=None):
@@ -510,12 +607,18 @@ def _vjp_matmul(G, g, out, a, b):
     return G.matmul(g, G.T(b)), G.T(G.matmul(G.T(g), a))
 
 
-_reg("matmul", _matmul_shape, "{0} @ {1}", _vjp_matmul, _fold_matmul)
+_reg("matmul", _matmul_shape, "{0} @ {1}", _vjp_matmul, _fold_matmul, ufunc="matmul")
 _reg("transpose", lambda a, attr=None: (a[1], a[0]), "{0}.T",
      lambda G, g, o, a: (G.T(g),), _fold_transpose)
 _reg("sum", _sum_shape, None, _vjp_sum, _fold_sum)
 _reg("logsumexp", _sum_shape, "_logsumexp({0}, {attr})",
-     lambda G, g, o, z: (G.mul(g, G.call("exp", G.sub(z, o))),))  # g * softmax(z)
+     lambda G, g, o, z: (G.mul(g, G.call("exp", G.sub(z, o))),), helper='''
+def _logsumexp(z, axis):
+    """log(sum(exp(z), axis)) shifted by the maximum, so that no exp overflows."""
+    m = z.max(axis=axis, keepdims=True)
+    out = m + {m}.log({m}.exp(z - m).sum(axis=axis, keepdims=True))
+    return out if axis is not None else out[0, 0]
+''')  # its VJP is g * softmax(z)
 _reg("bcast", _bcast_shape, None, lambda G, g, o, a: (g,), _fold_bcast)
 _reg("item", _one_by_one, "{0}[0, 0]", lambda G, g, o, a: (G.bcast(g, a.shape),),
      lambda G, a, attr=None: G.op("item", a.args[0]) if a.op == "transpose" else None)
@@ -523,5 +626,17 @@ _reg("trace", _square, "{m}.trace({0})",
      lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),), _fold_trace)
 _reg("eye", lambda attr=None: (attr, attr), None)
 # run-time helpers of the engine: sum a dynamic cotangent to an input's shape; zeros for no path
-_reg("sum_to", lambda g, x, out, attr=None: x, "_sum_to({0}, {1}, {2})")
+_reg("sum_to", lambda g, x, out, attr=None: x, "_sum_to({0}, {1}, {2})", helper='''
+def _sum_to(g, x, value):
+    """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
+    shape = {m}.shape(x)
+    full = {m}.broadcast_shapes({m}.shape(g), {m}.shape(value), shape)
+    lead = len(full) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and full[lead + i] != 1)
+    if axes:
+        g = {m}.broadcast_to(g, full).sum(axis=axes).reshape(shape)
+    elif {m}.shape(g) != shape:
+        g = {m}.broadcast_to(g, shape).copy()
+    return {m}.asarray(g, dtype={m}.result_type(x))
+''')
 _reg("zeros_like", lambda x, attr=None: x, "{m}.zeros_like({0})")

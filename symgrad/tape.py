@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
+from sympy.codegen import cfunctions
 from sympy.logic.boolalg import BooleanAtom
 from sympy.matrices.expressions import (HadamardPower, HadamardProduct, Identity, MatAdd, MatMul,
                                         MatPow, MatrixExpr, MatrixSymbol, OneMatrix, Trace,
@@ -54,7 +55,7 @@ from sympy.matrices.expressions import (HadamardPower, HadamardProduct, Identity
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 
-from .model import SymgradError
+from .errors import SymgradError
 
 __all__ = ["Var", "RULES", "forward", "value_and_grad", "backward", "sum_to"]
 
@@ -147,6 +148,8 @@ RULES = {
     (sp.Min, 2): (np.minimum, lambda g, a, x, y: g * (x < y), lambda g, a, x, y: g * (y < x)),
     (sp.exp, 1): (np.exp, lambda g, a, x: g * a),
     (sp.log, 1): (np.log, lambda g, a, x: g / x),
+    (cfunctions.log1p, 1): (np.log1p, lambda g, a, x: g / (1 + x)),
+    (cfunctions.expm1, 1): (np.expm1, lambda g, a, x: g * (a + 1)),
     (sp.log, 2): (lambda x, b: np.log(x) / np.log(b), lambda g, a, x, b: g / (x * np.log(b)),
                   lambda g, a, x, b: -g * a / (b * np.log(b))),
     (sp.sin, 1): (np.sin, lambda g, a, x: g * np.cos(x)),

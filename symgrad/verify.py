@@ -76,7 +76,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 
-from .model import SymgradError
+from .errors import SymgradError
 
 __all__ = ["CheckReport", "check", "inferred_domain", "input_shapes", "load_inputs", "rel_err",
            "resolve_inputs", "sample_inputs", "validate_inputs"]

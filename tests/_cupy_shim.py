@@ -17,11 +17,21 @@ import numpy as np
 # -- a fake cupy: NumPy underneath, kernels interpreted from their C text ------------------------
 _TOKEN = re.compile(r"\s*(?:(\d+\.\d*(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)"
                     r"|(&&|\|\||==|!=|<=|>=|[-+*/()<>!?:,]))")
-_FUNCS = {"exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh,
-          "sinh": np.sinh, "cosh": np.cosh, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
-          "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "atan2": np.arctan2,
-          "sqrt": np.sqrt, "fabs": np.abs, "log1p": np.log1p, "pow": np.power, "isnan": np.isnan,
-          "fmax": np.fmax, "fmin": np.fmin}
+def _c_functions() -> dict:
+    """C function name -> NumPy function, derived from the op table: every op whose C template is a
+    plain call ``f({0})`` and whose NumPy template is ``{m}.g({0})`` gives ``f -> numpy.g``.  The
+    few C library functions that only appear inside other templates are added by hand."""
+    from symgrad.ops import OPS
+    out = {}
+    for op in OPS.values():
+        c = re.fullmatch(r"(\w+)\(\{0\}(?:, \{1\})?\)", op.c or "")
+        py = re.fullmatch(r"\{m\}\.(\w+)\(\{0\}(?:, \{1\})?\)", op.code if isinstance(op.code, str) else "")
+        if c and py:
+            out[c.group(1)] = getattr(np, py.group(1))
+    return {**out, "pow": np.power, "isnan": np.isnan, "fmax": np.fmax, "fmin": np.fmin}
+
+
+_FUNCS = _c_functions()
 _BINARY = [("||", np.logical_or), ("&&", np.logical_and), ("==", np.equal), ("!=", np.not_equal),
            (("<", "<=", ">", ">="), None), (("+", "-"), None), (("*", "/"), None)]
 _OPFN = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "+": np.add,

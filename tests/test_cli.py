@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad import cli
+from symgrad import cli, pipeline
 
 TWO_MODELS = """
 import sympy as sp
@@ -104,7 +104,7 @@ def test_check_passes_and_write_test(work, capsys):
 
 
 def test_check_failure_exits_1(work, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "generate", lambda model, target: WRONG_SOURCE)
+    monkeypatch.setattr(pipeline, "generate", lambda model, target: WRONG_SOURCE)
     code, out, _ = run(capsys, "compile", "two.py", "--model", "square", "--check")
     assert code == 1
     assert "FAILED square [numpy]" in out and "grad of x" in out
@@ -151,7 +151,7 @@ def test_internal_compiler_error_is_still_a_clean_message(work, capsys, monkeypa
     def boom(model, target):
         raise KeyError("Foo")
 
-    monkeypatch.setattr(cli, "generate", boom)
+    monkeypatch.setattr(pipeline, "generate", boom)
     user_error(capsys, work, "compile", "layer.py", match="layer.py: layer: cannot compile for target numpy")
 
 
@@ -215,7 +215,7 @@ def test_check_inputs_supply_the_domain(work, capsys):
 
 
 def test_check_inputs_can_fail_a_wrong_module(work, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "generate", lambda model, target: WRONG_SOURCE)
+    monkeypatch.setattr(pipeline, "generate", lambda model, target: WRONG_SOURCE)
     np.savez(work / "at.npz", x=np.array([1.0, 2.0]), y=np.array([3.0, -1.0]))
     code, out, _ = run(capsys, "compile", "two.py", "--model", "square", "--check-inputs", "at.npz")
     assert code == 1 and "FAILED square [numpy]" in out and "grad of x: relative error vs tape" in out

@@ -282,10 +282,10 @@ def test_exact_text_of_a_tiny_module():
             """Value of tiny and the gradients of its sum with respect to b."""
             _dt, b, X = _promote(b, X)
             N, k = _dims({'b': b, 'X': X})
-            t0 = b + X  # X + 1*b
-            t1 = np.maximum(0.0, t0, out=t0)  # Max(0, _d)
+            t0 = b + X  # ones(N, 1)*b + X
+            t1 = np.maximum(0.0, t0, out=t0)  # Max(0, ones(N, 1)*b + X)
             t2 = t1 > 0.0
-            b_t0 = t2.astype(_dt)  # adjoint of X + 1*b
+            b_t0 = t2.astype(_dt)  # adjoint of ones(N, 1)*b + X
             grad_b = b_t0.sum(axis=0, keepdims=True)  # adjoint of b
             return t1, {'b': grad_b}
         ''')

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
+from sympy.codegen import cfunctions
 
 import symgrad
 from symgrad.diff import gradients
@@ -63,6 +64,9 @@ SCALAR_ROWS = {
     "logic_not": (sp.Piecewise((x, sp.Not((x < 0) & (y > 0))), (y, True)), "real", "real"),
     "heaviside": (sp.Heaviside(x) * y + sp.Heaviside(y, 1) * x, "real", "real"),
     "constants": (sp.pi * x + sp.E * y + sp.Rational(3, 7), "real", "real"),
+    "log1p": (sp.log(1 + x * x) * y + cfunctions.log1p(y * y), "real", "real"),
+    "expm1": (sp.exp(x * y) - 1 + cfunctions.expm1(y) * x, "real", "real"),
+    "log1mexp": (sp.log(1 - sp.exp(-x * x - y * y)), "real", "real"),
 }
 
 

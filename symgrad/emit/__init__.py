@@ -1,8 +1,8 @@
-"""Emit a generated module for a model: lowering, reverse mode, naming, printing.
+"""Emit a generated module from a differentiated :class:`~symgrad.program.Program`.
 
-:func:`generate` is the whole pipeline; the printing of single ops is data (``ops.OPS[...].code``
-for NumPy, overridden per target in :mod:`symgrad.emit.targets`).  The module it writes is plain
-Python that imports only its array module: see :mod:`symgrad.emit.module` for its layout.
+The printing of single ops is data (``ops.OPS[...].code`` for NumPy, overridden per target in
+:mod:`symgrad.emit.targets`).  The module it writes is plain Python that imports only its array
+module: see :mod:`symgrad.emit.module` for its layout.  Nothing here imports SymPy.
 """
 from __future__ import annotations
 
@@ -10,31 +10,19 @@ import importlib.util
 import sys
 import types
 
-from ..diff import gradients
-from ..ir import Graph
-from ..lower import leaf_shape, lower
-from ..model import Model, SymgradError, deep_recursion
+from ..errors import SymgradError
 from .module import assemble
 from .targets import TARGETS
-from . import cupy as _cupy  # registers the target
+from . import cupy as _cupy  # noqa: F401 - registers the target
 
-__all__ = ["generate", "load_source", "TARGETS"]
+__all__ = ["emit", "load_source", "TARGETS"]
 
 
-def generate(model: Model, target: str = "numpy") -> str:
-    """Source text of the generated module of ``model`` for ``target`` (deterministic)."""
+def emit(program, target: str = "numpy") -> str:
+    """Source text of the module of ``program`` (differentiated) for ``target`` (deterministic)."""
     if target not in TARGETS:
         raise SymgradError(f"unknown target {target!r} (choose from {', '.join(sorted(TARGETS))})")
-    name = model.name or "model"
-    try:
-        with deep_recursion():
-            G = Graph()
-            out = lower(G, model)
-            wrt = [G.input(w.name, leaf_shape(w)) for w in model.wrt]
-            grads, cotangents = gradients(G, out, wrt)
-            return assemble(model, G, out, wrt, grads, cotangents, TARGETS[target])
-    except SymgradError as exc:
-        raise SymgradError(f"model {name}: {exc}") from None
+    return assemble(program, TARGETS[target])
 
 
 def load_source(source: str, module_name: str) -> types.ModuleType:

@@ -1,6 +1,7 @@
 """CUDA C printing of elementwise ops: the table the CuPy target's fused kernels are written with.
 
-``C_OPS`` has one template per elementwise op of ``ops.OPS`` (a test fails when one is missing).
+The templates are the ``c`` column of the op table (``ops.OPS[...].c``; a test fails when an
+elementwise op has none).
 ``{0}``, ``{1}``... are C operands: a kernel local, a parameter or a literal, never a compound
 expression, so templates parenthesise only their own result.  Every value is of the kernel's
 floating type ``T`` (``float`` or ``double``, bound by CuPy from the argument arrays) or ``bool``
@@ -12,48 +13,9 @@ Semantics follow NumPy's where they differ from plain C: ``maximum``/``minimum``
 """
 from __future__ import annotations
 
+from ..ops import OPS
 
-C_OPS = {
-    "add": "({0} + {1})",
-    "sub": "({0} - {1})",
-    "mul": "({0} * {1})",
-    "div": "({0} / {1})",
-    "neg": "(-{0})",
-    "pow": "pow({0}, {1})",  # constant integer exponents are multiplications: see c_pow
-    "powlog": "({0} == (T)0 ? (T)0 : {0} * log({1}))",
-    "exp": "exp({0})",
-    "log": "log({0})",
-    "sin": "sin({0})",
-    "cos": "cos({0})",
-    "tan": "tan({0})",
-    "tanh": "tanh({0})",
-    "sinh": "sinh({0})",
-    "cosh": "cosh({0})",
-    "arcsin": "asin({0})",
-    "arccos": "acos({0})",
-    "arctan": "atan({0})",
-    "arcsinh": "asinh({0})",
-    "arccosh": "acosh({0})",
-    "arctanh": "atanh({0})",
-    "arctan2": "atan2({0}, {1})",
-    "sqrt": "sqrt({0})",
-    "abs": "fabs({0})",
-    "sign": "({0} > (T)0 ? (T)1 : ({0} < (T)0 ? (T)(-1) : {0}))",
-    "sigmoid": "((T)1 / ((T)1 + exp(-{0})))",
-    "softplus": "(fmax({0}, (T)0) + log1p(exp(-fabs({0}))))",
-    "maximum": "(({0} > {1} || isnan({0})) ? {0} : {1})",
-    "minimum": "(({0} < {1} || isnan({0})) ? {0} : {1})",
-    "where": "({0} ? {1} : {2})",
-    "gt": "({0} > {1})",
-    "ge": "({0} >= {1})",
-    "lt": "({0} < {1})",
-    "le": "({0} <= {1})",
-    "eq": "({0} == {1})",
-    "ne": "({0} != {1})",
-    "and": "({0} && {1})",
-    "or": "({0} || {1})",
-    "not": "(!{0})",
-}
+
 
 
 # names a kernel variable must not take: C++ keywords, the table's functions, CuPy's own names
@@ -85,14 +47,14 @@ def c_pow(base: str, exponent: float | None, exponent_text: str) -> str:
     if exponent is not None and float(exponent).is_integer() and 0 < abs(exponent) <= _MAX_MULTIPLY:
         prod = " * ".join([base] * int(abs(exponent)))
         return f"({prod})" if exponent > 0 else f"((T)1 / ({prod}))"
-    return C_OPS["pow"].format(base, exponent_text)
+    return OPS["pow"].c.format(base, exponent_text)
 
 
 def c_expr(op: str, args: list[str]) -> str:
     """The C expression of elementwise ``op`` applied to the operands ``args``."""
-    template = C_OPS.get(op)
+    template = OPS[op].c if op in OPS else None
     if op in ("maximum", "minimum") and args[0].startswith("(T)"):  # a literal is never NaN
         template = "({0} > {1} ? {0} : {1})" if op == "maximum" else "({0} < {1} ? {0} : {1})"
     if template is None:
-        raise KeyError(f"elementwise op {op!r} has no CUDA C entry: add one to C_OPS in symgrad/emit/cuda.py")
+        raise KeyError(f"elementwise op {op!r} has no CUDA C entry: give its row in symgrad/ops.py c=...")
     return template.format(*args)

@@ -25,14 +25,12 @@ import keyword
 import re
 import unicodedata
 
-import sympy as sp
-
 from .. import __version__
 from ..ir import topo_order
 from ..ops import OPS, is_bool
 from .buffers import plan
-from ..lower import short
-from ..model import SymgradError
+from ..program import render
+from ..errors import SymgradError
 from .text import docstring, visible
 
 _HELPER_DIMS = '''
@@ -51,60 +49,6 @@ def _dims(arrays):
             raise ValueError(f"{MODEL}: input {name!r} is empty (shape {shape}); every dimension "
                              "must be at least 1")
     return tuple(dims[d] for d in DIMS)
-'''
-
-_HELPER_SUM_TO = '''
-def _sum_to(g, x, value):
-    """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
-    shape = {m}.shape(x)
-    full = {m}.broadcast_shapes({m}.shape(g), {m}.shape(value), shape)
-    lead = len(full) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and full[lead + i] != 1)
-    if axes:
-        g = {m}.broadcast_to(g, full).sum(axis=axes).reshape(shape)
-    elif {m}.shape(g) != shape:
-        g = {m}.broadcast_to(g, shape).copy()
-    return {m}.asarray(g, dtype={m}.result_type(x))
-'''
-
-_HELPER_LOGSUMEXP = '''
-def _logsumexp(z, axis):
-    """log(sum(exp(z), axis)) shifted by the maximum, so that no exp overflows."""
-    m = z.max(axis=axis, keepdims=True)
-    out = m + {m}.log({m}.exp(z - m).sum(axis=axis, keepdims=True))
-    return out if axis is not None else out[0, 0]
-'''
-
-_HELPER_SIGMOID = '''
-def _sigmoid(x, out=None):
-    """1 / (1 + exp(-x)) in one buffer: out when given, else one new array."""
-    t = {m}.negative(x, out=out)
-    if not isinstance(t, {m}.ndarray) or t.ndim == 0:
-        return 1.0 / (1.0 + {m}.exp(t))
-    {m}.exp(t, out=t)
-    {m}.add(t, 1.0, out=t)
-    return {m}.reciprocal(t, out=t)
-'''
-
-_HELPER_POWLOG = '''
-def _powlog(p, a):
-    """p * log(a) for p = a**b, taken as 0 where p is 0 (the limit of d a**b / db as a -> 0)."""
-    zero = p == 0
-    return {m}.where(zero, 0.0, p * {m}.log({m}.where(zero, 1.0, a)))
-'''
-
-_HELPER_WHERE = '''
-def _where(c, a, b, out=None):
-    """where(c, a, b), written into out when given (out may be a's or b's own array)."""
-    if out is None:
-        return {m}.where(c, a, b)
-    if out is a:
-        {m}.copyto(out, b, where={m}.logical_not(c))
-        return out
-    if out is not b:
-        {m}.copyto(out, b)
-    {m}.copyto(out, a, where=c)
-    return out
 '''
 
 _HELPER_BUF = '''
@@ -159,9 +103,8 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 '''
 
-# helpers that ops print calls to, emitted only when such an op is used
-_OP_HELPERS = {"sum_to": _HELPER_SUM_TO, "logsumexp": _HELPER_LOGSUMEXP, "sigmoid": _HELPER_SIGMOID,
-               "powlog": _HELPER_POWLOG, "_where": _HELPER_WHERE, "_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH}
+# helpers of the emitter's own, emitted when a body calls them (ops bring theirs: OPS[...].helper)
+_EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH}
 
 _HELPER_ARGS = '''
 def _args(inputs):
@@ -229,7 +172,7 @@ class Body:
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
     def shape(self, shape) -> str:
-        parts = [str(int(d)) if sp.sympify(d).is_Integer else self.dim_names[str(d)] for d in shape]
+        parts = [str(d) if isinstance(d, int) else self.dim_names[d] for d in shape]
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
     def expr(self, n, users, final) -> str | None:
@@ -321,7 +264,8 @@ class Body:
             return None
         key = (node_id, width)
         if key not in self.described:
-            self.described[key] = visible(short(self.src[node_id], width))
+            text = render(self.src, node_id, width, self.names)
+            self.described[key] = None if text is None or text == self.names.get(node_id) else visible(text)
         return self.described[key]
 
     def plan_buffers(self, order, users, emitted: set, roots: set) -> tuple[dict, set]:
@@ -338,7 +282,7 @@ class Body:
                 klass[n.id] = ("dynamic", leaves[n.id])
             elif len(n.shape) == 2:
                 klass[n.id] = ("static", n.shape)
-        writes = {n.id for n in order if n.id in emitted and n.op in _INTO
+        writes = {n.id for n in order if n.id in emitted and OPS[n.op].ufunc
                   and not (n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]))}
         return plan(order, users, view_of, klass, writes, roots)
 
@@ -367,20 +311,11 @@ class Body:
         if n.op == "sigmoid":  # expr() has already asked for the helper
             return f"_sigmoid({a[0]}, out={out})"
         if n.op == "where":
-            self.ops_used.add("_where")
+            self.ops_used.add("where")
             return f"_where({', '.join(a)}, out={out})"
         if n.op == "softplus":
             a = ["0.0"] + a
-        return f"{m}.{_INTO[n.op]}({', '.join(a)}, out={out})"
-
-
-# ops that can write into an existing array, with the NumPy/CuPy function that does
-_INTO = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative",
-         "pow": "power", "abs": "absolute", "softplus": "logaddexp", "matmul": "matmul",
-         "sigmoid": "_sigmoid", "maximum": "maximum", "minimum": "minimum", "where": "_where",
-         "arctan2": "arctan2",
-         **{f: f for f in ("exp", "log", "sin", "cos", "tan", "tanh", "sinh", "cosh", "arcsin",
-                           "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "sqrt", "sign")}}
+        return f"{m}.{OPS[n.op].ufunc}({', '.join(a)}, out={out})"
 
 
 def _python_scalar(n):
@@ -394,6 +329,17 @@ def _is(n, value) -> bool:
     return n.op == "const" and n.attr == value
 
 
+def _helpers_called(code: str, defined) -> dict:
+    """{function name: helper source} of the helpers (ops' own, then the emitter's) that ``code``
+    calls and that no target definition already provides, in table order."""
+    out = {}
+    for helper in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values()):
+        fn = re.search(r"def (\w+)\(", helper).group(1)
+        if fn not in defined and re.search(rf"(?<![\w.]){fn}\(", code):
+            out[fn] = helper
+    return out
+
+
 def _users(order) -> dict:
     users: dict = {}
     for n in order:
@@ -402,25 +348,23 @@ def _users(order) -> dict:
     return users
 
 
-def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
-    name = model.name or "model"
-    inputs = [str(s) for s in model.inputs]
-    for s in model.inputs:
-        for d in getattr(s, "shape", ()):
-            if not (sp.sympify(d).is_Symbol or sp.sympify(d).is_Integer):
-                raise SymgradError(f"unsupported dimension {d} of {s}: use a Symbol or an integer")
+def assemble(program, target) -> str:
+    """The source of the module of a differentiated :class:`~symgrad.program.Program`."""
+    G, out, grads, name = program.graph, program.out, program.grads, program.name
+    inputs = [i.name for i in program.inputs]
+    wrt_names = program.wrt
     namer = Namer()
     local = {n: namer.fresh(n) for n in inputs}
-    dim_local = {str(d): namer.fresh(str(d)) for d in model.dims}
+    dim_local = {d: namer.fresh(d) for d in program.dims}
     m = target.alias  # the array module's name; an input may take it (then the module is np_)
     while m in local.values() or m in dim_local.values():
         m += "_"
     plain_sig = all(local[n] == n for n in inputs)
-    matrices = [s for s in model.inputs if isinstance(s, sp.MatrixSymbol)]
+    matrices = program.matrices
 
-    input_ids = {G.input(s.name, _shape(s)).id: local[str(s)] for s in model.inputs}
+    input_ids = {program.input_nodes[n].id: local[n] for n in inputs}
     cot_of = {}
-    for fwd_id, c in cotangents.items():
+    for fwd_id, c in program.cotangents.items():
         cot_of.setdefault(c.id, fwd_id)
 
     forward_ids = {n.id for n in topo_order([out])}
@@ -434,11 +378,11 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
         return b
 
     fwd = body([out], {}, "forward")
-    grad_names = {g.id: "grad_" + local[str(w)] for g, w in zip(grads, model.wrt)}
+    grad_names = {g.id: "grad_" + local[w] for g, w in zip(grads, wrt_names)}
     vag = body([out] + grads, {k: v for k, v in grad_names.items()}, "value_and_grad")
     value = owned(fwd, [out], input_ids, m)[0]
-    returned = owned(vag, [out] + grads, input_ids, m, ["grad_" + local[str(w)] for w in model.wrt])
-    value_vag, entries = returned[0], list(zip(map(str, model.wrt), returned[1:]))
+    returned = owned(vag, [out] + grads, input_ids, m, ["grad_" + local[w] for w in wrt_names])
+    value_vag, entries = returned[0], list(zip(wrt_names, returned[1:]))
 
     def prologue(b: Body) -> list[str]:
         lines = []
@@ -448,31 +392,30 @@ def assemble(model, G, out, wrt, grads, cotangents, target) -> str:
             names = ", ".join(local[n] for n in inputs)
             lines.append(f"_dt, {names} = _promote({names})")
         if matrices:
-            call = "_dims({" + ", ".join(f"{str(s)!r}: {local[str(s)]}" for s in matrices) + "})"
+            call = "_dims({" + ", ".join(f"{s.name!r}: {local[s.name]}" for s in matrices) + "})"
             if dim_local:
                 lines.append(", ".join(dim_local.values()) + ("," if len(dim_local) == 1 else "") + " = " + call)
             else:
                 lines.append(call)
         return lines
 
-    wrt_text = ", ".join(str(w) for w in model.wrt) or "nothing"
+    wrt_text = ", ".join(wrt_names) or "nothing"
     sig = ("*, " + ", ".join(inputs)) if plain_sig and inputs else ("**inputs" if inputs else "")
-    used = fwd.ops_used | vag.ops_used
-    imports = (["import threading"] if "_scratch" in used else []) + [f"import {target.module} as {m}"]
-    text = [_header(model, name, target, inputs, matrices), *imports, ""]
+    definitions = {**fwd.definitions, **vag.definitions}
+    helpers = _helpers_called("\n".join(fwd.lines + vag.lines + list(definitions.values())), definitions)
+    imports = (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
+    text = [_header(program, target), *imports, ""]
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
-             f"WRT = {tuple(str(w) for w in model.wrt)!r}", f"DIMS = {tuple(dim_local)!r}",
-             "SHAPES = {" + ", ".join(f"{str(s)!r}: {_spec(s)}" for s in matrices) + "}", ""]
+             f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
+             "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}", ""]
     if inputs:
         text.append(_HELPER_PROMOTE.replace("{m}", m))
     if matrices:
         text.append(_HELPER_DIMS.replace("{m}", m))
-    for op, helper in _OP_HELPERS.items():
-        if op in used:
-            text.append(helper.replace("{m}", m))
+    text += [helper.replace("{m}", m) for helper in helpers.values()]
     if not plain_sig:
         text.append(_HELPER_ARGS)
-    for definition in {**fwd.definitions, **vag.definitions}.values():
+    for definition in definitions.values():
         text += ["", definition]
     text += ["", f"def forward({sig}):", f'    """{docstring(f"Value of {name}.")}"""']
     text += ["    " + ln for ln in prologue(fwd) + fwd.lines]
@@ -516,24 +459,16 @@ def _read_only(n) -> bool:
     return n.op == "bcast" and n.args[0].shape not in (None, ())
 
 
-def _shape(s):
-    return tuple(sp.sympify(d) for d in s.shape) if isinstance(s, sp.MatrixSymbol) else None
-
-
-def _spec(s) -> str:
-    return "(" + ", ".join(repr(str(d)) if not sp.sympify(d).is_Integer else str(int(d)) for d in s.shape) + ")"
-
-
-def _header(model, name, target, inputs, matrices) -> str:
-    shapes = {str(s): "x".join(map(str, s.shape)) for s in matrices}
-    described = ", ".join(f"{n} ({shapes[n]})" if n in shapes else f"{n} (scalar, broadcasts)" for n in inputs)
-    wrt = ", ".join(map(str, model.wrt)) or "nothing"
+def _header(program, target) -> str:
+    described = ", ".join(f"{i.name} ({'x'.join(map(str, i.shape))})" if i.is_matrix
+                          else f"{i.name} (scalar, broadcasts)" for i in program.inputs)
+    wrt = ", ".join(program.wrt) or "nothing"
     lines = [
-        f"Generated by symgrad {__version__} from model {name!r}. Do not edit: regenerate.",
+        f"Generated by symgrad {__version__} from model {program.name!r}. Do not edit: regenerate.",
         "",
-        f"Model:    {name}  (source sha256 {model.source_hash()})",
+        f"Model:    {program.name}  (source sha256 {program.source_hash})",
         f"Target:   {target.name}",
-        f"Value:    {short(model.expr, 300)}",  # bounded: a deep model is named by its head
+        f"Value:    {program.value_text(300)}",  # bounded: a deep model prints its top levels
         f"Inputs:   {described}",
         f"Gradient: of sum(value) with respect to {wrt}",
         "",

@@ -1,0 +1,158 @@
+"""The pipeline, in one place: load -> lower -> differentiate -> emit (-> write, check).
+
+::
+
+    model file --load_models--> Model --lower_model--> Program --differentiate--> Program
+        --emit(target)--> source --write_atomic--> module file (--check: verify.check)
+
+Lowering is the only stage that reads SymPy; the rewrites run as the graph is built
+(``ir.Graph.op``), differentiation and the emitters see only the :class:`~symgrad.program.Program`.
+:func:`compile_file` is everything ``symgrad compile`` does; the CLI only parses and prints.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .diff import gradients
+from .emit import TARGETS, emit
+from .errors import SymgradError
+from .program import Program
+
+__all__ = ["Compiled", "build", "compile_file", "differentiate", "generate", "write_atomic"]
+
+
+def differentiate(program: Program) -> Program:
+    """Add the gradient nodes (``program.grads``) and cotangents, in place; returns ``program``."""
+    wrt = [program.input_nodes[w] for w in program.wrt]
+    program.grads, program.cotangents = gradients(program.graph, program.out, wrt)
+    return program
+
+
+def build(model) -> Program:
+    """The differentiated Program of ``model``."""
+    from .lower import lower_model
+    from .model import deep_recursion
+    with deep_recursion():
+        return differentiate(lower_model(model))
+
+
+def generate(model, target: str = "numpy") -> str:
+    """Source text of the generated module of ``model`` for ``target`` (deterministic)."""
+    if target not in TARGETS:
+        raise SymgradError(f"unknown target {target!r} (choose from {', '.join(sorted(TARGETS))})")
+    try:
+        return emit(build(model), target)
+    except SymgradError as exc:
+        raise SymgradError(f"model {model.name or 'model'}: {exc}") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Compiled:
+    """One module written by :func:`compile_file`."""
+    model: object
+    path: Path
+    source: str
+    test_path: Path | None = None
+    report: object | None = None      # the CheckReport, when checked
+    check_error: str | None = None    # why the check could not run
+
+    @property
+    def ok(self) -> bool:
+        return self.check_error is None and (self.report is None or self.report.ok)
+
+
+def compile_file(model_file, *, target="numpy", output=None, only=None, check=False, check_inputs=None,
+                 write_test=False) -> list[Compiled]:
+    """Compile every model of ``model_file`` (or the one named ``only``) and write its module.
+
+    Every module is generated before any is written, and each is written atomically, so a user
+    error (a :class:`SymgradError` whose message names the file, the model and the construct)
+    leaves no file behind.  ``output`` names the file (one model only); the default is
+    ``codegen_out/<name>_<target>.py``.  ``check`` (or ``check_inputs``, an ``.npz`` file) then
+    runs :func:`symgrad.verify.check` on each written module.
+    """
+    from .model import load_models
+    models = load_models(model_file, only=only)
+    if output is not None and len(models) != 1:
+        names = ", ".join(m.name for m in models)
+        raise SymgradError(f"{model_file}: -o names one file but there are {len(models)} models "
+                           f"({names}); pick one with --model NAME or drop -o")
+    check = check or check_inputs is not None
+    if check and target == "cupy":
+        import importlib.util
+        if importlib.util.find_spec("cupy") is None:
+            raise SymgradError(f"{model_file}: --check --target cupy needs CuPy installed "
+                               "(pip install 'symgrad[cupy]'); compile without --check to just write the module")
+    jobs = []
+    for model in models:
+        if output is None and (Path(model.name).name != model.name or model.name in ("", ".", "..")):
+            raise SymgradError(f"{model_file}: {model.name}: the model name is not a file name; "
+                               "name the output with -o")
+        try:
+            source = generate(model, target)
+        except SymgradError as exc:  # the compiler may already say "model <name>: "
+            what = str(exc).removeprefix(f"model {model.name}: ")
+            raise SymgradError(f"{model_file}: {model.name}: {what}") from None
+        except Exception as exc:  # noqa: BLE001 - never a traceback; say it is ours
+            raise SymgradError(f"{model_file}: {model.name}: cannot compile for target {target} "
+                               f"(internal error {type(exc).__name__}: {exc})") from None
+        dest = Path(output) if output else Path("codegen_out") / f"{model.name}_{target}.py"
+        jobs.append(Compiled(model, dest, source))
+    inputs_for = _check_inputs(models, check_inputs) if check_inputs is not None else {}
+    for job in jobs:
+        try:
+            write_atomic(job.path, job.source)
+            if write_test:
+                from .testing import pytest_source
+                job.test_path = job.path.with_name(f"test_{job.path.stem}.py")
+                write_atomic(job.test_path, pytest_source(model_file, job.path, job.test_path, job.model.name))
+        except OSError as exc:
+            raise SymgradError(f"{model_file}: {job.model.name}: cannot write {job.path}: "
+                               f"{exc.strerror or exc}") from None
+    if check:
+        from .testing import import_module_file
+        from .verify import check as verify
+        for job in jobs:
+            try:
+                job.report = verify(job.model, import_module_file(job.path), inputs=inputs_for.get(job.model.name))
+            except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed check
+                job.check_error = f"{type(exc).__name__}: {exc}"
+    return jobs
+
+
+def _check_inputs(models, path) -> dict:
+    """{model name: the arrays of ``path`` that are its inputs}; a SymgradError for a file that
+    cannot be read, a name that is no model's input, or arrays that do not fit a model."""
+    from .verify import load_inputs, validate_inputs
+    arrays = load_inputs(path)
+    names = {str(s) for m in models for s in m.inputs}
+    unknown = sorted(set(arrays) - names)
+    if unknown:
+        raise SymgradError(f"{path}: names {', '.join(map(repr, unknown))}, which "
+                           f"{'is' if len(unknown) == 1 else 'are'} no input of "
+                           f"{', '.join(m.name for m in models)} (inputs: {', '.join(sorted(names))})")
+    out = {}
+    for model in models:
+        mine = {k: v for k, v in arrays.items() if k in {str(s) for s in model.inputs}}
+        try:
+            validate_inputs(model, mine)
+        except SymgradError as exc:
+            what = str(exc).removeprefix(f"model {model.name}: ")
+            raise SymgradError(f"{path}: {model.name}: {what}") from None
+        out[model.name] = mine or None
+    return out

@@ -1,0 +1,105 @@
+"""The op table is the one registration per construct: each column has a completeness test here,
+and the pipeline boundary (a SymPy-free Program) is checked by emitting where SymPy is absent."""
+from __future__ import annotations
+
+import pickle
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sympy as sp
+from sympy.codegen import cfunctions
+
+import symgrad
+from symgrad.emit.cuda import c_expr
+from symgrad.ops import BOOL_OPS, OPS
+from symgrad.pipeline import build
+
+ELEMENTWISE = sorted(n for n, op in OPS.items() if op.elementwise)
+
+
+def test_sympy_column_names_real_sympy_functions_that_lower_to_the_op():
+    x = sp.Symbol("x")
+    for op in OPS.values():
+        for cls_name in op.sympy:
+            cls = getattr(sp, cls_name, None) or getattr(cfunctions, cls_name)
+            program = build(symgrad.Model(cls(x), wrt=[x]))
+            assert program.out.op == op.name, (cls_name, program.out.op)
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_every_elementwise_op_prints_for_numpy_and_cuda(name):
+    op = OPS[name]
+    assert op.c is not None, f"{name}: no CUDA C template (c=...)"
+    arity = len(re.findall(r"\{(\d)\}", op.c)) and max(int(i) for i in re.findall(r"\{(\d)\}", op.c)) + 1
+    assert c_expr(name, [f"a{i}" for i in range(arity)])
+    assert isinstance(op.code, str) and op.code.format(*[f"a{i}" for i in range(arity)], m="np", attr=None)
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_ufunc_and_helper_columns_exist(name):
+    op = OPS[name]
+    called = re.findall(r"(?<![\w.])(_\w+)\(", (op.code if isinstance(op.code, str) else "") + " " + (op.ufunc or "") + "(")
+    for fn in called:  # a helper the op prints a call to is defined by its own helper column
+        assert op.helper and f"def {fn}(" in op.helper, (name, fn)
+    if op.ufunc and not op.ufunc.startswith("_"):
+        assert callable(getattr(np, op.ufunc)), (name, op.ufunc)
+    if op.elementwise and name not in BOOL_OPS and name != "powlog" and isinstance(op.code, str) \
+            and op.code.startswith("{m}.") and name != "where":
+        assert op.ufunc, f"{name}: a NumPy function but no ufunc= (it would never reuse a buffer)"
+
+
+def test_vjp_and_ev_columns():
+    no_vjp = {"const", "dim", "input", "eye", "sum_to", "zeros_like", "powlog"}  # leaves and engine ops
+    assert sorted(n for n, op in OPS.items() if op.vjp is None) == sorted(no_vjp)
+    for name in ELEMENTWISE:  # constant folding: every arithmetic/function op has a float function
+        if name not in BOOL_OPS - {"gt", "ge", "lt", "le", "eq", "ne"} and name not in ("where", "powlog"):
+            assert OPS[name].ev is not None, name
+
+
+def test_a_program_is_emitted_where_sympy_is_missing(tmp_path):
+    X, W, b = sp.MatrixSymbol("X", sp.Symbol("N"), 3), sp.MatrixSymbol("W", 3, 2), sp.MatrixSymbol("b", 1, 2)
+    s = sp.Symbol("s")
+    model = symgrad.Model((X * W + sp.OneMatrix(sp.Symbol("N"), 1) * b).applyfunc(sp.tanh) * s, wrt=[W, b, s], name="p")
+    expected = symgrad.generate(model)
+    (tmp_path / "program.pkl").write_bytes(pickle.dumps(build(model)))
+    code = f"""
+import sys, pickle
+sys.modules["sympy"] = None          # import sympy fails from here on
+import symgrad.emit
+program = pickle.loads(open({str(tmp_path / "program.pkl")!r}, "rb").read())
+sys.stdout.write(symgrad.emit.emit(program, "numpy"))
+assert "sympy" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout == expected
+
+
+def test_compiler_core_imports_no_sympy():
+    code = ("import sys; sys.modules['sympy'] = None\n"
+            "import symgrad.ir, symgrad.ops, symgrad.diff, symgrad.program, symgrad.emit, symgrad.errors\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_equal_sums_are_one_node_however_ordered():
+    from symgrad.ir import Graph
+    G = Graph()
+    t, b, y = (G.input(n, (4, 1)) for n in "tby")
+    one = G.add(t, G.sub(b, y))
+    assert G.add(b, G.sub(t, y)) is one and G.sub(G.add(t, b), y) is one and G.add(G.sub(t, y), b) is one
+    assert G.sub(G.add(b, t), y) is one
+
+
+def test_log1p_and_expm1_rewrites():
+    x = sp.Symbol("x")
+    assert build(symgrad.Model(sp.log(1 + x ** 2))).out.op == "log1p"
+    assert build(symgrad.Model(sp.exp(x) - 1)).out.op == "expm1"
+    module = symgrad.compile(symgrad.Model(sp.log(1 - sp.exp(x)), wrt=[x]))
+    tiny = np.array([-1e-12, -50.0])   # where log(1 - exp(x)) computed naively loses every digit
+    value, grads = module.value_and_grad(x=tiny)
+    assert np.allclose(value, [np.log(1e-12), -np.exp(-50.0)], rtol=1e-9, atol=0)
+    assert np.allclose(grads["x"], -np.exp(tiny) / -np.expm1(tiny), rtol=1e-9)
