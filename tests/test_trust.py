@@ -276,3 +276,15 @@ def test_non_real_inputs_are_a_type_error_naming_the_input(bad, target, monkeypa
         module.value_and_grad(x=bad, y=1.0)
     with pytest.raises(TypeError, match="m: input 'x' must be real numbers"):
         module.forward(x=bad, y=1.0)
+
+
+def test_cupy_kernel_output_under_a_broadcast_transpose_has_the_full_shape(monkeypatch):
+    """Found by the fuzzer: d/dB of sum(A - B) + sum(B U) is -1 + (row sums of U).T broadcast over
+    N rows; the fused kernel saw the row through its broadcast and returned one row."""
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    A, B, U = MatrixSymbol("A", N, C), MatrixSymbol("B", N, C), MatrixSymbol("U", C, N)
+    model = symgrad.Model((OneMatrix(1, N) * (A - B) * OneMatrix(C, 1))[0, 0]
+                          + (OneMatrix(1, N) * (B * U) * OneMatrix(N, 1))[0, 0], wrt=[B])
+    inputs = {"A": np.ones((3, 2)), "B": np.full((3, 2), 2.0), "U": np.arange(6.0).reshape(2, 3)}
+    grad = load_source(symgrad.generate(model, "cupy"), "m").value_and_grad(**inputs)[1]["B"]
+    assert grad.tolist() == [[-1 + 3.0, -1 + 12.0]] * 3     # U's row sums: 0+1+2, 3+4+5

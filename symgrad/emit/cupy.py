@@ -93,6 +93,12 @@ class FusedBody(Body):
                 if n.id not in self.names and self.real(n).id in self.names:
                     self.names[n.id] = self.names[self.real(n).id]
 
+    def broadcasts_itself(self, user) -> bool:
+        """As for NumPy, but a broadcast under a transpose stays a (view) array: a kernel's output
+        takes the broadcast shape of its inputs, so an input seen through its broadcast would give
+        the kernel a smaller shape than its value has."""
+        return user.op != "transpose" and super().broadcasts_itself(user)
+
     # -- what each node is ----------------------------------------------------------------------
     def real(self, n):
         """The node ``n`` shows: itself, or the source of a broadcast its consumers do themselves."""
