@@ -34,14 +34,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'symgrad' has no attribute {name!r}")
 
 
-try:  # where SymPy is installed, load the model side now: it keeps (E.T*E)[0, 0] whole (model.py)
-    import sympy as _sympy  # noqa: F401
-except ImportError:  # emitting a pickled Program needs no SymPy
-    pass
-else:
-    from . import model as _model  # noqa: F401
-
-
 def generate(model, target: str = "numpy") -> str:
     """Return the source text of the generated module for ``model``."""
     from .pipeline import generate as _generate

@@ -303,9 +303,11 @@ class Lowering:
         return self.G.op("eye", attr=dim(e.shape[0], e))
 
     def _lower_MatrixElement(self, e, k):
-        if not (e.i == 0 and e.j == 0):
-            raise unsupported(e, "only [0, 0] of a 1x1 matrix can be indexed")
-        return self.G.op("item", k[0])
+        if not (e.i.is_Integer and e.j.is_Integer):
+            raise unsupported(e, "an entry needs integer indices (or a Sum over them)")
+        if k[0].shape == (1, 1):
+            return self.G.op("item", k[0])
+        return self.G.op("entry", k[0], attr=(int(e.i), int(e.j)))
 
     def _lower_ElementwiseApplyFunction(self, e, k):
         f = e.function
@@ -317,37 +319,11 @@ class Lowering:
         return self.lower(body, {var: k[0]})
 
     def _lower_Sum(self, e, k):
-        """``M[0, 0]`` of a product of vectors reaches us expanded into an indexed ``Sum``
-        (SymPy does that when indexing a MatMul); turn it back into array operations."""
-        if len(e.limits) != 1:
-            from sympy.tensor.array.expressions import convert_array_to_matrix, convert_indexed_to_array
-            try:
-                m = convert_array_to_matrix(convert_indexed_to_array(e))
-            except Exception:  # noqa: BLE001 - SymPy's converter fails in many ways
-                raise unsupported(e, "multi-index sums that are not matrix products") from None
-            if m.has(sp.Sum):
-                raise unsupported(e, "multi-index sums that are not matrix products")
-            return self.lower(m)
-        i, lo, hi = e.limits[0]
-        env, body = {}, e.function
-        for el in sorted(body.atoms(MatrixElement), key=sp.default_sort_key):
-            M, r, c = el.parent, el.i, el.j
-            if not el.has(i):
-                continue
-            if r == i and not c.has(i) and M.shape[1] == 1 and c == 0:
-                node, n = self.lower(M), M.shape[0]
-            elif c == i and not r.has(i) and M.shape[0] == 1 and r == 0:
-                node, n = self.G.T(self.lower(M)), M.shape[1]
-            else:
-                raise unsupported(e, f"cannot vectorise {el} over {i}")
-            if lo != 0 or sp.simplify(hi - (n - 1)) != 0:
-                raise unsupported(e, f"summation bounds ({lo}, {hi}) do not span {M}")
-            v = sp.Dummy(f"{M}")
-            env[v] = node
-            body = body.xreplace({el: v})
-        if body.has(i):
-            raise unsupported(e, f"summation index {i} used outside a matrix element")
-        return self.G.sum(self.lower(body, env))
+        """An indexed ``Sum`` -- what SymPy makes of ``(E.T*E)[0, 0]`` -- turned back into matrix
+        operations by :mod:`symgrad.indexed`; one that is not a written-out matrix expression is
+        an error naming it."""
+        from .indexed import lower_sum
+        return lower_sum(self, e)
 
 
 def lower(G: Graph, model) -> Node:

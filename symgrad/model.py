@@ -243,12 +243,16 @@ class Model:
 
 
 def load_models(path, only: str | None = None) -> list[Model]:
-    """Execute the model file at ``path`` and return its module-level Models (named, sorted by name)."""
+    """Execute the model file at ``path`` and return its module-level Models (named, sorted by name).
+
+    While the file runs, ``M[0, 0]`` of a 1x1 matrix expression stays whole (see
+    :func:`_keep_1x1_elements_whole`); SymPy is as it was before the call once it returns or raises."""
     path = Path(path)
     if not path.is_file():
         raise SymgradError(f"{path}: no such model file")
     try:
-        namespace = runpy.run_path(str(path), run_name="__symgrad_model__")
+        with _keep_1x1_elements_whole():
+            namespace = runpy.run_path(str(path), run_name="__symgrad_model__")
     except SymgradError as exc:
         raise SymgradError(f"{path}: {exc}") from None
     except SystemExit as exc:
@@ -281,15 +285,23 @@ def load_models(path, only: str | None = None) -> list[Model]:
     return [m for _, m in models]
 
 
-def _keep_1x1_elements_whole() -> None:
-    """``M[0, 0]`` of a 1x1 matrix *expression* (``(E.T*E)[0, 0]``, the usual way to write a
-    squared error) makes SymPy expand the product into indexed ``Sum``s over every entry, losing
-    the matrix structure symgrad compiles to BLAS.  symgrad keeps it whole instead: the same value,
-    as an unevaluated ``MatrixElement``.  Every other indexing is SymPy's own."""
+@contextlib.contextmanager
+def _keep_1x1_elements_whole():
+    """While a model file runs (:func:`load_models`), ``M[0, 0]`` of a 1x1 matrix *expression*
+    (``(E.T*E)[0, 0]``, the usual way to write a squared error) stays whole, an unevaluated
+    ``MatrixElement``: the same value, with the matrix structure that symgrad compiles to BLAS.
+    SymPy itself would write the product out as indexed ``Sum``s over its entries (which
+    :mod:`symgrad.indexed` turns back into matrix operations, for models built in-process).
+
+    This patches ``MatrixExpr.__getitem__`` only for the duration of the ``with`` block and puts
+    SymPy's own back on the way out, error or not; a nested block (a model file that loads
+    another) leaves the restoring to the outermost one.  Not thread-safe: another thread
+    indexing matrix expressions while a model file loads sees the patch too."""
     from sympy.matrices.expressions.matexpr import MatrixElement, MatrixExpr
 
-    original = MatrixExpr.__getitem__
-    if getattr(original, "_symgrad", False):
+    original = MatrixExpr.__dict__["__getitem__"]
+    if getattr(original, "_symgrad", False):  # already active
+        yield
         return
 
     def __getitem__(self, key):
@@ -301,6 +313,7 @@ def _keep_1x1_elements_whole() -> None:
     __getitem__._symgrad = True
     __getitem__.__doc__ = original.__doc__
     MatrixExpr.__getitem__ = __getitem__
-
-
-_keep_1x1_elements_whole()
+    try:
+        yield
+    finally:
+        MatrixExpr.__getitem__ = original

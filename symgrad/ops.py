@@ -622,6 +622,24 @@ def _logsumexp(z, axis):
 _reg("bcast", _bcast_shape, None, lambda G, g, o, a: (g,), _fold_bcast)
 _reg("item", _one_by_one, "{0}[0, 0]", lambda G, g, o, a: (G.bcast(g, a.shape),),
      lambda G, a, attr=None: G.op("item", a.args[0]) if a.op == "transpose" else None)
+def _entry_shape(a, attr=None):
+    i, j = attr
+    if a is None or len(a) != 2 or any(isinstance(n, int) and not 0 <= k < n for k, n in zip(attr, a)):
+        raise SymgradError(f"entry [{i}, {j}] of shape {a} is out of range")
+    return ()
+
+
+_reg("entry", _entry_shape, "{0}[{attr[0]}, {attr[1]}]",  # M[i, j]: SymPy writes small products out
+     lambda G, g, o, a: (G.op("onehot", g, attr=(a.shape,) + o.attr),),
+     lambda G, a, attr=None: G.op("entry", a.args[0], attr=attr[::-1]) if a.op == "transpose" else None)
+# the cotangent of an entry: zeros of the matrix's shape with g at [i, j] (printed by the emitter)
+_reg("onehot", lambda g, attr=None: attr[0], None, helper='''
+def _onehot(g, shape, i, j, dtype):
+    """Zeros of shape with g at [i, j]: the gradient of one entry of a matrix."""
+    out = {m}.zeros(shape, dtype=dtype)
+    out[i, j] = g
+    return out
+''')
 _reg("trace", _square, "{m}.trace({0})",
      lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),), _fold_trace)
 _reg("eye", lambda attr=None: (attr, attr), None)

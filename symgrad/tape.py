@@ -331,8 +331,17 @@ class _Recorder:
         idx = (e.i, e.j)
         sel = tuple(slice(None) if k in self.slots else self.size(k, e) for k in idx)
         syms = [k for k in idx if k in self.slots]
-        if len(set(syms)) < len(syms):
-            raise _unsupported(e, " (diagonal indexing)")
+        if len(set(syms)) < len(syms):  # M[k, k]: the diagonal, on k's axis
+            if m.shape[0] != m.shape[1]:
+                raise _unsupported(e, " (diagonal of a matrix that is not square)")
+            shape = [1] * len(self.slots)
+            shape[self.slots[syms[0]]] = m.shape[0]
+
+            def diag_vjp(g):
+                z = np.zeros(m.shape, g.dtype)
+                np.fill_diagonal(z, g.reshape(-1))
+                return z
+            return Var(np.diagonal(m).reshape(shape), kids, [diag_vjp])
         sub = np.asarray(m[sel])
         order = sorted(range(len(syms)), key=lambda a: self.slots[syms[a]])
         shape = [1] * len(self.slots) if syms else []

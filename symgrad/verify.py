@@ -150,7 +150,8 @@ def _affine(arg):
         if count > _AFFINE_MAX_NODES:
             return None
         if isinstance(e, MatrixElement):
-            if not (isinstance(e.parent, sp.MatrixSymbol) and e.i.is_Integer and e.j.is_Integer):
+            if not (isinstance(e.parent, sp.MatrixSymbol)
+                    and all(ix.is_Integer or ix.is_Symbol for ix in (e.i, e.j))):  # X[i, j] of a Sum too
                 return None
             cand = e
         elif isinstance(e, sp.Symbol):

@@ -98,6 +98,7 @@ Z = X * W + sp.OneMatrix(N, 1) * b
 
 MATRIX_ROWS = {
     "matmul_bias": (Z, [W, b]),
+    "entry": (sp.exp(W[1, 0]) * b.T[1, 0] * X, [W, b]),       # integer indices into larger matrices
     "transpose": (sp.Transpose(Z) * X, [W, b, X]),
     "row_sum": (sp.OneMatrix(1, N) * Z.applyfunc(sp.tanh), [W, b]),
     "col_sum": (Z.applyfunc(sp.exp) * sp.OneMatrix(k, 1), [W]),

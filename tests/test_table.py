@@ -52,7 +52,7 @@ def test_ufunc_and_helper_columns_exist(name):
 
 
 def test_vjp_and_ev_columns():
-    no_vjp = {"const", "dim", "input", "eye", "sum_to", "zeros_like", "powlog"}  # leaves and engine ops
+    no_vjp = {"const", "dim", "input", "eye", "sum_to", "zeros_like", "powlog", "onehot"}  # leaves and engine ops
     assert sorted(n for n, op in OPS.items() if op.vjp is None) == sorted(no_vjp)
     for name in ELEMENTWISE:  # constant folding: every arithmetic/function op has a float function
         if name not in BOOL_OPS - {"gt", "ge", "lt", "le", "eq", "ne"} and name not in ("where", "powlog"):

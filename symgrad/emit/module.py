@@ -197,6 +197,8 @@ class Body:
             return f"{m}.sum({a[0]})" if n.attr is None else f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
         if n.op == "eye":
             return f"{m}.eye({self.shape((n.attr,))[1:-2]}, dtype=_dt)"
+        if n.op == "onehot":
+            return f"_onehot({a[0]}, {self.shape(n.attr[0])}, {n.attr[1]}, {n.attr[2]}, _dt)"
         if n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]):
             # both branches are Python scalars: NumPy would make float64; keep the inputs' type
             if _is(_python_scalar(n.args[1]), 1) and _is(_python_scalar(n.args[2]), 0):
