@@ -256,7 +256,7 @@ class _Recorder:
 
     def children(self, e):
         """The sub-expressions ``apply(e, ...)`` needs; raises for anything the tape cannot run."""
-        if isinstance(e, _LEAVES):
+        if isinstance(e, (_LEAVES, sp.KroneckerDelta)):
             return ()
         if isinstance(e, sp.Piecewise):
             return tuple(x for pair in e.args for x in pair)
@@ -287,6 +287,8 @@ class _Recorder:
             return self.const(make(shape) if make else np.eye(shape[0]))
         if isinstance(e, _SPECIAL):
             return getattr(self, "_" + type(e).__name__)(e, kids, env)
+        if isinstance(e, sp.KroneckerDelta):
+            return self.const(self._delta(e))
         if type(e) in _NARY:
             acc, acc_mat = kids[0], isinstance(e.args[0], MatrixExpr)
             for arg, kid in zip(e.args[1:], kids[1:]):  # fold left; a MatMul's scalar factors multiply
@@ -324,6 +326,25 @@ class _Recorder:
         for _ in range(n - 1):
             acc = _op(RULES[MatMul, 2], acc, kids[0])
         return acc
+
+    def _delta(self, e):
+        """``KroneckerDelta(i, j, (lo, hi))`` (SymPy writes it for Identity inside an expanded
+        product): 1 where the indices agree, on the summation indices' own axes."""
+        i, j = e.args[0], e.args[1]
+        if len(e.args) < 3 or not all(k in self.slots or k.is_Integer for k in (i, j)):
+            raise _unsupported(e, " (indices need a range)")
+        lo, hi = (self.size(b, e) for b in e.args[2])
+        n = hi + 1  # entries 0..hi; below lo the delta is 0
+        axes = [self.slots[k] for k in (i, j) if k in self.slots]
+        shape = [1] * len(self.slots)
+        for ax in axes:
+            shape[ax] = n
+        grid = np.indices([n] * len(axes)) if axes else np.zeros((0,))
+        vals = [grid[axes.index(self.slots[k])] if k in self.slots else int(k) for k in (i, j)]
+        out = np.asarray((vals[0] == vals[1]) & (np.asarray(vals[0]) >= lo), dtype=self.dtype)
+        if len(axes) == 2 and axes[0] > axes[1]:
+            out = out.T
+        return out.reshape(shape)
 
     def _MatrixElement(self, e, kids, env):
         """``M[i, j]``: integer indices pick; a Sum's dummy index becomes that dummy's own axis."""

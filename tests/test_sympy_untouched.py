@@ -365,3 +365,18 @@ def test_no_symgrad_call_leaves_the_recursion_limit_changed(tmp_path):
     with pytest.raises(SymgradError):
         symgrad.generate(symgrad.Model(sp.Sum(i * y[i, 0], (i, 0, N - 1))))
     assert sys.getrecursionlimit() == before
+
+
+def test_identity_inside_an_expanded_product_runs_on_tape_and_module():
+    """SymPy writes Identity inside an expanded (u.T*(W + I)*u)[0, 0] as a KroneckerDelta."""
+    d = sp.Symbol("d")
+    W, u = sp.MatrixSymbol("W", d, d), sp.MatrixSymbol("u", d, 1)
+    expr = (u.T * (W + sp.Identity(d)) * u)[0, 0]
+    assert expr.has(sp.KroneckerDelta)
+    model = symgrad.Model(expr, wrt=[W, u])
+    W_val, u_val = np.arange(9.0).reshape(3, 3) / 9, np.array([[1.0], [2.0], [3.0]])
+    M = W_val + np.eye(3)
+    for value, grads in (symgrad.tape.value_and_grad(model, W=W_val, u=u_val),
+                         symgrad.compile(model).value_and_grad(W=W_val, u=u_val)):
+        assert np.allclose(value, (u_val.T @ M @ u_val)[0, 0])
+        assert np.allclose(grads["u"], (M + M.T) @ u_val) and np.allclose(grads["W"], u_val @ u_val.T)
