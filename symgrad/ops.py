@@ -438,6 +438,12 @@ def _fold_where(G, c, a, b, attr=None):
         return a
     if c.op == "const":
         return a if c.attr else b
+    # a select between a boolean and True/False (SymPy's ITE, or a Piecewise of conditions) is logic:
+    # the value stays boolean, never a float 0/1 that a later select would take as its condition
+    if is_bool(a) and b.op == "const" and b.attr in (0, 1):
+        return G.op("and", c, a) if b.attr == 0 else G.op("or", G.op("not", c), a)
+    if is_bool(b) and a.op == "const" and a.attr in (0, 1):
+        return G.op("and", G.op("not", c), b) if a.attr == 0 else G.op("or", c, b)
     return None
 
 
@@ -558,7 +564,7 @@ def _vjp_sum(G, g, out, a):
 def _fold_transpose(G, a, attr=None):
     if a.op == "transpose":
         return a.args[0]
-    if a.op == "bcast" and a.args[0].shape == ():
+    if a.op == "bcast" and a.args[0].shape in ((), None):
         return G.bcast(a.args[0], a.shape[::-1])
     return None
 

@@ -288,3 +288,23 @@ def test_cupy_kernel_output_under_a_broadcast_transpose_has_the_full_shape(monke
     inputs = {"A": np.ones((3, 2)), "B": np.full((3, 2), 2.0), "U": np.arange(6.0).reshape(2, 3)}
     grad = load_source(symgrad.generate(model, "cupy"), "m").value_and_grad(**inputs)[1]["B"]
     assert grad.tolist() == [[-1 + 3.0, -1 + 12.0]] * 3     # U's row sums: 0+1+2, 3+4+5
+
+
+def test_select_between_a_condition_and_false_stays_boolean():
+    """Found by the fuzzer: SymPy simplifies nested Piecewise conditions into ITE(c, b > 0, False);
+    that select is logic, not a float 0/1 that a later select would take as its condition."""
+    z = sp.Symbol("z", real=True)
+    inner = sp.Abs(sp.Piecewise((z, sp.Eq(z, 1)), (0, True)))
+    model = symgrad.Model(sp.acos(sp.sin(sp.Piecewise((sp.log(inner), inner > 0), (inner, True))) / 2), wrt=[z])
+    zs = np.array([1.0, 0.5, -1.0])
+    with np.errstate(all="ignore"):
+        value, grads = grad_of(model, z=zs)
+    assert np.allclose(value, np.pi / 2) and grads["z"].tolist() == [-0.5, 0.0, 0.0]  # -1/2 cos(0)/sqrt(1)
+
+
+def test_elementwise_value_of_broadcasts_only_has_its_full_shape():
+    """Found by the fuzzer: d/dA of sum(A + A W) is 1 + (row sums of W).T on every row; with both
+    operands printed through their broadcasts the sum came out one row high."""
+    A, W = MatrixSymbol("A", N, C), MatrixSymbol("W", C, C)
+    _, grads = grad_of(symgrad.Model(A + A * W, wrt=[A]), A=np.ones((3, 2)), W=np.array([[1.0, 2.0], [3.0, 4.0]]))
+    assert grads["A"].tolist() == [[4.0, 8.0]] * 3

@@ -184,7 +184,8 @@ class Body:
             self.names[n.id] = self.dim_names[n.attr]
             return None
         if n.op == "bcast":
-            if n.id not in final and n.id not in self.keep and users and all(map(self.broadcasts_itself, users)):
+            if n.id not in final and n.id not in self.keep and users and all(
+                    self.broadcasts_itself(u, n) for u in users):
                 self.names[n.id] = a[0]  # the consumer broadcasts by itself
                 return None
             if n.args[0].shape in (None, ()):  # a matrix of one value, in the inputs' float type
@@ -253,12 +254,18 @@ class Body:
         line = f"{name} = {text}"
         self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
 
-    def broadcasts_itself(self, user) -> bool:
-        """True when ``user`` broadcasts its arguments (an elementwise op), or is a transpose
-        printed inline into such ops only: then a broadcast argument needs no array of its own."""
+    def broadcasts_itself(self, user, n) -> bool:
+        """True when ``user`` broadcasts its argument ``n`` by itself (an elementwise op that has
+        another argument of its full shape), or is a transpose printed inline into such ops only:
+        then the broadcast ``n`` needs no array of its own."""
         if user.op == "transpose" and user.id not in self.final and user.id not in self.keep:
-            return all(OPS[u.op].elementwise for u in self.users.get(user.id, ()))
-        return OPS[user.op].elementwise
+            return all(self.broadcasts_itself(u, user) for u in self.users.get(user.id, ()))
+        if not OPS[user.op].elementwise:
+            return False
+        # a static result needs one operand that already has its shape: else nothing stretches it
+        return user.shape is None or any(a is not n and a.shape == user.shape and a.op != "bcast"
+                                         and not (a.op == "transpose" and a.args[0].op == "bcast")
+                                         for a in user.args)
 
     def describe(self, node_id: int, width: int) -> str | None:
         """The SymPy sub-expression a node came from, cut to ``width`` (printed once per node)."""
