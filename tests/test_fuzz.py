@@ -120,8 +120,8 @@ class Program:
                 expr = build()
         except SlowSympy:
             assume(False)
-        except (ValueError, TypeError, ArithmeticError):  # SymPy refuses the node, as in
-            assume(False)                                   # Max(zoo, x): "not comparable"
+        except (ValueError, TypeError, ArithmeticError, AttributeError, NotImplementedError):  # SymPy refuses the node, as
+            assume(False)         # in Max(zoo, x): "not comparable", or fails inside its own evaluation
         if _has_infinity(expr):  # log(x - x) is zoo: neither the tape nor symgrad takes it
             assume(False)
         name = f"v{len(self.steps)}"

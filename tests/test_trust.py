@@ -308,3 +308,16 @@ def test_elementwise_value_of_broadcasts_only_has_its_full_shape():
     A, W = MatrixSymbol("A", N, C), MatrixSymbol("W", C, C)
     _, grads = grad_of(symgrad.Model(A + A * W, wrt=[A]), A=np.ones((3, 2)), W=np.array([[1.0, 2.0], [3.0, 4.0]]))
     assert grads["A"].tolist() == [[4.0, 8.0]] * 3
+
+
+@pytest.mark.parametrize("target", ["numpy", "cupy"])
+def test_equal_constant_gradients_are_separate_arrays(target, monkeypatch):
+    """Found by the fuzzer: d/dA and d/dB of A + B + s are one broadcast 1; the module returned
+    one array for both."""
+    if target == "cupy":
+        monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    A, B = MatrixSymbol("A", N, C), MatrixSymbol("B", N, C)
+    module = load_source(symgrad.generate(symgrad.Model(A + B + s * OneMatrix(N, C), wrt=[A, B, s]), target), "m")
+    _, grads = module.value_and_grad(A=np.ones((2, 3)), B=np.ones((2, 3)), s=2.0)
+    assert not np.shares_memory(grads["A"], grads["B"]) and grads["A"].tolist() == [[1.0] * 3] * 2
+    assert grads["s"] == 6

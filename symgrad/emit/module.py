@@ -448,7 +448,8 @@ def owned(b: Body, roots, input_ids, m, want=None) -> list[str]:
     seen, texts = set(), []
     for k, n in enumerate(roots):
         base = n
-        while base.op in _VIEWS and base.id not in input_ids:
+        while (base.op in _VIEWS and base.id not in input_ids
+               and not (base.op == "bcast" and base.args[0].shape in ((), None))):  # np.full: fresh
             base = base.args[0]
         text = b.names[n.id]
         scalar = base.op in ("const", "dim", "item")  # Python and NumPy scalars are immutable
