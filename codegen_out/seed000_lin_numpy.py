@@ -32,7 +32,7 @@ def _promote(*inputs):
             arrays.append(None)
             continue
         try:
-            a = x if hasattr(x, "dtype") and hasattr(x, "shape") else np.asarray(x)
+            a = x if isinstance(x, np.ndarray) else np.asarray(x)
         except Exception:  # noqa: BLE001 - whatever the array module refuses
             a = None
         if a is None or a.dtype.kind not in "biuf":

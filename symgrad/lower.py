@@ -74,6 +74,13 @@ def _wrapped(kid, kid_id, tight: bool = False):
     return [kid_id]
 
 
+def _product(kids, ids, sep="*", tight=False) -> tuple:
+    parts: list = []
+    for k, (kid, i) in enumerate(zip(kids, ids)):
+        parts += ([sep] if k else []) + _wrapped(kid, i, tight)
+    return tuple(parts)
+
+
 def provenance(e, kids, ids) -> tuple:
     """``e`` as parts: its head printed, each child a node id (never a SymPy Dummy name)."""
     name = type(e).__name__
@@ -83,17 +90,14 @@ def provenance(e, kids, ids) -> tuple:
         if isinstance(e, sp.Identity):
             return (f"eye({e.shape[0]})",)
         return (str(e),)
-    if isinstance(e, (sp.Mul, sp.MatMul)) and kids[0] == -1:
-        rest = provenance(e.func(*kids[1:], evaluate=False), kids[1:], ids[1:]) if len(kids) > 2 else \
-            tuple(_wrapped(kids[1], ids[1], True))
-        return ("-", *rest)
+    if isinstance(e, (sp.Mul, sp.MatMul)) and kids[0] == -1:  # -a*b, not -1*a*b
+        return ("-", *_product(kids[1:], ids[1:], tight=len(kids) == 2))
     if isinstance(e, sp.Pow) and kids[1] == -1:
         return ("1/", *_wrapped(kids[0], ids[0], True))
     if name in _INFIX:
-        parts = []
-        for k, (kid, i) in enumerate(zip(kids, ids)):
-            parts += ([_INFIX[name]] if k else []) + (_wrapped(kid, i) if name not in ("Add", "MatAdd") else [i])
-        return tuple(parts)
+        if name in ("Add", "MatAdd"):
+            return tuple(p for k, i in enumerate(ids) for p in ([" + "] if k else []) + [i])
+        return _product(kids, ids, sep=_INFIX[name])
     if name in _REL:
         return (*_wrapped(kids[0], ids[0]), _REL[name], *_wrapped(kids[1], ids[1]))
     if isinstance(e, (sp.Pow, sp.MatPow, sp.HadamardPower)):

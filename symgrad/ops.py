@@ -209,7 +209,9 @@ def _canonical_sum(G, a, b, sign):
     """``a + sign*b`` as one canonical chain: constants first, then terms by node id, so that
     equal sums are one node however the model ordered them (``t + (b - y)`` and ``b + (t - y)``)."""
     terms: list = []
-    if not (_terms(a, 1, terms, _MAX_TERMS) and _terms(b, sign, terms, _MAX_TERMS)) or len(terms) < 3:
+    ok = _terms(a, 1, terms, _MAX_TERMS)
+    mine = list(terms)  # a's own terms, in the order a has them
+    if not (ok and _terms(b, sign, terms, _MAX_TERMS)) or len(terms) < 3:
         if len(terms) == 2 and sign == 1 and a.op != "const" and b.op != "const" and b.id < a.id:
             return G.add(b, a)  # two terms: the smaller id first
         return None
@@ -218,8 +220,6 @@ def _canonical_sum(G, a, b, sign):
     if head is None:
         return None  # all negative: left as written (negate() handles signs)
     order = [canon[head]] + canon[:head] + canon[head + 1:]
-    mine = []
-    _terms(a, 1, mine, _MAX_TERMS)
     if mine == order[:-1] and order[-1] == (sign, b):
         return None  # already canonical
     acc = order[0][1]

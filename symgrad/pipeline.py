@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .diff import gradients
-from .emit import TARGETS, emit
+from .emit import emit, target_named
 from .errors import SymgradError
 from .program import Program
 
@@ -40,8 +40,7 @@ def build(model) -> Program:
 
 def generate(model, target: str = "numpy") -> str:
     """Source text of the generated module of ``model`` for ``target`` (deterministic)."""
-    if target not in TARGETS:
-        raise SymgradError(f"unknown target {target!r} (choose from {', '.join(sorted(TARGETS))})")
+    target_named(target)  # before any work: an unknown target is the caller's error, not the model's
     try:
         return emit(build(model), target)
     except SymgradError as exc:

@@ -15,14 +15,19 @@ from .module import assemble
 from .targets import TARGETS
 from . import cupy as _cupy  # noqa: F401 - registers the target
 
-__all__ = ["emit", "load_source", "TARGETS"]
+__all__ = ["emit", "load_source", "target_named", "TARGETS"]
+
+
+def target_named(name: str):
+    """The registered target ``name``; a SymgradError listing the targets otherwise."""
+    if name not in TARGETS:
+        raise SymgradError(f"unknown target {name!r} (choose from {', '.join(sorted(TARGETS))})")
+    return TARGETS[name]
 
 
 def emit(program, target: str = "numpy") -> str:
     """Source text of the module of ``program`` (differentiated) for ``target`` (deterministic)."""
-    if target not in TARGETS:
-        raise SymgradError(f"unknown target {target!r} (choose from {', '.join(sorted(TARGETS))})")
-    return assemble(program, TARGETS[target])
+    return assemble(program, target_named(target))
 
 
 def load_source(source: str, module_name: str) -> types.ModuleType:

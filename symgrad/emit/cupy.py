@@ -86,12 +86,6 @@ class FusedBody(Body):
                 if n.id not in self.names and self.fusion.real(n).id in self.names:
                     self.names[n.id] = self.names[self.fusion.real(n).id]
 
-    def broadcasts_itself(self, user, n) -> bool:
-        """As for NumPy, but a broadcast under a transpose stays a (view) array: a kernel's output
-        takes the broadcast shape of its inputs, so an input seen through its broadcast would give
-        the kernel a smaller shape than its value has."""
-        return user.op != "transpose" and super().broadcasts_itself(user, n)
-
     # -- printing -------------------------------------------------------------------------------
     def _convert_inputs(self, order):
         scalars = [self.names[n.id] for n in order if self.fusion.kind_of[n.id] == INPUT and n.shape is None]

@@ -69,7 +69,7 @@ def _promote(*inputs):
             arrays.append(None)
             continue
         try:
-            a = x if hasattr(x, "dtype") and hasattr(x, "shape") else {m}.asarray(x)
+            a = x if isinstance(x, {m}.ndarray) else {m}.asarray(x)
         except Exception:  # noqa: BLE001 - whatever the array module refuses
             a = None
         if a is None or a.dtype.kind not in "biuf":
