@@ -1,4 +1,4 @@
-"""The ``symgrad`` command line (CONTRACT section 3).
+"""The ``symgrad`` command line (the README's CLI section).
 
 ``symgrad compile MODEL.py [-o OUT.py] [--target numpy|cupy] [--model NAME] [--check]
 [--check-inputs FILE.npz] [--write-test]``

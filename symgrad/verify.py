@@ -48,7 +48,7 @@ Contract:
     0.25 s of calls, at least 16 calls), a random pick each time;
   - that no call changes its inputs; that every array it returns (value and gradients) is
     writable and shares memory (``np.shares_memory``) with no input, no other returned array and
-    nothing a later call returns (a work array of the module): CONTRACT 4c;
+    nothing a later call returns (a work array of the module), as the README's "Values a module takes and gives" says;
   - gradient shapes, and dtypes (float64 in, float64 out).
 
   Once per check (``calls=True``) the module is also called the other ways users call it, each
@@ -652,7 +652,7 @@ class _Ctx:
         return _Call(items, host[0], grads)
 
     def _ownership(self, fn, items, args, how):
-        """CONTRACT 4c: returned arrays are writable, and views of no input nor of each other."""
+        """Returned arrays are writable, and views of no input nor of each other."""
         run, report = self.run, self.report
         outs = [(what, a) for what, a in items if run.is_array(a)]
         for what, a in outs:

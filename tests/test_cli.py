@@ -1,4 +1,4 @@
-"""`symgrad compile`: outputs, summaries, --check, and every exit status of CONTRACT section 3.
+"""`symgrad compile`: outputs, summaries, --check, and every exit status the README documents.
 
 Most runs call ``symgrad.cli.main`` in-process inside ``tmp_path``; one runs the console script."""
 import importlib.util
