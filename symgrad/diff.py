@@ -97,13 +97,31 @@ class _Sweep:
             for (_, mask), g in groups.items():
                 g = apply_mask(G, Cot(g, root, mask))
                 total = g if total is None else G.add(total, g)
-            return Cot(total, root)
+            return Cot(total, root, self.union([mask for _, mask in groups]))
         total = None
         for (root, mask), g in groups.items():
             g = self.exact(Cot(g, root, mask), node)
             total = g if total is None else G.add(total, g)
         self.roots[node.id] = node
         return Cot(total, node.id if node.shape is None else None)
+
+    def union(self, masks) -> tuple:
+        """The mask under which at least one of ``masks`` passes its cotangent.
+
+        Each group was masked before the sum, but the sum still meets this node's own partials,
+        which may be NaN exactly where every branch is not taken (``sqrt(x)`` guarded by ``x > 0``
+        and by ``x > 1``): the union travels on, so the finished contribution is 0 there too.
+        """
+        if any(not m for m in masks):
+            return ()
+        G, any_taken = self.G, None
+        for mask in masks:
+            taken = None
+            for cond, polarity in mask:
+                c = cond if polarity else G.op("not", cond)
+                taken = c if taken is None else G.op("and", taken, c)
+            any_taken = taken if any_taken is None else G.op("or", any_taken, taken)
+        return ((any_taken, True),)
 
     def contribute(self, node: Node, c: Cot, a: Node, ga) -> None:
         """Record ``ga`` (a rule's cotangent for argument ``a`` of ``node``, cotangent ``c``)."""

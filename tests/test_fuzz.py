@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 try:  # only for the ci profile's shrink budget (a private knob; without it shrinking just runs longer)
     from hypothesis.internal.conjecture import engine as _engine
@@ -780,14 +780,40 @@ def _run_cupy(case):
 
 
 # -- the tests --------------------------------------------------------------------------------
+def _found(build, template, inputs):
+    """A case the long profile found once, kept as an explicit example of every run."""
+    prog = Program(_SCALAR_HEADER, [x, y, z])
+    return Case(prog, prog.add(build, template, prog.pool[0]), None, inputs)
+
+
+# a value shared by guards with different conditions: the sum of the masked contributions met
+# the value's NaN partial unmasked (tests/test_trust.py has the regression test)
+FOUND = [
+    _found(lambda: sp.Piecewise((sp.sqrt(x), x > 0), (0, True)) + sp.Piecewise((sp.sqrt(x), x > 1), (0, True)),
+           "sp.Piecewise((sp.sqrt({0}), {0} > 0), (0, True)) + sp.Piecewise((sp.sqrt({0}), {0} > 1), (0, True))",
+           {"x": np.array([-0.9, 0.25, 4.0])}),
+    _found(lambda: sp.Piecewise((sp.sqrt(v := sp.Piecewise((x * sp.log(x), x > 0), (0, True))), v > 0), (-v, True)),
+           "sp.Piecewise((sp.sqrt(v := sp.Piecewise(({0} * sp.log({0}), {0} > 0), (0, True))), v > 0), (-v, True))",
+           {"x": np.array([-1.3, 0.5, 2.0])}),
+]
+
+
+def found_examples(test):
+    for case in FOUND:
+        test = example(case=case)(test)
+    return test
+
+
 @FUZZ
 @given(case=scalar_cases())
+@found_examples
 def test_scalar_models_numpy(case):
     _run_numpy(case)
 
 
 @FUZZ
 @given(case=scalar_cases())
+@found_examples
 def test_scalar_models_cupy_shim(case):
     _run_cupy(case)
 

@@ -321,3 +321,29 @@ def test_equal_constant_gradients_are_separate_arrays(target, monkeypatch):
     _, grads = module.value_and_grad(A=np.ones((2, 3)), B=np.ones((2, 3)), s=2.0)
     assert not np.shares_memory(grads["A"], grads["B"]) and grads["A"].tolist() == [[1.0] * 3] * 2
     assert grads["s"] == 6
+
+
+@pytest.mark.parametrize("target", ["numpy", "cupy"])
+@pytest.mark.parametrize("case", ["two guards", "guard of a guard"])
+def test_a_value_shared_by_guards_with_different_conditions(case, target, monkeypatch):
+    """Found by the fuzzer: contributions masked by different conditions were summed mask-free,
+    and the shared value's NaN partial (sqrt at x < 0) multiplied the sum where no branch is
+    taken.  The tape gives 0 there; so must the module."""
+    if target == "cupy":
+        monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    if case == "two guards":
+        f = sp.Piecewise((sp.sqrt(x), x > 0), (0, True)) + sp.Piecewise((sp.sqrt(x), x > 1), (0, True))
+        points = np.array([-0.9, 0.25, 4.0])
+        expected = [0.0, 1.0, 0.5]                      # 1/(2 sqrt x) once, then twice
+    else:
+        v0 = sp.Piecewise((x * sp.log(x), x > 0), (0, True))
+        f = sp.Piecewise((sp.sqrt(v0), v0 > 0), (-v0, True))
+        points = np.array([-1.3, 0.5, np.e])
+        expected = [0.0, -(np.log(0.5) + 1), (np.log(np.e) + 1) / (2 * np.sqrt(np.e))]
+    model = symgrad.Model(f, wrt=[x])
+    module = load_source(symgrad.generate(model, target), "m")
+    with np.errstate(all="ignore"):
+        _, grads = module.value_and_grad(x=points)
+        _, t_grads = tape.value_and_grad(model, x=points)
+    assert np.allclose(grads["x"], expected, rtol=1e-12, atol=0), grads["x"]
+    assert np.allclose(t_grads["x"], expected, rtol=1e-12, atol=0)
