@@ -97,7 +97,9 @@ def _check_domain(model, domain) -> dict:
 
 
 def _sized_symbols(expr) -> set:
-    """Symbols in the shapes of OneMatrix / ZeroMatrix / Identity in ``expr`` (iterative walk)."""
+    """Symbols that are sizes in ``expr``: in the shapes of OneMatrix / ZeroMatrix / Identity and
+    in the bounds of Sums (SymPy writes ``(OneMatrix(1, N)*M*OneMatrix(d, 1))[0, 0]`` out as a Sum
+    over ``0..N-1``) -- an iterative walk."""
     found, seen, stack = set(), set(), [expr]
     while stack:
         e = stack.pop()
@@ -107,6 +109,11 @@ def _sized_symbols(expr) -> set:
         if isinstance(e, (sp.OneMatrix, sp.ZeroMatrix, sp.Identity)):
             for d in e.shape:
                 found |= sp.sympify(d).free_symbols
+            continue
+        if isinstance(e, sp.Sum):
+            for _, lo, hi in e.limits:
+                found |= (lo.free_symbols | hi.free_symbols) - set(e.variables)
+            stack.append(e.function)
             continue
         stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, sp.Basic))
     return found
@@ -171,7 +178,8 @@ class Model:
         self.dims = tuple(sorted(dims, key=str))
         unbound = sorted(_sized_symbols(expr) - dims, key=str)
         if unbound:
-            raise SymgradError(f"dimension {unbound[0]} (of a OneMatrix, ZeroMatrix or Identity) is not a "
+            raise SymgradError(f"dimension {unbound[0]} (of a OneMatrix, ZeroMatrix or Identity, or a bound "
+                               "of a Sum) is not a "
                                "dimension of any MatrixSymbol input, so its size cannot be read from "
                                "the inputs: use an integer or the dimension of an input")
         free = sorted((s for s in found if s not in dims), key=str)

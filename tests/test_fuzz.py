@@ -105,6 +105,15 @@ class Node:
         self.expr, self.src, self.line, self.deps = expr, src, line, tuple(deps)
 
 
+_SLOW_BUILDS: set = set()  # (steps it depends on, template) of nodes whose construction timed out
+
+
+class _Pending:
+    """A node not made yet, for ``Program.lines`` of its arguments."""
+    def __init__(self, deps):
+        self.deps = tuple(deps)
+
+
 class Program:
     """Steps ``vK = <source>`` that build the model; shared nodes are shared sub-expressions."""
 
@@ -115,10 +124,14 @@ class Program:
     def add(self, build, template, *args):
         """Append ``build()``; a SymPy construction that takes too long (its automatic evaluation
         can ask exponentially expensive questions of a big argument) rejects the case."""
+        key = (tuple(self.lines(_Pending(args))), template, tuple(a.src for a in args))
+        if key in _SLOW_BUILDS:  # slow once: rejected on every replay too (else Hypothesis sees a flaky strategy)
+            assume(False)
         try:
             with time_limit(BUILD_TIMEOUT_S, "building a SymPy node", SlowSympy):
                 expr = build()
         except SlowSympy:
+            _SLOW_BUILDS.add(key)
             assume(False)
         except (ValueError, TypeError, ArithmeticError, AttributeError, NotImplementedError):  # SymPy refuses the node, as
             assume(False)         # in Max(zoo, x): "not comparable", or fails inside its own evaluation

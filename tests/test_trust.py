@@ -256,6 +256,15 @@ def test_shared_subexpressions_compile_in_linear_time():
 def test_dimension_bound_by_no_input():
     with pytest.raises(SymgradError, match="dimension N .*not a dimension of any MatrixSymbol input"):
         symgrad.Model(OneMatrix(N, 1) * MatrixSymbol("b", 1, 2))
+    # found by the fuzzer: SymPy writes a sum of entries out as a Sum over 0..N-1, with no OneMatrix
+    # left; N became a scalar input, and the tape and compiler failed at call time
+    d = sp.Symbol("d")
+    b = MatrixSymbol("b", 1, d)
+    expr = (OneMatrix(1, N) * (OneMatrix(N, 1) * b + MatrixSymbol("Q", 3, 2)[0, 0] * OneMatrix(N, d))
+            * OneMatrix(d, 1))[0, 0]
+    assert isinstance(expr, sp.Sum) and N in expr.free_symbols
+    with pytest.raises(SymgradError, match="dimension N .*bound of a Sum"):
+        symgrad.Model(expr)
 
 
 def test_empty_batch_names_the_input():
