@@ -342,28 +342,34 @@ def status_text(row: Row):
     return f"error ({row.reason})"
 
 
-def runtime_table(rows, title: str) -> str:
+def runtime_table(rows, title: str, baseline: str = BASELINE, baseline_name: str = "hand NumPy",
+                  check_ref: str | None = None) -> str:
+    """One markdown table: ratios vs the ``baseline`` method's median and vs symgrad's; the check
+    column compares fingerprints with the ``check_ref`` method's (default: the baseline's; a
+    baseline that computes something else is then not checked)."""
+    check_ref = check_ref or baseline
     out = [f"### {title}", "",
-           "| case | method | median | IQR (p25–p75) | min | vs hand NumPy | vs symgrad | check vs hand NumPy |",
+           f"| case | method | median | IQR (p25–p75) | min | vs {baseline_name} | vs symgrad | check |",
            "|---|---|---:|---:|---:|---:|---:|---|"]
     by_case = {}
     for r in rows:
         by_case.setdefault(r.case, []).append(r)
     notes = []
     for case, crow in by_case.items():
-        ref = next((r for r in crow if r.method == BASELINE and r.times), None)
+        ref = next((r for r in crow if r.method == baseline and r.times), None)
+        chk = next((r for r in crow if r.method == check_ref and r.times), None)
         sym = next((r for r in crow if r.method == SYMGRAD and r.times), None)
         for r in crow:
             if not r.times:
                 out.append(f"| {case} | {r.label} | {status_text(r)} | – | – | – | – | – |")
                 continue
             q1, q3 = np.percentile(r.times, [25, 75])
-            if ref is None or ref.fp is None:
+            if chk is None or chk.fp is None or (r is ref and r is not chk):
                 check = "–"
-            elif r is ref:
+            elif r is chk:
                 check = "(reference)"
             else:
-                d = rel_diff(r.fp, ref.fp)
+                d = rel_diff(r.fp, chk.fp)
                 check = f"ok ({d:.0e})" if d <= r.tol else f"MISMATCH (rel {d:.1e})"
             out.append(f"| {case} | {r.label} | {fmt_time(r.median)} | {fmt_time(q1)}–{fmt_time(q3)} | "
                        f"{fmt_time(min(r.times))} | {fmt_ratio(r.median, ref.median if ref else None)} | "

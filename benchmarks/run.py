@@ -2,7 +2,8 @@
 
     python -m benchmarks.run [--smoke] [--only NAME[,NAME]] [--unset-openblas-env] [--rounds R] [--out FILE]
 
-NAME: mlp (seed 002), fxy (seed 003), softmax (seed 004), compile (chain depths + 32x32 net).
+NAME: mlp (seed 002), fxy (seed 003), softmax (seed 004), second (HVPs and Hessians), compile
+(chain depths + 32x32 net).
 ``--smoke`` uses tiny sizes and few rounds (what CI runs).  Progress goes to stderr, tables to stdout.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ import time
 from benchmarks import harness
 
 SCRIPTS = {"mlp": "benchmarks.bench_mlp", "fxy": "benchmarks.bench_fxy",
-           "softmax": "benchmarks.bench_softmax", "compile": "benchmarks.bench_compile"}
+           "softmax": "benchmarks.bench_softmax", "second": "benchmarks.bench_second",
+           "compile": "benchmarks.bench_compile"}
 
 
 def main(argv=None):

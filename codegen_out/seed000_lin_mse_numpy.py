@@ -20,6 +20,7 @@ INPUTS = ('W', 'b', 'X', 'Y')
 WRT = ('W', 'b', 'X')
 DIMS = ('H', 'M', 'N')
 SHAPES = {'W': ('M', 'H'), 'b': (1, 'H'), 'X': ('N', 'M'), 'Y': ('N', 'H')}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -19,6 +19,7 @@ INPUTS = ('W', 'b', 'X')
 WRT = ('W', 'b', 'X')
 DIMS = ('H', 'M', 'N')
 SHAPES = {'W': ('M', 'H'), 'b': (1, 'H'), 'X': ('N', 'M')}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

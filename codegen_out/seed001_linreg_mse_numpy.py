@@ -20,6 +20,7 @@ INPUTS = ('w', 'X', 'y')
 WRT = ('w', 'X')
 DIMS = ('N', 'd')
 SHAPES = {'w': ('d', 1), 'X': ('N', 'd'), 'y': ('N', 1)}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -20,6 +20,7 @@ INPUTS = ('x', 'w')
 WRT = ('x', 'w')
 DIMS = ()
 SHAPES = {}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -8,9 +8,12 @@ Gradient: of sum(value) with respect to w
 
 forward(**inputs) -> value
 value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like its input.
+hvp(vectors, **inputs) -> (value, grads, {name: H v}), H the Hessian of sum(value).
+hessian(**inputs) -> (value, grads, {(a, b): H_ab}), H_ab.shape == a.shape + b.shape.
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
-the derivative is taken as 0.  Needs only numpy at run time.
+the derivative is taken as 0, and second derivatives of piecewise-linear ops are 0.  Needs only numpy at run time.
 """
+import math
 import threading
 import numpy as np
 
@@ -20,6 +23,8 @@ INPUTS = ('w', 'Phi', 'y')
 WRT = ('w',)
 DIMS = ('N', 'k')
 SHAPES = {'w': ('k', 1), 'Phi': ('N', 'k'), 'y': ('N', 1)}
+DERIVATIVES = ('grad', 'hvp', 'hessian')
+HESSIAN_MAX_BYTES = 2**30  # hessian() refuses a dense Hessian larger than this
 
 
 def _promote(*inputs):
@@ -93,6 +98,57 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _seed(x, dt, what, *shapes):
+    """A cotangent, tangent or direction as an array of the inputs' float type dt and exactly the
+    shape it is for (the broadcast of shapes); a TypeError for non-real values, a ValueError for
+    another shape."""
+    ndim = max(len(s) for s in shapes)
+    shape = tuple(max(dims) for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]))
+    try:
+        a = np.asarray(x)
+    except Exception:  # noqa: BLE001 - whatever the array module refuses
+        a = None
+    if a is None or a.dtype.kind not in "biuf":
+        raise TypeError(f"{MODEL}: {what} must be real numbers, got {type(x).__name__}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{MODEL}: {what} has shape {a.shape}, expected {tuple(shape)}")
+    return a.astype(dt, copy=False)
+
+
+def _seeds(given, dt, what, shapes):
+    """The arrays of the dict given, one for each name of WRT (shapes: name -> shape), as _seed
+    makes them, in WRT order."""
+    keys = list(given) if isinstance(given, dict) else None
+    if keys is None or set(keys) != set(shapes):
+        raise TypeError(f"{MODEL}: {what} must be a dict with the keys {list(shapes)}, got "
+                        + (f"the keys {keys}" if keys is not None else type(given).__name__))
+    return tuple(_seed(given[n], dt, f"{what}[{n!r}]", s) for n, s in shapes.items())
+
+
+def _hessian(inputs):
+    """(value, grads, {(a, b): H_ab}): the dense Hessian of sum(value), one hvp per entry of the
+    inputs, made symmetric ((H + H.T) / 2, exact up to rounding), H_ab.shape == a.shape + b.shape."""
+    value, grads = value_and_grad(**inputs)
+    shapes = {n: np.shape(grads[n]) for n in WRT}
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    dt = np.result_type(*grads.values()) if grads else np.float64
+    total, itemsize = sum(sizes.values()), np.zeros((), dt).itemsize
+    if total * total * itemsize > HESSIAN_MAX_BYTES:
+        raise ValueError(f"{MODEL}: the dense Hessian has {total} x {total} entries "
+                         f"({total * total * itemsize / 2**30:.3g} GiB, more than "
+                         f"HESSIAN_MAX_BYTES = {HESSIAN_MAX_BYTES}): use hvp, or raise the limit")
+    cols = {(a, b): np.zeros((sizes[a], sizes[b]), dt) for a in WRT for b in WRT}
+    for b in WRT:
+        for e in range(sizes[b]):
+            v = {w: np.zeros(s, dt) for w, s in shapes.items()}
+            v[b].reshape(-1)[e] = 1
+            hv = hvp(v, **inputs)[2]
+            for a in WRT:
+                cols[a, b][:, e] = np.asarray(hv[a]).reshape(-1)
+    H = {(a, b): ((cols[a, b] + cols[b, a].T) / 2).reshape(shapes[a] + shapes[b]) for a, b in cols}
+    return value, grads, H
+
+
 def forward(*, w, Phi, y):
     """Value of seed001_logreg_nll."""
     _dt, w, Phi, y = _promote(w, Phi, y)
@@ -130,3 +186,39 @@ def value_and_grad(*, w, Phi, y):
     t11 = b_t2.T @ Phi
     grad_w = t11.T  # adjoint of w
     return t9, {'w': grad_w}
+
+
+def hvp(vectors, /, *, w, Phi, y):
+    """Value of seed001_logreg_nll, the gradients of its sum and the Hessian of its sum times the direction v (a dict by name of w), forward over reverse."""
+    _dt, w, Phi, y = _promote(w, Phi, y)
+    N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
+    v_w, = _seeds(vectors, _dt, 'vectors', {'w': np.shape(w)})
+    t0 = np.multiply(2.0, y, out=_scratch('hvp0', (N, 1), _dt))  # 2*y
+    t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
+    t2 = np.matmul(Phi, w, out=_scratch('hvp1', (N, 1), _dt))  # Phi*w
+    t3 = np.multiply(t1, t2, out=t2)  # (-ones(N, 1) + 2*y)*Phi*w
+    t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
+    t5 = np.logaddexp(0.0, t4, out=_scratch('hvp2', (N, 1), _dt))
+    t6 = np.negative(t5, out=t5)  # log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w)))
+    t7 = t6.sum(axis=0, keepdims=True)  # ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w)))
+    t8 = t7[0, 0]  # tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w))))
+    t9 = -t8  # -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w))))
+    b_t4 = _sigmoid(t4, out=t4)  # adjoint of -(-ones(N, 1) + 2*y)*Phi*w
+    t10 = np.multiply(t1, b_t4, out=t6)
+    b_t2 = np.negative(t10, out=t10)  # adjoint of Phi*w
+    t11 = b_t2.T @ Phi
+    grad_w = t11.T  # adjoint of w
+    t12 = np.matmul(Phi, v_w, out=b_t2)
+    t13 = np.multiply(t1, t12, out=t12)
+    t14 = np.subtract(1.0, b_t4, out=_scratch('hvp3', (N, 1), _dt))
+    t15 = np.multiply(b_t4, t14, out=b_t4)
+    t16 = np.multiply(t13, t15, out=t13)
+    t17 = np.multiply(t1, t16, out=t1)
+    t18 = t17.T @ Phi
+    hvp_w = t18.T
+    return t9, {'w': grad_w}, {'w': hvp_w}
+
+
+def hessian(*, w, Phi, y):
+    """Value of seed001_logreg_nll, its gradients and the dense Hessian of its sum: blocks H[(a, b)] of shape input_a.shape + input_b.shape for each pair of w, symmetric; one hvp per entry of the inputs."""
+    return _hessian({'w': w, 'Phi': Phi, 'y': y})

@@ -20,6 +20,7 @@ INPUTS = ('w0', 'W1', 'W2', 'X', 'y')
 WRT = ('w0', 'W1', 'W2')
 DIMS = ('N', 'd', 'h', 'h2')
 SHAPES = {'w0': ('h2', 1), 'W1': ('h', 'd'), 'W2': ('h2', 'h'), 'X': ('N', 'd'), 'y': ('N', 1)}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -20,6 +20,7 @@ INPUTS = ('w0', 'W', 'X', 'y')
 WRT = ('w0', 'W')
 DIMS = ('N', 'd', 'h')
 SHAPES = {'w0': ('h', 1), 'W': ('h', 'd'), 'X': ('N', 'd'), 'y': ('N', 1)}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

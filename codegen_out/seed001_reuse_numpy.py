@@ -20,6 +20,7 @@ INPUTS = ('x',)
 WRT = ('x',)
 DIMS = ()
 SHAPES = {}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):
@@ -89,7 +90,7 @@ def forward(*, x):
     _dt, x = _promote(x)
     t0 = np.square(x, out=_scratch('forward0', np.shape(x), _dt))
     t1 = np.log(t0)  # log(x**2)
-    t2 = np.multiply((-5.0), t0, out=_buf(t0))  # adjoint of log(x**2)
+    t2 = np.multiply((-5.0), t0, out=_buf(t0))
     t3 = np.multiply(t1, t2, out=_buf(t1))  # -5*x**2*log(x**2)
     return t3
 

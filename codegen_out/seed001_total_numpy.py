@@ -19,6 +19,7 @@ INPUTS = ('x',)
 WRT = ('x',)
 DIMS = ()
 SHAPES = {}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -8,8 +8,9 @@ Gradient: of sum(value) with respect to w1, b1, w2, b2
 
 forward(**inputs) -> value
 value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like its input.
+hvp(vectors, **inputs) -> (value, grads, {name: H v}), H the Hessian of sum(value).
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
-the derivative is taken as 0.  Needs only numpy at run time.
+the derivative is taken as 0, and second derivatives of piecewise-linear ops are 0.  Needs only numpy at run time.
 """
 import threading
 import numpy as np
@@ -20,6 +21,7 @@ INPUTS = ('w1', 'b1', 'w2', 'b2', 'x', 'y')
 WRT = ('w1', 'b1', 'w2', 'b2')
 DIMS = ('N', 'm', 'nh')
 SHAPES = {'w1': ('m', 'nh'), 'b1': (1, 'nh'), 'w2': ('nh', 1), 'b2': (1, 1), 'x': ('N', 'm'), 'y': ('N', 1)}
+DERIVATIVES = ('grad', 'hvp')
 
 
 def _promote(*inputs):
@@ -96,6 +98,33 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _seed(x, dt, what, *shapes):
+    """A cotangent, tangent or direction as an array of the inputs' float type dt and exactly the
+    shape it is for (the broadcast of shapes); a TypeError for non-real values, a ValueError for
+    another shape."""
+    ndim = max(len(s) for s in shapes)
+    shape = tuple(max(dims) for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]))
+    try:
+        a = np.asarray(x)
+    except Exception:  # noqa: BLE001 - whatever the array module refuses
+        a = None
+    if a is None or a.dtype.kind not in "biuf":
+        raise TypeError(f"{MODEL}: {what} must be real numbers, got {type(x).__name__}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{MODEL}: {what} has shape {a.shape}, expected {tuple(shape)}")
+    return a.astype(dt, copy=False)
+
+
+def _seeds(given, dt, what, shapes):
+    """The arrays of the dict given, one for each name of WRT (shapes: name -> shape), as _seed
+    makes them, in WRT order."""
+    keys = list(given) if isinstance(given, dict) else None
+    if keys is None or set(keys) != set(shapes):
+        raise TypeError(f"{MODEL}: {what} must be a dict with the keys {list(shapes)}, got "
+                        + (f"the keys {keys}" if keys is not None else type(given).__name__))
+    return tuple(_seed(given[n], dt, f"{what}[{n!r}]", s) for n, s in shapes.items())
+
+
 def forward(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
@@ -140,3 +169,53 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     grad_w2 = t13.T  # adjoint of w2
     grad_b2 = b_t5.sum(axis=0, keepdims=True)  # adjoint of b2
     return t9, {'w1': grad_w1, 'b1': grad_b1, 'w2': grad_w2, 'b2': grad_b2}
+
+
+def hvp(vectors, /, *, w1, b1, w2, b2, x, y):
+    """Value of seed002_mlp_mse, the gradients of its sum and the Hessian of its sum times the direction v (a dict by name of w1, b1, w2, b2), forward over reverse."""
+    _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
+    N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
+    v_w1, v_b1, v_w2, v_b2 = _seeds(vectors, _dt, 'vectors', {'w1': np.shape(w1), 'b1': np.shape(b1), 'w2': np.shape(w2), 'b2': np.shape(b2)})
+    t0 = np.matmul(x, w1, out=_scratch('hvp0', (N, nh), _dt))  # x*w1
+    t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
+    t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
+    t3 = np.matmul(t2, w2, out=_scratch('hvp1', (N, 1), _dt))  # Max(0, x*w1 + ones(N, 1)*b1)*w2
+    t4 = np.subtract(t3, y, out=t3)
+    t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
+    t6 = np.square(t5, out=_scratch('hvp2', (N, 1), _dt))  # (-y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2)**2
+    t7 = t6.sum(axis=0, keepdims=True)  # ones(1, N)*t6
+    t8 = t7[0, 0]  # tr(ones(1, N)*t6)
+    t9 = t8 / N  # 1/N*tr(ones(1, N)*t6)
+    t10 = t2 > 0.0
+    b_t8 = 1.0 / N  # 1/N
+    t11 = 2.0 * b_t8
+    b_t5 = np.multiply(t5, t11, out=t5)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
+    b_t2 = np.matmul(b_t5, w2.T, out=_scratch('hvp3', (N, nh), _dt))
+    b_t1 = _where(t10, b_t2, 0.0, out=b_t2)  # adjoint of x*w1 + ones(N, 1)*b1
+    t12 = b_t1.T @ x
+    grad_w1 = t12.T  # adjoint of w1
+    grad_b1 = b_t1.sum(axis=0, keepdims=True)  # adjoint of b1
+    t13 = b_t5.T @ t2
+    grad_w2 = t13.T  # adjoint of w2
+    grad_b2 = b_t5.sum(axis=0, keepdims=True)  # adjoint of b2
+    t14 = np.matmul(x, v_w1, out=b_t1)
+    t15 = np.add(t14, v_b1, out=t14)
+    t16 = _where(t10, t15, 0.0, out=t15)
+    t17 = np.matmul(t16, w2, out=t6)
+    t18 = np.matmul(t2, v_w2, out=_scratch('hvp4', (N, 1), _dt))
+    t19 = np.add(t17, t18, out=t17)
+    t20 = np.add(t19, v_b2, out=t19)
+    t21 = np.multiply(t11, t20, out=t20)
+    t22 = np.matmul(t21, w2.T, out=_scratch('hvp5', (N, nh), _dt))
+    t23 = np.matmul(b_t5, v_w2.T, out=_scratch('hvp6', (N, nh), _dt))
+    t24 = np.add(t22, t23, out=t22)
+    t25 = _where(t10, t24, 0.0, out=t24)
+    t26 = t25.T @ x
+    hvp_w1 = t26.T
+    hvp_b1 = t25.sum(axis=0, keepdims=True)
+    t27 = t21.T @ t2
+    t28 = np.matmul(b_t5.T, t16, out=_scratch('hvp7', (1, nh), _dt))
+    t29 = np.add(t27, t28, out=t27)
+    hvp_w2 = t29.T
+    hvp_b2 = t21.sum(axis=0, keepdims=True)
+    return t9, {'w1': grad_w1, 'b1': grad_b1, 'w2': grad_w2, 'b2': grad_b2}, {'w1': hvp_w1, 'b1': hvp_b1, 'w2': hvp_w2, 'b2': hvp_b2}

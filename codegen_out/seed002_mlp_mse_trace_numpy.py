@@ -20,6 +20,7 @@ INPUTS = ('w1', 'b1', 'w2', 'b2', 'x', 'y')
 WRT = ('w1', 'b1', 'w2', 'b2', 'x')
 DIMS = ('N', 'm', 'nh')
 SHAPES = {'w1': ('m', 'nh'), 'b1': (1, 'nh'), 'w2': ('nh', 1), 'b2': (1, 1), 'x': ('N', 'm'), 'y': ('N', 1)}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -20,6 +20,7 @@ INPUTS = ('w0', 'w1', 'x', 'y')
 WRT = ('w0', 'w1', 'x', 'y')
 DIMS = ()
 SHAPES = {}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -20,6 +20,7 @@ INPUTS = ('x', 'y', 'a', 'b')
 WRT = ('x', 'y')
 DIMS = ()
 SHAPES = {}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -20,6 +20,7 @@ INPUTS = ('x', 'y')
 WRT = ('x', 'y')
 DIMS = ()
 SHAPES = {}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -20,6 +20,7 @@ INPUTS = ('Theta', 'Y')
 WRT = ('Theta',)
 DIMS = ('N', 'Nc')
 SHAPES = {'Theta': ('N', 'Nc'), 'Y': ('N', 'Nc')}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

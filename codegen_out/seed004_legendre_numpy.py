@@ -20,6 +20,7 @@ INPUTS = ('a', 'b', 'c', 'd', 'x', 'y')
 WRT = ('a', 'b', 'c', 'd')
 DIMS = ()
 SHAPES = {}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

@@ -20,6 +20,7 @@ INPUTS = ('b', 'm', 'x', 'y')
 WRT = ('b', 'm')
 DIMS = ()
 SHAPES = {}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

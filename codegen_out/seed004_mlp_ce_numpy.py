@@ -20,6 +20,7 @@ INPUTS = ('W', 'b1', 'U', 'b2', 'X', 'Y')
 WRT = ('W', 'b1', 'U', 'b2', 'X')
 DIMS = ('Dh', 'Dx', 'N', 'Nc')
 SHAPES = {'W': ('Dh', 'Dx'), 'b1': ('Dh', 1), 'U': ('Nc', 'Dh'), 'b2': ('Nc', 1), 'X': ('N', 'Dx'), 'Y': ('N', 'Nc')}
+DERIVATIVES = ('grad',)
 
 
 def _promote(*inputs):

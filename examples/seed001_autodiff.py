@@ -79,4 +79,5 @@ nll_deep = symgrad.Model(nll_of(f_deep), wrt=[w0_deep, W1, W2], name="seed001_nl
 k = sp.Symbol("k", integer=True, positive=True)
 Phi = MatrixSymbol("Phi", N, k)
 wf = MatrixSymbol("w", k, 1)
-logreg_nll = symgrad.Model(nll_of(Phi * wf), wrt=[wf], name="seed001_logreg_nll")
+# its module also has the dense Hessian: examples/run_second_order.py runs Newton's method on it
+logreg_nll = symgrad.Model(nll_of(Phi * wf), wrt=[wf], name="seed001_logreg_nll", derivatives="hessian")

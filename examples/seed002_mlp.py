@@ -32,6 +32,7 @@ out = l2 * w2 + OneMatrix(N, 1) * b2
 diff = out - y
 loss = Trace(OneMatrix(1, N) * HadamardPower(diff, 2)) / N
 
-mlp_mse = symgrad.Model(loss, wrt=[w1, b1, w2, b2], name="seed002_mlp_mse")
+# its module also has Hessian-vector products: examples/run_second_order.py takes Hessian-free steps
+mlp_mse = symgrad.Model(loss, wrt=[w1, b1, w2, b2], name="seed002_mlp_mse", derivatives="hvp")
 mlp_mse_xgrad = symgrad.Model(loss, wrt=[w1, b1, w2, b2, x], name="seed002_mlp_mse_xgrad")
 mlp_mse_trace = symgrad.Model(Trace(diff.T * diff) / N, wrt=[w1, b1, w2, b2, x], name="seed002_mlp_mse_trace")

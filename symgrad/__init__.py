@@ -34,13 +34,15 @@ def __getattr__(name):
     raise AttributeError(f"module 'symgrad' has no attribute {name!r}")
 
 
-def generate(model, target: str = "numpy") -> str:
-    """Return the source text of the generated module for ``model``."""
+def generate(model, target: str = "numpy", emit=None) -> str:
+    """Return the source text of the generated module for ``model``; ``emit`` names its
+    derivative functions (``("grad", "vjp", "jvp", "jacobian", "hvp", "hessian")``, any subset;
+    default: the model's ``derivatives``)."""
     from .pipeline import generate as _generate
-    return _generate(model, target)
+    return _generate(model, target) if emit is None else _generate(model, target, emit)
 
 
-def compile(model, target: str = "numpy"):  # noqa: A001 - the contract's name
+def compile(model, target: str = "numpy", emit=None):  # noqa: A001 - the contract's name
     """Generate the module for ``model`` and import it (without writing a file)."""
     from .emit import load_source
-    return load_source(generate(model, target), (model.name or "model") + "_" + target)
+    return load_source(generate(model, target, emit), (model.name or "model") + "_" + target)

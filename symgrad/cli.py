@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--check-inputs", metavar="FILE.npz",
                       help="check at these inputs (numpy.savez(FILE, x=..., ...): one array per input name; "
                            "missing inputs are drawn at random); implies --check")
+    comp.add_argument("--emit", metavar="LIST",
+                      help="derivative functions beside forward and value_and_grad: a comma separated "
+                           "subset of grad,vjp,jvp,jacobian,hvp,hessian (default: the model's own "
+                           "derivatives=, else grad)")
     comp.add_argument("--write-test", action="store_true",
                       help="also write a pytest file test_<module>.py next to each module")
     return parser
@@ -75,7 +79,8 @@ def _describe(model, dest, source) -> str:
 def _compile(args) -> int:
     try:
         jobs = compile_file(args.model_file, target=args.target, output=args.output, only=args.model,
-                            check=args.check, check_inputs=args.check_inputs, write_test=args.write_test)
+                            check=args.check, check_inputs=args.check_inputs, write_test=args.write_test,
+                            emit=args.emit)
     except SymgradError as exc:
         raise UserError(str(exc)) from None
     for job in jobs:

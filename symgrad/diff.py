@@ -146,8 +146,9 @@ class _Sweep:
         self.pending.setdefault(a.id, []).append(out)
 
 
-def gradients(G: Graph, out: Node, wrt: list[Node]) -> tuple[list[Node], dict[int, Node]]:
-    """Gradients of ``sum(out)`` with respect to the input nodes ``wrt``.
+def gradients(G: Graph, out: Node, wrt: list[Node], seed: Node | None = None) -> tuple[list[Node], dict[int, Node]]:
+    """Gradients of ``sum(out)`` with respect to the input nodes ``wrt`` -- or, given ``seed``
+    (a node shaped like ``out``: the cotangent of a VJP), of ``sum(seed * out)``.
 
     Returns the gradient nodes (one per ``wrt`` entry, in order) and the map from forward node id
     to its total cotangent, which the emitter uses to name adjoints.
@@ -159,11 +160,9 @@ def gradients(G: Graph, out: Node, wrt: list[Node]) -> tuple[list[Node], dict[in
         if node.id in wanted or any(a.id in needs for a in node.args):
             needs.add(node.id)
     sweep = _Sweep(G, out)
-    if out.shape is None:
-        seed = Cot(G.const(1), SEED)
-    else:
-        seed = Cot(G.const(1) if out.shape == () else G.bcast(G.const(1), out.shape))
-    sweep.pending[out.id] = [seed]
+    if seed is None:
+        seed = G.const(1) if out.shape in (None, ()) else G.bcast(G.const(1), out.shape)
+    sweep.pending[out.id] = [Cot(seed, SEED if out.shape is None else None)]
     total: dict[int, Node] = {}
     final: dict[int, Cot] = {}
     for node in reversed(order):

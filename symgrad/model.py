@@ -154,9 +154,14 @@ class Model:
     model's ``log``/``sqrt``/``asin``/``acos``/``atanh``/``acosh`` arguments are defined when those
     are affine in one input, else from a list of value ranges.  It does not change the generated
     module.
+
+    ``derivatives`` (optional) names the functions the model's module has beyond ``forward`` and
+    ``value_and_grad``: any of ``vjp``, ``jvp``, ``jacobian``, ``hvp``, ``hessian`` (a sequence
+    or a comma separated string); ``symgrad compile --emit`` and ``symgrad.compile(emit=...)``
+    override it.
     """
 
-    def __init__(self, expr, wrt=None, name: str | None = None, domain=None):
+    def __init__(self, expr, wrt=None, name: str | None = None, domain=None, derivatives=("grad",)):
         if isinstance(expr, (sp.MatrixBase,)) and not isinstance(expr, sp.MatrixExpr):
             raise SymgradError(
                 f"Model expr is an explicit Matrix {type(expr).__name__}; use MatrixSymbol "
@@ -203,6 +208,11 @@ class Model:
         if dup:
             raise SymgradError(f"two different symbols share the name {dup[0]!r}")
         self.domain = _check_domain(self, domain)
+        from .program import derivatives as _derivatives
+        try:
+            self.derivatives = _derivatives(derivatives)
+        except SymgradError as exc:
+            raise SymgradError(f"Model {self.name or ''}: {exc}".replace("Model : ", "Model: ")) from None
 
     # -- derived facts -------------------------------------------------------------------------
     @property

@@ -11,12 +11,19 @@ Each :class:`Op` row gives
   adding up fan-in is the engine's job (``diff.py``);
 * ``code``                      -- the NumPy printing template (``{m}`` is the array module, ``{0}``..
   the argument names); the CuPy target overrides only the entries that differ (``emit.TARGETS``);
-* ``ev``                        -- a float function for constant folding (elementwise ops only).
+* ``ev``                        -- a float function for constant folding (elementwise ops only);
+* ``jvp(G, tangents, out, *args)`` -- the forward-mode rule of a non-elementwise op: the tangent
+  of ``out`` from its arguments' tangents (``None``: no tangent), for :mod:`symgrad.forward`.  An
+  elementwise op needs none: its Jacobian is diagonal, so its VJP rule, given an argument's
+  tangent in place of the cotangent, is that argument's share of the output's tangent.  One VJP
+  rule per elementwise op thus carries both modes, and the second derivatives built from them.
 
 Non-differentiable points: every derivative is 0 at a tie or a kink -- ``Max(x, y)`` passes the
 gradient to the strictly larger argument only (so ``Max(x, 0)`` has derivative 0 at 0, like ReLU),
 ``Abs'(0) = sign(0) = 0``, ``sign``, ``Heaviside`` and comparisons have derivative 0, and
-``Piecewise`` differentiates the branch that is selected.
+``Piecewise`` differentiates the branch that is selected.  Second derivatives follow: they are
+derivatives of these rules, so piecewise-linear ops have second derivative 0 at and away from
+their kinks (``sign``'s derivative is 0), and a selection's masks guard every order.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ class Op:
     ufunc: str | None = None     # the array-module function that takes out= (buffer reuse), if any
     helper: str | None = None    # module-level helper the templates call, NumPy/CuPy source with {m}
     c: str | None = None         # CUDA C template (elementwise ops: the CuPy target's fused kernels)
+    jvp: Callable | None = None  # forward-mode rule (non-elementwise ops; see the module docstring)
 
 
 OPS: dict[str, Op] = {}
@@ -341,7 +349,14 @@ _ew("neg", "-{0}", lambda G, g, o, a: (G.neg(g),), _fold_neg, operator.neg, ufun
 _ew("pow", "{0} ** {1}", _vjp_pow, _chain(_fold_consts("pow"), _fold_pow), operator.pow,
     ufunc="power", c="pow({0}, {1})")
 # out * log(a) with 0 where out is 0: the derivative of a**b in b, built only by pow's rule
-_ew("powlog", "_powlog({0}, {1})", None, c="({0} == (T)0 ? (T)0 : {0} * log({1}))", helper='''
+def _vjp_powlog(G, g, out, p, a):
+    """powlog(p, a) = p log(a), 0 where p is 0: its partials, masked the same way."""
+    zero = G.op("eq", p, G.const(0))
+    return (Masked(G.mul(g, G.call("log", a)), zero, False),
+            Masked(G.div(G.mul(g, p), a), zero, False))
+
+
+_ew("powlog", "_powlog({0}, {1})", _vjp_powlog, c="({0} == (T)0 ? (T)0 : {0} * log({1}))", helper='''
 def _powlog(p, a):
     """p * log(a) for p = a**b, taken as 0 where p is 0 (the limit of d a**b / db as a -> 0)."""
     zero = p == 0
@@ -613,21 +628,57 @@ def _vjp_matmul(G, g, out, a, b):
     return G.matmul(g, G.T(b)), G.T(G.matmul(G.T(g), a))
 
 
-_reg("matmul", _matmul_shape, "{0} @ {1}", _vjp_matmul, _fold_matmul, ufunc="matmul")
+def full(G, t, a):
+    """Tangent ``t`` of node ``a`` as an array of exactly ``a``'s shape.  Elementwise work lets a
+    tangent stay smaller than its node (the tangent of a bias row is a row); a reduction, a
+    product or an index must see every entry."""
+    if t is None or (a.shape is not None and t.shape == a.shape) or (a.shape is None and _like(t) is _like(a)):
+        return t
+    return G.bcast(t, a.shape) if a.shape is not None else G.op("sum_to", t, a, a)
+
+
+def _like(n):
+    """The node whose run-time shape ``n`` has for sure (a sum_to has its reference's)."""
+    while n.op == "sum_to":
+        n = n.args[1]
+    return n
+
+
+def _add_tangents(G, *parts):
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else G.add(parts[0], parts[1])
+
+
+def _jvp_matmul(G, t, out, a, b):
+    ta, tb = full(G, t[0], a), full(G, t[1], b)
+    return _add_tangents(G, ta and G.matmul(ta, b), tb and G.matmul(a, tb))
+
+
+def _linear(build):
+    """The JVP of an op linear in its one argument: the op applied to the full tangent."""
+    return lambda G, t, out, a: t[0] and build(G, full(G, t[0], a), out)
+
+
+_reg("matmul", _matmul_shape, "{0} @ {1}", _vjp_matmul, _fold_matmul, ufunc="matmul", jvp=_jvp_matmul)
 _reg("transpose", lambda a, attr=None: (a[1], a[0]), "{0}.T",
-     lambda G, g, o, a: (G.T(g),), _fold_transpose)
-_reg("sum", _sum_shape, None, _vjp_sum, _fold_sum)
+     lambda G, g, o, a: (G.T(g),), _fold_transpose, jvp=_linear(lambda G, t, o: G.T(t)))
+_reg("sum", _sum_shape, None, _vjp_sum, _fold_sum, jvp=_linear(lambda G, t, o: G.sum(t, o.attr)))
 _reg("logsumexp", _sum_shape, "_logsumexp({0}, {attr})",
-     lambda G, g, o, z: (G.mul(g, G.call("exp", G.sub(z, o))),), helper='''
+     lambda G, g, o, z: (G.mul(g, G.call("exp", G.sub(z, o))),),
+     jvp=lambda G, t, o, z: t[0] and G.sum(G.mul(G.call("exp", G.sub(z, o)), t[0]), o.attr), helper='''
 def _logsumexp(z, axis):
     """log(sum(exp(z), axis)) shifted by the maximum, so that no exp overflows."""
     m = z.max(axis=axis, keepdims=True)
     out = m + {m}.log({m}.exp(z - m).sum(axis=axis, keepdims=True))
     return out if axis is not None else out[0, 0]
 ''')  # its VJP is g * softmax(z)
-_reg("bcast", _bcast_shape, None, lambda G, g, o, a: (g,), _fold_bcast)
+_reg("bcast", _bcast_shape, None, lambda G, g, o, a: (g,), _fold_bcast,
+     jvp=lambda G, t, o, a: t[0] and G.bcast(t[0], o.attr))
 _reg("item", _one_by_one, "{0}[0, 0]", lambda G, g, o, a: (G.bcast(g, a.shape),),
-     lambda G, a, attr=None: G.op("item", a.args[0]) if a.op == "transpose" else None)
+     lambda G, a, attr=None: G.op("item", a.args[0]) if a.op == "transpose" else None,
+     jvp=_linear(lambda G, t, o: G.op("item", t)))
 def _entry_shape(a, attr=None):
     i, j = attr
     if a is None or len(a) != 2 or any(isinstance(n, int) and not 0 <= k < n for k, n in zip(attr, a)):
@@ -637,9 +688,12 @@ def _entry_shape(a, attr=None):
 
 _reg("entry", _entry_shape, "{0}[{attr[0]}, {attr[1]}]",  # M[i, j]: SymPy writes small products out
      lambda G, g, o, a: (G.op("onehot", g, attr=(a.shape,) + o.attr),),
-     lambda G, a, attr=None: G.op("entry", a.args[0], attr=attr[::-1]) if a.op == "transpose" else None)
+     lambda G, a, attr=None: G.op("entry", a.args[0], attr=attr[::-1]) if a.op == "transpose" else None,
+     jvp=_linear(lambda G, t, o: G.op("entry", t, attr=o.attr)))
 # the cotangent of an entry: zeros of the matrix's shape with g at [i, j] (printed by the emitter)
-_reg("onehot", lambda g, attr=None: attr[0], None, helper='''
+_reg("onehot", lambda g, attr=None: attr[0], None,
+     lambda G, g, o, a: (G.op("entry", g, attr=o.attr[1:]),),
+     jvp=_linear(lambda G, t, o: G.op("onehot", t, attr=o.attr)), helper='''
 def _onehot(g, shape, i, j, dtype):
     """Zeros of shape with g at [i, j]: the gradient of one entry of a matrix."""
     out = {m}.zeros(shape, dtype=dtype)
@@ -647,10 +701,13 @@ def _onehot(g, shape, i, j, dtype):
     return out
 ''')
 _reg("trace", _square, "{m}.trace({0})",
-     lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),), _fold_trace)
-_reg("eye", lambda attr=None: (attr, attr), None)
+     lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),), _fold_trace,
+     jvp=_linear(lambda G, t, o: G.op("trace", t)))
+_reg("eye", lambda attr=None: (attr, attr), None, jvp=lambda G, t, o: None)
 # run-time helpers of the engine: sum a dynamic cotangent to an input's shape; zeros for no path
-_reg("sum_to", lambda g, x, out, attr=None: x, "_sum_to({0}, {1}, {2})", helper='''
+# (the last two arguments of sum_to are read for their shapes only: no tangent flows through them)
+_reg("sum_to", lambda g, x, out, attr=None: x, "_sum_to({0}, {1}, {2})",
+     jvp=lambda G, t, o, g, x, value: t[0] and G.op("sum_to", t[0], x, value), helper='''
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
     shape = {m}.shape(x)
@@ -663,4 +720,4 @@ def _sum_to(g, x, value):
         g = {m}.broadcast_to(g, shape).copy()
     return {m}.asarray(g, dtype={m}.result_type(x))
 ''')
-_reg("zeros_like", lambda x, attr=None: x, "{m}.zeros_like({0})")
+_reg("zeros_like", lambda x, attr=None: x, "{m}.zeros_like({0})", _zero_grad, jvp=lambda G, t, o, x: None)

@@ -16,33 +16,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .diff import gradients
-from .emit import emit, target_named
+from .emit import emit as _emit, target_named
 from .errors import SymgradError
-from .program import Program
+from .forward import tangents
+from .program import Program, derivatives
 
 __all__ = ["Compiled", "build", "compile_file", "differentiate", "generate", "write_atomic"]
 
 
-def differentiate(program: Program) -> Program:
-    """Add the gradient nodes (``program.grads``) and cotangents, in place; returns ``program``."""
+def differentiate(program: Program, emit=("grad",)) -> Program:
+    """Add the derivative nodes of the functions ``emit`` asks for (see
+    :func:`~symgrad.program.derivatives`), in place; returns ``program``.
+
+    ``value_and_grad`` and ``vjp`` are reverse sweeps (``diff.py``) seeded with ones and with a
+    cotangent input; ``jvp`` is the forward sweep (``forward.py``) of the value along tangent
+    inputs, ``hvp`` the forward sweep of the gradient nodes along the same inputs."""
+    G, out = program.graph, program.out
+    program.derivatives = have = derivatives(emit)
     wrt = [program.input_nodes[w] for w in program.wrt]
-    program.grads, program.cotangents = gradients(program.graph, program.out, wrt)
+    program.grads, program.cotangents = gradients(G, out, wrt)
+    if "vjp" in have:
+        program.cotangent = G.input(("cotangent",), out.shape)  # a tuple: never a symbol's name
+        program.vjp_grads, program.vjp_cotangents = gradients(G, out, wrt, seed=program.cotangent)
+    if "jvp" in have or "hvp" in have:
+        program.tangent_nodes = {w: G.input(("tangent", w), n.shape) for w, n in zip(program.wrt, wrt)}
+        seeds = {n.id: program.tangent_nodes[w] for w, n in zip(program.wrt, wrt)}
+        if "jvp" in have:
+            (program.jvp_out,) = tangents(G, [out], seeds)
+        if "hvp" in have:
+            program.hvps = tangents(G, program.grads, seeds)
     return program
 
 
-def build(model) -> Program:
-    """The differentiated Program of ``model``."""
+def build(model, emit=None) -> Program:
+    """The differentiated Program of ``model`` (``emit``: its derivative functions; by default
+    the model's own ``derivatives``)."""
     from .lower import lower_model
     from .model import deep_recursion
     with deep_recursion():
-        return differentiate(lower_model(model))
+        return differentiate(lower_model(model), emit if emit is not None else model.derivatives)
 
 
-def generate(model, target: str = "numpy") -> str:
+def generate(model, target: str = "numpy", emit=None) -> str:
     """Source text of the generated module of ``model`` for ``target`` (deterministic)."""
     target_named(target)  # before any work: an unknown target is the caller's error, not the model's
     try:
-        return emit(build(model), target)
+        return _emit(build(model, emit), target)
     except SymgradError as exc:
         raise SymgradError(f"model {model.name or 'model'}: {exc}") from None
 
@@ -76,7 +95,7 @@ class Compiled:
 
 
 def compile_file(model_file, *, target="numpy", output=None, only=None, check=False, check_inputs=None,
-                 write_test=False) -> list[Compiled]:
+                 write_test=False, emit=None) -> list[Compiled]:
     """Compile every model of ``model_file`` (or the one named ``only``) and write its module.
 
     Every module is generated before any is written, and each is written atomically, so a user
@@ -86,6 +105,11 @@ def compile_file(model_file, *, target="numpy", output=None, only=None, check=Fa
     runs :func:`symgrad.verify.check` on each written module.
     """
     from .model import load_models
+    if emit is not None:
+        try:
+            emit = derivatives(emit)
+        except SymgradError as exc:
+            raise SymgradError(f"--emit: {exc}") from None
     models = load_models(model_file, only=only)
     if output is not None and len(models) != 1:
         names = ", ".join(m.name for m in models)
@@ -103,7 +127,7 @@ def compile_file(model_file, *, target="numpy", output=None, only=None, check=Fa
             raise SymgradError(f"{model_file}: {model.name}: the model name is not a file name; "
                                "name the output with -o")
         try:
-            source = generate(model, target)
+            source = generate(model, target) if emit is None else generate(model, target, emit)
         except SymgradError as exc:  # the compiler may already say "model <name>: "
             what = str(exc).removeprefix(f"model {model.name}: ")
             raise SymgradError(f"{model_file}: {model.name}: {what}") from None

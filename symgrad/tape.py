@@ -7,6 +7,11 @@ Contract
 * ``value_and_grad(model, **inputs)`` -> ``(value, grads)``: ``grads[str(w)]`` for each ``w`` in
   ``model.wrt`` is the gradient of ``sum(value)`` with respect to that input, with exactly the
   input's shape (broadcast axes summed away); a ``wrt`` symbol absent from ``expr`` gets zeros.
+* ``vjp(model, cotangent, **inputs)`` -> ``(value, grads)`` with ``cotangent^T J`` in place of the
+  gradient; ``jacobian(model, **inputs)`` -> ``(value, {name: J})`` (``value.shape + input.shape``,
+  one exact VJP per entry of the value); ``jvp(model, tangents, **inputs)`` -> ``(value, J t)``;
+  ``hvp(model, vectors, **inputs)`` -> ``(value, grads, {name: H v})`` by Richardson-extrapolated
+  central differences of the exact gradient (the tape's second-order oracle, float64).
 * ``sum_to(g, shape)`` sums a broadcast gradient back down to ``shape``.
 
 Inputs are keyword arguments named ``str(symbol)``.  All values are computed in one float dtype:
@@ -57,7 +62,7 @@ from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .errors import SymgradError
 
-__all__ = ["Var", "RULES", "forward", "value_and_grad", "backward", "sum_to"]
+__all__ = ["Var", "RULES", "forward", "value_and_grad", "vjp", "jvp", "jacobian", "hvp", "backward", "sum_to"]
 
 
 def sum_to(g, shape):
@@ -99,9 +104,10 @@ def _toposort(root):
     return order
 
 
-def backward(root):
-    """Seed ``root`` with ones (the gradient of ``sum(root)``) and run the tape backwards."""
-    root.grad = np.ones_like(root.value)
+def backward(root, seed=None):
+    """Seed ``root`` with ones (the gradient of ``sum(root)``), or with ``seed`` (a cotangent of
+    ``root``'s shape), and run the tape backwards."""
+    root.grad = np.ones_like(root.value) if seed is None else np.array(seed, dtype=root.value.dtype)
     for node in reversed(_toposort(root)):
         if node.grad is None:
             continue
@@ -445,9 +451,18 @@ def forward(model, /, **inputs):
 
 def value_and_grad(model, /, **inputs):
     """``(value, grads)``: ``grads[str(w)]`` is d sum(value) / d w, shaped like the input ``w``."""
+    return vjp(model, None, **inputs)
+
+
+def vjp(model, cotangent, /, **inputs):
+    """``(value, grads)`` with ``grads[str(w)] = cotangent^T d value / d w`` (``cotangent`` shaped
+    like the value; ``None``: ones, which is :func:`value_and_grad`)."""
     root, env, dtype = _record(model, inputs, wrt=set(model.wrt))
+    if cotangent is not None and np.shape(cotangent) != np.shape(root.value):
+        raise SymgradError(f"model {model.name}: cotangent has shape {np.shape(cotangent)}, "
+                           f"the value has shape {np.shape(root.value)}")
     if root.needs_grad:
-        backward(root)
+        backward(root, cotangent)
     grads = {}
     for w in model.wrt:
         leaf = env.get(w)
@@ -456,3 +471,54 @@ def value_and_grad(model, /, **inputs):
         else:
             grads[str(w)] = leaf.grad if leaf.grad is not None else np.zeros_like(leaf.value)
     return root.value, grads
+
+
+# -- beyond the gradient: exact first derivatives from VJPs, second derivatives by differences --
+def jacobian(model, /, **inputs):
+    """``(value, {name: J})``, ``J.shape == value.shape + input.shape``: one exact VJP per entry
+    of the value (a unit cotangent), so it costs ``value.size`` backward passes."""
+    value = np.asarray(forward(model, **inputs))
+    rows, shapes = {str(w): [] for w in model.wrt}, {}
+    for k in range(value.size):
+        u = np.zeros(value.size, value.dtype)
+        u[k] = 1
+        _, g = vjp(model, u.reshape(value.shape), **inputs)
+        for name, gk in g.items():
+            rows[name].append(np.ravel(gk))
+            shapes[name] = np.shape(gk)
+    return value, {name: np.array(r, dtype=value.dtype).reshape(value.shape + shapes[name])
+                   for name, r in rows.items()}
+
+
+def jvp(model, tangents, /, **inputs):
+    """``(value, J t)`` for ``tangents`` (a dict by wrt name), from :func:`jacobian`: exact."""
+    value, J = jacobian(model, **inputs)
+    out = np.zeros(value.shape, value.dtype)
+    for name, Jn in J.items():
+        t = np.asarray(tangents[name], dtype=value.dtype)
+        out += np.tensordot(Jn, t, axes=t.ndim) if t.ndim else Jn * t
+    return value, out
+
+
+def hvp(model, vectors, /, *, step=1e-3, **inputs):
+    """``(value, grads, {name: H v})``: the Hessian of ``sum(value)`` times ``vectors`` (a dict by
+    wrt name), by Richardson-extrapolated central differences of the exact gradient, in float64:
+    ``(4 D(h/2) - D(h)) / 3`` with ``D(h) = (grad(x + h v) - grad(x - h v)) / 2h`` and ``h`` relative
+    to the size of the inputs and of ``v``: error O(h**4) plus rounding.  The tape has no second
+    derivative of its own: this is its independent second-order oracle."""
+    x = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    value, grads = value_and_grad(model, **x)
+    v = {str(w): np.asarray(vectors[str(w)], dtype=np.float64) for w in model.wrt}
+    size = max([1.0] + [float(np.max(np.abs(x[k]))) for k in v if np.size(x[k])])
+    vmax = max([float(np.max(np.abs(d))) for d in v.values() if d.size] + [0.0])
+    if vmax == 0:
+        return value, grads, {k: np.zeros_like(g) for k, g in grads.items()}
+    h = step * size / vmax
+
+    def diff(h):
+        up = value_and_grad(model, **{**x, **{k: x[k] + h * d for k, d in v.items()}})[1]
+        down = value_and_grad(model, **{**x, **{k: x[k] - h * d for k, d in v.items()}})[1]
+        return {k: (up[k] - down[k]) / (2 * h) for k in up}
+    d1, d2 = diff(h), diff(h / 2)
+    return value, grads, {k: (4 * d2[k] - d1[k]) / 3 for k in d1}
+

@@ -49,7 +49,13 @@ Contract:
   - that no call changes its inputs; that every array it returns (value and gradients) is
     writable and shares memory (``np.shares_memory``) with no input, no other returned array and
     nothing a later call returns (a work array of the module), as the README's "Values a module takes and gives" says;
-  - gradient shapes, and dtypes (float64 in, float64 out).
+  - gradient shapes, and dtypes (float64 in, float64 out);
+  - every function of the module's ``DERIVATIVES`` beyond the gradient (``vjp``, ``jvp``,
+    ``jacobian``, ``hvp``, ``hessian``), called as above: against the tape's VJP with a random
+    cotangent, its Jacobian (one exact VJP per entry of a value of at most ``JAC_EXACT_MAX``
+    entries, else through a random cotangent), and central differences of its gradient along a
+    random direction (``tape.hvp``), plus the Hessian's symmetry; the largest error per function
+    is ``CheckReport.derivatives``.
 
   Once per check (``calls=True``) the module is also called the other ways users call it, each
   compared with the tape and checked as above: scalar Symbols as Python floats and as 0-d arrays;
@@ -437,6 +443,7 @@ class CheckReport:
     max_rel_err_tape: float = 0.0
     max_rel_err_fd: float = 0.0
     float32_ok: bool = True
+    derivatives: dict = field(default_factory=dict)  # function -> largest relative error (beyond the gradient)
     problems: list = field(default_factory=list)
     calls: list = field(default_factory=list)     # the ways of calling the module that were checked
     notes: list = field(default_factory=list)     # what was skipped, and why
@@ -483,6 +490,8 @@ class CheckReport:
         errs = (f"value {self.value_err:.1e}, vs tape {self.max_rel_err_tape:.1e}, "
                 f"vs finite differences {self.max_rel_err_fd:.1e}, "
                 f"float32 {'ok' if self.float32_ok else 'FAILED'} ({self.trials} trials{ways})")
+        if self.derivatives:
+            errs += "; " + ", ".join(f"{fn} {err:.1e}" for fn, err in self.derivatives.items())
         head = f"{self.model} [{self.target}]: largest relative errors: {errs}"
         if self.ok:
             return f"ok {head}"
@@ -598,10 +607,17 @@ def _same(a, b) -> bool:
 
 @dataclass
 class _Call:
-    """One call's results: ``items`` are (label, raw returned object); ``value``/``grads`` on the host."""
+    """One call's results: ``items`` are (label, raw returned object); ``value``/``grads`` on the
+    host, and ``parts`` every returned part after the value (label -> host array or dict)."""
     items: list
     value: np.ndarray
     grads: dict | None
+    parts: dict = field(default_factory=dict)
+
+
+# what each function returns after the value: one label per part; a dict part is keyed by name
+_RETURNS = {"value_and_grad": ("grad",), "vjp": ("grad",), "jvp": ("tangent",),
+            "jacobian": ("jacobian",), "hvp": ("grad", "hvp"), "hessian": ("grad", "hessian")}
 
 
 class _Ctx:
@@ -614,30 +630,43 @@ class _Ctx:
         self.fd_rng = np.random.default_rng(int(rng.integers(2 ** 63)))
 
     # one call, with the properties every call must have
-    def call(self, fn, inputs, how="") -> _Call | None:
+    def call(self, fn, inputs, how="", seed=None) -> _Call | None:
+        """Call ``fn`` (``seed``: its first argument, an array or a dict of arrays, for vjp, jvp,
+        hvp) and check what every call must do: leave its arguments as they were, return owned
+        arrays of real numbers in the parts the README lists."""
         run, report = self.run, self.report
         args = {k: run.device(v) for k, v in inputs.items()}
-        before = {k: np.array(run.host(a)) for k, a in args.items() if not isinstance(a, _NUMBER)}
+        first = () if seed is None else ({k: run.device(v) for k, v in seed.items()} if isinstance(seed, dict)
+                                         else run.device(seed),)
+        seeds = {} if seed is None else ({f"{fn} argument [{k!r}]": v for k, v in first[0].items()}
+                                         if isinstance(seed, dict) else {f"{fn} argument": first[0]})
+        before = {k: np.array(run.host(a)) for k, a in {**args, **seeds}.items() if not isinstance(a, _NUMBER)}
         try:
             with np.errstate(all="ignore"):
-                out = getattr(self.module, fn)(**args)
+                out = getattr(self.module, fn)(*first, **args)
         except Exception as exc:  # noqa: BLE001 - a crashing module is a failed check, not a crash of the checker
             report.problem(f"{fn} raised {type(exc).__name__}: {exc}", how)
             return None
-        changed = [k for k, a in before.items() if not _same(run.host(args[k]), a)]
+        changed = [k for k, a in before.items() if not _same(run.host({**args, **seeds}[k]), a)]
         if changed:
             report.problem(f"{fn} modified its inputs in place: {', '.join(changed)}", how)
+        labels = _RETURNS.get(fn, ())
         if fn == "forward":
-            items, grads = [("value", out)], None
+            items, parts = [("value", out)], {}
         else:
             try:
-                value, grads = out
-                grads = dict(grads)
+                value, *rest = out
+                if len(rest) != len(labels):
+                    raise ValueError
+                parts = {label: dict(p) if label != "tangent" else p for label, p in zip(labels, rest)}
             except (TypeError, ValueError):
-                report.problem(f"value_and_grad returned {type(out).__name__}, expected (value, grads)", how)
+                want = ", ".join(("value",) + tuple(f"{{{lb}s}}" if lb != "tangent" else lb for lb in labels))
+                report.problem(f"{fn} returned {type(out).__name__}, expected ({want})", how)
                 return None
-            items = [("value", value)] + [(f"grad of {k}", g) for k, g in grads.items()]
-        self._ownership(fn, items, args, how)
+            items = [("value", value)]
+            for label, p in parts.items():
+                items += [(f"{label} of {k}", g) for k, g in p.items()] if isinstance(p, dict) else [(label, p)]
+        self._ownership(fn, items, {**args, **seeds}, how)
         try:
             host = [run.host(obj) for _, obj in items]
         except Exception as exc:  # noqa: BLE001
@@ -647,9 +676,14 @@ class _Ctx:
         if odd:
             report.problem(f"{fn} returned non-real values: {', '.join(odd)}", how)
             return None
-        if grads is not None:
-            grads = dict(zip(grads, host[1:]))
-        return _Call(items, host[0], grads)
+        by_label, k = {}, 1
+        for label, p in parts.items():
+            if isinstance(p, dict):
+                by_label[label] = dict(zip(p, host[k:k + len(p)]))
+                k += len(p)
+            else:
+                by_label[label], k = host[k], k + 1
+        return _Call(items, host[0], by_label.get("grad"), by_label)
 
     def _ownership(self, fn, items, args, how):
         """Returned arrays are writable, and views of no input nor of each other."""
@@ -858,6 +892,107 @@ def _fd_check(ctx, inputs, grads, gscale):
         report.problem(f"finite differences of forward raised {type(exc).__name__}: {exc}")
 
 
+# -- beyond the gradient ------------------------------------------------------------------------------
+JAC_EXACT_MAX = 256   # a value of at most this many entries is checked against the tape's whole Jacobian
+
+
+def _derivative_checks(ctx, inputs, want_value, want_grads):
+    """Every function of the module's DERIVATIVES beyond value_and_grad, at ``inputs``, against
+    the tape: ``vjp`` with a random cotangent against the tape's exact VJP; ``jvp`` and ``jacobian``
+    against the tape's Jacobian (its VJPs of unit cotangents) or, for a value of more than
+    JAC_EXACT_MAX entries, through a random cotangent ``u`` (``u . J t == tape_vjp(u) . t``);
+    ``hvp`` and ``hessian`` (times a random direction) against central differences of the tape's
+    exact gradient (``tape.hvp``), and the Hessian's symmetry.  The gradients they return too
+    are compared with the tape."""
+    have = [d for d in getattr(ctx.module, "DERIVATIVES", ("grad",)) if d != "grad"]
+    if not have:
+        return
+    from . import tape
+    model, report, rng, wrt = ctx.model, ctx.report, ctx.fd_rng, ctx.wrt
+    x = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    u = rng.standard_normal(np.shape(want_value))
+    t = {k: rng.standard_normal(np.shape(x[k])) for k in wrt}
+
+    def compare(fn, what, got, want, tol, floor, against="tape"):
+        if isinstance(want, dict):
+            if got is None or sorted(got) != sorted(want):
+                report.problem(f"{fn}: {what} has keys {sorted(got or {})}, expected {sorted(want)}")
+                return
+            for k in want:
+                compare(fn, f"{what} of {k}", got[k], want[k], tol, floor, against)
+            return
+        if np.shape(got) != np.shape(want):
+            report.problem(f"{fn}: {what} has shape {np.shape(got)}, expected {np.shape(want)}")
+            report.derivatives[fn] = float("inf")
+            return
+        err = rel_err(got, want, floor=floor)
+        report.derivatives[fn] = max(report.derivatives.get(fn, 0.0), err)
+        if err > tol:
+            report.error(f"{fn}: {what}", against, err, f"rtol {tol:g}")
+
+    def common(fn, c):
+        compare(fn, "value", c.value, want_value, report.rtol, FLOOR * max(1.0, _maxabs(want_value)))
+        if "grad" in c.parts and fn != "vjp":  # the gradient of sum(value), beside H v
+            compare(fn, "grad", c.grads, want_grads, report.rtol, _grad_floor(want_value, want_grads, FLOOR))
+
+    with np.errstate(all="ignore"):
+        if "vjp" in have and (c := ctx.call("vjp", inputs, seed=u)) is not None:
+            common(fn := "vjp", c)
+            _, tg = tape.vjp(model, u, **x)
+            compare(fn, "grad", c.grads, tg, report.rtol, _grad_floor(want_value, tg, FLOOR))
+        if "jvp" in have or "jacobian" in have:
+            exact = np.size(want_value) <= JAC_EXACT_MAX
+            J = tape.jacobian(model, **x)[1] if exact else None
+            ut = None if exact else tape.vjp(model, u, **x)[1]
+        if "jvp" in have and (c := ctx.call("jvp", inputs, seed=t)) is not None:
+            common(fn := "jvp", c)
+            got = c.parts["tangent"]
+            if exact:
+                want = sum((np.tensordot(J[k], t[k], axes=t[k].ndim) for k in wrt), np.zeros(np.shape(want_value)))
+                compare(fn, "tangent", got, want, report.rtol, FLOOR * max(1.0, _maxabs(want)))
+            elif np.shape(got) != np.shape(want_value):
+                report.problem(f"jvp: tangent has shape {np.shape(got)}, expected {np.shape(want_value)}")
+            else:
+                dot = sum(float(np.sum(ut[k] * t[k])) for k in wrt)
+                compare(fn, "u . tangent", float(np.sum(u * got)), dot, report.rtol,
+                        FLOOR + float(np.linalg.norm(u) * np.linalg.norm(got)) * report.rtol)
+        if "jacobian" in have and (c := ctx.call("jacobian", inputs)) is not None:
+            common(fn := "jacobian", c)
+            got = c.parts["jacobian"]
+            if exact:
+                compare(fn, "jacobian", got, J, report.rtol, _grad_floor(want_value, J, FLOOR))
+            else:
+                contracted = {k: np.tensordot(u, got[k], axes=u.ndim) for k in got}
+                compare(fn, "u . jacobian", contracted, ut, report.rtol, _grad_floor(want_value, ut, FLOOR))
+        if "hvp" in have or "hessian" in have:
+            hv = tape.hvp(model, t, **x)[2]
+            hfloor = FLOOR * max([1.0] + [_maxabs(want_grads[k]) * _maxabs(t[k]) for k in wrt]
+                                 + [_maxabs(h) for h in hv.values()])
+        if "hvp" in have and (c := ctx.call("hvp", inputs, seed=t)) is not None:
+            common(fn := "hvp", c)
+            compare(fn, "hvp", c.parts["hvp"], hv, ctx.fd_rtol, hfloor, "finite differences of the tape's gradient")
+        if "hessian" in have and (c := ctx.call("hessian", inputs)) is not None:
+            common(fn := "hessian", c)
+            H, pairs = c.parts["hessian"], [(a, b) for a in wrt for b in wrt]
+            if sorted(H) != sorted(pairs):
+                report.problem(f"hessian: blocks {sorted(H)}, expected {pairs}")
+                return
+            shapes = {k: np.shape(x[k]) for k in wrt}
+            for a, b in pairs:
+                if np.shape(H[a, b]) != shapes[a] + shapes[b]:
+                    report.problem(f"hessian: block {(a, b)} has shape {np.shape(H[a, b])}, "
+                                   f"expected {shapes[a] + shapes[b]}")
+                    return
+            asym = max(rel_err(H[a, b].reshape(x[a].size, x[b].size), H[b, a].reshape(x[b].size, x[a].size).T)
+                       for a, b in pairs)
+            if asym > 1e-12:
+                report.error("hessian", "its transpose", asym, "1e-12")
+            Ht = {a: sum(np.tensordot(H[a, b], t[b], axes=t[b].ndim) if t[b].ndim else H[a, b] * t[b]
+                         for b in wrt) for a in wrt}
+            compare(fn, "hessian times a direction", Ht, hv, ctx.fd_rtol, hfloor,
+                    "finite differences of the tape's gradient")
+
+
 # -- one trial and the ways of calling -------------------------------------------------------------
 def _trial(ctx, inputs):
     report = ctx.report
@@ -871,6 +1006,7 @@ def _trial(ctx, inputs):
     _check_dtypes(got.value, got.grads, np.float64, report)
     ctx.later_calls(got, fwd, inputs)
     _fd_check(ctx, inputs, ok, _grad_floor(want_value, want_grads, 1.0))
+    _derivative_checks(ctx, inputs, want_value, want_grads)
 
 
 def _first(v):

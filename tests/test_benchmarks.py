@@ -14,7 +14,7 @@ def test_smoke_benchmarks_print_tables():
     out = proc.stdout
     assert "| case | method | median |" in out
     assert "| model | method | median |" in out                       # compile-time table
-    for title in ("Seed 002", "Seed 003", "Seed 004", "Compile time"):
+    for title in ("Seed 002", "Seed 003", "Seed 004", "Second derivatives", "Compile time"):
         assert title in out, title
     sym_rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "| symgrad" in ln]
     assert len(sym_rows) >= 4, out
@@ -29,4 +29,7 @@ def test_smoke_benchmarks_print_tables():
     # the hand-written NumPy rows exist and are numeric too; missing libraries are n/a, never errors
     assert any("hand NumPy" in ln and ratio.search(ln) for ln in out.splitlines())
     assert "MISMATCH" not in out
+    # the second-derivative table: symgrad's hvp / hessian rows are the reference of their check
+    second = [ln for ln in out.splitlines() if "symgrad (generated hvp / hessian)" in ln]
+    assert len(second) == 3 and all("(reference)" in ln for ln in second), second
     assert "| error (" not in out, out

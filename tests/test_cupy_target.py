@@ -246,6 +246,18 @@ def test_on_gpu_matches_numpy_and_tape(key):
     assert verify.check(model, mod).ok
 
 
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_on_gpu_every_derivative_passes_check(key):
+    """vjp, jvp, jacobian, hvp, hessian on the device: verify.check compares each with the tape."""
+    cupy = pytest.importorskip("cupy")
+    if not cupy.is_available():
+        pytest.skip("no CUDA device")
+    model, _ = MODELS[key]
+    from symgrad import verify
+    report = verify.check(model, symgrad.compile(model, target="cupy", emit="jacobian,hessian"))
+    assert report.ok and len(report.derivatives) == 5, report.problems
+
+
 def test_a_dynamic_value_feeding_a_reduction_keeps_its_own_shape(fake):
     """sin(y) (y a row) is summed for Trace(S)'s cotangent: fused with x-shaped work, a kernel would
     hand it over broadcast to x's shape, and the sum would count it once per row."""

@@ -116,6 +116,21 @@ def test_seed004_numbers():
     assert float(v["Legendre fit: final loss (step 2000)"]) == pytest.approx(8.943641662597656, rel=1e-6)
 
 
+# ---- second order: Newton on seed 001's logistic NLL, Hessian-free steps on seed 002's MLP -------------
+def test_second_order_examples():
+    rep = _script("run_second_order").run(small=True, quiet=True)
+    _assert_ok(rep)
+    v = rep.values
+    assert v["Newton (generated hessian): ||g|| < 1e-08"]
+    assert v["gradient descent (seed 001's step 0.01)"] and v["Hessian-free (8 steps, CG on hvp) beats GD"]
+
+
+def test_second_order_example_from_committed_codegen():
+    r = _run(EXAMPLES / "run_second_order.py", "--small", "--from-codegen")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "8 iterations" in r.stdout
+
+
 # ---- the scripts as programs --------------------------------------------------------------------------
 def _run(*args):
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")

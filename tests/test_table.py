@@ -52,8 +52,12 @@ def test_ufunc_and_helper_columns_exist(name):
 
 
 def test_vjp_and_ev_columns():
-    no_vjp = {"const", "dim", "input", "eye", "sum_to", "zeros_like", "powlog", "onehot"}  # leaves and engine ops
+    no_vjp = {"const", "dim", "input", "eye", "sum_to"}  # leaves, and sum_to (no reverse-over-reverse)
     assert sorted(n for n, op in OPS.items() if op.vjp is None) == sorted(no_vjp)
+    # forward mode (jvp, hvp): elementwise ops use their VJP rule; every other op with arguments
+    # has a JVP rule (and elementwise ops have none: one rule per op)
+    assert sorted(n for n, op in OPS.items() if op.jvp is None and not op.elementwise) == ["const", "dim", "input"]
+    assert not [n for n, op in OPS.items() if op.jvp is not None and op.elementwise]
     for name in ELEMENTWISE:  # constant folding: every arithmetic/function op has a float function
         if name not in BOOL_OPS - {"gt", "ge", "lt", "le", "eq", "ne"} and name not in ("where", "powlog"):
             assert OPS[name].ev is not None, name

@@ -73,7 +73,7 @@ class FusedBody(Body):
 
     def emit(self, order, users, final):
         self.final, self.users = final, users
-        self.prefix = "vag" if final else "fwd"
+        self.prefix = self.kernel_prefix
         self.definitions["_kernel_name"] = _HELPER_KERNEL_NAME
         self.fusion = Fusion(order, users, final, self.forward, set(self.names))
         self._convert_inputs(order)

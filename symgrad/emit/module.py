@@ -22,6 +22,7 @@ would clash with an input is suffixed with ``_``.  Same model, same bytes.
 from __future__ import annotations
 
 import keyword
+from dataclasses import dataclass, field
 import re
 import unicodedata
 
@@ -103,8 +104,87 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 '''
 
+_HELPER_SEED = '''
+def _seed(x, dt, what, *shapes):
+    """A cotangent, tangent or direction as an array of the inputs' float type dt and exactly the
+    shape it is for (the broadcast of shapes); a TypeError for non-real values, a ValueError for
+    another shape."""
+    ndim = max(len(s) for s in shapes)
+    shape = tuple(max(dims) for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]))
+    try:
+        a = {m}.asarray(x)
+    except Exception:  # noqa: BLE001 - whatever the array module refuses
+        a = None
+    if a is None or a.dtype.kind not in "biuf":
+        raise TypeError(f"{MODEL}: {what} must be real numbers, got {type(x).__name__}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{MODEL}: {what} has shape {a.shape}, expected {tuple(shape)}")
+    return a.astype(dt, copy=False)
+'''
+
+_HELPER_SEEDS = '''
+def _seeds(given, dt, what, shapes):
+    """The arrays of the dict given, one for each name of WRT (shapes: name -> shape), as _seed
+    makes them, in WRT order."""
+    keys = list(given) if isinstance(given, dict) else None
+    if keys is None or set(keys) != set(shapes):
+        raise TypeError(f"{MODEL}: {what} must be a dict with the keys {list(shapes)}, got "
+                        + (f"the keys {keys}" if keys is not None else type(given).__name__))
+    return tuple(_seed(given[n], dt, f"{what}[{n!r}]", s) for n, s in shapes.items())
+'''
+
+_HELPER_JACOBIAN = '''
+def _jacobian(inputs):
+    """(value, {name: J}) with J.shape == value.shape + input.shape, as jax.jacrev lays it out:
+    one vjp per entry of the value, or one jvp per entry of the inputs, whichever are fewer."""
+    value = {m}.asarray(forward(**inputs))
+    shapes = {n: {m}.shape(inputs[n]) for n in WRT}
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    J = {n: {m}.zeros((value.size, sizes[n]), value.dtype) for n in WRT}
+    if value.size <= sum(sizes.values()):
+        for k in range(value.size):
+            u = {m}.zeros(value.size, value.dtype)
+            u[k] = 1
+            _, g = vjp(u.reshape(value.shape), **inputs)
+            for n in WRT:
+                J[n][k] = {m}.asarray(g[n]).reshape(-1)
+    else:
+        for n in WRT:
+            for e in range(sizes[n]):
+                t = {w: {m}.zeros(s, value.dtype) for w, s in shapes.items()}
+                t[n].reshape(-1)[e] = 1
+                J[n][:, e] = {m}.asarray(jvp(t, **inputs)[1]).reshape(-1)
+    return value, {n: J[n].reshape(value.shape + shapes[n]) for n in WRT}
+'''
+
+_HELPER_HESSIAN = '''
+def _hessian(inputs):
+    """(value, grads, {(a, b): H_ab}): the dense Hessian of sum(value), one hvp per entry of the
+    inputs, made symmetric ((H + H.T) / 2, exact up to rounding), H_ab.shape == a.shape + b.shape."""
+    value, grads = value_and_grad(**inputs)
+    shapes = {n: {m}.shape(grads[n]) for n in WRT}
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    dt = {m}.result_type(*grads.values()) if grads else {m}.float64
+    total, itemsize = sum(sizes.values()), {m}.zeros((), dt).itemsize
+    if total * total * itemsize > HESSIAN_MAX_BYTES:
+        raise ValueError(f"{MODEL}: the dense Hessian has {total} x {total} entries "
+                         f"({total * total * itemsize / 2**30:.3g} GiB, more than "
+                         f"HESSIAN_MAX_BYTES = {HESSIAN_MAX_BYTES}): use hvp, or raise the limit")
+    cols = {(a, b): {m}.zeros((sizes[a], sizes[b]), dt) for a in WRT for b in WRT}
+    for b in WRT:
+        for e in range(sizes[b]):
+            v = {w: {m}.zeros(s, dt) for w, s in shapes.items()}
+            v[b].reshape(-1)[e] = 1
+            hv = hvp(v, **inputs)[2]
+            for a in WRT:
+                cols[a, b][:, e] = {m}.asarray(hv[a]).reshape(-1)
+    H = {(a, b): ((cols[a, b] + cols[b, a].T) / 2).reshape(shapes[a] + shapes[b]) for a, b in cols}
+    return value, grads, H
+'''
+
 # helpers of the emitter's own, emitted when a body calls them (ops bring theirs: OPS[...].helper)
-_EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH}
+_EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_seed": _HELPER_SEED,
+                    "_seeds": _HELPER_SEEDS, "_jacobian": _HELPER_JACOBIAN, "_hessian": _HELPER_HESSIAN}
 
 _HELPER_ARGS = '''
 def _args(inputs):
@@ -168,6 +248,7 @@ class Body:
         self.described: dict = {}  # (node id, width) -> text; assemble shares one between bodies
         self.leaves: dict = {}  # node id -> ids of the dynamic-shape inputs it depends on
         self.scratch_prefix = ""  # key prefix of this function's work arrays; "" for none
+        self.kernel_prefix = ""  # short name of the function, for the names of its kernels
         self.scratch_count = 0
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
@@ -341,12 +422,18 @@ def _is(n, value) -> bool:
 def _helpers_called(code: str, defined) -> dict:
     """{function name: helper source} of the helpers (ops' own, then the emitter's) that ``code``
     calls and that no target definition already provides, in table order."""
-    out = {}
-    for helper in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values()):
-        fn = re.search(r"def (\w+)\(", helper).group(1)
-        if fn not in defined and re.search(rf"(?<![\w.]){fn}\(", code):
-            out[fn] = helper
-    return out
+    out, more = {}, True
+    while more:  # helpers may call helpers
+        more = False
+        for helper in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values()):
+            fn = re.search(r"def (\w+)\(", helper).group(1)
+            if fn not in defined and fn not in out and re.search(rf"(?<![\w.]){fn}\(", code):
+                out[fn] = helper
+                code += helper
+                more = True
+    order = [re.search(r"def (\w+)\(", h).group(1) for h in
+             [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())]
+    return {fn: out[fn] for fn in order if fn in out}
 
 
 def _users(order) -> dict:
@@ -355,6 +442,20 @@ def _users(order) -> dict:
         for a in n.args:
             users.setdefault(a.id, []).append(n)
     return users
+
+
+@dataclass
+class _Function:
+    """One generated function: what it computes and how it is called and returns."""
+    name: str
+    kernel: str                  # short prefix of its kernels and work arrays
+    roots: list                  # value first
+    final: dict                  # returned node id -> wanted variable name
+    doc: str
+    seed_param: str | None = None    # the positional parameter (cotangent, tangents, vectors)
+    seeds: dict = field(default_factory=dict)   # seed input node id -> local name
+    cot_of: dict | None = None   # adjoint node id -> forward node id (names b_t3)
+    groups: tuple = ()           # how the returned roots after the value are grouped (sizes)
 
 
 def assemble(program, target) -> str:
@@ -370,30 +471,28 @@ def assemble(program, target) -> str:
         m += "_"
     plain_sig = all(local[n] == n for n in inputs)
     matrices = program.matrices
+    wrt_local = [local[w] for w in wrt_names]
 
     input_ids = {program.input_nodes[n].id: local[n] for n in inputs}
-    cot_of = {}
-    for fwd_id, c in program.cotangents.items():
-        cot_of.setdefault(c.id, fwd_id)
-
     forward_ids = {n.id for n in topo_order([out])}
     described: dict = {}
+    wrt_text = ", ".join(wrt_names) or "nothing"
+    functions = _functions(program, namer, wrt_local, wrt_text)
 
-    def body(roots, final, prefix):
-        order = topo_order(roots)
-        b = (target.body or Body)(target, m, input_ids, dim_local, cot_of, G.src)
-        b.forward, b.keep, b.described, b.scratch_prefix = forward_ids, {out.id}, described, prefix
-        b.emit(order, _users(order), final)
+    def body(fn: _Function) -> Body:
+        order = topo_order(fn.roots)
+        cot_of = {}
+        for fwd_id, c in (fn.cot_of or {}).items():
+            cot_of.setdefault(c.id, fwd_id)
+        b = (target.body or Body)(target, m, {**input_ids, **fn.seeds}, dim_local, cot_of, G.src)
+        b.forward, b.keep, b.described = forward_ids, {out.id}, described
+        b.scratch_prefix, b.kernel_prefix = fn.name, fn.kernel
+        if fn.seed_param:
+            b.namer.used.add(fn.seed_param)
+        b.emit(order, _users(order), fn.final)
         return b
 
-    fwd = body([out], {}, "forward")
-    grad_names = {g.id: "grad_" + local[w] for g, w in zip(grads, wrt_names)}
-    vag = body([out] + grads, {k: v for k, v in grad_names.items()}, "value_and_grad")
-    value = owned(fwd, [out], input_ids, m)[0]
-    returned = owned(vag, [out] + grads, input_ids, m, ["grad_" + local[w] for w in wrt_names])
-    value_vag, entries = returned[0], list(zip(wrt_names, returned[1:]))
-
-    def prologue(b: Body) -> list[str]:
+    def prologue(fn: _Function, b: Body) -> list[str]:
         lines = []
         if not plain_sig:
             lines.append(", ".join(local[n] for n in inputs) + ("," if len(inputs) == 1 else "") + " = _args(inputs)")
@@ -406,17 +505,51 @@ def assemble(program, target) -> str:
                 lines.append(", ".join(dim_local.values()) + ("," if len(dim_local) == 1 else "") + " = " + call)
             else:
                 lines.append(call)
+        if fn.name == "vjp":
+            (seed,) = fn.seeds.values()
+            lines.append(f"{seed} = _seed({fn.seed_param}, _dt, 'cotangent', {_shape_text(b, program, out)})")
+        elif fn.seeds:
+            shapes = ", ".join(f"{w!r}: {m}.shape({local[w]})" for w in wrt_names)
+            lhs = ", ".join(fn.seeds.values()) + ("," if len(fn.seeds) == 1 else "")
+            lines.append(f"{lhs} = _seeds({fn.seed_param}, _dt, {fn.seed_param!r}, {{{shapes}}})")
         return lines
 
-    wrt_text = ", ".join(wrt_names) or "nothing"
     sig = ("*, " + ", ".join(inputs)) if plain_sig and inputs else ("**inputs" if inputs else "")
-    definitions = {**fwd.definitions, **vag.definitions}
-    helpers = _helpers_called("\n".join(fwd.lines + vag.lines + list(definitions.values())), definitions)
-    imports = (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
+    call_dict = "{" + ", ".join(f"{n!r}: {n}" for n in inputs) + "}" if plain_sig else "inputs"
+    texts, definitions, bodies = [], {}, []
+    for fn in functions:
+        if not fn.roots:  # a driver over other functions (jacobian, hessian)
+            texts += ["", f"def {fn.name}({sig}):", f'    """{docstring(fn.doc)}"""',
+                      f"    return _{fn.name}({call_dict})", ""]
+            bodies.append(f"_{fn.name}(")
+            continue
+        b = body(fn)
+        returned = owned(b, fn.roots, {**input_ids, **fn.seeds}, m, [fn.final[r.id] for r in fn.roots[1:]])
+        params = sig if fn.seed_param is None else (f"{fn.seed_param}, /" + (", " + sig if sig else ""))
+        lines = prologue(fn, b) + b.lines
+        texts += ["", f"def {fn.name}({params}):", f'    """{docstring(fn.doc)}"""']
+        texts += ["    " + ln for ln in lines]
+        parts, k = [returned[0]], 1
+        for size, keys in fn.groups:
+            if keys is None:
+                parts.append(returned[k])
+            else:
+                parts.append("{" + ", ".join(f"{w!r}: {v}" for w, v in zip(keys, returned[k:k + size])) + "}")
+            k += size
+        texts += [f"    return {', '.join(parts)}", ""]
+        definitions.update(b.definitions)
+        bodies += lines
+    helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions)
+    imports = ((["import math"] if {"_jacobian", "_hessian"} & set(helpers) else [])
+               + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"])
     text = [_header(program, target), *imports, ""]
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
              f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
-             "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}", ""]
+             "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}",
+             f"DERIVATIVES = {tuple(program.derivatives)!r}"]
+    if "_hessian" in helpers:
+        text.append("HESSIAN_MAX_BYTES = 2**30  # hessian() refuses a dense Hessian larger than this")
+    text.append("")
     if inputs:
         text.append(_HELPER_PROMOTE.replace("{m}", m))
     if matrices:
@@ -426,15 +559,64 @@ def assemble(program, target) -> str:
         text.append(_HELPER_ARGS)
     for definition in definitions.values():
         text += ["", definition]
-    text += ["", f"def forward({sig}):", f'    """{docstring(f"Value of {name}.")}"""']
-    text += ["    " + ln for ln in prologue(fwd) + fwd.lines]
-    text += [f"    return {value}", "", ""]
-    text += [f"def value_and_grad({sig}):",
-             f'    """{docstring(f"Value of {name} and the gradients of its sum with respect to {wrt_text}.")}"""']
-    text += ["    " + ln for ln in prologue(vag) + vag.lines]
-    grads_text = "{" + ", ".join(f"{k!r}: {v}" for k, v in entries) + "}"
-    text += [f"    return {value_vag}, {grads_text}", ""]
+    text += texts
     return "\n".join(text)
+
+
+def _functions(program, namer, wrt_local, wrt_text) -> list[_Function]:
+    """The functions of the module, in the order they are printed."""
+    out, grads, name, wrt = program.out, program.grads, program.name, program.wrt
+    grad_names = {g.id: "grad_" + w for g, w in zip(grads, wrt_local)}
+    n = len(wrt)
+    fns = [_Function("forward", "fwd", [out], {}, f"Value of {name}."),
+           _Function("value_and_grad", "vag", [out] + grads, grad_names,
+                     f"Value of {name} and the gradients of its sum with respect to {wrt_text}.",
+                     cot_of=program.cotangents, groups=((n, wrt),))]
+    have = set(program.derivatives)
+    if "vjp" in have:
+        fns.append(_Function(
+            "vjp", "vjp", [out] + program.vjp_grads,
+            {g.id: "grad_" + w for g, w in zip(program.vjp_grads, wrt_local)},
+            f"Value of {name} and cotangent^T J for each of {wrt_text} (J: the Jacobian of the value); "
+            "value_and_grad is vjp with a cotangent of ones.",
+            namer.fresh("cotangent"), {program.cotangent.id: namer.fresh("cotangent_in")},
+            program.vjp_cotangents, ((n, wrt),)))
+    if "jvp" in have:
+        tangent_param = namer.fresh("tangents")
+        seeds = {program.tangent_nodes[w].id: namer.fresh("tan_" + lw) for w, lw in zip(wrt, wrt_local)}
+        fns.append(_Function("jvp", "jvp", [out, program.jvp_out], {program.jvp_out.id: "tangent_out"},
+                             f"Value of {name} and its directional derivative J t along tangents t "
+                             f"(a dict by name of {wrt_text}).", tangent_param, seeds, groups=((1, None),)))
+    if "jacobian" in have:
+        fns.append(_Function("jacobian", "", [], {},
+                             f"Value of {name} and its Jacobian with respect to each of {wrt_text}: "
+                             "J[name].shape == value.shape + input.shape (rows by vjp or columns by "
+                             "jvp, whichever are fewer)."))
+    if "hvp" in have:
+        vectors = namer.fresh("vectors")
+        seeds = {program.tangent_nodes[w].id: namer.fresh("v_" + lw) for w, lw in zip(wrt, wrt_local)}
+        fns.append(_Function(
+            "hvp", "hvp", [out] + grads + program.hvps,
+            {**grad_names, **{h.id: "hvp_" + w for h, w in zip(program.hvps, wrt_local)}},
+            f"Value of {name}, the gradients of its sum and the Hessian of its sum times the "
+            f"direction v (a dict by name of {wrt_text}), forward over reverse.",
+            vectors, seeds, program.cotangents, ((n, wrt), (n, wrt))))
+    if "hessian" in have:
+        fns.append(_Function("hessian", "", [], {},
+                             f"Value of {name}, its gradients and the dense Hessian of its sum: blocks "
+                             "H[(a, b)] of shape input_a.shape + input_b.shape for each pair of "
+                             f"{wrt_text}, symmetric; one hvp per entry of the inputs."))
+    return fns
+
+
+def _shape_text(b: Body, program, node) -> str:
+    """The run-time shape of ``node`` as text: static from the dimensions, or the shapes of the
+    scalar inputs it is built from (``_seed`` broadcasts them)."""
+    if node.shape is not None:
+        return b.shape(node.shape)
+    leaves = {n.id for n in topo_order([node]) if n.op == "input" and n.shape is None}
+    return ", ".join(f"{b.m}.shape({b.names[program.input_nodes[i.name].id]})" for i in program.inputs
+                     if program.input_nodes[i.name].id in leaves)
 
 
 # ops whose value may be (a view of) an argument's memory, as printed: read through to the base
@@ -469,6 +651,15 @@ def _read_only(n) -> bool:
     return n.op == "bcast" and n.args[0].shape not in (None, ())
 
 
+_SIGNATURES = {
+    "vjp": "vjp(cotangent, **inputs) -> (value, {name: cotangent^T J}); cotangent shaped like the value.",
+    "jvp": "jvp(tangents, **inputs) -> (value, J t); tangents: {name: array shaped like the input}.",
+    "jacobian": "jacobian(**inputs) -> (value, {name: J}), J.shape == value.shape + input.shape.",
+    "hvp": "hvp(vectors, **inputs) -> (value, grads, {name: H v}), H the Hessian of sum(value).",
+    "hessian": "hessian(**inputs) -> (value, grads, {(a, b): H_ab}), H_ab.shape == a.shape + b.shape.",
+}
+
+
 def _header(program, target) -> str:
     described = ", ".join(f"{i.name} ({'x'.join(map(str, i.shape))})" if i.is_matrix
                           else f"{i.name} (scalar, broadcasts)" for i in program.inputs)
@@ -484,8 +675,11 @@ def _header(program, target) -> str:
         "",
         "forward(**inputs) -> value",
         "value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like its input.",
+        *[_SIGNATURES[d] for d in program.derivatives if d in _SIGNATURES],
         "At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)",
-        f"the derivative is taken as 0.  Needs only {target.module} at run time.",
+        "the derivative is taken as 0" + (", and second derivatives of piecewise-linear ops are 0"
+                                          if {"hvp", "hessian"} & set(program.derivatives) else "")
+        + f".  Needs only {target.module} at run time.",
         "",
     ]
     return '"""' + docstring(*lines) + '"""'
