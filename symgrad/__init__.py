@@ -23,7 +23,8 @@ __version__ = "0.1.0"
 __all__ = ["Model", "SymgradError", "compile", "generate", "load_models", "__version__"]
 
 _LAZY = {"Model": "model", "load_models": "model"}
-_SUBMODULES = {"tape", "verify", "testing", "model", "pipeline", "lower", "emit", "diff", "ops", "ir", "program"}
+_SUBMODULES = {"tape", "verify", "testing", "model", "pipeline", "lower", "emit", "diff", "ops", "ir", "program",
+               "forward", "cache"}
 
 
 def __getattr__(name):
@@ -43,6 +44,10 @@ def generate(model, target: str = "numpy", emit=None) -> str:
 
 
 def compile(model, target: str = "numpy", emit=None):  # noqa: A001 - the contract's name
-    """Generate the module for ``model`` and import it (without writing a file)."""
-    from .emit import load_source
-    return load_source(generate(model, target, emit), (model.name or "model") + "_" + target)
+    """The generated module of ``model``, imported: written to the module cache
+    (:mod:`symgrad.cache`: ``$SYMGRAD_CACHE_DIR``, reused across processes) and imported from
+    there, so that ``inspect``, tracebacks and pickling see a real module."""
+    from .cache import load
+    from .emit import target_named
+    target_named(target)
+    return load(model, target, emit, lambda: generate(model, target, emit))

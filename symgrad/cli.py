@@ -1,11 +1,15 @@
 """The ``symgrad`` command line (the README's CLI section).
 
-``symgrad compile MODEL.py [-o OUT.py] [--target numpy|cupy] [--model NAME] [--check]
-[--check-inputs FILE.npz] [--write-test]``
+``symgrad compile MODEL.py [-o OUT.py | -o - | --out-dir DIR] [--target numpy|cupy] [--model NAME]
+[--emit LIST] [--check] [--check-inputs FILE.npz] [--write-test] [-v]``
 
 * Compiles every model of the file (or the one ``--model`` names) and writes one module per model,
-  by default to ``codegen_out/<name>_<target>.py`` under the current directory; ``-o`` names the file
-  exactly and is accepted only when one model is compiled.  Prints one line per written module.
+  by default to ``codegen_out/<name>_<target>.py`` under the current directory (``--out-dir DIR``:
+  ``DIR/<name>_<target>.py``); ``-o`` names the file exactly and is accepted only when one model is
+  compiled; ``-o -`` writes the module's source to stdout (and the other lines to stderr).  Prints
+  one line per written module.  ``--emit`` adds derivative functions (vjp, jvp, jacobian, hvp,
+  hessian).  ``-v`` prints, on stderr, each phase's seconds and sizes: load (models), lower and
+  rewrite (IR nodes), differentiate (IR nodes), emit (lines), check (trials).
 * ``--check`` runs :func:`symgrad.verify.check` on each written module and prints its largest
   relative errors, then one line per failing property; ``--check-inputs FILE.npz`` (implies
   ``--check``) checks at the inputs saved in that file (``numpy.savez(FILE, x=..., X=...)``, one
@@ -51,8 +55,11 @@ def _parser() -> argparse.ArgumentParser:
                                description="Write one generated module per model of MODEL.py.")
     comp.add_argument("model_file", metavar="MODEL.py", help="Python file binding symgrad.Model objects")
     comp.add_argument("-o", "--output", metavar="OUT.py",
-                      help="output file (only when one model is compiled); "
+                      help="output file (only when one model is compiled; '-' for stdout); "
                            "default codegen_out/<name>_<target>.py")
+    comp.add_argument("--out-dir", metavar="DIR", help="write <name>_<target>.py files here instead of codegen_out/")
+    comp.add_argument("-v", "--verbose", action="store_true",
+                      help="print each phase's time and size on stderr (load, lower, differentiate, emit, check)")
     comp.add_argument("--target", choices=sorted(TARGETS), default="numpy", help="array library of the module")
     comp.add_argument("--model", metavar="NAME", help="compile only this model (its name or variable)")
     comp.add_argument("--check", action="store_true",
@@ -76,24 +83,43 @@ def _describe(model, dest, source) -> str:
             f"{len(source.splitlines())} lines")
 
 
+_UNITS = {"load": "models", "lower": "IR nodes", "differentiate": "IR nodes", "emit": "lines"}
+
+
+def _timings(job) -> str:
+    parts = [f"{phase} {s:.3f} s ({size} {_UNITS[phase]})" for phase, (s, size) in job.timings.items()
+             if phase in _UNITS]
+    return f"{job.model.name}: " + ", ".join(parts)
+
+
 def _compile(args) -> int:
     try:
         jobs = compile_file(args.model_file, target=args.target, output=args.output, only=args.model,
                             check=args.check, check_inputs=args.check_inputs, write_test=args.write_test,
-                            emit=args.emit)
+                            emit=args.emit, out_dir=args.out_dir)
     except SymgradError as exc:
         raise UserError(str(exc)) from None
+    to_stdout = args.output == "-"
+    if to_stdout:
+        sys.stdout.write(jobs[0].source)
+        sys.stdout.flush()
+    info = sys.stderr if to_stdout else sys.stdout
     for job in jobs:
-        print(_describe(job.model, job.path, job.source))
+        if args.verbose:
+            print(_timings(job), file=sys.stderr)
+        if job.path is not None:
+            print(_describe(job.model, job.path, job.source), file=info)
         if job.test_path is not None:
             print(f"wrote {job.test_path}: pytest check of {job.path.name} against the tape")
     for job in jobs:
+        if args.verbose and "check" in job.timings:
+            print(f"{job.model.name}: check {job.timings['check'][0]:.3f} s", file=sys.stderr)
         if job.check_error is not None:
-            print(f"FAILED {job.model.name} [{args.target}]: the check could not run: {job.check_error}")
+            print(f"FAILED {job.model.name} [{args.target}]: the check could not run: {job.check_error}", file=info)
         elif job.report is not None:
-            print(job.report.summary())
+            print(job.report.summary(), file=info)
             for problem in job.report.problems[1:]:
-                print(f"    - {problem}")
+                print(f"    - {problem}", file=info)
     return 0 if all(job.ok for job in jobs) else 1
 
 

@@ -269,7 +269,7 @@ def load_models(path, only: str | None = None) -> list[Model]:
     if not path.is_file():
         raise SymgradError(f"{path}: no such model file")
     try:
-        with _keep_1x1_elements_whole():
+        with _keep_1x1_elements_whole(), _folder_on_path(path.resolve().parent):
             namespace = runpy.run_path(str(path), run_name="__symgrad_model__")
     except SymgradError as exc:
         raise SymgradError(f"{path}: {exc}") from None
@@ -301,6 +301,20 @@ def load_models(path, only: str | None = None) -> list[Model]:
         if not models:
             raise SymgradError(f"{path}: no model named {only!r} (have: {', '.join(names)})")
     return [m for _, m in models]
+
+
+@contextlib.contextmanager
+def _folder_on_path(folder: Path):
+    """The model file's folder first on ``sys.path`` while it runs, as for ``python model.py``:
+    a helper module beside it can be imported."""
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(str(folder))
+        except ValueError:
+            pass
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ Lowering is the only stage that reads SymPy; the rewrites run as the graph is bu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .diff import gradients
@@ -48,22 +49,47 @@ def differentiate(program: Program, emit=("grad",)) -> Program:
     return program
 
 
-def build(model, emit=None) -> Program:
+def build(model, emit=None, timings: dict | None = None) -> Program:
     """The differentiated Program of ``model`` (``emit``: its derivative functions; by default
-    the model's own ``derivatives``)."""
+    the model's own ``derivatives``).  ``timings``, when given, gets each phase's seconds and
+    the graph's size after it (``{"lower": (s, nodes), "differentiate": (s, nodes)}``; the
+    rewrites run inside both, as the graph is built)."""
     from .lower import lower_model
     from .model import deep_recursion
+    clock = _Clock(timings)
     with deep_recursion():
-        return differentiate(lower_model(model), emit if emit is not None else model.derivatives)
+        program = lower_model(model)
+        clock.lap("lower", len(program.graph._table))
+        differentiate(program, emit if emit is not None else model.derivatives)
+        clock.lap("differentiate", len(program.graph._table))
+    return program
 
 
-def generate(model, target: str = "numpy", emit=None) -> str:
-    """Source text of the generated module of ``model`` for ``target`` (deterministic)."""
+def generate(model, target: str = "numpy", emit=None, timings: dict | None = None) -> str:
+    """Source text of the generated module of ``model`` for ``target`` (deterministic);
+    ``timings`` as for :func:`build`, plus ``"emit": (s, lines)``."""
     target_named(target)  # before any work: an unknown target is the caller's error, not the model's
     try:
-        return _emit(build(model, emit), target)
+        program = build(model, emit, timings)
+        clock = _Clock(timings)
+        source = _emit(program, target)
+        clock.lap("emit", source.count("\n"))
+        return source
     except SymgradError as exc:
         raise SymgradError(f"model {model.name or 'model'}: {exc}") from None
+
+
+class _Clock:
+    """Records ``{phase: (seconds since the last lap, size)}`` into ``timings`` (None: nothing)."""
+
+    def __init__(self, timings):
+        self.timings, self.t = timings, time.perf_counter()
+
+    def lap(self, phase, size):
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[phase] = (now - self.t, size)
+        self.t = now
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -83,8 +109,9 @@ def write_atomic(path: Path, text: str) -> None:
 class Compiled:
     """One module written by :func:`compile_file`."""
     model: object
-    path: Path
+    path: Path | None                 # None: written to stdout by the caller (-o -)
     source: str
+    timings: dict = field(default_factory=dict)  # phase -> (seconds, size), see build()
     test_path: Path | None = None
     report: object | None = None      # the CheckReport, when checked
     check_error: str | None = None    # why the check could not run
@@ -95,14 +122,16 @@ class Compiled:
 
 
 def compile_file(model_file, *, target="numpy", output=None, only=None, check=False, check_inputs=None,
-                 write_test=False, emit=None) -> list[Compiled]:
+                 write_test=False, emit=None, out_dir=None) -> list[Compiled]:
     """Compile every model of ``model_file`` (or the one named ``only``) and write its module.
 
     Every module is generated before any is written, and each is written atomically, so a user
     error (a :class:`SymgradError` whose message names the file, the model and the construct)
-    leaves no file behind.  ``output`` names the file (one model only); the default is
-    ``codegen_out/<name>_<target>.py``.  ``check`` (or ``check_inputs``, an ``.npz`` file) then
-    runs :func:`symgrad.verify.check` on each written module.
+    leaves no file behind.  ``output`` names the file (one model only; ``"-"``: no file, the
+    caller prints ``source``); the default is ``<out_dir>/<name>_<target>.py``, ``out_dir``
+    defaulting to ``codegen_out``.  ``check`` (or ``check_inputs``, an ``.npz`` file) then runs
+    :func:`symgrad.verify.check` on each module.  Each job's ``timings`` has the seconds and
+    sizes of its phases (``load`` is the model file's, on the first job).
     """
     from .model import load_models
     if emit is not None:
@@ -110,7 +139,13 @@ def compile_file(model_file, *, target="numpy", output=None, only=None, check=Fa
             emit = derivatives(emit)
         except SymgradError as exc:
             raise SymgradError(f"--emit: {exc}") from None
+    if output == "-" and write_test:
+        raise SymgradError(f"{model_file}: --write-test needs a module file; -o - writes to stdout")
+    if output is not None and out_dir is not None:
+        raise SymgradError(f"{model_file}: -o and --out-dir both name where to write; give one")
+    clock = _Clock({})
     models = load_models(model_file, only=only)
+    clock.lap("load", len(models))
     if output is not None and len(models) != 1:
         names = ", ".join(m.name for m in models)
         raise SymgradError(f"{model_file}: -o names one file but there are {len(models)} models "
@@ -126,18 +161,22 @@ def compile_file(model_file, *, target="numpy", output=None, only=None, check=Fa
         if output is None and (Path(model.name).name != model.name or model.name in ("", ".", "..")):
             raise SymgradError(f"{model_file}: {model.name}: the model name is not a file name; "
                                "name the output with -o")
+        timings = dict(clock.timings) if not jobs else {}
         try:
-            source = generate(model, target) if emit is None else generate(model, target, emit)
+            source = generate(model, target, **({} if emit is None else {"emit": emit}), timings=timings)
         except SymgradError as exc:  # the compiler may already say "model <name>: "
             what = str(exc).removeprefix(f"model {model.name}: ")
             raise SymgradError(f"{model_file}: {model.name}: {what}") from None
         except Exception as exc:  # noqa: BLE001 - never a traceback; say it is ours
             raise SymgradError(f"{model_file}: {model.name}: cannot compile for target {target} "
                                f"(internal error {type(exc).__name__}: {exc})") from None
-        dest = Path(output) if output else Path("codegen_out") / f"{model.name}_{target}.py"
-        jobs.append(Compiled(model, dest, source))
+        dest = (None if output == "-" else Path(output) if output
+                else Path(out_dir or "codegen_out") / f"{model.name}_{target}.py")
+        jobs.append(Compiled(model, dest, source, timings))
     inputs_for = _check_inputs(models, check_inputs) if check_inputs is not None else {}
     for job in jobs:
+        if job.path is None:
+            continue
         try:
             write_atomic(job.path, job.source)
             if write_test:
@@ -150,11 +189,16 @@ def compile_file(model_file, *, target="numpy", output=None, only=None, check=Fa
     if check:
         from .testing import import_module_file
         from .verify import check as verify
+        from .emit import load_source
         for job in jobs:
+            clock = _Clock(job.timings)
             try:
-                job.report = verify(job.model, import_module_file(job.path), inputs=inputs_for.get(job.model.name))
+                module = (import_module_file(job.path) if job.path is not None
+                          else load_source(job.source, f"{job.model.name}_{target}"))
+                job.report = verify(job.model, module, inputs=inputs_for.get(job.model.name))
             except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed check
                 job.check_error = f"{type(exc).__name__}: {exc}"
+            clock.lap("check", job.report.trials if job.report is not None else 0)
     return jobs
 
 

@@ -289,3 +289,52 @@ def test_exact_text_of_a_tiny_module():
             grad_b = b_t0.sum(axis=0, keepdims=True)  # adjoint of b
             return t1, {'b': grad_b}
         ''')
+
+
+# -- the module cache: real, importable, inspectable, picklable modules ---------------------------
+def test_compiled_modules_are_real_cached_modules(tmp_path, monkeypatch):
+    import inspect
+    import pickle
+    from symgrad import cache
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SYMGRAD_CACHE", "1")
+    x = sp.Symbol("x")
+    model = symgrad.Model(sp.exp(x) * x, wrt=[x], name="cached")
+    mod = symgrad.compile(model)
+    files = list((tmp_path / "cache").glob("*.py"))
+    assert len(files) == 1 and files[0].read_text() == symgrad.generate(model)
+    assert "def value_and_grad" in inspect.getsource(mod.value_and_grad)
+    again = pickle.loads(pickle.dumps(mod.value_and_grad))
+    assert again(x=1.0)[1]["x"] == mod.value_and_grad(x=1.0)[1]["x"] == 2 * np.e
+    # another process imports the module by name from the cache (what spawn does for pickles)
+    code = f"import importlib; m = importlib.import_module({mod.__name__!r}); print(m.forward(x=0.0))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path / "cache")})
+    assert out.returncode == 0 and out.stdout.strip() == "0.0", out.stderr
+    # a second compile reads the file instead of compiling; another emit set is another file
+    calls = []
+    monkeypatch.setattr(symgrad, "generate", lambda *a, **k: calls.append(a) or "")
+    assert symgrad.compile(model).forward(x=1.0) == np.e and not calls
+    monkeypatch.undo()
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SYMGRAD_CACHE", "1")
+    assert symgrad.compile(model, emit="hvp").hvp({"x": 1.0}, x=0.0)[2]["x"] == 2.0
+    assert len(list((tmp_path / "cache").glob("*.py"))) == 2
+    # with reuse off, the module is generated again (a compiler patched at run time shows)
+    monkeypatch.setenv("SYMGRAD_CACHE", "0")
+    monkeypatch.setattr(symgrad, "generate", lambda *a, **k: "MODEL = 'regenerated'\n")
+    assert symgrad.compile(model).MODEL == "regenerated"
+    monkeypatch.undo()
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    assert cache.clear() == 2 and not list((tmp_path / "cache").glob("*.py"))
+
+
+def test_an_unwritable_cache_falls_back_to_memory_with_source_lines(tmp_path, monkeypatch):
+    import inspect
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(blocker / "cache"))   # a folder inside a file
+    x = sp.Symbol("x")
+    mod = symgrad.compile(symgrad.Model(x ** 3, wrt=[x], name="mem"))
+    assert mod.value_and_grad(x=2.0)[1]["x"] == 12.0
+    assert "def forward" in inspect.getsource(mod.forward)

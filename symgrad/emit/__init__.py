@@ -7,6 +7,7 @@ module: see :mod:`symgrad.emit.module` for its layout.  Nothing here imports Sym
 from __future__ import annotations
 
 import importlib.util
+import linecache
 import sys
 import types
 
@@ -36,6 +37,8 @@ def load_source(source: str, module_name: str) -> types.ModuleType:
     spec = importlib.util.spec_from_loader(f"symgrad_generated.{safe}", loader=None)
     mod = importlib.util.module_from_spec(spec)
     mod.__file__ = f"<symgrad {module_name}>"
+    # linecache knows the source: tracebacks show the generated lines, inspect.getsource works
+    linecache.cache[mod.__file__] = (len(source), None, source.splitlines(True), mod.__file__)
     exec(compile(source, mod.__file__, "exec"), mod.__dict__)  # noqa: S102 - our own output
     sys.modules.pop(mod.__name__, None)
     return mod

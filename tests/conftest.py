@@ -1,0 +1,23 @@
+"""Test-session settings: the module cache of symgrad.compile goes to a temporary folder (so the
+suite neither reads modules an earlier checkout cached nor leaves files in ~/.cache), with reuse
+off (SYMGRAD_CACHE=0): tests plant bugs in the compiler at run time, which the cache key cannot
+see.  tests/test_compiler.py turns reuse on where it tests the cache itself."""
+import os
+import shutil
+import tempfile
+
+_CACHE = None
+
+
+def pytest_configure(config):
+    global _CACHE
+    if "SYMGRAD_CACHE_DIR" not in os.environ:
+        _CACHE = tempfile.mkdtemp(prefix="symgrad-test-cache-")
+        os.environ["SYMGRAD_CACHE_DIR"] = _CACHE
+    os.environ.setdefault("SYMGRAD_CACHE", "0")
+
+
+def pytest_unconfigure(config):
+    if _CACHE is not None:
+        os.environ.pop("SYMGRAD_CACHE_DIR", None)
+        shutil.rmtree(_CACHE, ignore_errors=True)
