@@ -415,8 +415,13 @@ _func("arccosh", lambda G, g, o, x: (G.div(g, G.call("sqrt", G.sub(G.mul(x, x), 
 _func("arctanh", lambda G, g, o, x: (G.div(g, _one_minus_sq(G, x)),), math.atanh,
       sympy=("atanh",), c="atanh({0})")
 _func("sqrt", lambda G, g, o, x: (G.div(g, G.mul(G.const(2), o)),), math.sqrt, c="sqrt({0})")
-_func("abs", lambda G, g, o, x: (G.mul(g, G.call("sign", x)),), abs, sympy=("Abs",), c="fabs({0})",
-      ufunc="absolute")
+def _vjp_abs(G, g, out, x):
+    """g sign(x), and a strong 0 at the kink x = 0 (masked like a selection): a NaN or infinite
+    partial further down (atan2(v, v) at v = 0) never turns the policy's 0 into a NaN."""
+    return (Masked(G.mul(g, G.call("sign", x)), G.op("ne", x, G.const(0))),)
+
+
+_func("abs", _vjp_abs, abs, sympy=("Abs",), c="fabs({0})", ufunc="absolute")
 _func("sign", _zero_grad, lambda v: float((v > 0) - (v < 0)), sympy=("sign",),
       c="({0} > (T)0 ? (T)1 : ({0} < (T)0 ? (T)(-1) : {0}))")  # NumPy's: the argument at 0 and NaN
 _func("sigmoid", lambda G, g, o, x: (G.mul(g, G.mul(o, G.sub(G.const(1), o))),),

@@ -356,3 +356,19 @@ def test_a_value_shared_by_guards_with_different_conditions(case, target, monkey
         _, t_grads = tape.value_and_grad(model, x=points)
     assert np.allclose(grads["x"], expected, rtol=1e-12, atol=0), grads["x"]
     assert np.allclose(t_grads["x"], expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("target", ["numpy", "cupy"])
+def test_abs_at_its_kink_is_a_strong_zero(target, monkeypatch):
+    """Found by the fuzzer: Abs'(0) = 0 met atan2's NaN partials at (0, 0) and gave 0 * NaN;
+    the tape's strong zero gives 0.  Abs's 0 at the kink is now masked like a selection's."""
+    if target == "cupy":
+        monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    model = symgrad.Model(sp.Abs(sp.atan2(x, x)) + sp.Abs(x) * y, wrt=[x, y])
+    module = load_source(symgrad.generate(model, target), "m")
+    xs = np.array([0.0, 1.0, -2.0])
+    with np.errstate(all="ignore"):
+        _, grads = module.value_and_grad(x=xs, y=3.0)
+        _, t_grads = tape.value_and_grad(model, x=xs, y=3.0)
+    assert grads["x"].tolist() == t_grads["x"].tolist() == [0.0, 3.0, -3.0]   # d|x|/dx * y, 0 at 0
+    assert grads["y"] == t_grads["y"] == 3.0
