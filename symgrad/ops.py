@@ -475,8 +475,11 @@ _ew("minimum", "{m}.minimum({0}, {1})", _vjp_extremum("lt"), None, min, ufunc="m
 
 
 def _vjp_arctan2(G, g, out, y, x):
+    """d atan2(y, x) = (x dy - y dx) / (x**2 + y**2), and 0 at (0, 0), a non-differentiable
+    point (masked: the 0/0 there never becomes a NaN gradient)."""
     r2 = G.add(G.mul(x, x), G.mul(y, y))
-    return G.div(G.mul(g, x), r2), G.neg(G.div(G.mul(g, y), r2))
+    off = G.op("ne", r2, G.const(0))
+    return Masked(G.div(G.mul(g, x), r2), off), Masked(G.neg(G.div(G.mul(g, y), r2)), off)
 
 
 _ew("arctan2", "{m}.arctan2({0}, {1})", _vjp_arctan2, None, math.atan2, ufunc="arctan2", c="atan2({0}, {1})")

@@ -30,7 +30,7 @@ and records a ``Var`` per operation: its array, its parents and one VJP closure 
 MatMul, ...) are folded into binary operations.  ``Sum`` over ``MatrixElement``s with dummy indices
 (what SymPy makes of ``(r.T*r)[0, 0]``) is evaluated by giving each dummy index its own array axis.
 
-Non-differentiable points: every derivative at a tie or kink is 0.  d Max(x, y)/dx = [x > y]
+Non-differentiable points: every derivative at a tie or kink is 0 (and atan2's at (0, 0)).  d Max(x, y)/dx = [x > y]
 strictly (so ReLU'(0) = 0), d Min(x, y)/dx = [x < y]; Abs' = sign (0 at 0); sign' = Heaviside' = 0;
 Piecewise differentiates only the selected branch; conditions carry no gradient.  A Piecewise with
 no true condition (and no ``True`` branch) is NaN, SymPy's undefined; ``Heaviside(0)`` is its
@@ -170,8 +170,8 @@ RULES = {
     (sp.asinh, 1): (np.arcsinh, lambda g, a, x: g / np.sqrt(x * x + 1)),
     (sp.acosh, 1): (np.arccosh, lambda g, a, x: g / np.sqrt(x * x - 1)),
     (sp.atanh, 1): (np.arctanh, lambda g, a, x: g / (1 - x * x)),
-    (sp.atan2, 2): (np.arctan2, lambda g, a, y, x: g * x / (x * x + y * y),
-                    lambda g, a, y, x: -g * y / (x * x + y * y)),
+    (sp.atan2, 2): (np.arctan2, lambda g, a, y, x: _off_origin(g * x, x * x + y * y),
+                    lambda g, a, y, x: _off_origin(-g * y, x * x + y * y)),
     (sp.re, 1): (np.real, lambda g, a, x: g), (sp.conjugate, 1): (np.conj, lambda g, a, x: g),
     (sp.im, 1): (lambda x: np.zeros_like(x), None), (sp.arg, 1): (np.angle, None),
     (sp.ITE, 3): (np.where, None, None, None),
@@ -196,6 +196,12 @@ _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPo
 
 # rules whose VJP is not elementwise (the cotangent's shape is not the arguments' broadcast shape)
 _STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1)]}
+
+
+def _off_origin(num, r2):
+    """``num / r2``, and 0 where ``r2`` is 0: atan2 at (0, 0) is a non-differentiable point."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r2 == 0, np.zeros((), np.result_type(num, r2)), num / np.where(r2 == 0, 1, r2))
 
 
 def _strong(vjp, g, ans, vals):

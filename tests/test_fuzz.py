@@ -839,6 +839,8 @@ FOUND = [
            {"x": np.array([-1.3, 0.5, 2.0])}),
     # Abs'(0) = 0 times atan2's NaN partials at (0, 0): the 0 is a strong one (masked)
     _found(lambda: sp.Abs(sp.atan2(x, x)), "sp.Abs(sp.atan2({0}, {0}))", {"x": np.array([0.0, 1.0, -2.0])}),
+    # atan2's 0/0 partials at the origin times the 0 derivative of sqrt(1 + t**2) at t = 0
+    _found(lambda: sp.sqrt(1 + sp.atan2(x, x) ** 2), "sp.sqrt(1 + sp.atan2({0}, {0})**2)", {"x": np.array([0.0, 1.0])}),
     # the oracle's own: sin of a huge argument (~6e4, slope ~4e4) aliases at the relative step 1e-5;
     # the finite differences try smaller steps
     _found(lambda: sp.acos(sp.sin((1 + ((1 + ((1 + x ** 2) ** sp.Rational(3, 2)) ** 2) ** sp.Rational(3, 2)) ** 2)
