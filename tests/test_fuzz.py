@@ -23,14 +23,16 @@ Each case: ``symgrad.compile(model)`` -> ``value_and_grad`` and ``forward`` == `
 == central finite differences of the tape in float64 (two step sizes, whose disagreement widens
 the tolerance; not where an input is a Python int -- 0 and small integers sit on kinks -- nor
 where a Max/Min meets an exact tie, whose documented derivative 0 is not the one-sided one), and
-the CuPy target run through the NumPy shim of tests/_cupy_shim.py == the tape.  Errors are
+the CuPy target run through the NumPy shim of tests/_cupy_shim.py == the tape.  The derivative
+tests (``test_*_derivatives``) compile the same models with vjp, jvp and hvp: vjp and jvp == the
+tape's exact VJP and Jacobian, hvp == central differences of the tape's gradient.  Errors are
 norm-relative: ``||g - g_ref|| / max(||g_ref||, 1e-8)``.  Cases whose tape value or gradient is
 not finite (or beyond 1e10) are skipped with ``assume``; so is a drawn node whose construction
 takes SymPy more than BUILD_TIMEOUT_S.  A compile that does not return in COMPILE_TIMEOUT_S fails.
 
 Profiles (``SYMGRAD_FUZZ``): ``ci`` (the default) is small (100 scalar and 60 matrix models per
-target, ~30 s) and derandomized, so CI runs the same examples every time, and it stops shrinking
-a failure after 20 s; ``long`` runs 2,500 examples per test (10,000 models in all), random, with
+target, 40 of each for the derivatives, ~50 s) and derandomized, so CI runs the same examples every time, and it stops shrinking
+a failure after 20 s; ``long`` runs 2,500 examples per test (15,000 models in all), random, with
 Hypothesis' example database (.hypothesis/) and its full shrinking:
 ``SYMGRAD_FUZZ=long python -m pytest tests/test_fuzz.py``.  ``SYMGRAD_FUZZ_EXAMPLES=n`` sets the
 number of examples per test of either profile.
