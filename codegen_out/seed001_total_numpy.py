@@ -64,6 +64,10 @@ def _buf(t):
     return t if isinstance(t, np.ndarray) else None
 
 
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread (it keeps none)."""
+
+
 def forward(*, x):
     """Value of seed001_total."""
     _dt, x = _promote(x)

@@ -16,6 +16,11 @@ Program can be emitted where SymPy is not installed; the model side (``Model``, 
 from __future__ import annotations
 
 import importlib
+import types
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .model import Model
 
 from .errors import SymgradError
 
@@ -35,7 +40,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'symgrad' has no attribute {name!r}")
 
 
-def generate(model, target: str = "numpy", emit=None) -> str:
+def generate(model: "Model", target: str = "numpy", emit: "str | Sequence[str] | None" = None) -> str:
     """Return the source text of the generated module for ``model``; ``emit`` names its
     derivative functions (``("grad", "vjp", "jvp", "jacobian", "hvp", "hessian")``, any subset;
     default: the model's ``derivatives``)."""
@@ -43,7 +48,8 @@ def generate(model, target: str = "numpy", emit=None) -> str:
     return _generate(model, target) if emit is None else _generate(model, target, emit)
 
 
-def compile(model, target: str = "numpy", emit=None):  # noqa: A001 - the contract's name
+def compile(model: "Model", target: str = "numpy",  # noqa: A001 - the contract's name
+            emit: "str | Sequence[str] | None" = None) -> "types.ModuleType":
     """The generated module of ``model``, imported: written to the module cache
     (:mod:`symgrad.cache`: ``$SYMGRAD_CACHE_DIR``, reused across processes) and imported from
     there, so that ``inspect``, tracebacks and pickling see a real module."""

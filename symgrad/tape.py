@@ -450,17 +450,17 @@ def _record(model, inputs, wrt):
     return recorder.evaluate(model.expr, env), env, dtype
 
 
-def forward(model, /, **inputs):
+def forward(model, /, **inputs) -> np.ndarray:
     """The value of ``model.expr`` on ``inputs`` (keyword arguments named after the symbols)."""
     return _record(model, inputs, wrt=())[0].value
 
 
-def value_and_grad(model, /, **inputs):
+def value_and_grad(model, /, **inputs) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``(value, grads)``: ``grads[str(w)]`` is d sum(value) / d w, shaped like the input ``w``."""
     return vjp(model, None, **inputs)
 
 
-def vjp(model, cotangent, /, **inputs):
+def vjp(model, cotangent, /, **inputs) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``(value, grads)`` with ``grads[str(w)] = cotangent^T d value / d w`` (``cotangent`` shaped
     like the value; ``None``: ones, which is :func:`value_and_grad`)."""
     root, env, dtype = _record(model, inputs, wrt=set(model.wrt))
@@ -480,7 +480,7 @@ def vjp(model, cotangent, /, **inputs):
 
 
 # -- beyond the gradient: exact first derivatives from VJPs, second derivatives by differences --
-def jacobian(model, /, **inputs):
+def jacobian(model, /, **inputs) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``(value, {name: J})``, ``J.shape == value.shape + input.shape``: one exact VJP per entry
     of the value (a unit cotangent), so it costs ``value.size`` backward passes."""
     value = np.asarray(forward(model, **inputs))
@@ -496,7 +496,7 @@ def jacobian(model, /, **inputs):
                    for name, r in rows.items()}
 
 
-def jvp(model, tangents, /, **inputs):
+def jvp(model, tangents: dict, /, **inputs) -> tuple[np.ndarray, np.ndarray]:
     """``(value, J t)`` for ``tangents`` (a dict by wrt name), from :func:`jacobian`: exact."""
     value, J = jacobian(model, **inputs)
     out = np.zeros(value.shape, value.dtype)
@@ -506,7 +506,7 @@ def jvp(model, tangents, /, **inputs):
     return value, out
 
 
-def hvp(model, vectors, /, *, step=1e-3, **inputs):
+def hvp(model, vectors: dict, /, *, step: float = 1e-3, **inputs) -> tuple[np.ndarray, dict, dict]:
     """``(value, grads, {name: H v})``: the Hessian of ``sum(value)`` times ``vectors`` (a dict by
     wrt name), by Richardson-extrapolated central differences of the exact gradient, in float64:
     ``(4 D(h/2) - D(h)) / 3`` with ``D(h) = (grad(x + h v) - grad(x - h v)) / 2h`` and ``h`` relative

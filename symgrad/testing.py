@@ -17,18 +17,19 @@
 from __future__ import annotations
 
 import importlib.util
+import types
 import os
 import re
 from pathlib import Path
 
 from .emit.text import docstring
 from .model import Model, SymgradError, load_models
-from .verify import check
+from .verify import CheckReport, check
 
 __all__ = ["assert_matches_tape", "check_model_file", "import_module_file", "pytest_source", "write_pytest"]
 
 
-def import_module_file(path):
+def import_module_file(path) -> "types.ModuleType":
     """Import the Python file at ``path`` as a fresh module (not registered in ``sys.modules``)."""
     path = Path(path)
     if not path.is_file():
@@ -66,7 +67,8 @@ def _raise_unless_ok(reports):
         raise AssertionError("generated module does not match the tape:\n" + "\n".join(lines))
 
 
-def assert_matches_tape(model_or_module_path, model=None, *, name=None, target="numpy", **check_kw):
+def assert_matches_tape(model_or_module_path, model=None, *, name: str | None = None, target: str = "numpy",
+                        **check_kw) -> CheckReport:
     """Check a Model (compiled in memory) or a generated module file; return the CheckReport."""
     if isinstance(model_or_module_path, Model):
         from . import compile as _compile
@@ -80,7 +82,7 @@ def assert_matches_tape(model_or_module_path, model=None, *, name=None, target="
     return report
 
 
-def check_model_file(path, *, target="numpy", **check_kw):
+def check_model_file(path, *, target: str = "numpy", **check_kw) -> list[CheckReport]:
     """Compile and check every model in the model file at ``path``; return the CheckReports."""
     from . import compile as _compile
     reports = [check(m, _compile(m, target), **check_kw) for m in load_models(path)]

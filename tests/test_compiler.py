@@ -338,3 +338,15 @@ def test_an_unwritable_cache_falls_back_to_memory_with_source_lines(tmp_path, mo
     mod = symgrad.compile(symgrad.Model(x ** 3, wrt=[x], name="mem"))
     assert mod.value_and_grad(x=2.0)[1]["x"] == 12.0
     assert "def forward" in inspect.getsource(mod.forward)
+
+
+@pytest.mark.parametrize("target", ["numpy", "cupy"])
+def test_every_module_has_release_scratch(target, monkeypatch):
+    from _cupy_shim import fake_cupy
+    from symgrad.emit import load_source
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    x = sp.Symbol("x")
+    for model in (symgrad.Model(x ** 2, wrt=[x]), symgrad.Model(sp.exp(x) * sp.sin(x), wrt=[x])):
+        module = load_source(symgrad.generate(model, target), "m")
+        module.value_and_grad(x=np.ones(1000))
+        assert module.release_scratch() is None

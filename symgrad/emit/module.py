@@ -182,6 +182,11 @@ def _hessian(inputs):
     return value, grads, H
 '''
 
+_NO_SCRATCH = '''
+def release_scratch():
+    """Free the work arrays this module keeps for the calling thread (it keeps none)."""
+'''
+
 # helpers of the emitter's own, emitted when a body calls them (ops bring theirs: OPS[...].helper)
 _EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_seed": _HELPER_SEED,
                     "_seeds": _HELPER_SEEDS, "_jacobian": _HELPER_JACOBIAN, "_hessian": _HELPER_HESSIAN}
@@ -555,6 +560,8 @@ def assemble(program, target) -> str:
     if matrices:
         text.append(_HELPER_DIMS.replace("{m}", m))
     text += [helper.replace("{m}", m) for helper in helpers.values()]
+    if "_scratch" not in helpers:  # every module has it, so callers need not ask
+        text.append(_NO_SCRATCH)
     if not plain_sig:
         text.append(_HELPER_ARGS)
     for definition in definitions.values():
