@@ -100,7 +100,7 @@ def value_and_grad(*, x):
     _dt, x = _promote(x)
     t0 = np.square(x, out=_scratch('value_and_grad0', np.shape(x), _dt))
     t1 = np.log(t0)  # log(x**2)
-    t2 = np.multiply((-5.0), t0, out=_scratch('value_and_grad1', np.shape(x), _dt))
+    t2 = np.multiply((-5.0), t0, out=_scratch('value_and_grad1', np.shape(t0), _dt))
     t3 = t1 * t2  # -5*x**2*log(x**2)
     t4 = np.multiply((-5.0), t1, out=_buf(t1))
     t5 = np.divide(t2, t0, out=_buf(t2))

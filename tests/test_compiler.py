@@ -350,3 +350,17 @@ def test_every_module_has_release_scratch(target, monkeypatch):
         module = load_source(symgrad.generate(model, target), "m")
         module.value_and_grad(x=np.ones(1000))
         assert module.release_scratch() is None
+
+
+def test_module_size_is_linear_in_depth():
+    """A deep network of scalar Symbols: each work array's shape is read from its operands, never
+    re-derived from every upstream input, so bytes grow with depth, not depth squared."""
+    def chain(depth):
+        h, ws = sp.Symbol("x"), []
+        for k in range(depth):
+            w, b = sp.symbols(f"w{k} b{k}")
+            h = sp.tanh(w * h + b)
+            ws += [w, b]
+        return symgrad.Model(h, wrt=ws, name=f"chain{depth}")
+    small, big = (len(symgrad.generate(chain(d))) for d in (32, 128))
+    assert big < 4.6 * small, (small, big)

@@ -251,7 +251,6 @@ class Body:
         self.forward: set[int] = set()  # ids of forward nodes: never named as adjoints
         self.keep: set[int] = set()  # ids of returned values besides ``final`` ones: never overwritten
         self.described: dict = {}  # (node id, width) -> text; assemble shares one between bodies
-        self.leaves: dict = {}  # node id -> ids of the dynamic-shape inputs it depends on
         self.scratch_prefix = ""  # key prefix of this function's work arrays; "" for none
         self.kernel_prefix = ""  # short name of the function, for the names of its kernels
         self.scratch_count = 0
@@ -365,16 +364,15 @@ class Body:
 
     def plan_buffers(self, order, users, emitted: set, roots: set) -> tuple[dict, set]:
         """Which values are written into dead arrays (see ``buffers.py``)."""
-        view_of, klass, leaves = {}, {}, self.leaves
+        view_of, klass, dyn = {}, {}, _ShapeClasses()
         for n in order:
-            leaves[n.id] = (frozenset([n.id]) if n.op == "input" and n.shape is None else
-                            frozenset().union(*(leaves[a.id] for a in n.args)))
+            dyn.add(n)
             if n.op in ("transpose", "sum_to") or (n.op == "bcast" and n.args[0].shape not in (None, ())):
                 view_of[n.id] = n.args[0].id
             if n.id not in emitted or is_bool(n) or n.op == "input":
                 continue
             if n.shape is None:
-                klass[n.id] = ("dynamic", leaves[n.id])
+                klass[n.id] = ("dynamic", dyn.of[n.id])
             elif len(n.shape) == 2:
                 klass[n.id] = ("static", n.shape)
         writes = {n.id for n in order if n.id in emitted and OPS[n.op].ufunc
@@ -388,8 +386,8 @@ class Body:
         self.scratch_count += 1
         if n.shape is not None:
             shape = self.shape(n.shape)
-        else:
-            shapes = [f"{self.m}.shape({self.names[i]})" for i in sorted(self.leaves[n.id])]
+        else:  # the broadcast of its operands' run-time shapes: one line's worth, whatever the depth
+            shapes = list(dict.fromkeys(f"{self.m}.shape({self.names[a.id]})" for a in n.args if a.shape is None))
             shape = shapes[0] if len(shapes) == 1 else f"{self.m}.broadcast_shapes({', '.join(shapes)})"
         return f"_scratch({key!r}, {shape}, _dt)"
 
@@ -411,6 +409,43 @@ class Body:
         if n.op == "softplus":
             a = ["0.0"] + a
         return f"{m}.{OPS[n.op].ufunc}({', '.join(a)}, out={out})"
+
+
+class _ShapeClasses:
+    """Classes of dynamic-shape values that surely have one run-time shape, for buffer reuse.
+
+    A value of scalar Symbols has the broadcast shape of the scalar inputs it is built from; while
+    that set is small (SMALL) the class is the set itself, so that ``x*y`` and ``x + sin(y)`` share
+    arrays.  Beyond, a class is named by the classes of its operands (interned, so the work per
+    value is constant and a 1024-deep network of scalar Symbols plans in linear time); two
+    classes may then have one shape without knowing it, which only costs a reuse."""
+
+    SMALL = 32
+
+    def __init__(self):
+        self.of: dict = {}          # node id -> class key (dynamic-shape values only)
+        self.leaves: dict = {}      # class key -> its set of inputs, where known
+        self.mixed: dict = {}       # frozenset of operand classes -> interned class key
+
+    def add(self, n) -> None:
+        if n.shape is not None:
+            return
+        if n.op == "input":
+            key = ("leaves", frozenset([n.id]))
+            self.leaves[key] = key[1]
+        elif n.op in ("sum_to", "zeros_like"):  # the shape of its reference argument
+            key = self.of[n.args[1 if n.op == "sum_to" else 0].id]
+        else:
+            parts = frozenset(self.of[a.id] for a in n.args if a.id in self.of)
+            if len(parts) == 1:
+                (key,) = parts
+            elif all(p in self.leaves for p in parts) and \
+                    len(union := frozenset().union(*(self.leaves[p] for p in parts))) <= self.SMALL:
+                key = ("leaves", union)
+                self.leaves[key] = union
+            else:
+                key = self.mixed.setdefault(parts, ("mixed", len(self.mixed)))
+        self.of[n.id] = key
 
 
 def _python_scalar(n):
