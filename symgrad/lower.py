@@ -259,6 +259,27 @@ class Lowering:
     def _lower_atan2(self, e, k):
         return self.G.op("arctan2", *k)
 
+    # functions SymPy keeps whole that are spelled with the table's ops
+    def _lower_cot(self, e, k):
+        return self.G.div(self.G.call("cos", k[0]), self.G.call("sin", k[0]))
+
+    def _lower_sec(self, e, k):
+        return self.G.div(self.G.const(1), self.G.call("cos", k[0]))
+
+    def _lower_csc(self, e, k):
+        return self.G.div(self.G.const(1), self.G.call("sin", k[0]))
+
+    def _lower_sinc(self, e, k):  # SymPy's sinc(x) = sin(x)/x, 1 at 0 (NumPy's is sin(pi x)/(pi x))
+        G, x = self.G, k[0]
+        return G.where(G.op("eq", x, G.const(0)), G.const(1), G.div(G.call("sin", x), x))
+
+    def _lower_frac(self, e, k):
+        return self.G.sub(k[0], self.G.call("floor", k[0]))
+
+    def _lower_Mod(self, e, k):  # a - b floor(a/b): the sign of b, as Python's % and NumPy's mod
+        G, a, b = self.G, k[0], k[1]
+        return G.sub(a, G.mul(b, G.call("floor", G.div(a, b))))
+
     def _lower_ITE(self, e, k):
         return self.G.where(*k)
 

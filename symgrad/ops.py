@@ -422,6 +422,9 @@ def _vjp_abs(G, g, out, x):
 
 
 _func("abs", _vjp_abs, abs, sympy=("Abs",), c="fabs({0})", ufunc="absolute")
+# piecewise constant: derivative 0 everywhere it exists (Mod and frac are lowered through floor)
+_func("floor", _zero_grad, math.floor, sympy=("floor",), c="floor({0})")
+_func("ceil", _zero_grad, math.ceil, sympy=("ceiling",), c="ceil({0})")
 _func("sign", _zero_grad, lambda v: float((v > 0) - (v < 0)), sympy=("sign",),
       c="({0} > (T)0 ? (T)1 : ({0} < (T)0 ? (T)(-1) : {0}))")  # NumPy's: the argument at 0 and NaN
 _func("sigmoid", lambda G, g, o, x: (G.mul(g, G.mul(o, G.sub(G.const(1), o))),),

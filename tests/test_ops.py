@@ -67,6 +67,13 @@ SCALAR_ROWS = {
     "log1p": (sp.log(1 + x * x) * y + cfunctions.log1p(y * y), "real", "real"),
     "expm1": (sp.exp(x * y) - 1 + cfunctions.expm1(y) * x, "real", "real"),
     "log1mexp": (sp.log(1 - sp.exp(-x * x - y * y)), "real", "real"),
+    # lowered through the table's ops: cot, sec, csc, sinc; floor / ceiling / frac / Mod (derivative 0
+    # or 1 away from their jumps, which the domains keep away from: x in [0.2, 1.5] times 3.1 + 0.05)
+    "trig_extras": (sp.cot(x) + sp.sec(x * y) + sp.csc(y + 3), "unit", "unit"),
+    "sinc": (sp.sinc(x * y) + sp.sinc(3 * x), "real", "real"),
+    "floor": (sp.floor(3.1 * x + 0.05) * y + sp.frac(2.1 * x + 0.05) * y, "real", "real"),
+    "ceil": (sp.ceiling(3.1 * x + 0.05) * y * y, "real", "real"),
+    "mod": (sp.Mod(7 * x, 2.5 + y) + sp.Mod(y, 0.3) * x, "real", "unit"),
 }
 
 
