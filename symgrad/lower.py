@@ -259,6 +259,11 @@ class Lowering:
     def _lower_atan2(self, e, k):
         return self.G.op("arctan2", *k)
 
+    def _lower_polygamma(self, e, k):  # digamma(x) is SymPy's polygamma(0, x)
+        if not (e.args[0].is_Integer and e.args[0] >= 0):
+            raise unsupported(e, "the order of polygamma must be a constant integer >= 0")
+        return self.G.op("polygamma", k[1], attr=int(e.args[0]))
+
     # functions SymPy keeps whole that are spelled with the table's ops
     def _lower_cot(self, e, k):
         return self.G.div(self.G.call("cos", k[0]), self.G.call("sin", k[0]))

@@ -51,6 +51,7 @@ class Op:
     helper: str | None = None    # module-level helper the templates call, NumPy/CuPy source with {m}
     c: str | None = None         # CUDA C template (elementwise ops: the CuPy target's fused kernels)
     jvp: Callable | None = None  # forward-mode rule (non-elementwise ops; see the module docstring)
+    special: str | None = None   # the scipy.special (cupyx.scipy.special) function it calls, if any
 
 
 OPS: dict[str, Op] = {}
@@ -422,6 +423,37 @@ def _vjp_abs(G, g, out, x):
 
 
 _func("abs", _vjp_abs, abs, sympy=("Abs",), c="fabs({0})", ufunc="absolute")
+
+
+# -- special functions: SciPy's (scipy.special, imported by a module only when it uses one) in the
+# NumPy target; CUDA's built-ins in the CuPy target's kernels, or cupyx.scipy.special where CUDA has none
+_SQRT_PI = math.sqrt(math.pi)
+
+
+def _special(name, vjp, ev=None, *, sympy=(), c=None, fn=None):
+    fn = fn or name
+    _ew(name, f"_scipy_special.{fn}({{0}})", vjp, None, ev, sympy=sympy, c=c, special=fn)
+
+
+_special("erf", lambda G, g, o, x: (G.mul(g, G.mul(G.const(2 / _SQRT_PI), G.call("exp", G.neg(G.mul(x, x))))),),
+         math.erf, sympy=("erf",), c="erf({0})")
+_special("erfc", lambda G, g, o, x: (G.mul(g, G.mul(G.const(-2 / _SQRT_PI), G.call("exp", G.neg(G.mul(x, x))))),),
+         math.erfc, sympy=("erfc",), c="erfc({0})")
+_special("erfinv", lambda G, g, o, x: (G.mul(g, G.mul(G.const(_SQRT_PI / 2), G.call("exp", G.mul(o, o)))),),
+         sympy=("erfinv",), c="erfinv({0})")
+_special("gamma", lambda G, g, o, x: (G.mul(g, G.mul(o, G.op("polygamma", x, attr=0))),),
+         math.gamma, sympy=("gamma",), c="tgamma({0})")
+_special("loggamma", lambda G, g, o, x: (G.mul(g, G.op("polygamma", x, attr=0)),),
+         math.lgamma, sympy=("loggamma",), c="lgamma({0})", fn="gammaln")
+# polygamma(n, x), n a constant integer (digamma is n = 0); CUDA C has none: cupyx computes it
+_ew("polygamma", "_polygamma({attr}, {0})", lambda G, g, o, x: (G.mul(g, G.op("polygamma", x, attr=o.attr + 1)),),
+    special="polygamma", helper='''
+def _polygamma(n, x):
+    """polygamma(n, x) (digamma for n = 0) in x's floating type (SciPy's is float64 for n > 0)."""
+    out = _scipy_special.psi(x) if n == 0 else _scipy_special.polygamma(n, x)
+    return {m}.asarray(out, dtype={m}.result_type(x))
+''')
+
 # piecewise constant: derivative 0 everywhere it exists (Mod and frac are lowered through floor)
 _func("floor", _zero_grad, math.floor, sympy=("floor",), c="floor({0})")
 _func("ceil", _zero_grad, math.ceil, sympy=("ceiling",), c="ceil({0})")

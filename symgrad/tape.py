@@ -172,6 +172,13 @@ RULES = {
     (sp.atanh, 1): (np.arctanh, lambda g, a, x: g / (1 - x * x)),
     (sp.atan2, 2): (np.arctan2, lambda g, a, y, x: _off_origin(g * x, x * x + y * y),
                     lambda g, a, y, x: _off_origin(-g * y, x * x + y * y)),
+    (sp.erf, 1): (lambda x: _sps().erf(x), lambda g, a, x: g * 2 / np.sqrt(np.pi) * np.exp(-x * x)),
+    (sp.erfc, 1): (lambda x: _sps().erfc(x), lambda g, a, x: -g * 2 / np.sqrt(np.pi) * np.exp(-x * x)),
+    (sp.erfinv, 1): (lambda x: _sps().erfinv(x), lambda g, a, x: g * np.sqrt(np.pi) / 2 * np.exp(a * a)),
+    (sp.gamma, 1): (lambda x: _sps().gamma(x), lambda g, a, x: g * a * _sps().psi(x)),
+    (sp.loggamma, 1): (lambda x: _sps().gammaln(x), lambda g, a, x: g * _sps().psi(x)),
+    (sp.polygamma, 2): (lambda n, x: _sps().polygamma(int(n), x), None,
+                        lambda g, a, n, x: g * _sps().polygamma(int(n) + 1, x)),
     (sp.cot, 1): (lambda x: 1 / np.tan(x), lambda g, a, x: -g / np.sin(x) ** 2),
     (sp.sec, 1): (lambda x: 1 / np.cos(x), lambda g, a, x: g * a * np.tan(x)),
     (sp.csc, 1): (lambda x: 1 / np.sin(x), lambda g, a, x: -g * a / np.tan(x)),
@@ -204,6 +211,12 @@ _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPo
 
 # rules whose VJP is not elementwise (the cotangent's shape is not the arguments' broadcast shape)
 _STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1)]}
+
+
+def _sps():
+    """scipy.special, for the special functions' values (imported only when a model has one)."""
+    import scipy.special
+    return scipy.special
 
 
 def _off_origin(num, r2):

@@ -9,6 +9,7 @@ before loading a generated CuPy module.  Shared by tests/test_cupy_target.py and
 from __future__ import annotations
 
 import re
+import sys
 import types
 
 import numpy as np
@@ -28,6 +29,9 @@ def _c_functions() -> dict:
         py = re.fullmatch(r"\{m\}\.(\w+)\(\{0\}(?:, \{1\})?\)", op.code if isinstance(op.code, str) else "")
         if c and py:
             out[c.group(1)] = getattr(np, py.group(1))
+        elif c and op.special:  # a special function: SciPy's, as the NumPy module calls it
+            import scipy.special
+            out[c.group(1)] = getattr(scipy.special, op.special)
     return {**out, "pow": np.power, "isnan": np.isnan, "fmax": np.fmax, "fmin": np.fmin}
 
 
@@ -168,7 +172,21 @@ _CUPY_NAMES = ["asarray", "array", "shape", "result_type", "promote_types", "ful
                "zeros_like", "broadcast_to", "trace", "sum", "exp", "log", "ndarray", "float32", "float64"]
 
 
+def _fake_cupyx():
+    """cupyx.scipy.special as SciPy's, where the real cupyx is not installed (never shadowing it)."""
+    import importlib.util
+    if "cupyx" in sys.modules or importlib.util.find_spec("cupyx") is not None:
+        return
+    import scipy.special
+    for name in ("cupyx", "cupyx.scipy"):
+        sys.modules[name] = types.ModuleType(name)
+    sys.modules["cupyx.scipy.special"] = scipy.special
+    sys.modules["cupyx"].scipy = sys.modules["cupyx.scipy"]
+    sys.modules["cupyx.scipy"].special = scipy.special
+
+
 def fake_cupy():
+    _fake_cupyx()
     mod = types.ModuleType("cupy")
     for name in _CUPY_NAMES:
         setattr(mod, name, getattr(np, name))

@@ -74,6 +74,12 @@ SCALAR_ROWS = {
     "floor": (sp.floor(3.1 * x + 0.05) * y + sp.frac(2.1 * x + 0.05) * y, "real", "real"),
     "ceil": (sp.ceiling(3.1 * x + 0.05) * y * y, "real", "real"),
     "mod": (sp.Mod(7 * x, 2.5 + y) + sp.Mod(y, 0.3) * x, "real", "unit"),
+    # special functions (scipy.special in the module; CUDA built-ins, cupyx for polygamma)
+    "erf": (sp.erf(x * y) + sp.erfc(x - y), "real", "real"),
+    "erfinv": (sp.erfinv(x) * y, "unit", "real"),
+    "gamma": (sp.gamma(x + 2) * y, "real", "real"),
+    "loggamma": (sp.loggamma(x) + sp.loggamma(x * y + 3), "pos", "real"),
+    "polygamma": (sp.digamma(x + y) + sp.polygamma(2, x) * y, "pos", "pos"),
 }
 
 

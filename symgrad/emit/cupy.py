@@ -184,5 +184,6 @@ def _c_comment(text):
     return c_comment(text) if text else None
 
 
-# no template differs: what is not fused prints as for NumPy, with ``cp`` for ``np``
-TARGETS["cupy"] = Target("cupy", "cupy", "cp", overrides={}, body=FusedBody)
+# what is not fused prints as for NumPy, with ``cp`` for ``np`` (polygamma: cupyx.scipy.special)
+TARGETS["cupy"] = Target("cupy", "cupy", "cp", body=FusedBody,
+                         overrides={"polygamma": "_cupyx_special.polygamma({attr}, {0}).astype(_dt, copy=False)"})

@@ -132,11 +132,11 @@ class Fusion:
         if n.op in ("const", "dim"):
             return HOST
         if (n.op == "bcast" and n.id not in self.final and self.users.get(n.id)
-                and all(OPS[u.op].elementwise for u in self.users[n.id])):
+                and all(_fusable(u.op) for u in self.users[n.id])):
             self.broadcast_source[n.id] = n.args[0]
             self.aliases.append(n)
             return ALIAS
-        if OPS[n.op].elementwise:
+        if _fusable(n.op):
             on_host = n.op in _HOST_OPS and all(self.kind_of[self.real(a).id] == HOST for a in n.args)
             return HOST if on_host else FUSED
         return OTHER
@@ -341,3 +341,8 @@ class Fusion:
                 if waiting[j] == 0:
                     heapq.heappush(ready, j)
         return scheduled
+
+
+def _fusable(op: str) -> bool:
+    """Elementwise with a CUDA C form (an op without one, polygamma, is called like a matmul)."""
+    return OPS[op].elementwise and OPS[op].c is not None

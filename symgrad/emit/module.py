@@ -182,6 +182,9 @@ def _hessian(inputs):
     return value, grads, H
 '''
 
+# special functions' modules, imported by a module whose code calls them (see ops._special)
+_SPECIAL_MODULES = {"_scipy_special": "scipy.special", "_cupyx_special": "cupyx.scipy.special"}
+
 _NO_SCRATCH = '''
 def release_scratch():
     """Free the work arrays this module keeps for the calling thread (it keeps none)."""
@@ -580,9 +583,12 @@ def assemble(program, target) -> str:
         definitions.update(b.definitions)
         bodies += lines
     helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions)
+    code = "\n".join(bodies + list(helpers.values()))
     imports = ((["import math"] if {"_jacobian", "_hessian"} & set(helpers) else [])
-               + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"])
-    text = [_header(program, target), *imports, ""]
+               + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
+               + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code])
+    needs = [target.module] + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+    text = [_header(program, target, needs), *imports, ""]
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
              f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
              "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}",
@@ -702,7 +708,7 @@ _SIGNATURES = {
 }
 
 
-def _header(program, target) -> str:
+def _header(program, target, needs) -> str:
     described = ", ".join(f"{i.name} ({'x'.join(map(str, i.shape))})" if i.is_matrix
                           else f"{i.name} (scalar, broadcasts)" for i in program.inputs)
     wrt = ", ".join(program.wrt) or "nothing"
@@ -721,7 +727,7 @@ def _header(program, target) -> str:
         "At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)",
         "the derivative is taken as 0" + (", and second derivatives of piecewise-linear ops are 0"
                                           if {"hvp", "hessian"} & set(program.derivatives) else "")
-        + f".  Needs only {target.module} at run time.",
+        + f".  Needs only {' and '.join(needs)} at run time.",
         "",
     ]
     return '"""' + docstring(*lines) + '"""'
