@@ -313,9 +313,16 @@ class Lowering:
 
     def _lower_MatPow(self, e, k):
         n = e.args[1]
-        if not (n.is_Integer and n >= 1):
-            raise unsupported(e, "only positive integer matrix powers")
-        return reduce(self.G.matmul, [k[0]] * int(n))
+        if not (n.is_Integer and n != 0):
+            raise unsupported(e, "only nonzero integer matrix powers")
+        base = k[0] if n > 0 else self.G.op("inv", k[0])
+        return reduce(self.G.matmul, [base] * abs(int(n)))
+
+    def _lower_Inverse(self, e, k):
+        return self.G.op("inv", k[0])
+
+    def _lower_Determinant(self, e, k):
+        return self.G.op("det", k[0])
 
     def _lower_Transpose(self, e, k):
         return self.G.T(k[0])

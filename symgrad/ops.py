@@ -381,6 +381,8 @@ def _fold_log(G, a, attr=None):
                        G.call("log1p", G.neg(a.args[1])))
     if a.op in ("add", "sub") and a.args[0].op == "const" and a.args[0].attr == 1:  # log(1 + x)
         return G.call("log1p", a.args[1] if a.op == "add" else G.neg(a.args[1]))
+    if a.op == "det":  # log(det(A)): slogdet, never the overflowing det itself
+        return G.op("logdet", a.args[0])
     if a.op == "sum" and a.args[0].op == "exp":  # log(sum(exp(z))): shift by the max, never overflow
         return G.op("logsumexp", a.args[0].args[0], attr=a.attr)
     return None
@@ -583,7 +585,7 @@ def _fold_matmul(G, a, b, attr=None):
         return a
     if a.op == "transpose" and b.op == "transpose":
         return G.T(G.matmul(b.args[0], a.args[0]))
-    return None
+    return _fold_matmul_inv(G, a, b)
 
 
 def _sum_shape(a, attr=None):
@@ -747,6 +749,51 @@ _reg("trace", _square, "{m}.trace({0})",
      lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),), _fold_trace,
      jvp=_linear(lambda G, t, o: G.op("trace", t)))
 _reg("eye", lambda attr=None: (attr, attr), None, jvp=lambda G, t, o: None)
+
+
+# -- linear algebra: inverse, determinant, log-determinant (slogdet), and solves ---------------------
+def _inv_T(G, a):
+    return G.T(G.op("inv", a))
+
+
+def _fold_matmul_inv(G, a, b):
+    """``inv(A) @ B`` is ``solve(A, B)`` and ``B @ inv(A)`` is ``solve(A.T, B.T).T``: an inverse is
+    formed only where the inverse itself is wanted."""
+    if a.op == "inv":
+        return G.op("solve", a.args[0], b)
+    if b.op == "inv":
+        return G.T(G.op("solve", G.T(b.args[0]), G.T(a)))
+    return None
+
+
+def _square_of(what):
+    def shape(a, attr=None):
+        if a is None or len(a) != 2 or a[0] != a[1]:
+            raise SymgradError(f"{what} of non-square shape {a}")
+        return a if what == "inverse" else ()
+    return shape
+
+
+def _solve_shape(a, b, attr=None):
+    _square_of("solve")(a)
+    return _matmul_shape(a, b)
+
+
+_reg("inv", _square_of("inverse"), "{m}.linalg.inv({0})",
+     lambda G, g, o, a: (G.neg(G.matmul(G.T(o), G.matmul(g, G.T(o)))),),
+     jvp=_linear(lambda G, t, o: G.neg(G.matmul(o, G.matmul(t, o)))))
+_reg("det", _square_of("determinant"), "{m}.linalg.det({0})",
+     lambda G, g, o, a: (G.mul(G.mul(g, o), _inv_T(G, a)),),
+     jvp=_linear(lambda G, t, o: G.mul(o, G.op("trace", G.matmul(G.op("inv", o.args[0]), t)))))
+# log|det A| (log det A for the positive-definite matrices of likelihoods), never log(det(A)): slogdet
+_reg("logdet", _square_of("log-determinant"), "{m}.linalg.slogdet({0})[1]",
+     lambda G, g, o, a: (G.mul(g, _inv_T(G, a)),),
+     jvp=_linear(lambda G, t, o: G.op("trace", G.matmul(G.op("inv", o.args[0]), t))))
+_reg("solve", _solve_shape, "{m}.linalg.solve({0}, {1})",
+     lambda G, g, o, a, b: (lambda gb: (G.neg(G.matmul(gb, G.T(o))), gb))(G.op("solve", G.T(a), g)),
+     jvp=lambda G, t, o, a, b: _add_tangents(
+         G, t[1] and G.op("solve", a, full(G, t[1], b)),
+         t[0] and G.neg(G.op("solve", a, G.matmul(full(G, t[0], a), o)))))
 # run-time helpers of the engine: sum a dynamic cotangent to an input's shape; zeros for no path
 # (the last two arguments of sum_to are read for their shapes only: no tangent flows through them)
 _reg("sum_to", lambda g, x, out, attr=None: x, "_sum_to({0}, {1}, {2})",

@@ -54,7 +54,7 @@ import numpy as np
 import sympy as sp
 from sympy.codegen import cfunctions
 from sympy.logic.boolalg import BooleanAtom
-from sympy.matrices.expressions import (HadamardPower, HadamardProduct, Identity, MatAdd, MatMul,
+from sympy.matrices.expressions import (Determinant, HadamardPower, Inverse, HadamardProduct, Identity, MatAdd, MatMul,
                                         MatPow, MatrixExpr, MatrixSymbol, OneMatrix, Trace,
                                         Transpose, ZeroMatrix)
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -195,6 +195,8 @@ RULES = {
     (sp.Heaviside, 1): (lambda x: np.heaviside(x, 0.5), None),
     (sp.Heaviside, 2): (np.heaviside, None, lambda g, a, x, h0: g * (x == 0)),  # H(0, h0) = h0
     (Transpose, 1): (np.transpose, lambda g, a, x: g.T),
+    (Inverse, 1): (np.linalg.inv, lambda g, a, x: -a.T @ g @ a.T),
+    (Determinant, 1): (np.linalg.det, lambda g, a, x: g * a * np.linalg.inv(x).T),
     (Trace, 1): (np.trace, lambda g, a, x: g * np.eye(len(x), dtype=x.dtype)),
     (sp.StrictLessThan, 2): (np.less, None, None), (sp.LessThan, 2): (np.less_equal, None, None),
     (sp.StrictGreaterThan, 2): (np.greater, None, None),
@@ -210,7 +212,7 @@ _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPo
 
 
 # rules whose VJP is not elementwise (the cotangent's shape is not the arguments' broadcast shape)
-_STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1)]}
+_STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1), (Inverse, 1), (Determinant, 1)]}
 
 
 def _sps():
@@ -300,8 +302,8 @@ class _Recorder:
         if isinstance(e, ElementwiseApplyFunction):
             return (e.expr,)
         if isinstance(e, MatPow):
-            if not (e.exp.is_Integer and e.exp >= 0):
-                raise _unsupported(e, " (only non-negative integer powers)")
+            if not e.exp.is_Integer:  # Inverse(A) is MatPow(A, -1)
+                raise _unsupported(e, " (only integer powers)")
             return (e.base,)
         if (type(e), min(len(e.args), 2) if type(e) in _NARY else len(e.args)) not in RULES:
             raise _unsupported(e)
@@ -356,9 +358,14 @@ class _Recorder:
         n, acc = int(e.exp), kids[0]
         if n == 0:
             return self.const(np.eye(acc.value.shape[0]))
+        if n < 0:
+            acc = kids[0] = _op(RULES[Inverse, 1], acc)
+            n = -n
         for _ in range(n - 1):
             acc = _op(RULES[MatMul, 2], acc, kids[0])
         return acc
+
+    _Inverse = _MatPow
 
     def _delta(self, e):
         """``KroneckerDelta(i, j, (lo, hi))`` (SymPy writes it for Identity inside an expanded

@@ -126,6 +126,12 @@ MATRIX_ROWS = {
     "relu": (Z.applyfunc(lambda t: sp.Max(t, 0)), [W, b]),
     "zero_matrix": (X * W + sp.ZeroMatrix(N, k), [W]),
     "matpow": (S ** 2, [S]),
+    # linear algebra (S + 5 I is diagonally dominant: invertible, det > 0)
+    "inverse": ((S + 5 * sp.Identity(d)) ** -1 * lam, [S, lam]),
+    "solve": (sp.Trace(X * (S + 5 * sp.Identity(d)) ** -1 * X.T) + sp.Trace(X.T * X * sp.Inverse(S + 5 * sp.Identity(d))), [S, X]),
+    "det": (sp.det(S + 5 * sp.Identity(d)) * lam, [S, lam]),
+    "logdet": (sp.log(sp.det(S + 5 * sp.Identity(d))), [S]),
+    "matpow_negative": ((S + 5 * sp.Identity(d)) ** -2, [S]),
     "unused_wrt": (X * W, [W, b]),
     "softmax_ce": ((sp.OneMatrix(1, N) * ((Z.applyfunc(sp.exp) * sp.OneMatrix(k, 1)).applyfunc(sp.log)
                                           - sp.HadamardProduct(Y, Z) * sp.OneMatrix(k, 1)))[0, 0] / N, [W, b]),
@@ -207,3 +213,25 @@ def test_logsumexp_is_stable():
     assert rel_err(value, np.mean(lse[:, 0] - (inputs["Y"] * z).sum(axis=1))) < 1e-12
     softmax = np.exp(z - lse)
     assert rel_err(grads["b"], ((softmax - inputs["Y"]) / len(z)).sum(axis=0, keepdims=True)) < 1e-9
+
+
+def test_gaussian_nll_matches_its_closed_form():
+    """N/2 logdet(S) + 1/2 tr(E S^-1 E^T), E = X - 1 mu: d/dmu = -(1^T E) S^-1 and
+    d/dS = N/2 S^-1 - 1/2 S^-1 E^T E S^-1 (S symmetric positive definite); products with S^-1
+    are solves, log det is slogdet."""
+    n_, dd = sp.symbols("n dd")
+    Sg, Xg, mu = sp.MatrixSymbol("S", dd, dd), sp.MatrixSymbol("X", n_, dd), sp.MatrixSymbol("mu", 1, dd)
+    E = Xg - sp.OneMatrix(n_, 1) * mu
+    model = symgrad.Model(n_ / 2 * sp.log(sp.det(Sg)) + sp.Trace(E * Sg ** -1 * E.T) / 2, wrt=[mu, Sg])
+    source = symgrad.generate(model)
+    assert "slogdet" in source and "linalg.solve" in source and "linalg.det(" not in source
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((3, 3))
+    S_, X_, mu_ = A @ A.T + 3 * np.eye(3), rng.standard_normal((40, 3)) + 1, rng.standard_normal((1, 3))
+    value, grads = symgrad.compile(model).value_and_grad(S=S_, X=X_, mu=mu_)
+    Si, E_ = np.linalg.inv(S_), X_ - mu_
+    want = 20 * np.linalg.slogdet(S_)[1] + 0.5 * np.trace(E_ @ Si @ E_.T)
+    assert rel_err(value, want) < 1e-12
+    assert rel_err(grads["mu"], -E_.sum(0, keepdims=True) @ Si) < 1e-12
+    assert rel_err(grads["S"], 20 * Si - 0.5 * Si @ E_.T @ E_ @ Si) < 1e-12
+    assert_matches_oracles(model, symgrad.compile(model), {"S": S_, "X": X_, "mu": mu_})
