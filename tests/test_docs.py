@@ -62,6 +62,10 @@ def test_the_readme_model_file_block_runs(tmp_path):
     done = subprocess.run([sys.executable, "-m", "symgrad", "compile", "model.py", "--check"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 0 and "ok mlp [numpy]" in done.stdout, done.stdout + done.stderr
+    # the lines the README quotes from that module are in it
+    module = (tmp_path / "codegen_out" / "mlp_numpy.py").read_text()
+    quoted = re.findall(r"`((?:t\d+|grad_\w+) = [^`]+)`", text[text.index("## A model file"):text.index("## More")])
+    assert len(quoted) >= 3 and all(q in module for q in quoted), [q for q in quoted if q not in module]
 
 
 PRODUCED = {"codegen_out/mlp_numpy.py"}  # written by the commands a page shows
