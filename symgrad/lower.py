@@ -12,6 +12,7 @@ from functools import reduce
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
+from sympy.matrices.expressions.slice import MatrixSlice
 
 from .ir import Graph, Node
 from .program import Input, Program
@@ -158,7 +159,7 @@ class Lowering:
             return []
         if isinstance(e, ElementwiseApplyFunction):
             return [e.expr]
-        if isinstance(e, MatrixElement):
+        if isinstance(e, (MatrixElement, MatrixSlice)):
             return [e.parent]
         if isinstance(e, sp.Piecewise):
             return [x for pair in e.args for x in pair]
@@ -345,6 +346,20 @@ class Lowering:
         if k[0].shape == (1, 1):
             return self.G.op("item", k[0])
         return self.G.op("entry", k[0], attr=(int(e.i), int(e.j)))
+
+    def _lower_MatrixSlice(self, e, k):
+        axes = []
+        for (start, stop, step), n in zip((e.rowslice, e.colslice), e.parent.shape):
+            if not (sp.sympify(start).is_Integer and sp.sympify(step).is_Integer):
+                raise unsupported(e, "a slice needs integer start and step")
+            if sp.sympify(stop) == sp.sympify(n) and start == 0 and step == 1:
+                axes.append((0, None, 1))              # the whole axis
+            elif sp.sympify(stop).is_Integer:  # SymPy's length is (stop - start) // step
+                start, step = int(start), int(step)
+                axes.append((start, start + (int(stop) - start) // step * step, step))
+            else:
+                raise unsupported(e, "a slice of a symbolic dimension must be the whole axis")
+        return self.G.op("slice", k[0], attr=tuple(axes))
 
     def _lower_ElementwiseApplyFunction(self, e, k):
         f = e.function

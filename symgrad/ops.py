@@ -751,6 +751,49 @@ _reg("trace", _square, "{m}.trace({0})",
 _reg("eye", lambda attr=None: (attr, attr), None, jvp=lambda G, t, o: None)
 
 
+# -- slices: M[a:b:s, c:d:t] with integer bounds, or a whole axis of a dimension -------------------------
+def _axis_length(n, sl, what):
+    """Entries of one axis of a slice: integer bounds (within a symbolic dimension too: X[:, :1]
+    is one column), or the whole axis."""
+    start, stop, step = sl
+    if stop is None:                                   # the whole axis
+        return n
+    if isinstance(n, int) and stop > n:
+        raise SymgradError(f"a slice {what} ends at {stop}, past the {n} there are")
+    return len(range(start, stop, step))
+
+
+def _slice_shape(a, attr=None):
+    if a is None or len(a) != 2:
+        raise SymgradError(f"a slice of shape {a}")
+    return tuple(_axis_length(n, sl, w) for n, sl, w in zip(a, attr, ("of rows", "of columns")))
+
+
+def slice_text(attr) -> str:
+    """``a:b:s, c:d:t`` for the attribute of a slice (an axis with stop None is ``:``)."""
+    def one(sl):
+        start, stop, step = sl
+        if stop is None:
+            return ":"
+        return f"{start}:{stop}" + (f":{step}" if step != 1 else "")
+    return ", ".join(one(sl) for sl in attr)
+
+
+_reg("slice", _slice_shape, None,
+     lambda G, g, o, a: (G.op("unslice", g, attr=(a.shape, o.attr)),),
+     jvp=_linear(lambda G, t, o: G.op("slice", t, attr=o.attr)))
+# the cotangent of a slice: zeros of the matrix's shape with g in the slice (printed by the emitter)
+_reg("unslice", lambda g, attr=None: attr[0], None,
+     lambda G, g, o, a: (G.op("slice", g, attr=o.attr[1]),),
+     jvp=_linear(lambda G, t, o: G.op("unslice", t, attr=o.attr)), helper='''
+def _unslice(g, shape, index, dtype):
+    """Zeros of shape with g at [index]: the gradient of a slice of a matrix."""
+    out = {m}.zeros(shape, dtype=dtype)
+    out[index] = g
+    return out
+''')
+
+
 # -- linear algebra: inverse, determinant, log-determinant (slogdet), and solves ---------------------
 def _inv_T(G, a):
     return G.T(G.op("inv", a))

@@ -59,6 +59,7 @@ from sympy.matrices.expressions import (Determinant, HadamardPower, Inverse, Had
                                         Transpose, ZeroMatrix)
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
+from sympy.matrices.expressions.slice import MatrixSlice
 
 from .errors import SymgradError
 
@@ -208,7 +209,7 @@ RULES = {
 _NARY = {sp.Add, sp.Mul, MatAdd, HadamardProduct, MatMul, sp.Max, sp.Min, sp.And, sp.Or}
 _LEAVES = (sp.Symbol, MatrixSymbol, sp.Number, sp.NumberSymbol, BooleanAtom, OneMatrix, ZeroMatrix,
            Identity)
-_SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPow)
+_SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPow, MatrixSlice)
 
 
 # rules whose VJP is not elementwise (the cotangent's shape is not the arguments' broadcast shape)
@@ -295,7 +296,7 @@ class _Recorder:
             return ()
         if isinstance(e, sp.Piecewise):
             return tuple(x for pair in e.args for x in pair)
-        if isinstance(e, MatrixElement):
+        if isinstance(e, (MatrixElement, MatrixSlice)):
             return (e.parent,)
         if isinstance(e, sp.Sum):
             return (e.function,)
@@ -366,6 +367,19 @@ class _Recorder:
         return acc
 
     _Inverse = _MatPow
+
+    def _MatrixSlice(self, e, kids, env):
+        index = []
+        for sl in (e.rowslice, e.colslice):  # SymPy's slice has (stop - start) // step entries
+            start, stop, step = (self.size(v, e) for v in sl)
+            index.append(slice(start, start + (stop - start) // step * step, step))
+        index = tuple(index)
+
+        def vjp(g, a, x):
+            out = np.zeros_like(x)
+            out[index] = g
+            return out
+        return Var(kids[0].value[index].copy(), (kids[0],), [lambda g: vjp(g, None, kids[0].value)])
 
     def _delta(self, e):
         """``KroneckerDelta(i, j, (lo, hi))`` (SymPy writes it for Identity inside an expanded

@@ -109,6 +109,8 @@ lam = sp.Symbol("lam")
 Y = sp.MatrixSymbol("Y", N, k)
 Z = X * W + sp.OneMatrix(N, 1) * b
 
+P = sp.MatrixSymbol("P", 4, 3)  # integer dimensions: slices with integer bounds
+
 MATRIX_ROWS = {
     "matmul_bias": (Z, [W, b]),
     "entry": (sp.exp(W[1, 0]) * b.T[1, 0] * X, [W, b]),       # integer indices into larger matrices
@@ -126,6 +128,9 @@ MATRIX_ROWS = {
     "relu": (Z.applyfunc(lambda t: sp.Max(t, 0)), [W, b]),
     "zero_matrix": (X * W + sp.ZeroMatrix(N, k), [W]),
     "matpow": (S ** 2, [S]),
+    # slices: integer bounds and steps, or a whole (symbolic) axis; a returned slice is copied
+    "slice": (sp.Trace(Z[:, :1].T * Z[:, 1:2]) + sp.Trace(P[1:3, ::2].T * P[::2, 1:2]), [W, b, P]),
+    "slice_value": (P[1:, :] * lam + P[:3:2, :].T * P[:1, :], [P, lam]),  # SymPy's [:3:2] has 1 row
     # linear algebra (S + 5 I is diagonally dominant: invertible, det > 0)
     "inverse": ((S + 5 * sp.Identity(d)) ** -1 * lam, [S, lam]),
     "solve": (sp.Trace(X * (S + 5 * sp.Identity(d)) ** -1 * X.T) + sp.Trace(X.T * X * sp.Inverse(S + 5 * sp.Identity(d))), [S, X]),

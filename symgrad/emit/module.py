@@ -28,7 +28,7 @@ import unicodedata
 
 from .. import __version__
 from ..ir import topo_order
-from ..ops import OPS, is_bool
+from ..ops import OPS, is_bool, slice_text
 from .buffers import plan
 from ..program import render
 from ..errors import SymgradError
@@ -286,6 +286,11 @@ class Body:
             return f"{m}.sum({a[0]})" if n.attr is None else f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
         if n.op == "eye":
             return f"{m}.eye({self.shape((n.attr,))[1:-2]}, dtype=_dt)"
+        if n.op == "slice":  # a view: owned() copies it where it is returned
+            return f"{a[0]}[{slice_text(n.attr)}]"
+        if n.op == "unslice":
+            index = ", ".join(f"slice({sl[0]}, {sl[1]}, {sl[2]})" for sl in n.attr[1])
+            return f"_unslice({a[0]}, {self.shape(n.attr[0])}, ({index}), _dt)"
         if n.op == "onehot":
             return f"_onehot({a[0]}, {self.shape(n.attr[0])}, {n.attr[1]}, {n.attr[2]}, _dt)"
         if n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]):
@@ -370,7 +375,7 @@ class Body:
         view_of, klass, dyn = {}, {}, _ShapeClasses()
         for n in order:
             dyn.add(n)
-            if n.op in ("transpose", "sum_to") or (n.op == "bcast" and n.args[0].shape not in (None, ())):
+            if n.op in ("transpose", "sum_to", "slice") or (n.op == "bcast" and n.args[0].shape not in (None, ())):
                 view_of[n.id] = n.args[0].id
             if n.id not in emitted or is_bool(n) or n.op == "input":
                 continue
@@ -668,7 +673,7 @@ def _shape_text(b: Body, program, node) -> str:
 
 
 # ops whose value may be (a view of) an argument's memory, as printed: read through to the base
-_VIEWS = {"transpose", "sum_to", "bcast"}
+_VIEWS = {"transpose", "sum_to", "bcast", "slice"}
 
 
 def owned(b: Body, roots, input_ids, m, want=None) -> list[str]:
