@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 from .errors import SymgradError
 
 __version__ = "0.1.0"
-__all__ = ["Model", "SymgradError", "compile", "generate", "load_models", "__version__"]
+__all__ = ["Function", "Model", "SymgradError", "compile", "generate", "load_models", "__version__"]
 
-_LAZY = {"Model": "model", "load_models": "model"}
+_LAZY = {"Model": "model", "load_models": "model", "Function": "functions"}
 _SUBMODULES = {"tape", "verify", "testing", "model", "pipeline", "lower", "emit", "diff", "ops", "ir", "program",
                "forward", "cache"}
 

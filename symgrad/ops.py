@@ -456,6 +456,18 @@ def _polygamma(n, x):
     return {m}.asarray(out, dtype={m}.result_type(x))
 ''')
 
+# -- a function of the user's (symgrad.Function): attr = (name, "module:function", partials), each
+# partial an attr of the same form; printed by the emitter as a call into the imported module
+def _vjp_call(G, g, out, *args):
+    name, _, partials = out.attr
+    if not partials:
+        raise SymgradError(f"symgrad.Function {name} has no derivative: give derivative= "
+                           "(a path, or a symgrad.Function for second derivatives)")
+    return tuple(G.mul(g, G.op("call", *args, attr=p)) for p in partials)
+
+
+_ew("call", None, _vjp_call)
+
 # piecewise constant: derivative 0 everywhere it exists (Mod and frac are lowered through floor)
 _func("floor", _zero_grad, math.floor, sympy=("floor",), c="floor({0})")
 _func("ceil", _zero_grad, math.ceil, sympy=("ceiling",), c="ceil({0})")

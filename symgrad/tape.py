@@ -216,6 +216,19 @@ _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPo
 _STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1), (Inverse, 1), (Determinant, 1)]}
 
 
+def _user_rule(spec):
+    """The rule of a symgrad.Function: its own function and partial derivatives (imported)."""
+    from .functions import resolve, spec_of
+    name, impl, partials = spec
+    if not partials:
+        def missing(g, a, *vals):
+            raise SymgradError(f"symgrad.Function {name} has no derivative: give derivative=")
+        vjps = [missing] * max(1, len(getattr(spec, "args", ())) or 1)
+    else:
+        vjps = [lambda g, a, *vals, f=resolve(spec_of(p)[1]): g * f(*vals) for p in partials]
+    return (resolve(impl), *vjps)
+
+
 def _sps():
     """scipy.special, for the special functions' values (imported only when a model has one)."""
     import scipy.special
@@ -294,6 +307,8 @@ class _Recorder:
         """The sub-expressions ``apply(e, ...)`` needs; raises for anything the tape cannot run."""
         if isinstance(e, (_LEAVES, sp.KroneckerDelta)):
             return ()
+        if getattr(type(e), "_symgrad_spec", None) is not None:  # a symgrad.Function
+            return e.args
         if isinstance(e, sp.Piecewise):
             return tuple(x for pair in e.args for x in pair)
         if isinstance(e, (MatrixElement, MatrixSlice)):
@@ -321,6 +336,8 @@ class _Recorder:
             shape = tuple(self.size(n, e) for n in e.shape)
             make = {OneMatrix: np.ones, ZeroMatrix: np.zeros}.get(type(e))
             return self.const(make(shape) if make else np.eye(shape[0]))
+        if getattr(type(e), "_symgrad_spec", None) is not None:
+            return _op(_user_rule(type(e)._symgrad_spec), *kids)
         if isinstance(e, _SPECIAL):
             return getattr(self, "_" + type(e).__name__)(e, kids, env)
         if isinstance(e, sp.KroneckerDelta):

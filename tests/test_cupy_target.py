@@ -124,7 +124,8 @@ def _fn(source, name):
 
 
 def test_every_elementwise_op_has_a_c_entry():
-    missing = sorted(n for n, op in OPS.items() if op.elementwise and op.c is None and not op.special)
+    missing = sorted(n for n, op in OPS.items() if op.elementwise and op.c is None and not op.special
+                     and n != "call")  # polygamma: cupyx; a symgrad.Function: the user's module
     assert not missing, f"elementwise ops without a CUDA C entry in symgrad/emit/cuda.py: {missing}"
     assert not [n for n, op in OPS.items() if op.c is not None and not op.elementwise]
 

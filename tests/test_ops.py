@@ -74,6 +74,8 @@ SCALAR_ROWS = {
     "floor": (sp.floor(3.1 * x + 0.05) * y + sp.frac(2.1 * x + 0.05) * y, "real", "real"),
     "ceil": (sp.ceiling(3.1 * x + 0.05) * y * y, "real", "real"),
     "mod": (sp.Mod(7 * x, 2.5 + y) + sp.Mod(y, 0.3) * x, "real", "unit"),
+    # a symgrad.Function of the user's (here NumPy's own sinh, with cosh as its derivative)
+    "call": (symgrad.Function("user_sinh", "numpy:sinh", derivative="numpy:cosh")(x * y), "real", "real"),
     # special functions (scipy.special in the module; CUDA built-ins, cupyx for polygamma)
     "erf": (sp.erf(x * y) + sp.erfc(x - y), "real", "real"),
     "erfinv": (sp.erfinv(x) * y, "unit", "real"),

@@ -256,6 +256,7 @@ class Body:
         self.described: dict = {}  # (node id, width) -> text; assemble shares one between bodies
         self.scratch_prefix = ""  # key prefix of this function's work arrays; "" for none
         self.kernel_prefix = ""  # short name of the function, for the names of its kernels
+        self.user_modules: dict = {}  # module path of a symgrad.Function -> its alias
         self.scratch_count = 0
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
@@ -286,6 +287,9 @@ class Body:
             return f"{m}.sum({a[0]})" if n.attr is None else f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
         if n.op == "eye":
             return f"{m}.eye({self.shape((n.attr,))[1:-2]}, dtype=_dt)"
+        if n.op == "call":  # a symgrad.Function: its module is imported under an alias
+            module, attr = n.attr[1].split(":")
+            return f"{self.user_modules[module]}.{attr}({', '.join(a)})"
         if n.op == "slice":  # a view: owned() copies it where it is returned
             return f"{a[0]}[{slice_text(n.attr)}]"
         if n.op == "unslice":
@@ -526,6 +530,7 @@ def assemble(program, target) -> str:
     described: dict = {}
     wrt_text = ", ".join(wrt_names) or "nothing"
     functions = _functions(program, namer, wrt_local, wrt_text)
+    user_modules = _user_modules([r for fn in functions for r in fn.roots])
 
     def body(fn: _Function) -> Body:
         order = topo_order(fn.roots)
@@ -535,6 +540,7 @@ def assemble(program, target) -> str:
         b = (target.body or Body)(target, m, {**input_ids, **fn.seeds}, dim_local, cot_of, G.src)
         b.forward, b.keep, b.described = forward_ids, {out.id}, described
         b.scratch_prefix, b.kernel_prefix = fn.name, fn.kernel
+        b.user_modules = user_modules
         if fn.seed_param:
             b.namer.used.add(fn.seed_param)
         b.emit(order, _users(order), fn.final)
@@ -591,8 +597,10 @@ def assemble(program, target) -> str:
     code = "\n".join(bodies + list(helpers.values()))
     imports = ((["import math"] if {"_jacobian", "_hessian"} & set(helpers) else [])
                + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
-               + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code])
-    needs = [target.module] + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+               + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+               + [f"import {mod} as {alias}" for mod, alias in user_modules.items()])
+    needs = ([target.module] + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+             + list(user_modules))
     text = [_header(program, target, needs), *imports, ""]
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
              f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
@@ -660,6 +668,19 @@ def _functions(program, namer, wrt_local, wrt_text) -> list[_Function]:
                              "H[(a, b)] of shape input_a.shape + input_b.shape for each pair of "
                              f"{wrt_text}, symmetric; one hvp per entry of the inputs."))
     return fns
+
+
+def _user_modules(roots) -> dict:
+    """{module path: alias} of the symgrad.Functions the roots call (aliases never clash)."""
+    paths = sorted({n.attr[1].split(":")[0] for n in topo_order(roots) if n.op == "call"})
+    out, used = {}, set()
+    for path in paths:
+        alias = "_user_" + path.replace(".", "_")
+        while alias in used:
+            alias += "_"
+        used.add(alias)
+        out[path] = alias
+    return out
 
 
 def _shape_text(b: Body, program, node) -> str:
