@@ -322,6 +322,12 @@ class Lowering:
         base = k[0] if n > 0 else self.G.op("inv", k[0])
         return reduce(self.G.matmul, [base] * abs(int(n)))
 
+    def _lower_DiagMatrix(self, e, k):
+        return self.G.op("diag", k[0])
+
+    def _lower_DiagonalOf(self, e, k):
+        return self.G.op("diagonal", k[0])
+
     def _lower_Inverse(self, e, k):
         return self.G.op("inv", k[0])
 

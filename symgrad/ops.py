@@ -806,6 +806,26 @@ def _unslice(g, shape, index, dtype):
 ''')
 
 
+# -- diagonals: DiagMatrix(v) of a column or row, DiagonalOf(M) as a column ----------------------------
+def _diag_shape(a, attr=None):
+    if a is None or len(a) != 2 or ONE not in a:
+        raise SymgradError(f"DiagMatrix of shape {a}: a column or a row")
+    n = a[0] if a[1] == ONE else a[1]
+    return (n, n)
+
+
+def _diagonal_shape(a, attr=None):
+    _square_of("diagonal")(a)
+    return (a[0], ONE)
+
+
+_reg("diag", _diag_shape, "{m}.diagflat({0})",
+     lambda G, g, o, a: (G.op("diagonal", g) if a.shape[1] == ONE else G.T(G.op("diagonal", g)),),
+     jvp=_linear(lambda G, t, o: G.op("diag", t)))
+_reg("diagonal", _diagonal_shape, "{m}.diagonal({0}).copy()[:, None]",
+     lambda G, g, o, a: (G.op("diag", g),), jvp=_linear(lambda G, t, o: G.op("diagonal", t)))
+
+
 # -- linear algebra: inverse, determinant, log-determinant (slogdet), and solves ---------------------
 def _inv_T(G, a):
     return G.T(G.op("inv", a))

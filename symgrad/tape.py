@@ -60,6 +60,7 @@ from sympy.matrices.expressions import (Determinant, HadamardPower, Inverse, Had
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 from sympy.matrices.expressions.slice import MatrixSlice
+from sympy.matrices.expressions.diagonal import DiagMatrix, DiagonalOf
 
 from .errors import SymgradError
 
@@ -197,6 +198,8 @@ RULES = {
     (sp.Heaviside, 2): (np.heaviside, None, lambda g, a, x, h0: g * (x == 0)),  # H(0, h0) = h0
     (Transpose, 1): (np.transpose, lambda g, a, x: g.T),
     (Inverse, 1): (np.linalg.inv, lambda g, a, x: -a.T @ g @ a.T),
+    (DiagMatrix, 1): (np.diagflat, lambda g, a, x: np.diagonal(g).reshape(x.shape)),
+    (DiagonalOf, 1): (lambda x: np.diagonal(x).copy()[:, None], lambda g, a, x: np.diagflat(g)),
     (Determinant, 1): (np.linalg.det, lambda g, a, x: g * a * np.linalg.inv(x).T),
     (Trace, 1): (np.trace, lambda g, a, x: g * np.eye(len(x), dtype=x.dtype)),
     (sp.StrictLessThan, 2): (np.less, None, None), (sp.LessThan, 2): (np.less_equal, None, None),
@@ -213,7 +216,8 @@ _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPo
 
 
 # rules whose VJP is not elementwise (the cotangent's shape is not the arguments' broadcast shape)
-_STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1), (Inverse, 1), (Determinant, 1)]}
+_STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1), (Inverse, 1), (Determinant, 1),
+                                       (DiagMatrix, 1), (DiagonalOf, 1)]}
 
 
 def _user_rule(spec):

@@ -133,6 +133,10 @@ MATRIX_ROWS = {
     # slices: integer bounds and steps, or a whole (symbolic) axis; a returned slice is copied
     "slice": (sp.Trace(Z[:, :1].T * Z[:, 1:2]) + sp.Trace(P[1:3, ::2].T * P[::2, 1:2]), [W, b, P]),
     "slice_value": (P[1:, :] * lam + P[:3:2, :].T * P[:1, :], [P, lam]),  # SymPy's [:3:2] has 1 row
+    # diagonals: DiagMatrix of a column and of a row, DiagonalOf a square matrix
+    "diag": (sp.Trace(sp.DiagMatrix(X * W * sp.OneMatrix(k, 1)) * sp.DiagMatrix(v)) * lam
+             + sp.Trace(sp.DiagonalOf(S).T * S * sp.DiagonalOf(S)) + sp.Trace(sp.DiagMatrix(b) * W.T * W),
+             [W, v, S, lam, b]),
     # linear algebra (S + 5 I is diagonally dominant: invertible, det > 0)
     "inverse": ((S + 5 * sp.Identity(d)) ** -1 * lam, [S, lam]),
     "solve": (sp.Trace(X * (S + 5 * sp.Identity(d)) ** -1 * X.T) + sp.Trace(X.T * X * sp.Inverse(S + 5 * sp.Identity(d))), [S, X]),
