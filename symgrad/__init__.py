@@ -45,7 +45,7 @@ def generate(model: "Model", target: str = "numpy", emit: "str | Sequence[str] |
     derivative functions (``("grad", "vjp", "jvp", "jacobian", "hvp", "hessian")``, any subset;
     default: the model's ``derivatives``)."""
     from .pipeline import generate as _generate
-    return _generate(model, target) if emit is None else _generate(model, target, emit)
+    return _generate(model, target, emit)
 
 
 def compile(model: "Model", target: str = "numpy",  # noqa: A001 - the contract's name

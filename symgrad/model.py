@@ -212,7 +212,7 @@ class Model:
         try:
             self.derivatives = _derivatives(derivatives)
         except SymgradError as exc:
-            raise SymgradError(f"Model {self.name or ''}: {exc}".replace("Model : ", "Model: ")) from None
+            raise SymgradError(f"Model {self.name}: {exc}" if self.name else f"Model: {exc}") from None
 
     # -- derived facts -------------------------------------------------------------------------
     @property

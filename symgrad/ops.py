@@ -667,10 +667,15 @@ def _fold_trace(G, a, attr=None):
     return None
 
 
-def _square(a, attr=None):
-    if a is None or len(a) != 2 or a[0] != a[1]:
-        raise SymgradError(f"trace of non-square shape {a}")
-    return ()
+
+
+def _square_of(what, same=False):
+    """The shape rule of an op of a square matrix: its shape (``same``) or a scalar."""
+    def shape(a, attr=None):
+        if a is None or len(a) != 2 or a[0] != a[1]:
+            raise SymgradError(f"{what} of non-square shape {a}")
+        return a if same else ()
+    return shape
 
 
 def _one_by_one(a, attr=None):
@@ -757,7 +762,7 @@ def _onehot(g, shape, i, j, dtype):
     out[i, j] = g
     return out
 ''')
-_reg("trace", _square, "{m}.trace({0})",
+_reg("trace", _square_of("trace"), "{m}.trace({0})",
      lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),), _fold_trace,
      jvp=_linear(lambda G, t, o: G.op("trace", t)))
 _reg("eye", lambda attr=None: (attr, attr), None, jvp=lambda G, t, o: None)
@@ -841,20 +846,12 @@ def _fold_matmul_inv(G, a, b):
     return None
 
 
-def _square_of(what):
-    def shape(a, attr=None):
-        if a is None or len(a) != 2 or a[0] != a[1]:
-            raise SymgradError(f"{what} of non-square shape {a}")
-        return a if what == "inverse" else ()
-    return shape
-
-
 def _solve_shape(a, b, attr=None):
     _square_of("solve")(a)
     return _matmul_shape(a, b)
 
 
-_reg("inv", _square_of("inverse"), "{m}.linalg.inv({0})",
+_reg("inv", _square_of("inverse", same=True), "{m}.linalg.inv({0})",
      lambda G, g, o, a: (G.neg(G.matmul(G.T(o), G.matmul(g, G.T(o)))),),
      jvp=_linear(lambda G, t, o: G.neg(G.matmul(o, G.matmul(t, o)))))
 _reg("det", _square_of("determinant"), "{m}.linalg.det({0})",

@@ -163,7 +163,7 @@ def compile_file(model_file, *, target="numpy", output=None, only=None, check=Fa
                                "name the output with -o")
         timings = dict(clock.timings) if not jobs else {}
         try:
-            source = generate(model, target, **({} if emit is None else {"emit": emit}), timings=timings)
+            source = generate(model, target, emit=emit, timings=timings)
         except SymgradError as exc:  # the compiler may already say "model <name>: "
             what = str(exc).removeprefix(f"model {model.name}: ")
             raise SymgradError(f"{model_file}: {model.name}: {what}") from None

@@ -226,11 +226,17 @@ def test_every_kernel_compiles_with_nvcc(fake, tmp_path):
 
 
 # -- real CuPy on a GPU -------------------------------------------------------------------------
-@pytest.mark.parametrize("key", sorted(MODELS))
-def test_on_gpu_matches_numpy_and_tape(key):
+def _real_cupy():
+    """The real CuPy with a device, or a clean skip."""
     cupy = pytest.importorskip("cupy")
     if not cupy.is_available():
         pytest.skip("no CUDA device")
+    return cupy
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_on_gpu_matches_numpy_and_tape(key):
+    cupy = _real_cupy()
     model, make = MODELS[key]
     mod = symgrad.compile(model, target="cupy")
     inputs = make(model)
@@ -250,9 +256,7 @@ def test_on_gpu_matches_numpy_and_tape(key):
 @pytest.mark.parametrize("key", sorted(MODELS))
 def test_on_gpu_every_derivative_passes_check(key):
     """vjp, jvp, jacobian, hvp, hessian on the device: verify.check compares each with the tape."""
-    cupy = pytest.importorskip("cupy")
-    if not cupy.is_available():
-        pytest.skip("no CUDA device")
+    _real_cupy()
     model, _ = MODELS[key]
     from symgrad import verify
     report = verify.check(model, symgrad.compile(model, target="cupy", emit="jacobian,hessian"))

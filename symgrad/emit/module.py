@@ -293,8 +293,7 @@ class Body:
         if n.op == "slice":  # a view: owned() copies it where it is returned
             return f"{a[0]}[{slice_text(n.attr)}]"
         if n.op == "unslice":
-            index = ", ".join(f"slice({sl[0]}, {sl[1]}, {sl[2]})" for sl in n.attr[1])
-            return f"_unslice({a[0]}, {self.shape(n.attr[0])}, ({index}), _dt)"
+            return f"_unslice({a[0]}, {self.shape(n.attr[0])}, {_index_text(n.attr[1])}, _dt)"
         if n.op == "onehot":
             return f"_onehot({a[0]}, {self.shape(n.attr[0])}, {n.attr[1]}, {n.attr[2]}, _dt)"
         if n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]):
@@ -460,6 +459,11 @@ class _ShapeClasses:
         self.of[n.id] = key
 
 
+def _index_text(attr) -> str:
+    """A slice's attribute as a tuple of ``slice`` objects (both array modules index with it)."""
+    return "(" + ", ".join(f"slice({a}, {b}, {c})" for a, b, c in attr) + ")"
+
+
 def _python_scalar(n):
     """The const/dim node that ``n`` prints as (a broadcast one is printed bare), else None."""
     if n.op == "bcast":
@@ -474,18 +478,17 @@ def _is(n, value) -> bool:
 def _helpers_called(code: str, defined) -> dict:
     """{function name: helper source} of the helpers (ops' own, then the emitter's) that ``code``
     calls and that no target definition already provides, in table order."""
-    out, more = {}, True
+    table = {re.search(r"def (\w+)\(", h).group(1): h
+             for h in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())}
+    found, more = set(), True
     while more:  # helpers may call helpers
         more = False
-        for helper in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values()):
-            fn = re.search(r"def (\w+)\(", helper).group(1)
-            if fn not in defined and fn not in out and re.search(rf"(?<![\w.]){fn}\(", code):
-                out[fn] = helper
+        for fn, helper in table.items():
+            if fn not in defined and fn not in found and re.search(rf"(?<![\w.]){fn}\(", code):
+                found.add(fn)
                 code += helper
                 more = True
-    order = [re.search(r"def (\w+)\(", h).group(1) for h in
-             [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())]
-    return {fn: out[fn] for fn in order if fn in out}
+    return {fn: helper for fn, helper in table.items() if fn in found}
 
 
 def _users(order) -> dict:
