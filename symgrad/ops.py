@@ -798,7 +798,16 @@ def slice_text(attr) -> str:
 
 _reg("slice", _slice_shape, None,
      lambda G, g, o, a: (G.op("unslice", g, attr=(a.shape, o.attr)),),
-     jvp=_linear(lambda G, t, o: G.op("slice", t, attr=o.attr)))
+     jvp=_linear(lambda G, t, o: G.op("slice", t, attr=o.attr)), helper='''
+def _sliced(x, index, shape):
+    """x[index], which must have the shape the model gives it: NumPy cuts a slice short at the end
+    of an axis, so a dimension smaller than the slice is an error here, never a shorter array."""
+    out = x[index]
+    if out.shape != shape:
+        raise ValueError(f"{MODEL}: a slice has shape {out.shape}, the model needs {shape}: "
+                         "an input dimension is smaller than the slice")
+    return out
+''')
 # the cotangent of a slice: zeros of the matrix's shape with g in the slice (printed by the emitter)
 _reg("unslice", lambda g, attr=None: attr[0], None,
      lambda G, g, o, a: (G.op("slice", g, attr=o.attr[1]),),

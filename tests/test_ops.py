@@ -226,6 +226,15 @@ def test_logsumexp_is_stable():
     assert rel_err(grads["b"], ((softmax - inputs["Y"]) / len(z)).sum(axis=0, keepdims=True)) < 1e-9
 
 
+def test_a_slice_past_a_symbolic_dimension_is_an_error():
+    """NumPy cuts X[:, :2] short when X has one column; the module says so instead of summing less."""
+    Xs = sp.MatrixSymbol("X", N, d)
+    module = symgrad.compile(symgrad.Model(sp.Trace(Xs[:, :2].T * Xs[:, :2]), wrt=[Xs]))
+    assert module.value_and_grad(X=np.ones((4, 3)))[0] == 8.0
+    with pytest.raises(ValueError, match=r"slice has shape \(4, 1\), the model needs \(4, 2\)"):
+        module.value_and_grad(X=np.ones((4, 1)))
+
+
 def test_gaussian_nll_matches_its_closed_form():
     """N/2 logdet(S) + 1/2 tr(E S^-1 E^T), E = X - 1 mu: d/dmu = -(1^T E) S^-1 and
     d/dS = N/2 S^-1 - 1/2 S^-1 E^T E S^-1 (S symmetric positive definite); products with S^-1

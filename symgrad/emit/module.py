@@ -291,6 +291,8 @@ class Body:
             module, attr = n.attr[1].split(":")
             return f"{self.user_modules[module]}.{attr}({', '.join(a)})"
         if n.op == "slice":  # a view: owned() copies it where it is returned
+            if any(sl[1] is not None and not isinstance(d, int) for d, sl in zip(n.args[0].shape, n.attr)):
+                return f"_sliced({a[0]}, {_index_text(n.attr)}, {self.shape(n.shape)})"
             return f"{a[0]}[{slice_text(n.attr)}]"
         if n.op == "unslice":
             return f"_unslice({a[0]}, {self.shape(n.attr[0])}, {_index_text(n.attr[1])}, _dt)"
