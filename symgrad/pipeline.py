@@ -156,6 +156,11 @@ def compile_file(model_file, *, target="numpy", output=None, only=None, check=Fa
         if importlib.util.find_spec("cupy") is None:
             raise SymgradError(f"{model_file}: --check --target cupy needs CuPy installed "
                                "(pip install 'symgrad[cupy]'); compile without --check to just write the module")
+    if check and target == "numba":
+        import importlib.util
+        if importlib.util.find_spec("numba") is None:
+            raise SymgradError(f"{model_file}: --check --target numba needs Numba installed "
+                               "(pip install 'symgrad[numba]'); compile without --check to just write the module")
     jobs = []
     for model in models:
         if output is None and (Path(model.name).name != model.name or model.name in ("", ".", "..")):

@@ -15,6 +15,7 @@ from ..errors import SymgradError
 from .module import assemble
 from .targets import TARGETS
 from . import cupy as _cupy  # noqa: F401 - registers the target
+from . import numba as _numba  # noqa: F401 - registers the target (imports no Numba)
 
 __all__ = ["emit", "load_source", "target_named", "TARGETS"]
 

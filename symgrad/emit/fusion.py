@@ -65,8 +65,9 @@ class Fusion:
     the ids of the forward pass's nodes, ``inputs`` the ids of the function's inputs.
     """
 
-    def __init__(self, order, users: dict, final, forward, inputs):
+    def __init__(self, order, users: dict, final, forward, inputs, fusable=None):
         self.order = order
+        self.fusable = fusable or _fusable  # op name -> may it go into a cluster (the target's say)
         self.users = users
         self.final = final
         self.forward = forward
@@ -132,11 +133,11 @@ class Fusion:
         if n.op in ("const", "dim"):
             return HOST
         if (n.op == "bcast" and n.id not in self.final and self.users.get(n.id)
-                and all(_fusable(u.op) for u in self.users[n.id])):
+                and all(self.fusable(u.op) for u in self.users[n.id])):
             self.broadcast_source[n.id] = n.args[0]
             self.aliases.append(n)
             return ALIAS
-        if _fusable(n.op):
+        if self.fusable(n.op):
             on_host = n.op in _HOST_OPS and all(self.kind_of[self.real(a).id] == HOST for a in n.args)
             return HOST if on_host else FUSED
         return OTHER

@@ -602,15 +602,18 @@ def assemble(program, target) -> str:
     code = "\n".join(bodies + list(helpers.values()))
     imports = ((["import math"] if {"_jacobian", "_hessian"} & set(helpers) else [])
                + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
+               + list(target.imports)
                + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
                + [f"import {mod} as {alias}" for mod, alias in user_modules.items()])
-    needs = ([target.module] + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+    needs = ([target.module, *target.needs] + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
              + list(user_modules))
-    text = [_header(program, target, needs), *imports, ""]
+    text = [_header(program, target, needs), *dict.fromkeys(imports), ""]
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
              f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
              "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}",
              f"DERIVATIVES = {tuple(program.derivatives)!r}"]
+    if target.preamble:
+        text.append(target.preamble)
     if "_hessian" in helpers:
         text.append("HESSIAN_MAX_BYTES = 2**30  # hessian() refuses a dense Hessian larger than this")
     text.append("")

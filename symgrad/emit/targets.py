@@ -14,6 +14,9 @@ class Target:
     alias: str  # the name it is bound to in generated code
     overrides: dict = field(default_factory=dict)  # op name -> template, where it differs
     body: type | None = None  # the emit.module.Body subclass that prints function bodies, if not Body
+    imports: tuple = ()  # further import lines of its modules (after the array module's)
+    needs: tuple = ()  # further libraries its modules need at run time (named in the header)
+    preamble: str = ""  # module-level lines after the constants (e.g. a target's own settings)
 
     def template(self, op) -> str | None:
         return self.overrides.get(op.name, op.code)

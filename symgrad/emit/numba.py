@@ -1,0 +1,209 @@
+"""The Numba target: the NumPy module's layout, with elementwise work fused into compiled CPU loops.
+
+The generated module has exactly the NumPy module's API; only function bodies differ.  Which
+nodes form a loop, and the order of loops and other nodes, comes from the target-neutral pass
+:class:`symgrad.emit.fusion.Fusion` (the one the CuPy target prints as CUDA kernels); here each
+cluster is printed as one ``@numba.njit`` function over the flat elements, forward and backward
+work together: the seed-003 ``value_and_grad`` is one loop that reads x, y once and writes f,
+df/dx, df/dy.  A loop writes only the values needed outside it (forward values the backward pass
+reuses, masks as ``bool``, cotangents).  Everything else is printed as by the NumPy target:
+matmuls stay on BLAS through ``@`` (transposes are views), reductions are NumPy's ``.sum``,
+special functions (scipy.special) and the user's ``symgrad.Function``\\ s are NumPy calls between
+loops -- Numba cannot compile them, so they are never fused.
+
+A loop ``_vag_k0(_lo, _hi, _T, y, x, t0, b_x, b_y)`` runs over the elements ``[_lo, _hi)``; its
+array arguments are flat (``_at(a, _i)`` reads element ``_i`` of an array, or a scalar as it
+is), ``_T`` is the inputs' float type (``np.float32`` or ``np.float64``): every literal is written
+``_T(0.5)`` and every scalar argument is passed as ``_T``, so float32 stays float32 throughout.
+``_vag_k0_parallel`` runs the same loop over chunks of ``CHUNK`` elements in parallel
+(``numba.prange``); ``_run`` (a helper of the module) takes it where the loop has at least
+``PARALLEL_MIN`` elements -- below that, starting threads costs more than they save (measured:
+benchmarks/README.md).  Loops compile on first use for each combination of argument types
+(float32/float64, array/scalar) and are cached on disk (``cache=True``) beside a module file, so
+a second process does not compile again; a module loaded from text (no file) compiles in memory.
+``error_model="numpy"``: a division by zero gives inf/nan as NumPy does, never an exception.
+
+``_run`` lays the operands out: an array of the loop's shape that is C-contiguous goes flat (a
+view), one of one element as a scalar, any other (a bias row against a matrix, a transposed view)
+is broadcast and copied first; every output is a new array of the loop's shape.
+"""
+from __future__ import annotations
+
+import re
+
+from ..ops import OPS, is_bool
+from .cupy import FusedBody
+from .fusion import Cluster, Fusion
+from .module import Body
+from .targets import TARGETS, Target
+
+# element-level templates that differ from the NumPy column (``{m}``: numpy's alias; arguments are
+# scalar locals or ``_T(...)`` literals): NaN-propagating extrema as NumPy's, selections as
+# conditional expressions, the helpers' formulas written out
+_SCALAR = {
+    "where": "({1} if {0} else {2})",
+    "maximum": "({0} if ({0} > {1} or {m}.isnan({0})) else {1})",
+    "minimum": "({0} if ({0} < {1} or {m}.isnan({0})) else {1})",
+    "sigmoid": "(_T(1) / (_T(1) + {m}.exp(-{0})))",
+    "softplus": "{m}.logaddexp(_T(0), {0})",
+    "powlog": "(_T(0) if {0} == _T(0) else {0} * {m}.log({1}))",
+    "not": "(not {0})",
+}
+
+_MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
+
+PARALLEL_MIN = 1 << 15  # elements: a loop this long runs in parallel (see the module docstring)
+CHUNK = 1 << 13  # elements per parallel task
+
+_HELPER_RUN = '''
+def _run(loops, dt, kinds, shape, *inputs):
+    """Run a fused loop (serial, parallel) over the elements of shape (None: the broadcast of the
+    inputs' shapes).  A loop over a matrix reads every input as a broadcast view of the matrix's
+    shape (rows, columns); any other loop reads flat arrays: C-contiguous inputs of the shape as
+    views, numbers and one-element arrays as zero-stride views, others broadcast and copied.
+    Returns one new array of the shape per output kind ("f": dt, "b": bool)."""
+    if shape is None:
+        shape = {m}.broadcast_shapes(*[{m}.shape(a) for a in inputs])
+    n, matrix, args = math.prod(shape), loops[2], []
+    for a in inputs:
+        if not isinstance(a, {m}.ndarray):
+            a = {m}.asarray(a, dtype={m}.bool_ if isinstance(a, (bool, {m}.bool_)) else dt)
+        if matrix:
+            args.append({m}.broadcast_to(a, shape))
+        elif a.shape == shape and a.flags.c_contiguous:
+            args.append(a.reshape(-1))
+        elif a.size == 1:
+            args.append({m}.broadcast_to(a.reshape(-1), (n,)))
+        else:
+            args.append({m}.ascontiguousarray({m}.broadcast_to(a, shape)).reshape(-1))
+    outs = [{m}.empty(shape, {m}.bool_ if k == "b" else dt) for k in kinds]
+    views = outs if matrix else [o.reshape(-1) for o in outs]
+    if n >= PARALLEL_MIN:
+        loops[1](shape[0] if matrix else n, max(1, CHUNK // shape[1]) if matrix else CHUNK, dt.type, *args, *views)
+    else:
+        loops[0](0, shape[0] if matrix else n, dt.type, *args, *views)
+    return outs[0] if len(outs) == 1 else tuple(outs)
+'''
+
+
+def numba_fusable(op: str) -> bool:
+    """Elementwise, and Numba compiles it: not a scipy.special function, not a user Function."""
+    o = OPS[op]
+    return o.elementwise and o.special is None and op not in ("call", "polygamma") and (
+        op in _SCALAR or isinstance(o.code, str))
+
+
+def py_literal(v: float) -> str:
+    """A constant of the loop's float type: ``_T(2)``, ``_T(0.5)``, ``_T(-1.5)``, ``_T(np.inf)``."""
+    v = float(v)
+    if v != v:
+        return "_T(float('nan'))"
+    if v in (float("inf"), float("-inf")):
+        return "_T(float('inf'))" if v > 0 else "_T(-float('inf'))"
+    return f"_T({int(v) if v.is_integer() and abs(v) < 2**53 else repr(v)})"
+
+
+class NumbaBody(FusedBody):
+    """Prints a function body with each elementwise cluster as one call of a compiled loop."""
+
+    def emit(self, order, users, final):
+        self.final, self.users = final, users
+        self.prefix = self.kernel_prefix
+        self.fusion = Fusion(order, users, final, self.forward, set(self.names), fusable=numba_fusable)
+        for unit in self.fusion.units:
+            if isinstance(unit, Cluster):
+                self._emit_loop(unit)
+            else:
+                self._emit_node(unit)
+            for n in self.fusion.aliases:  # a broadcast the consumer does by itself has its source's name
+                if n.id not in self.names and self.fusion.real(n).id in self.names:
+                    self.names[n.id] = self.names[self.fusion.real(n).id]
+
+    def expr(self, n, users, final):
+        return Body.expr(self, n, users, final)  # the NumPy printing (not the CuPy helpers)
+
+    def _emit_loop(self, c: Cluster) -> None:
+        ids, real = {m.id for m in c.members}, self.fusion.real
+        used = set()
+
+        def param(want: str, fallback: str) -> str:  # the body's names are never _-prefixed
+            name = want if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", want) else fallback
+            while name in used:
+                name += "_"
+            used.add(name)
+            return name
+
+        matrix = c.shape is not None and len(c.shape) == 2  # a 2-d loop over rows and columns
+        index = "_r, _i" if matrix else "_i"
+        params, call_args, local, loads = [], [], {}, []
+        for m in c.members:
+            for a in map(real, m.args):
+                if a.id in ids or a.id in local or a.op == "const":
+                    continue
+                text = self.names[a.id]
+                p = param(text, f"in{len(params)}")
+                params.append(p)
+                call_args.append(text)
+                local[a.id] = f"_{p}"
+                loads.append(f"_{p} = {p}[{index}]")
+        for k, m in enumerate(c.members):
+            local[m.id] = f"_v{k}"
+        body, outputs = [], []
+        for m in c.members:
+            args = [local[a.id] if a.op != "const" else py_literal(a.attr) for a in map(real, m.args)]
+            exponent = real(m.args[1]) if m.op == "pow" else None
+            if exponent is not None and exponent.op == "const" and float(exponent.attr).is_integer() \
+                    and 0 < abs(exponent.attr) <= _MAX_MULTIPLY:
+                prod = " * ".join([args[0]] * int(abs(exponent.attr)))
+                text = f"({prod})" if exponent.attr > 0 else f"(_T(1) / ({prod}))"
+            else:
+                template = _SCALAR.get(m.op, OPS[m.op].code)
+                text = template.format(*args, m=self.m)
+            line = f"{local[m.id]} = {text}"
+            comment = self.describe(m.id, 48)
+            body.append(line + (f"  # {comment}" if comment and len(line) < 72 else ""))
+            if m.id in self.fusion.returned or any(u.id not in ids for u in self.fusion.consumers(m)):
+                outputs.append(m)
+        names = [self.new_name(m) for m in outputs]
+        outs = [param(nm, f"out{i}") for i, nm in enumerate(names)]
+        body += [f"{o}[{index}] = {local[m.id]}" for o, m in zip(outs, outputs)]
+        kernel = f"_{self.prefix}_k{len([d for d in self.definitions if d.startswith('_' + self.prefix + '_k')])}"
+        sig = ", ".join(params + outs)
+        loop = (["    for _r in range(_lo, _hi):", f"        for _i in range({outs[0]}.shape[1]):"] if matrix
+                else ["    for _i in range(_lo, _hi):"])
+        indent = " " * (4 * len(loop) + 4)
+        self.definitions.setdefault("_run", _HELPER_RUN.replace("{m}", self.m).strip("\n") + "\n")
+        self.definitions[kernel] = "\n".join([
+            "@_nb.njit(cache=_CACHE, error_model='numpy')",
+            f"def {kernel}_serial(_lo, _hi, _T, {sig}):",
+            f'    """{"Rows" if matrix else "Elements"} [_lo, _hi) of the loop."""',
+            *loop,
+            *(indent + ln for ln in loads + body),
+            "",
+            "",
+            "@_nb.njit(cache=_CACHE, error_model='numpy', parallel=True)",
+            f"def {kernel}_parallel(_n, _step, _T, {sig}):",
+            f'    """The loop over {"rows" if matrix else "elements"} [0, _n) in parallel, _step at a time."""',
+            "    for _c in _nb.prange((_n + _step - 1) // _step):",
+            f"        {kernel}_serial(_c * _step, min(_n, (_c + 1) * _step), _T, {sig})",
+            "",
+            "",
+            f"{kernel} = ({kernel}_serial, {kernel}_parallel, {matrix})  # serial, parallel, over a matrix", ""])
+        kinds = "".join("b" if is_bool(m) else "f" for m in outputs)
+        shape = self.shape(c.shape) if c.shape is not None else "None"
+        line = f"{', '.join(names)} = _run({kernel}, _dt, {kinds!r}, {shape}, {', '.join(call_args)})"
+        comment = self.describe(outputs[0].id, 60)
+        self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
+        for m, nm in zip(outputs, names):
+            self.names[m.id] = nm
+
+
+_PREAMBLE = f"""PARALLEL_MIN = {PARALLEL_MIN}  # a loop over at least this many elements runs in parallel
+CHUNK = {CHUNK}  # elements per parallel task
+# compiled loops are cached on disk beside the module file, where Numba can import the module by
+# name again (a module run from text, or not registered in sys.modules, compiles in memory)
+_CACHE = os.path.isfile(__file__) and sys.modules.get(__name__) is not None
+"""
+
+TARGETS["numba"] = Target("numba", "numpy", "np", body=NumbaBody, needs=("numba",), preamble=_PREAMBLE,
+                          imports=("import math", "import os", "import sys", "import numba as _nb"))

@@ -1,0 +1,204 @@
+"""The Numba target (``--target numba``): fused CPU loops, checked against the tape.
+
+* the op table, the compiler corpus and the matrix rows (the CuPy target's list of models) run
+  through the numba module: value and gradients against the tape, float64 and float32;
+* every seed model passes ``verify.check`` (tape, finite differences, the calling conventions);
+  the derivative functions (vjp, jvp, jacobian, hvp, hessian) pass it on a few models;
+* structure: the seed-003 ``value_and_grad`` is one loop, the MLP's matmuls stay ``@``, special
+  functions and user Functions stay NumPy calls, imports are numpy + numba + stdlib, same bytes;
+* the parallel loop (large inputs) agrees with the serial one; a second import loads the loops
+  from Numba's cache instead of compiling.
+
+Numba compiles each loop on first use per argument types, which is most of this file's time: the
+inputs are small (serial loops) except in the one parallel test.  Skipped without Numba.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sympy as sp
+
+pytest.importorskip("numba")
+
+import symgrad  # noqa: E402
+from symgrad import verify  # noqa: E402
+from symgrad.emit import load_source  # noqa: E402
+from symgrad.emit.numba import numba_fusable  # noqa: E402
+from symgrad.model import load_models  # noqa: E402
+from symgrad.ops import OPS  # noqa: E402
+
+import test_cupy_target as ct  # noqa: E402 - its list of models (corpus, op table, matrix rows)
+from _oracles import rel_err  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MODELS = ct.MODELS
+
+
+def _grouped_scalar_rows() -> dict:
+    """The op table's scalar rows summed into one model per pair of input domains: each op's
+    derivative still shows in the gradient of the sum, and Numba compiles a few loops, not 100."""
+    groups: dict = {}
+    for name, row in sorted(ct.to.SCALAR_ROWS.items()):
+        groups.setdefault(row[1:], []).append(row[0])
+    out = {}
+    for (dx, dy), exprs in groups.items():
+        key = f"op_rows_{dx}_{dy}"
+        out[f"ops/{dx}-{dy}"] = (symgrad.Model(sp.Add(*exprs), wrt=[ct.to.x, ct.to.y], name=key),
+                                 MODELS[f"scalar/{next(k for k, r in ct.to.SCALAR_ROWS.items() if r[1:] == (dx, dy))}"][1])
+    return out
+
+
+TAPE_MODELS = {**{k: v for k, v in MODELS.items() if not k.startswith("scalar/")}, **_grouped_scalar_rows()}
+
+
+@pytest.mark.parametrize("key", sorted(TAPE_MODELS))
+def test_numba_module_matches_the_tape(key):
+    model, make = TAPE_MODELS[key]
+    mod = load_source(symgrad.generate(model, "numba"), key)
+    inputs = make(model)
+    ct._compare(mod, model, inputs, 1e-9)
+    if key.startswith("matrix/"):  # float32 matrices: the seeds' verify.check below (compile time)
+        return
+    inputs32 = {k: np.float32(v) if np.ndim(v) == 0 else np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
+    value, grads = ct._compare(mod, model, inputs32, 1e-3)
+    assert np.asarray(value).dtype == np.float32
+    assert all(np.asarray(g).dtype == np.float32 for g in grads.values())
+
+
+_EXAMPLES = sorted(ROOT.glob("examples/seed*.py"))
+
+
+@pytest.mark.parametrize("path", _EXAMPLES, ids=lambda p: p.stem)
+def test_seed_models_pass_verify_check(path):
+    for model in load_models(path):
+        report = verify.check(model, load_source(symgrad.generate(model, "numba"), model.name))
+        assert report.ok, (model.name, report.problems)
+
+
+@pytest.mark.parametrize("key", ["corpus/seed003_f", "matrix/matmul_bias", "mixed/dynamic_times_trace"])
+def test_every_derivative_function_passes_check(key):
+    model, _ = MODELS[key]
+    mod = load_source(symgrad.generate(model, "numba", emit="jacobian,hessian"), key)
+    report = verify.check(model, mod)
+    assert report.ok and len(report.derivatives) == 5, report.problems
+
+
+def test_returned_arrays_are_the_callers():
+    x, y = sp.symbols("x y")
+    mod = load_source(symgrad.generate(symgrad.Model(x + 0 * y, wrt=[x, y], name="own"), "numba"), "own")
+    xs = np.arange(4.0)
+    value, grads = mod.value_and_grad(x=xs, y=np.ones(4))
+    for a in (value, *grads.values()):
+        assert isinstance(a, np.ndarray) and a.flags.writeable and not np.shares_memory(a, xs)
+    assert not np.shares_memory(grads["x"], grads["y"])
+
+
+def test_python_numbers_give_the_notes_gradient():
+    mod = load_source(symgrad.generate(MODELS["corpus/seed003_f"][0], "numba"), "f")
+    value, grads = mod.value_and_grad(x=2.0, y=-4.0)
+    assert abs(float(grads["x"]) - 0.5348320870757595) < 1e-12 and abs(float(grads["y"]) - 0.342460382923052) < 1e-12
+    value, grads = mod.value_and_grad(x=np.float32(2.0), y=np.ones(5, dtype=np.float32))
+    assert value.dtype == np.float32 and grads["x"].shape == () and grads["y"].shape == (5,)
+
+
+def test_nan_propagates_through_max_and_division_by_zero_gives_inf():
+    x = sp.Symbol("x")
+    mod = load_source(symgrad.generate(symgrad.Model(sp.Max(x, 0) + sp.Min(x, 1) + 1 / x, name="nan"), "numba"),
+                      "nan")
+    out = mod.forward(x=np.array([np.nan, -1.0, 0.5, 2.0, 0.0]))
+    assert np.isnan(out[0]) and out[1:4].tolist() == [-2.0, 3.0, 3.5] and out[4] == np.inf
+
+
+# -- the emitted source -------------------------------------------------------------------------
+def _source(key, **kw):
+    return symgrad.generate(MODELS[key][0], "numba", **kw)
+
+
+def test_seed003_value_and_grad_is_one_loop():
+    src = _source("corpus/seed003_f")
+    body = src.split("def value_and_grad(")[1]
+    assert body.count("_run(") == 1 and "np.exp" not in body
+    assert re.search(r"^def _vag_k0_serial\(", src, re.M) and "_vag_k1" not in src
+
+
+def test_mlp_matmuls_stay_on_blas_and_the_rest_fuses():
+    model = next(m for m in load_models(ROOT / "examples/seed002_mlp.py") if m.name == "seed002_mlp_mse")
+    src = symgrad.generate(model, "numba")
+    body = src.split("def value_and_grad(")[1]
+    assert body.count(" @ ") >= 4 and "_run(_vag_k0" in body and "np.maximum" not in body
+
+
+def test_special_functions_and_user_functions_are_not_fused():
+    assert not numba_fusable("erf") and not numba_fusable("call") and not numba_fusable("polygamma")
+    assert all(numba_fusable(op) for op, o in OPS.items() if o.elementwise and o.special is None
+               and op not in ("call", "polygamma"))
+    pytest.importorskip("scipy")
+    x = sp.Symbol("x")
+    model = symgrad.Model(sp.erf(sp.sin(x)) * x, wrt=[x], name="erfsin")
+    src = symgrad.generate(model, "numba")
+    assert "_scipy_special.erf(" in src.split("def value_and_grad(")[1]
+    report = verify.check(model, load_source(src, "erfsin"))
+    assert report.ok, report.problems
+
+
+def test_imports_only_numpy_numba_and_stdlib_and_is_deterministic():
+    src = _source("matrix/matmul_bias")
+    assert src == _source("matrix/matmul_bias")
+    imports = set(re.findall(r"^(?:import|from) (\w+)", src, re.M))
+    assert imports <= {"numpy", "numba", "math", "os", "sys"} and {"numpy", "numba"} <= imports
+    assert "Needs only numpy and numba" in src.replace("\n", " ")
+
+
+def test_literals_keep_float32():
+    src = symgrad.generate(symgrad.Model(1 / (1 + sp.exp(-ct.to.x)), name="sig"), "numba")
+    loops = src.split("def forward(")[0]
+    assert "_T(1)" in loops and not re.search(r"[^\w(]1\.0[^\w]", loops.split("@_nb.njit", 1)[1])
+
+
+# -- compiled behaviour: parallel loops, the on-disk cache --------------------------------------
+def test_parallel_loop_agrees_with_the_serial_one():
+    model, _ = MODELS["corpus/seed003_f"]
+    mod = load_source(symgrad.generate(model, "numba"), "par")
+    big = mod.PARALLEL_MIN + 1234  # not a multiple of CHUNK
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal(big), rng.standard_normal(big)
+    value, grads = mod.value_and_grad(x=x, y=y)
+    small = [mod.value_and_grad(x=x[i:i + 4096], y=y[i:i + 4096]) for i in range(0, big, 4096)]
+    assert rel_err(value, np.concatenate([s[0] for s in small])) <= 1e-15
+    for k in "xy":
+        assert rel_err(grads[k], np.concatenate([s[1][k] for s in small])) <= 1e-15
+    N = sp.Symbol("N", integer=True, positive=True)
+    X, b = sp.MatrixSymbol("X", N, 7), sp.MatrixSymbol("b", 1, 7)
+    mm = symgrad.Model(sp.HadamardProduct(X, (X + sp.OneMatrix(N, 1) * b).applyfunc(sp.sin)), wrt=[X, b], name="rows")
+    inputs = {"X": rng.standard_normal((mod.PARALLEL_MIN // 7 + 3, 7)), "b": rng.standard_normal((1, 7))}
+    src = symgrad.generate(mm, "numba")
+    assert "True)  # serial, parallel, over a matrix" in src  # a 2-d loop, parallel over rows
+    got = load_source(src, "rows").value_and_grad(**inputs)
+    want = symgrad.compile(mm).value_and_grad(**inputs)
+    assert rel_err(got[0], want[0]) <= 1e-15
+    assert all(rel_err(got[1][k], want[1][k]) <= 1e-15 for k in want[1])
+
+
+def test_second_import_loads_the_compiled_loops_from_the_cache(tmp_path):
+    """symgrad.compile writes a module file; Numba caches its loops beside it: a fresh process that
+    compiles the same model again finds them (no loop compiled)."""
+    script = f"""
+import sys, numpy as np, sympy as sp, symgrad
+x, y = sp.symbols("x y")
+m = symgrad.compile(symgrad.Model(sp.exp(x) * y + x ** 2, wrt=[x, y], name="cached"), target="numba")
+m.value_and_grad(x=np.arange(3.0), y=np.ones(3))
+print(m._CACHE, sum(len(k.stats.cache_misses) for k in m._vag_k0[:1]))
+"""
+    env = {**__import__("os").environ, "SYMGRAD_CACHE_DIR": str(tmp_path), "SYMGRAD_CACHE": "1",
+           "PYTHONPATH": str(ROOT)}
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), [r.stderr[-2000:] for r in runs]
+    assert runs[0].stdout.split() == ["True", "1"], runs[0].stdout
+    assert runs[1].stdout.split() == ["True", "0"], runs[1].stdout
+    assert list((tmp_path / "__pycache__").glob("*.nbi"))
