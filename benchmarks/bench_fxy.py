@@ -11,6 +11,7 @@ from benchmarks import harness
 
 METHODS = [
     ("symgrad", "symgrad (generated module)"),
+    ("symgrad_numba", "symgrad --target numba (fused loops)"),
     ("numpy_hand", "hand NumPy, shared intermediates"),
     ("numpy_hand_out", "hand NumPy, in-place out= buffers"),
     ("autograd", "HIPS autograd"),
@@ -79,9 +80,10 @@ def make_hand_out(n):
 
 def setup(method, case):
     d = make_data(case)
-    if method == "symgrad":
+    if method in ("symgrad", "symgrad_numba"):
         import symgrad
-        mod = symgrad.compile(harness.symgrad_model("seed003_backprop.py", "seed003_sigmoid_ratio"))
+        mod = symgrad.compile(harness.symgrad_model("seed003_backprop.py", "seed003_sigmoid_ratio"),
+                              target="numba" if method == "symgrad_numba" else "numpy")
         return lambda: mod.value_and_grad(**d)
     if method == "numpy_hand":
         return lambda: hand(**d)

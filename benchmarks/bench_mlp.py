@@ -11,6 +11,7 @@ from benchmarks.harness import NotApplicable
 
 METHODS = [
     ("symgrad", "symgrad (generated module)"),
+    ("symgrad_numba", "symgrad --target numba (fused loops)"),
     ("numpy_hand", "hand NumPy, w1.g = x.T @ g"),
     ("numpy_hand_gT", "hand NumPy, w1.g = (g.T @ x).T"),
     ("autograd", "HIPS autograd"),
@@ -70,9 +71,10 @@ def hand_gT(x, y, w1, b1, w2, b2):
 
 def setup(method, case):
     d = make_data(case)
-    if method == "symgrad":
+    if method in ("symgrad", "symgrad_numba"):
         import symgrad
-        mod = symgrad.compile(harness.symgrad_model("seed002_mlp.py", "seed002_mlp_mse"))
+        mod = symgrad.compile(harness.symgrad_model("seed002_mlp.py", "seed002_mlp_mse"),
+                              target="numba" if method == "symgrad_numba" else "numpy")
         return lambda: mod.value_and_grad(**d)
     if method in ("numpy_hand", "numpy_hand_gT"):
         f = hand if method == "numpy_hand" else hand_gT

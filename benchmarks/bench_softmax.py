@@ -12,6 +12,7 @@ from benchmarks.harness import NotApplicable
 
 METHODS = [
     ("symgrad", "symgrad (generated module)"),
+    ("symgrad_numba", "symgrad --target numba (fused loops)"),
     ("numpy_hand", "hand NumPy (the notes' delta1/delta2)"),
     ("autograd", "HIPS autograd"),
     ("torch", "PyTorch eager (CPU)"),
@@ -52,9 +53,10 @@ def hand(X, Y, W, b1, U, b2):
 
 def setup(method, case):
     d = make_data(case)
-    if method == "symgrad":
+    if method in ("symgrad", "symgrad_numba"):
         import symgrad
-        mod = symgrad.compile(harness.symgrad_model("seed004_softmax.py", "seed004_mlp_ce"))
+        mod = symgrad.compile(harness.symgrad_model("seed004_softmax.py", "seed004_mlp_ce"),
+                              target="numba" if method == "symgrad_numba" else "numpy")
         return lambda: mod.value_and_grad(**d)
     if method == "numpy_hand":
         return lambda: hand(**d)
