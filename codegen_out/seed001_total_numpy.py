@@ -20,13 +20,18 @@ WRT = ('x',)
 DIMS = ()
 SHAPES = {}
 DERIVATIVES = ('grad',)
+_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first
 
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
 
 def _promote(*inputs):
     """(dt, *inputs) with every input in one float type dt: float32 arrays stay float32; Python
     numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
+    dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
+    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
+        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -48,6 +53,8 @@ def _promote(*inputs):
 
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
+    if type(g) is np.ndarray and type(x) is np.ndarray and g.dtype == x.dtype and g.shape == x.shape             and type(value) is np.ndarray and value.shape == x.shape:
+        return g  # nothing to sum: the common case, without the general shape work below
     shape = np.shape(x)
     full = np.broadcast_shapes(np.shape(g), np.shape(value), shape)
     lead = len(full) - len(shape)
@@ -70,6 +77,14 @@ def release_scratch():
 
 def forward(*, x):
     """Value of seed001_total."""
+    if type(x) in _NUMBERS:  # Python numbers: plain float arithmetic (see _NUMBERS)
+        try:
+            _f_x = float(x)
+            _f0 = (_f_x * _f_x * _f_x * _f_x)
+            _f1 = (-5.0) * _f0
+            return np.float64(_f1)
+        except (ArithmeticError, ValueError):
+            pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x = _promote(x)
     t0 = x ** 4  # x**4
     t1 = np.multiply((-5.0), t0, out=_buf(t0))  # -5*x**4
@@ -78,6 +93,16 @@ def forward(*, x):
 
 def value_and_grad(*, x):
     """Value of seed001_total and the gradients of its sum with respect to x."""
+    if type(x) in _NUMBERS:  # Python numbers: plain float arithmetic (see _NUMBERS)
+        try:
+            _f_x = float(x)
+            _f0 = (_f_x * _f_x * _f_x * _f_x)
+            _f1 = (-5.0) * _f0
+            _f2 = (_f_x * _f_x * _f_x)
+            _f3 = (-20.0) * _f2
+            return np.float64(_f1), {'x': np.float64(_f3)}
+        except (ArithmeticError, ValueError):
+            pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x = _promote(x)
     t0 = x ** 4  # x**4
     t1 = np.multiply((-5.0), t0, out=_buf(t0))  # -5*x**4

@@ -22,12 +22,16 @@ DIMS = ('N', 'm', 'nh')
 SHAPES = {'w1': ('m', 'nh'), 'b1': (1, 'nh'), 'w2': ('nh', 1), 'b2': (1, 1), 'x': ('N', 'm'), 'y': ('N', 1)}
 DERIVATIVES = ('grad',)
 
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
 
 def _promote(*inputs):
     """(dt, *inputs) with every input in one float type dt: float32 arrays stay float32; Python
     numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
+    dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
+    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
+        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):

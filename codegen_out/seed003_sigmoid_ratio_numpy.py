@@ -11,6 +11,7 @@ value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like
 At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)
 the derivative is taken as 0.  Needs only numpy at run time.
 """
+import math
 import threading
 import numpy as np
 
@@ -21,13 +22,18 @@ WRT = ('x', 'y')
 DIMS = ()
 SHAPES = {}
 DERIVATIVES = ('grad',)
+_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first
 
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
 
 def _promote(*inputs):
     """(dt, *inputs) with every input in one float type dt: float32 arrays stay float32; Python
     numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
+    dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
+    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
+        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -59,6 +65,8 @@ def _sigmoid(x, out=None):
 
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
+    if type(g) is np.ndarray and type(x) is np.ndarray and g.dtype == x.dtype and g.shape == x.shape             and type(value) is np.ndarray and value.shape == x.shape:
+        return g  # nothing to sum: the common case, without the general shape work below
     shape = np.shape(x)
     full = np.broadcast_shapes(np.shape(g), np.shape(value), shape)
     lead = len(full) - len(shape)
@@ -97,6 +105,19 @@ def release_scratch():
 
 def forward(*, x, y):
     """Value of seed003_sigmoid_ratio."""
+    if type(x) in _NUMBERS and type(y) in _NUMBERS:  # Python numbers: plain float arithmetic (see _NUMBERS)
+        try:
+            _f_x, _f_y = float(x), float(y)
+            _f0 = 1.0 / (1.0 + math.exp(-_f_y))
+            _f1 = _f_x + _f0
+            _f2 = 1.0 / (1.0 + math.exp(-_f_x))
+            _f3 = _f_x + _f_y
+            _f4 = (_f3 * _f3)
+            _f5 = _f2 + _f4
+            _f6 = _f1 / _f5
+            return np.float64(_f6)
+        except (ArithmeticError, ValueError):
+            pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x, y = _promote(x, y)
     t0 = _sigmoid(y, out=_scratch('forward0', np.shape(y), _dt))
     t1 = x + t0  # x + 1/(1 + exp(-y))
@@ -110,6 +131,32 @@ def forward(*, x, y):
 
 def value_and_grad(*, x, y):
     """Value of seed003_sigmoid_ratio and the gradients of its sum with respect to x, y."""
+    if type(x) in _NUMBERS and type(y) in _NUMBERS:  # Python numbers: plain float arithmetic (see _NUMBERS)
+        try:
+            _f_x, _f_y = float(x), float(y)
+            _f0 = 1.0 / (1.0 + math.exp(-_f_y))
+            _f1 = _f_x + _f0
+            _f2 = 1.0 / (1.0 + math.exp(-_f_x))
+            _f3 = _f_x + _f_y
+            _f4 = (_f3 * _f3)
+            _f5 = _f2 + _f4
+            _f6 = _f1 / _f5
+            _f7 = 1.0 / _f5
+            _f8 = _f6 / _f5
+            _f9 = 2.0 * _f3
+            _f10 = _f8 * _f9
+            _f11 = _f7 - _f10
+            _f12 = 1.0 - _f2
+            _f13 = _f2 * _f12
+            _f14 = _f8 * _f13
+            _f15 = _f11 - _f14
+            _f16 = 1.0 - _f0
+            _f17 = _f0 * _f16
+            _f18 = _f7 * _f17
+            _f19 = _f18 - _f10
+            return np.float64(_f6), {'x': np.float64(_f15), 'y': np.float64(_f19)}
+        except (ArithmeticError, ValueError):
+            pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x, y = _promote(x, y)
     t0 = _sigmoid(y, out=_scratch('value_and_grad0', np.shape(y), _dt))
     t1 = x + t0  # x + 1/(1 + exp(-y))

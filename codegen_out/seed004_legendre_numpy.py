@@ -21,13 +21,18 @@ WRT = ('a', 'b', 'c', 'd')
 DIMS = ()
 SHAPES = {}
 DERIVATIVES = ('grad',)
+_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first
 
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
 
 def _promote(*inputs):
     """(dt, *inputs) with every input in one float type dt: float32 arrays stay float32; Python
     numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
+    dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
+    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
+        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -49,6 +54,8 @@ def _promote(*inputs):
 
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
+    if type(g) is np.ndarray and type(x) is np.ndarray and g.dtype == x.dtype and g.shape == x.shape             and type(value) is np.ndarray and value.shape == x.shape:
+        return g  # nothing to sum: the common case, without the general shape work below
     shape = np.shape(x)
     full = np.broadcast_shapes(np.shape(g), np.shape(value), shape)
     lead = len(full) - len(shape)
@@ -87,6 +94,25 @@ def release_scratch():
 
 def forward(*, a, b, c, d, x, y):
     """Value of seed004_legendre."""
+    if type(a) in _NUMBERS and type(b) in _NUMBERS and type(c) in _NUMBERS and type(d) in _NUMBERS and type(x) in _NUMBERS and type(y) in _NUMBERS:  # Python numbers: plain float arithmetic (see _NUMBERS)
+        try:
+            _f_a, _f_b, _f_c, _f_d, _f_x, _f_y = float(a), float(b), float(c), float(d), float(x), float(y)
+            _f0 = _f_a - _f_y
+            _f1 = (-1.5) * _f_c
+            _f2 = _f_d * _f_x
+            _f3 = _f_c + _f2
+            _f4 = (_f3 * _f3 * _f3)
+            _f5 = 2.5 * _f4
+            _f6 = _f1 + _f5
+            _f7 = (-1.5) * _f_d
+            _f8 = _f_x * _f7
+            _f9 = _f6 + _f8
+            _f10 = _f_b * _f9
+            _f11 = _f0 + _f10
+            _f12 = (_f11 * _f11)
+            return np.float64(_f12)
+        except (ArithmeticError, ValueError):
+            pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
     t0 = np.subtract(a, y, out=_scratch('forward0', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
     t1 = np.multiply((-1.5), c, out=_scratch('forward1', np.shape(c), _dt))
@@ -106,6 +132,38 @@ def forward(*, a, b, c, d, x, y):
 
 def value_and_grad(*, a, b, c, d, x, y):
     """Value of seed004_legendre and the gradients of its sum with respect to a, b, c, d."""
+    if type(a) in _NUMBERS and type(b) in _NUMBERS and type(c) in _NUMBERS and type(d) in _NUMBERS and type(x) in _NUMBERS and type(y) in _NUMBERS:  # Python numbers: plain float arithmetic (see _NUMBERS)
+        try:
+            _f_a, _f_b, _f_c, _f_d, _f_x, _f_y = float(a), float(b), float(c), float(d), float(x), float(y)
+            _f0 = _f_a - _f_y
+            _f1 = (-1.5) * _f_c
+            _f2 = _f_d * _f_x
+            _f3 = _f_c + _f2
+            _f4 = (_f3 * _f3 * _f3)
+            _f5 = 2.5 * _f4
+            _f6 = _f1 + _f5
+            _f7 = (-1.5) * _f_d
+            _f8 = _f_x * _f7
+            _f9 = _f6 + _f8
+            _f10 = _f_b * _f9
+            _f11 = _f0 + _f10
+            _f12 = (_f11 * _f11)
+            _f13 = 2.0 * _f11
+            _f14 = _f9 * _f13
+            _f15 = _f_b * _f13
+            _f16 = 2.5 * _f15
+            _f17 = (_f3 * _f3)
+            _f18 = 3.0 * _f17
+            _f19 = _f16 * _f18
+            _f20 = (-1.5) * _f15
+            _f21 = _f19 + _f20
+            _f22 = _f_x * _f15
+            _f23 = (-1.5) * _f22
+            _f24 = _f_x * _f19
+            _f25 = _f23 + _f24
+            return np.float64(_f12), {'a': np.float64(_f13), 'b': np.float64(_f14), 'c': np.float64(_f21), 'd': np.float64(_f25)}
+        except (ArithmeticError, ValueError):
+            pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
     t0 = np.subtract(a, y, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
     t1 = np.multiply((-1.5), c, out=_scratch('value_and_grad1', np.shape(c), _dt))

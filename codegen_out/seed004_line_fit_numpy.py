@@ -21,13 +21,18 @@ WRT = ('b', 'm')
 DIMS = ()
 SHAPES = {}
 DERIVATIVES = ('grad',)
+_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first
 
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
 
 def _promote(*inputs):
     """(dt, *inputs) with every input in one float type dt: float32 arrays stay float32; Python
     numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
+    dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
+    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
+        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -49,6 +54,8 @@ def _promote(*inputs):
 
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
+    if type(g) is np.ndarray and type(x) is np.ndarray and g.dtype == x.dtype and g.shape == x.shape             and type(value) is np.ndarray and value.shape == x.shape:
+        return g  # nothing to sum: the common case, without the general shape work below
     shape = np.shape(x)
     full = np.broadcast_shapes(np.shape(g), np.shape(value), shape)
     lead = len(full) - len(shape)
@@ -87,6 +94,17 @@ def release_scratch():
 
 def forward(*, b, m, x, y):
     """Value of seed004_line_fit."""
+    if type(b) in _NUMBERS and type(m) in _NUMBERS and type(x) in _NUMBERS and type(y) in _NUMBERS:  # Python numbers: plain float arithmetic (see _NUMBERS)
+        try:
+            _f_b, _f_m, _f_x, _f_y = float(b), float(m), float(x), float(y)
+            _f0 = _f_y - _f_b
+            _f1 = _f_m * _f_x
+            _f2 = _f0 - _f1
+            _f3 = (_f2 * _f2)
+            _f4 = 0.5 * _f3
+            return np.float64(_f4)
+        except (ArithmeticError, ValueError):
+            pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, b, m, x, y = _promote(b, m, x, y)
     t0 = np.subtract(y, b, out=_scratch('forward0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
     t1 = np.multiply(m, x, out=_scratch('forward1', np.broadcast_shapes(np.shape(m), np.shape(x)), _dt))
@@ -98,6 +116,20 @@ def forward(*, b, m, x, y):
 
 def value_and_grad(*, b, m, x, y):
     """Value of seed004_line_fit and the gradients of its sum with respect to b, m."""
+    if type(b) in _NUMBERS and type(m) in _NUMBERS and type(x) in _NUMBERS and type(y) in _NUMBERS:  # Python numbers: plain float arithmetic (see _NUMBERS)
+        try:
+            _f_b, _f_m, _f_x, _f_y = float(b), float(m), float(x), float(y)
+            _f0 = _f_y - _f_b
+            _f1 = _f_m * _f_x
+            _f2 = _f0 - _f1
+            _f3 = (_f2 * _f2)
+            _f4 = 0.5 * _f3
+            _f5 = _f_b - _f_y
+            _f6 = _f5 + _f1
+            _f7 = _f_x * _f6
+            return np.float64(_f4), {'b': np.float64(_f6), 'm': np.float64(_f7)}
+        except (ArithmeticError, ValueError):
+            pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, b, m, x, y = _promote(b, m, x, y)
     t0 = np.subtract(y, b, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
     t1 = np.multiply(m, x, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(m), np.shape(x)), _dt))

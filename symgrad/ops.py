@@ -881,6 +881,9 @@ _reg("sum_to", lambda g, x, out, attr=None: x, "_sum_to({0}, {1}, {2})",
      jvp=lambda G, t, o, g, x, value: t[0] and G.op("sum_to", t[0], x, value), helper='''
 def _sum_to(g, x, value):
     """Gradient of the input x from the cotangent g: broadcast g like the value, sum to x's shape."""
+    if type(g) is {m}.ndarray and type(x) is {m}.ndarray and g.dtype == x.dtype and g.shape == x.shape \
+            and type(value) is {m}.ndarray and value.shape == x.shape:
+        return g  # nothing to sum: the common case, without the general shape work below
     shape = {m}.shape(x)
     full = {m}.broadcast_shapes({m}.shape(g), {m}.shape(value), shape)
     lead = len(full) - len(shape)

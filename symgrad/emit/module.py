@@ -30,6 +30,7 @@ from .. import __version__
 from ..ir import topo_order
 from ..ops import OPS, is_bool, slice_text
 from .buffers import plan
+from .floats import float_path
 from ..program import render
 from ..errors import SymgradError
 from .text import docstring, visible
@@ -64,6 +65,9 @@ def _promote(*inputs):
     numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
+    dt = inputs[0].dtype if type(inputs[0]) is {m}.ndarray else None
+    if (dt is _F64 or dt is _F32) and all(type(x) is {m}.ndarray and x.dtype is dt for x in inputs):
+        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -585,22 +589,28 @@ def assemble(program, target) -> str:
         b = body(fn)
         returned = owned(b, fn.roots, {**input_ids, **fn.seeds}, m, [fn.final[r.id] for r in fn.roots[1:]])
         params = sig if fn.seed_param is None else (f"{fn.seed_param}, /" + (", " + sig if sig else ""))
-        lines = prologue(fn, b) + b.lines
+        def returns(texts):
+            parts, k = [texts[0]], 1
+            for size, keys in fn.groups:
+                if keys is None:
+                    parts.append(texts[k])
+                else:
+                    parts.append("{" + ", ".join(f"{w!r}: {v}" for w, v in zip(keys, texts[k:k + size])) + "}")
+                k += size
+            return ", ".join(parts)
+        fast = (float_path(topo_order(fn.roots), fn.roots, input_ids, returns, m)
+                if fn.name in ("forward", "value_and_grad") else None)
+        lines = prologue(fn, b)
+        lines = lines[:1] + (fast or []) + lines[1:] if not plain_sig else (fast or []) + lines
+        lines += b.lines
         texts += ["", f"def {fn.name}({params}):", f'    """{docstring(fn.doc)}"""']
         texts += ["    " + ln for ln in lines]
-        parts, k = [returned[0]], 1
-        for size, keys in fn.groups:
-            if keys is None:
-                parts.append(returned[k])
-            else:
-                parts.append("{" + ", ".join(f"{w!r}: {v}" for w, v in zip(keys, returned[k:k + size])) + "}")
-            k += size
-        texts += [f"    return {', '.join(parts)}", ""]
+        texts += [f"    return {returns(returned)}", ""]
         definitions.update(b.definitions)
         bodies += lines
     helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions)
     code = "\n".join(bodies + list(helpers.values()))
-    imports = ((["import math"] if {"_jacobian", "_hessian"} & set(helpers) else [])
+    imports = ((["import math"] if {"_jacobian", "_hessian"} & set(helpers) or re.search(r"(?<![\w.])math\.", code) else [])
                + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
                + list(target.imports)
                + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
@@ -612,12 +622,15 @@ def assemble(program, target) -> str:
              f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
              "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}",
              f"DERIVATIVES = {tuple(program.derivatives)!r}"]
+    if "_NUMBERS)" in code:
+        text.append("_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first")
     if target.preamble:
         text.append(target.preamble)
     if "_hessian" in helpers:
         text.append("HESSIAN_MAX_BYTES = 2**30  # hessian() refuses a dense Hessian larger than this")
     text.append("")
     if inputs:
+        text.append(f"_F64, _F32 = {m}.dtype({m}.float64), {m}.dtype({m}.float32)")
         text.append(_HELPER_PROMOTE.replace("{m}", m))
     if matrices:
         text.append(_HELPER_DIMS.replace("{m}", m))
