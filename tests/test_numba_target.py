@@ -182,6 +182,10 @@ def test_parallel_loop_agrees_with_the_serial_one():
     want = symgrad.compile(mm).value_and_grad(**inputs)
     assert rel_err(got[0], want[0]) <= 1e-15
     assert all(rel_err(got[1][k], want[1][k]) <= 1e-15 for k in want[1])
+    # a column-ordered input: the loop runs over the transposes (memory in order), same numbers
+    got_f = load_source(src, "rows").value_and_grad(X=np.asfortranarray(inputs["X"]), b=inputs["b"])
+    assert rel_err(got_f[0], want[0]) <= 1e-15 and got_f[0].flags.f_contiguous
+    assert all(rel_err(got_f[1][k], want[1][k]) <= 1e-12 for k in want[1])  # sums in another order
 
 
 def test_second_import_loads_the_compiled_loops_from_the_cache(tmp_path):

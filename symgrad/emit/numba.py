@@ -25,7 +25,10 @@ a second process does not compile again; a module loaded from text (no file) com
 
 ``_run`` lays the operands out: an array of the loop's shape that is C-contiguous goes flat (a
 view), one of one element as a scalar, any other (a bias row against a matrix, a transposed view)
-is broadcast and copied first; every output is a new array of the loop's shape.
+is broadcast and copied first; every output is a new array of the loop's shape.  A loop over a
+matrix whose input comes in column order (a transposed product, a Fortran-ordered input) runs
+over the transposes, so that it reads and writes memory in order (its outputs are column-ordered
+too).
 """
 from __future__ import annotations
 
@@ -76,12 +79,19 @@ def _run(loops, dt, kinds, shape, *inputs):
             args.append({m}.broadcast_to(a.reshape(-1), (n,)))
         else:
             args.append({m}.ascontiguousarray({m}.broadcast_to(a, shape)).reshape(-1))
-    outs = [{m}.empty(shape, {m}.bool_ if k == "b" else dt) for k in kinds]
+    # a matrix input in column order (a transposed product): the loop runs over the transposes
+    flip = matrix and any(isinstance(a, {m}.ndarray) and a.shape == shape and a.flags.f_contiguous
+                          and not a.flags.c_contiguous for a in inputs)
+    loop_shape = shape[::-1] if flip else shape
+    outs = [{m}.empty(loop_shape, {m}.bool_ if k == "b" else dt) for k in kinds]
     views = outs if matrix else [o.reshape(-1) for o in outs]
+    if flip:
+        args, outs = [a.T for a in args], [o.T for o in outs]
     if n >= PARALLEL_MIN:
-        loops[1](shape[0] if matrix else n, max(1, CHUNK // shape[1]) if matrix else CHUNK, dt.type, *args, *views)
+        rows = loop_shape[0] if matrix else n
+        loops[1](rows, max(1, CHUNK // loop_shape[1]) if matrix else CHUNK, dt.type, *args, *views)
     else:
-        loops[0](0, shape[0] if matrix else n, dt.type, *args, *views)
+        loops[0](0, loop_shape[0] if matrix else n, dt.type, *args, *views)
     return outs[0] if len(outs) == 1 else tuple(outs)
 '''
 
