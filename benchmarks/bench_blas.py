@@ -1,0 +1,50 @@
+"""BLAS layout: ``A @ B`` against ``(B.T @ A.T).T`` (the same product, the other orientation for
+BLAS) for the shapes of the seed models' products, float32 and float64, beside what a generated
+module does (``A @ B`` as written).  The data for a static orientation rule: on the shared 2-core
+machine of 2026-12-03 the answer flipped with the dtype and from run to run (benchmarks/RESULTS.md),
+so the modules print products as the differentiation writes them.
+
+    python -m benchmarks.bench_blas [--smoke] [--rounds R]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import harness
+
+METHODS = [("symgrad", "symgrad (generated module: A @ B)"), ("numpy_hand", "A @ B"),
+           ("flipped", "(B.T @ A.T).T")]
+SHAPES = [(50000, 784, 50), (50000, 50, 10), (50000, 50, 784), (512, 784, 50), (2000, 2000, 2000), (50, 784, 50000)]
+
+
+def cases(settings):
+    shapes = [(64, 32, 8), (8, 32, 64)] if settings.smoke else SHAPES
+    return [(f"({m}x{k}) @ ({k}x{n}) {dt}", {"m": m, "k": k, "n": n, "dtype": dt}, harness.tol_for(dt))
+            for m, k, n in shapes for dt in ("float32", "float64")]
+
+
+def setup(method, case):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((case["m"], case["k"])).astype(case["dtype"])
+    b = rng.standard_normal((case["k"], case["n"])).astype(case["dtype"])
+    if method == "symgrad":
+        import sympy as sp
+        import symgrad
+        m, k, n = sp.symbols("m k n", integer=True, positive=True)
+        A, B = sp.MatrixSymbol("A", m, k), sp.MatrixSymbol("B", k, n)
+        mod = symgrad.compile(symgrad.Model(A * B, wrt=[], name="blas"))
+        return lambda: (mod.forward(A=a, B=b), {})
+    if method == "numpy_hand":
+        return lambda: (a @ b, {})
+    if method == "flipped":
+        return lambda: ((b.T @ a.T).T, {})
+    raise ValueError(method)
+
+
+def tables(settings, log=print):
+    rows = harness.run_cases("benchmarks.bench_blas", METHODS, cases(settings), settings, log)
+    return harness.runtime_table(rows, "BLAS layout: A @ B against (B.T @ A.T).T")
+
+
+if __name__ == "__main__":
+    harness.script_main(tables, __doc__)
