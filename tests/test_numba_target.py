@@ -96,6 +96,14 @@ def test_returned_arrays_are_the_callers():
     for a in (value, *grads.values()):
         assert isinstance(a, np.ndarray) and a.flags.writeable and not np.shares_memory(a, xs)
     assert not np.shares_memory(grads["x"], grads["y"])
+    # work arrays hold only values that are never returned: a second call leaves the first's results
+    model, make = MODELS["corpus/mlp_softmax_ce"]
+    mod = load_source(symgrad.generate(model, "numba"), "work")
+    assert "_scratch(" in symgrad.generate(model, "numba")
+    first = mod.value_and_grad(**make(model, 0))
+    kept = (np.array(first[0]), {k: np.array(g) for k, g in first[1].items()})
+    mod.value_and_grad(**make(model, 1))
+    assert np.array_equal(first[0], kept[0]) and all(np.array_equal(first[1][k], kept[1][k]) for k in kept[1])
 
 
 def test_python_numbers_give_the_notes_gradient():
@@ -150,7 +158,7 @@ def test_imports_only_numpy_numba_and_stdlib_and_is_deterministic():
     src = _source("matrix/matmul_bias")
     assert src == _source("matrix/matmul_bias")
     imports = set(re.findall(r"^(?:import|from) (\w+)", src, re.M))
-    assert imports <= {"numpy", "numba", "math", "os", "sys"} and {"numpy", "numba"} <= imports
+    assert imports <= {"numpy", "numba", "math", "os", "sys", "threading"} and {"numpy", "numba"} <= imports
     assert "Needs only numpy and numba" in src.replace("\n", " ")
 
 
@@ -177,14 +185,14 @@ def test_parallel_loop_agrees_with_the_serial_one():
     mm = symgrad.Model(sp.HadamardProduct(X, (X + sp.OneMatrix(N, 1) * b).applyfunc(sp.sin)), wrt=[X, b], name="rows")
     inputs = {"X": rng.standard_normal((mod.PARALLEL_MIN // 7 + 3, 7)), "b": rng.standard_normal((1, 7))}
     src = symgrad.generate(mm, "numba")
-    assert "True)  # serial, parallel, over a matrix" in src  # a 2-d loop, parallel over rows
+    assert "'ar')  # serial, parallel, the forms" in src and "b[0, _i]" in src  # a 2-d loop, a bias row
     got = load_source(src, "rows").value_and_grad(**inputs)
     want = symgrad.compile(mm).value_and_grad(**inputs)
     assert rel_err(got[0], want[0]) <= 1e-15
     assert all(rel_err(got[1][k], want[1][k]) <= 1e-15 for k in want[1])
-    # a column-ordered input: the loop runs over the transposes (memory in order), same numbers
+    # a column-ordered input: copied to row order for the loop, same numbers
     got_f = load_source(src, "rows").value_and_grad(X=np.asfortranarray(inputs["X"]), b=inputs["b"])
-    assert rel_err(got_f[0], want[0]) <= 1e-15 and got_f[0].flags.f_contiguous
+    assert rel_err(got_f[0], want[0]) <= 1e-15
     assert all(rel_err(got_f[1][k], want[1][k]) <= 1e-12 for k in want[1])  # sums in another order
 
 

@@ -23,12 +23,12 @@ benchmarks/README.md).  Loops compile on first use for each combination of argum
 a second process does not compile again; a module loaded from text (no file) compiles in memory.
 ``error_model="numpy"``: a division by zero gives inf/nan as NumPy does, never an exception.
 
-``_run`` lays the operands out: an array of the loop's shape that is C-contiguous goes flat (a
-view), one of one element as a scalar, any other (a bias row against a matrix, a transposed view)
-is broadcast and copied first; every output is a new array of the loop's shape.  A loop over a
-matrix whose input comes in column order (a transposed product, a Fortran-ordered input) runs
-over the transposes, so that it reads and writes memory in order (its outputs are column-ordered
-too).
+``_run`` lays the operands out.  A flat loop: an array of the loop's shape that is C-contiguous
+goes flat (a view), one of one element as a zero-stride view, any other is broadcast and copied
+first; every output is a new array of the loop's shape.  A loop over a
+matrix knows its inputs' static shapes: the matrix itself is read ``t0[_r, _i]``, a bias row
+``b1[0, _i]``, a column ``y[_r, 0]``, a number as it is -- C-contiguous arrays, no broadcast views,
+so that LLVM can vectorise the inner loop (an input in column order is copied to row order first).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import re
 from ..ops import OPS, is_bool
 from .cupy import FusedBody
 from .fusion import Cluster, Fusion
-from .module import Body
+from .module import _VIEWS, Body
 from .targets import TARGETS, Target
 
 # element-level templates that differ from the NumPy column (``{m}``: numpy's alias; arguments are
@@ -55,23 +55,36 @@ _SCALAR = {
 
 _MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
 
-PARALLEL_MIN = 1 << 15  # elements: a loop this long runs in parallel (see the module docstring)
+PARALLEL_MIN = 1 << 18  # elements: a loop this long runs in parallel (see the module docstring)
 CHUNK = 1 << 13  # elements per parallel task
 
 _HELPER_RUN = '''
+_WANT = {"a": lambda s: s, "r": lambda s: (1, s[1]), "c": lambda s: (s[0], 1), "e": lambda s: (1, 1)}
+
+
 def _run(loops, dt, kinds, shape, *inputs):
-    """Run a fused loop (serial, parallel) over the elements of shape (None: the broadcast of the
-    inputs' shapes).  A loop over a matrix reads every input as a broadcast view of the matrix's
-    shape (rows, columns); any other loop reads flat arrays: C-contiguous inputs of the shape as
-    views, numbers and one-element arrays as zero-stride views, others broadcast and copied.
-    Returns one new array of the shape per output kind ("f": dt, "b": bool)."""
+    """Run a fused loop (serial, parallel, forms) over the elements of shape (None: the broadcast
+    of the inputs' shapes).  A loop over a matrix reads each input in its form: "a" the matrix,
+    "r" a row, "c" a column, "e" a 1x1 matrix (C-contiguous, by its own index), "s" a number of
+    type dt, "b" a broadcast view.  Any other loop (forms None) reads flat arrays: C-contiguous inputs of the shape as views,
+    numbers and one-element arrays as zero-stride views, others broadcast and copied.  Returns one
+    new array of the shape per output kind ("f": dt, "b": bool)."""
     if shape is None:
         shape = {m}.broadcast_shapes(*[{m}.shape(a) for a in inputs])
-    n, matrix, args = math.prod(shape), loops[2], []
-    for a in inputs:
+    n, forms, args = math.prod(shape), loops[2], []
+    for k, a in enumerate(inputs):
+        form = forms[k] if forms else None
+        if form == "s":
+            args.append(a if isinstance(a, (bool, {m}.bool_)) else dt.type(a))
+            continue
         if not isinstance(a, {m}.ndarray):
             a = {m}.asarray(a, dtype={m}.bool_ if isinstance(a, (bool, {m}.bool_)) else dt)
-        if matrix:
+        if form in _WANT:
+            want = _WANT[form](shape)
+            if a.shape != want:  # the loop indexes by the static shape: anything else is a compiler bug
+                raise RuntimeError(f"{MODEL}: internal error: a loop input has shape {a.shape}, not {want}")
+            args.append(a if a.flags.c_contiguous else {m}.ascontiguousarray(a))
+        elif form == "b":
             args.append({m}.broadcast_to(a, shape))
         elif a.shape == shape and a.flags.c_contiguous:
             args.append(a.reshape(-1))
@@ -79,21 +92,34 @@ def _run(loops, dt, kinds, shape, *inputs):
             args.append({m}.broadcast_to(a.reshape(-1), (n,)))
         else:
             args.append({m}.ascontiguousarray({m}.broadcast_to(a, shape)).reshape(-1))
-    # a matrix input in column order (a transposed product): the loop runs over the transposes
-    flip = matrix and any(isinstance(a, {m}.ndarray) and a.shape == shape and a.flags.f_contiguous
-                          and not a.flags.c_contiguous for a in inputs)
-    loop_shape = shape[::-1] if flip else shape
-    outs = [{m}.empty(loop_shape, {m}.bool_ if k == "b" else dt) for k in kinds]
-    views = outs if matrix else [o.reshape(-1) for o in outs]
-    if flip:
-        args, outs = [a.T for a in args], [o.T for o in outs]
+    outs = []
+    for k in kinds:  # "f" / "b": a new array; "f:key": the module's work array key (never returned)
+        dtype = {m}.bool_ if k[0] == "b" else dt
+        a = _scratch(k[2:], shape, dtype) if len(k) > 2 else None
+        outs.append({m}.empty(shape, dtype) if a is None else a)
+    views = outs if forms is not None else [o.reshape(-1) for o in outs]
     if n >= PARALLEL_MIN:
-        rows = loop_shape[0] if matrix else n
-        loops[1](rows, max(1, CHUNK // loop_shape[1]) if matrix else CHUNK, dt.type, *args, *views)
+        rows = shape[0] if forms is not None else n
+        loops[1](rows, max(1, CHUNK // shape[1]) if forms is not None else CHUNK, dt.type, *args, *views)
     else:
-        loops[0](0, loop_shape[0] if matrix else n, dt.type, *args, *views)
+        loops[0](0, shape[0] if forms is not None else n, dt.type, *args, *views)
     return outs[0] if len(outs) == 1 else tuple(outs)
 '''
+
+
+def _form(shape, loop) -> tuple[str, str]:
+    """How a 2-d loop over ``loop`` reads an input of static ``shape``: (form for _run, index) --
+    "a" the matrix, "r" a row, "c" a column, "e" a 1x1 matrix, "s" a number, "b" anything else
+    (a broadcast view)."""
+    if shape == ():
+        return "s", ""
+    if shape is None or len(shape) != 2:
+        return "b", "_r, _i"
+    rows = "_r" if shape[0] == loop[0] else "0" if shape[0] == 1 else None
+    cols = "_i" if shape[1] == loop[1] else "0" if shape[1] == 1 else None
+    if not (rows and cols):
+        return "b", "_r, _i"
+    return {("_r", "_i"): "a", ("0", "_i"): "r", ("_r", "0"): "c", ("0", "0"): "e"}[rows, cols], f"{rows}, {cols}"
 
 
 def numba_fusable(op: str) -> bool:
@@ -120,6 +146,13 @@ class NumbaBody(FusedBody):
         self.final, self.users = final, users
         self.prefix = self.kernel_prefix
         self.fusion = Fusion(order, users, final, self.forward, set(self.names), fusable=numba_fusable)
+        # values returned, and what a returned value is a view of: never in a work array
+        by_id, self.protected = {n.id: n for n in order}, set()
+        for rid in set(final) | self.keep | self.fusion.returned:
+            n = by_id.get(rid)
+            while n is not None and n.id not in self.protected:
+                self.protected.add(n.id)
+                n = self.fusion.real(n.args[0]) if n.op in _VIEWS else None
         for unit in self.fusion.units:
             if isinstance(unit, Cluster):
                 self._emit_loop(unit)
@@ -130,7 +163,22 @@ class NumbaBody(FusedBody):
                     self.names[n.id] = self.names[self.fusion.real(n).id]
 
     def expr(self, n, users, final):
-        return Body.expr(self, n, users, final)  # the NumPy printing (not the CuPy helpers)
+        text = Body.expr(self, n, users, final)  # the NumPy printing (not the CuPy helpers)
+        if n.op == "matmul" and n.id not in self.protected and self.scratch_prefix and n.shape is not None:
+            a, b = (self.names[x.id] for x in n.args)  # a product that is never returned: a work array
+            return f"{self.m}.matmul({a}, {b}, out={self.scratch(n)})"
+        return text
+
+    def _shown_shape(self, a):
+        """The static shape of the array that ``a``'s name holds: a broadcast its consumers do
+        by themselves is printed as its source (``b2``), a transpose of it as ``b2.T``."""
+        text = self.names[a.id]
+        if a.op == "bcast" and self.names.get(a.args[0].id) == text:
+            return self._shown_shape(a.args[0])
+        if a.op == "transpose" and text == f"{self.names.get(a.args[0].id)}.T":
+            inner = self._shown_shape(a.args[0])
+            return tuple(reversed(inner)) if inner is not None and len(inner) == 2 else a.shape
+        return a.shape
 
     def _emit_loop(self, c: Cluster) -> None:
         ids, real = {m.id for m in c.members}, self.fusion.real
@@ -145,7 +193,7 @@ class NumbaBody(FusedBody):
 
         matrix = c.shape is not None and len(c.shape) == 2  # a 2-d loop over rows and columns
         index = "_r, _i" if matrix else "_i"
-        params, call_args, local, loads = [], [], {}, []
+        params, call_args, local, loads, forms = [], [], {}, [], []
         for m in c.members:
             for a in map(real, m.args):
                 if a.id in ids or a.id in local or a.op == "const":
@@ -155,7 +203,9 @@ class NumbaBody(FusedBody):
                 params.append(p)
                 call_args.append(text)
                 local[a.id] = f"_{p}"
-                loads.append(f"_{p} = {p}[{index}]")
+                form, at = _form(self._shown_shape(a), c.shape) if matrix else (None, index)
+                forms.append(form)
+                loads.append(f"_{p} = {p}" + (f"[{at}]" if at else ""))
         for k, m in enumerate(c.members):
             local[m.id] = f"_v{k}"
         body, outputs = [], []
@@ -198,8 +248,18 @@ class NumbaBody(FusedBody):
             f"        {kernel}_serial(_c * _step, min(_n, (_c + 1) * _step), _T, {sig})",
             "",
             "",
-            f"{kernel} = ({kernel}_serial, {kernel}_parallel, {matrix})  # serial, parallel, over a matrix", ""])
-        kinds = "".join("b" if is_bool(m) else "f" for m in outputs)
+            f"{kernel} = ({kernel}_serial, {kernel}_parallel, "
+            + (f"{''.join(forms)!r})  # serial, parallel, the forms of the inputs (_run)" if matrix
+               else "None)  # serial, parallel; flat"), ""])
+        kinds = []
+        for m in outputs:  # values that are never returned (nor viewed by one) go to work arrays
+            kind = "b" if is_bool(m) else "f"
+            if m.id not in self.protected and self.scratch_prefix:
+                kind += f":{self.scratch_prefix}{self.scratch_count}"
+                self.scratch_count += 1
+                self.ops_used.add("_scratch")
+            kinds.append(kind)
+        kinds = "".join(kinds) if all(len(k) == 1 for k in kinds) else tuple(kinds)
         shape = self.shape(c.shape) if c.shape is not None else "None"
         line = f"{', '.join(names)} = _run({kernel}, _dt, {kinds!r}, {shape}, {', '.join(call_args)})"
         comment = self.describe(outputs[0].id, 60)
