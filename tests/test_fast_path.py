@@ -84,6 +84,13 @@ def test_ints_and_bools_bind_as_floats():
     pytest.raises(TypeError, mod.value_and_grad, x=1j, y=1.0)  # complex: still refused, naming x
 
 
+def test_a_deep_model_has_no_second_body():
+    h = x
+    for k in range(floats.MAX_LINES // 2):
+        h = sp.tanh(y * h + k)
+    assert "_NUMBERS" not in symgrad.generate(symgrad.Model(h, wrt=[x, y], name="deep"))
+
+
 def test_matrices_special_functions_and_arrays_take_the_array_path():
     X = sp.MatrixSymbol("X", 2, 2)
     assert "_NUMBERS" not in symgrad.generate(symgrad.Model(sp.Trace(X) * x, wrt=[x], name="m"))

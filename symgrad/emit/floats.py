@@ -19,13 +19,18 @@ Where Python raises and NumPy would give inf or nan (division by zero, a domain 
 overflow), the exception sends the call down the array path, which gives NumPy's answer; ``x ** p``
 is ``math.pow`` (it raises where Python's ``**`` would make a complex number).  Results are NumPy
 float64 scalars, as the array path returns for Python numbers (immutable: the caller owns them).  A body with an op that has no plain-float form here
-(a scipy.special function without a ``math`` twin, a user Function, a matrix op) gets no fast path.
+(a scipy.special function without a ``math`` twin, a user Function, a matrix op) gets no fast path,
+nor does a body of more than MAX_LINES assignments (a deep model: the module would carry a second
+body for a per-call saving that is small beside its work).
 """
 from __future__ import annotations
 
 from ..ops import is_bool
 
 _MAX_MULTIPLY = 4  # x**e for integer 0 < e <= this is written as multiplications
+# a body longer than this gets no fast path: per-call overhead matters for small models, and a
+# deep one would pay for a second body in module size and import time (benchmarks/bench_compile.py)
+MAX_LINES = 1000
 
 FLOAT = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
@@ -84,6 +89,8 @@ NumPy's alias).  None where some node has no float form."""
         names[n.id] = f"_f{k}"
         k += 1
         body.append(f"{names[n.id]} = {text}")
+    if len(body) > MAX_LINES:
+        return None
     check = " and ".join(f"type({name}) in _NUMBERS" for name in inputs.values())
     convert = ", ".join(names[i] for i in inputs)
     floats = ", ".join(f"float({name})" for name in inputs.values())
