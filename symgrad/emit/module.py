@@ -477,11 +477,13 @@ def _is(n, value) -> bool:
     return n.op == "const" and n.attr == value
 
 
-def _helpers_called(code: str, defined) -> dict:
-    """{function name: helper source} of the helpers (ops' own, then the emitter's) that ``code``
-    calls and that no target definition already provides, in table order."""
+def _helpers_called(code: str, defined, more_helpers=()) -> dict:
+    """{function name: helper source} of the helpers (ops' own, the emitter's, then the layout's
+    ``more_helpers``) that ``code`` calls and that no target definition already provides, in table
+    order."""
     table = {re.search(r"def (\w+)\(", h).group(1): h
-             for h in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())}
+             for h in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())
+             + list(more_helpers)}
     found, more = set(), True
     while more:  # helpers may call helpers
         more = False
@@ -513,6 +515,7 @@ class _Function:
     seeds: dict = field(default_factory=dict)   # seed input node id -> local name
     cot_of: dict | None = None   # adjoint node id -> forward node id (names b_t3)
     groups: tuple = ()           # how the returned roots after the value are grouped (sizes)
+    unpack: bool = False         # seed_param is a tuple of the seeds' values, in seeds order
 
 
 def assemble(program, target) -> str:
@@ -534,7 +537,8 @@ def assemble(program, target) -> str:
     forward_ids = {n.id for n in topo_order([out])}
     described: dict = {}
     wrt_text = ", ".join(wrt_names) or "nothing"
-    functions = _functions(program, namer, wrt_local, wrt_text)
+    layout = target.layout
+    functions = (layout.functions if layout else _functions)(program, namer, wrt_local, wrt_text)
     user_modules = _user_modules([r for fn in functions for r in fn.roots])
 
     def body(fn: _Function) -> Body:
@@ -544,7 +548,8 @@ def assemble(program, target) -> str:
             cot_of.setdefault(c.id, fwd_id)
         b = (target.body or Body)(target, m, {**input_ids, **fn.seeds}, dim_local, cot_of, G.src)
         b.forward, b.keep, b.described = forward_ids, {out.id}, described
-        b.scratch_prefix, b.kernel_prefix = fn.name, fn.kernel
+        b.scratch_prefix = fn.name if layout is None or layout.scratch else ""
+        b.kernel_prefix = fn.kernel
         b.user_modules = user_modules
         if fn.seed_param:
             b.namer.used.add(fn.seed_param)
@@ -564,7 +569,9 @@ def assemble(program, target) -> str:
                 lines.append(", ".join(dim_local.values()) + ("," if len(dim_local) == 1 else "") + " = " + call)
             else:
                 lines.append(call)
-        if fn.name == "vjp":
+        if fn.unpack:
+            lines.append(", ".join(fn.seeds.values()) + ("," if len(fn.seeds) == 1 else "") + f" = {fn.seed_param}")
+        elif fn.name == "vjp":
             (seed,) = fn.seeds.values()
             lines.append(f"{seed} = _seed({fn.seed_param}, _dt, 'cotangent', {_shape_text(b, program, out)})")
         elif fn.seeds:
@@ -598,19 +605,23 @@ def assemble(program, target) -> str:
         texts += [f"    return {', '.join(parts)}", ""]
         definitions.update(b.definitions)
         bodies += lines
-    helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions)
+    helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions,
+                              layout.helpers if layout else ())
     code = "\n".join(bodies + list(helpers.values()))
     imports = ((["import math"] if {"_jacobian", "_hessian"} & set(helpers) else [])
                + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
                + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
-               + [f"import {mod} as {alias}" for mod, alias in user_modules.items()])
-    needs = ([target.module] + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+               + [f"import {mod} as {alias}" for mod, alias in user_modules.items()]
+               + (list(layout.imports) if layout else []))
+    needs = ([target.module] + (list(layout.needs) if layout else []) + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
              + list(user_modules))
-    text = [_header(program, target, needs), *imports, ""]
+    text = [_header(program, target, needs, layout.header_lines(program) if layout else ()), *imports, ""]
+    if layout:
+        text += layout.preamble
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
              f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
              "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}",
-             f"DERIVATIVES = {tuple(program.derivatives)!r}"]
+             f"DERIVATIVES = {tuple(program.derivatives)!r}"] + (layout.constants(program) if layout else [])
     if "_hessian" in helpers:
         text.append("HESSIAN_MAX_BYTES = 2**30  # hessian() refuses a dense Hessian larger than this")
     text.append("")
@@ -739,7 +750,7 @@ _SIGNATURES = {
 }
 
 
-def _header(program, target, needs) -> str:
+def _header(program, target, needs, more=()) -> str:
     described = ", ".join(f"{i.name} ({'x'.join(map(str, i.shape))})" if i.is_matrix
                           else f"{i.name} (scalar, broadcasts)" for i in program.inputs)
     wrt = ", ".join(program.wrt) or "nothing"
@@ -755,6 +766,7 @@ def _header(program, target, needs) -> str:
         "forward(**inputs) -> value",
         "value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like its input.",
         *[_SIGNATURES[d] for d in program.derivatives if d in _SIGNATURES],
+        *more,
         "At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)",
         "the derivative is taken as 0" + (", and second derivatives of piecewise-linear ops are 0"
                                           if {"hvp", "hessian"} & set(program.derivatives) else "")

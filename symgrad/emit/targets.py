@@ -14,6 +14,7 @@ class Target:
     alias: str  # the name it is bound to in generated code
     overrides: dict = field(default_factory=dict)  # op name -> template, where it differs
     body: type | None = None  # the emit.module.Body subclass that prints function bodies, if not Body
+    layout: object | None = None  # a module layout of its own (see emit.dask.Layout), if not NumPy's
 
     def template(self, op) -> str | None:
         return self.overrides.get(op.name, op.code)
