@@ -290,3 +290,43 @@ def test_on_a_local_cluster(modules, tmp_path):
                 value, grads = mod.value_and_grad(**chunked(mod, inp, 50))
             assert rel(value, want[0]) < 1e-12 and all(rel(grads[g], want[1][g]) < 1e-12 for g in grads)
         assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_one_task_per_block_and_the_parameters_in_one_task(modules, monkeypatch):
+    """The graph: one kernel task per block, the parameters (and the kernel) in a single task that
+    every block task depends on -- so each worker receives them once -- and a tree of sums."""
+    dk = modules["ridge"][0]
+    inp = inputs_for(SEPARABLE["ridge"], np.random.default_rng(10), rows=100)
+    graphs = []
+    real = dask.compute
+
+    def spy(*args, **kwargs):
+        graphs.append(dict(args[0].__dask_graph__()))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(dask, "compute", spy)
+    value, _ = dk.value_and_grad(**chunked(dk, inp, 5))  # 20 blocks
+    (graph,) = graphs
+    holding_w = [key for key, task in graph.items() if "w" in _literals(task)]
+    assert len(holding_w) == 1
+    blocks = [key for key in graph if str(key).startswith("_block-")]
+    combines = [key for key in graph if str(key).startswith("_combine-")]
+    assert len(blocks) == 20 and len(combines) == 3 + 1  # 20 -> 3 -> 1 with FAN_IN = 8
+    assert rel(value, modules["ridge"][1].value_and_grad(**inp)[0]) < 1e-12
+
+
+def _literals(task):
+    """The dict keys of literal dicts inside a task (the parameters' names where they are)."""
+    found = set()
+    stack = [task]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, dict):
+            found |= {k for k in t if isinstance(k, str)}
+            stack += list(t.values())
+        elif isinstance(t, (tuple, list)):
+            stack += list(t)
+        elif hasattr(t, "args") and hasattr(t, "func"):  # dask's Task objects
+            stack += list(t.args) + list(getattr(t, "kwargs", {}).values())
+        elif hasattr(t, "value") and not isinstance(t, np.ndarray):  # DataNode
+            stack.append(t.value)
+    return found
