@@ -264,9 +264,35 @@ class Lowering:
         return self.G.op("arctan2", *k)
 
     def _lower_polygamma(self, e, k):  # digamma(x) is SymPy's polygamma(0, x)
-        if not (e.args[0].is_Integer and e.args[0] >= 0):
-            raise unsupported(e, "the order of polygamma must be a constant integer >= 0")
-        return self.G.op("polygamma", k[1], attr=int(e.args[0]))
+        return self.G.op("polygamma", k[1], attr=self._order(e, "polygamma", integer=True, least=0))
+
+    def _order(self, e, what, integer=False, least=None):
+        """The constant order of a special function (its first argument), else an error naming it."""
+        nu = e.args[0]
+        ok = nu.is_Integer if integer else (nu.is_number and nu.is_real)
+        if not ok or (least is not None and nu < least):
+            kind = "a constant integer" + (f" >= {least}" if least is not None else "") if integer else "a real constant"
+            raise unsupported(e, f"the order of {what} must be {kind}")
+        return int(nu) if nu.is_Integer else float(nu)
+
+    def _lower_besselj(self, e, k):
+        return self.G.op("besselj", k[1], attr=self._order(e, "besselj"))
+
+    def _lower_besseli(self, e, k):
+        return self.G.op("besseli", k[1], attr=self._order(e, "besseli"))
+
+    def _lower_expint(self, e, k):  # SymPy writes E_0 as exp(-x)/x and a half-integer order with erfc
+        return self.G.op("expint", k[1], attr=self._order(e, "expint", integer=True, least=1))
+
+    def _lower_LambertW(self, e, k):
+        if len(e.args) > 1 and e.args[1] != 0:
+            raise unsupported(e, "only the principal branch of LambertW (k = 0)")
+        return self.G.op("lambertw", k[0])
+
+    def _lower_beta(self, e, k):  # B(a, b) = exp(lgamma(a) + lgamma(b) - lgamma(a + b)), for a, b > 0
+        G, (a, b) = self.G, k
+        lg = lambda t: G.call("loggamma", t)  # noqa: E731
+        return G.call("exp", G.sub(G.add(lg(a), lg(b)), lg(G.add(a, b))))
 
     # functions SymPy keeps whole that are spelled with the table's ops
     def _lower_cot(self, e, k):

@@ -456,6 +456,41 @@ def _polygamma(n, x):
     return {m}.asarray(out, dtype={m}.result_type(x))
 ''')
 
+# Bessel functions of a constant order nu (attr), J_nu' = (J_{nu-1} - J_{nu+1}) / 2 and I_nu' =
+# (I_{nu-1} + I_{nu+1}) / 2; the exponential integral E_n, n >= 1 a constant (attr), E_n' = -E_{n-1}
+# and E_1' = -exp(-x) / x.  CUDA C has none of them: cupyx.scipy.special has expn, no jv or iv.
+_ORDER_HELPER = '''
+def _of_order(f, n, x):
+    """f(n, x) of a special function of constant order n, in x's floating type."""
+    return {m}.asarray(f(n, x), dtype={m}.result_type(x))
+'''
+
+
+def _vjp_bessel(sign):
+    def vjp(G, g, out, x):
+        lo, hi = G.op(out.op, x, attr=out.attr - 1), G.op(out.op, x, attr=out.attr + 1)
+        return G.mul(g, G.mul(G.const(0.5), G.add(lo, hi) if sign > 0 else G.sub(lo, hi))),
+    return vjp
+
+
+def _vjp_expint(G, g, out, x):
+    if out.attr == 1:
+        return G.neg(G.mul(g, G.div(G.call("exp", G.neg(x)), x))),
+    return G.neg(G.mul(g, G.op("expint", x, attr=out.attr - 1))),
+
+
+_ew("besselj", "_of_order(_scipy_special.jv, {attr}, {0})", _vjp_bessel(-1), special="jv", helper=_ORDER_HELPER)
+_ew("besseli", "_of_order(_scipy_special.iv, {attr}, {0})", _vjp_bessel(+1), special="iv", helper=_ORDER_HELPER)
+_ew("expint", "_of_order(_scipy_special.expn, {attr}, {0})", _vjp_expint, special="expn", helper=_ORDER_HELPER)
+# the principal branch of Lambert's W, real: NaN below -1/e (where it is complex);
+# W' = W / (x (1 + W)) = 1 / (exp(W) (1 + W)), which is 1 at x = 0 without a special case
+_ew("lambertw", "_real_lambertw(_scipy_special.lambertw({0}), {0})",
+    lambda G, g, o, x: (G.div(g, G.mul(G.call("exp", o), G.add(G.const(1), o))),), special="lambertw", helper='''
+def _real_lambertw(w, x):
+    """The real principal branch of Lambert's W from the complex value w = W(x): NaN below -1/e."""
+    return {m}.where(x < -0.36787944117144233, {m}.nan, w.real).astype({m}.result_type(x), copy=False)
+''')
+
 # -- a function of the user's (symgrad.Function): attr = (name, "module:function", partials), each
 # partial an attr of the same form; printed by the emitter as a call into the imported module
 def _vjp_call(G, g, out, *args):

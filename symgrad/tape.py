@@ -181,6 +181,15 @@ RULES = {
     (sp.loggamma, 1): (lambda x: _sps().gammaln(x), lambda g, a, x: g * _sps().psi(x)),
     (sp.polygamma, 2): (lambda n, x: _sps().polygamma(int(n), x), None,
                         lambda g, a, n, x: g * _sps().polygamma(int(n) + 1, x)),
+    (sp.beta, 2): (lambda x, y: _sps().beta(x, y), lambda g, a, x, y: g * a * (_sps().psi(x) - _sps().psi(x + y)),
+                   lambda g, a, x, y: g * a * (_sps().psi(y) - _sps().psi(x + y))),
+    # Bessel functions of a constant order: SciPy's own derivatives jvp / ivp (no gradient to the order)
+    (sp.besselj, 2): (lambda n, x: _sps().jv(n, x), None, lambda g, a, n, x: g * _sps().jvp(n, x)),
+    (sp.besseli, 2): (lambda n, x: _sps().iv(n, x), None, lambda g, a, n, x: g * _sps().ivp(n, x)),
+    (sp.expint, 2): (lambda n, x: _sps().expn(int(n), x), None,   # expn(0, x) is exp(-x)/x
+                     lambda g, a, n, x: -g * _sps().expn(int(n) - 1, x)),
+    (sp.LambertW, 1): (lambda x: _real_lambertw(x),                # W' = W / (x (1 + W)), 1 at x = 0
+                       lambda g, a, x: g * np.where(x == 0, 1.0, a / np.where(x == 0, 1.0, x * (1 + a)))),
     (sp.cot, 1): (lambda x: 1 / np.tan(x), lambda g, a, x: -g / np.sin(x) ** 2),
     (sp.sec, 1): (lambda x: 1 / np.cos(x), lambda g, a, x: g * a * np.tan(x)),
     (sp.csc, 1): (lambda x: 1 / np.sin(x), lambda g, a, x: -g * a / np.tan(x)),
@@ -237,6 +246,13 @@ def _sps():
     """scipy.special, for the special functions' values (imported only when a model has one)."""
     import scipy.special
     return scipy.special
+
+
+def _real_lambertw(x):
+    """Lambert's W on its real principal branch (NaN below -1/e, where it is complex), in x's type."""
+    x = np.asarray(x)
+    w = _sps().lambertw(x).real
+    return np.where(x < -np.exp(-1.0), np.nan, w).astype(x.dtype)
 
 
 def _off_origin(num, r2):

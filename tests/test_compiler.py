@@ -209,7 +209,7 @@ def test_input_shape_errors_name_the_input():
 
 
 @pytest.mark.parametrize("expr, construct", [
-    (sp.besselj(1, x), "besselj"),
+    (sp.besselk(1, x), "besselk"),
     (sp.Function("f")(x), "f"),
     (sp.I * x, "ImaginaryUnit"),
     (sp.KroneckerProduct(sp.MatrixSymbol("A", 2, 2), sp.MatrixSymbol("B", 2, 2)), "KroneckerProduct"),

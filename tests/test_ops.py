@@ -56,7 +56,7 @@ SCALAR_ROWS = {
     "sigmoid": (sig(x * y), "real", "real"),
     "softplus": (sp.log(1 + sp.exp(x - y)), "real", "real"),
     "log_sigmoid": (sp.log(sig(x)) + sp.log(1 - sig(y)), "real", "real"),
-    "maximum": (sp.Max(x, y) + sp.Max(x, 0), "real", "real"),
+    "maximum": (sp.Max(x, y) + sp.Max(x, 0) + sp.Max(x, -y, y / 2), "real", "real"),  # and three arguments
     "minimum": (sp.Min(x, 2 * y, 1), "real", "real"),
     "piecewise": (sp.Piecewise((x ** 2, x > 0), (y * x, x <= -0.5), (-y, True)), "real", "real"),
     "relations": (sp.Piecewise((x, sp.Eq(x, y) | (x >= y)), (y, sp.Ne(x, 0) & (x < 1)), (x * y, True)),
@@ -82,7 +82,14 @@ SCALAR_ROWS = {
     "gamma": (sp.gamma(x + 2) * y, "real", "real"),
     "loggamma": (sp.loggamma(x) + sp.loggamma(x * y + 3), "pos", "real"),
     "polygamma": (sp.digamma(x + y) + sp.polygamma(2, x) * y, "pos", "pos"),
+    "beta": (sp.beta(x + 1, y) + sp.beta(y, 2) * x, "pos", "pos"),  # lowered through loggamma
+    "bessel": (sp.besselj(1, x * y) + sp.besselj(0, x) * y + sp.besselj(sp.Rational(3, 2), x * x)
+               + sp.besseli(2, x - y) + sp.besseli(sp.Rational(1, 2), y * y) * x, "real", "real"),
+    "expint": (sp.expint(1, x * y) + sp.expint(3, x) * y + sp.E1(y), "pos", "pos"),
+    "lambertw": (sp.LambertW(x * y / 3) + sp.LambertW(x + 2) * y, "unit", "unit"),  # x y / 3 > -1/e
 }
+# rows whose functions the CuPy target refuses at compile time (cupyx.scipy.special has no jv, iv)
+NUMPY_ONLY = {"bessel"}
 
 
 def _sample(rng, shape, domain):
@@ -166,7 +173,8 @@ def test_matrix_op(name):
     assert_matches_oracles(model, symgrad.compile(model), inputs)
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "piecewise", "maximum", "pow_int", "heaviside", "abs"])
+@pytest.mark.parametrize("name", ["sigmoid", "piecewise", "maximum", "pow_int", "heaviside", "abs", "bessel",
+                                  "expint", "lambertw", "polygamma"])
 def test_float32_stays_float32(name):
     expr, dx, dy = SCALAR_ROWS[name]
     model = symgrad.Model(expr, wrt=[x, y], name=name)
@@ -255,3 +263,26 @@ def test_gaussian_nll_matches_its_closed_form():
     assert rel_err(grads["mu"], -E_.sum(0, keepdims=True) @ Si) < 1e-12
     assert rel_err(grads["S"], 20 * Si - 0.5 * Si @ E_.T @ E_ @ Si) < 1e-12
     assert_matches_oracles(model, symgrad.compile(model), {"S": S_, "X": X_, "mu": mu_})
+
+
+def test_lambertw_at_zero_and_below_its_branch_point():
+    """W(0) = 0 with W'(0) = 1 (the limit of W / (x (1 + W))); W(x e^x) = x; below -1/e the real
+    principal branch does not exist: NaN, never the real part of the complex value."""
+    model = symgrad.Model(sp.LambertW(x), wrt=[x], name="w")
+    xs = np.array([0.0, 1.0 * np.e, -0.5 * np.exp(-0.5), -0.4])
+    value, grads = symgrad.compile(model).value_and_grad(x=xs)
+    assert value[0] == 0 and grads["x"][0] == 1
+    assert rel_err(value[1:3], [1.0, -0.5]) < 1e-14
+    assert rel_err(grads["x"][1:3], [1 / (2 * np.e), 1 / (np.exp(-0.5) * 0.5)]) < 1e-14
+    assert np.isnan(value[3])
+    t_value, t_grads = symgrad.tape.value_and_grad(model, x=xs)
+    assert t_grads["x"][0] == 1 and np.isnan(t_value[3])
+
+
+def test_special_function_orders_must_be_constants():
+    n = sp.Symbol("n")
+    for expr, what in [(sp.besselj(n, x), "besselj must be a real constant"),
+                       (sp.expint(sp.Rational(1, 3), x), "expint must be a constant integer >= 1"),
+                       (sp.LambertW(x, -1), "principal branch")]:
+        with pytest.raises(symgrad.SymgradError, match=what):
+            symgrad.generate(symgrad.Model(expr, wrt=[x], name="order"))
