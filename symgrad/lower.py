@@ -354,6 +354,9 @@ class Lowering:
     def _lower_DiagonalOf(self, e, k):
         return self.G.op("diagonal", k[0])
 
+    def _lower_KroneckerProduct(self, e, k):
+        return reduce(lambda a, b: self.G.op("kron", a, b), k)
+
     def _lower_Inverse(self, e, k):
         return self.G.op("inv", k[0])
 

@@ -875,6 +875,57 @@ _reg("diagonal", _diagonal_shape, "{m}.diagonal({0}).copy()[:, None]",
      lambda G, g, o, a: (G.op("diag", g),), jvp=_linear(lambda G, t, o: G.op("diagonal", t)))
 
 
+# -- Kronecker products: kron(A, B)[i p + k, j q + l] = A[i, j] B[k, l] for B of shape (p, q) ---------
+def _kron_dim(a, b):
+    """One dimension of kron(A, B): a product of integers, or a dimension times 1."""
+    if b == ONE:
+        return a
+    if a == ONE:
+        return b
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    raise SymgradError(f"a KroneckerProduct dimension {a}*{b}: a symbolic dimension times another "
+                       "size is not supported (give the factors integer dimensions, or a 1 there)")
+
+
+def _kron_shape(a, b, attr=None):
+    if a is None or b is None or len(a) != 2 or len(b) != 2:
+        raise SymgradError(f"KroneckerProduct of shapes {a} and {b}: matrices only")
+    return (_kron_dim(a[0], b[0]), _kron_dim(a[1], b[1]))
+
+
+def _kron_factor_shape(g, other, attr=None):
+    return attr  # the shape of the factor whose cotangent this is
+
+
+# the cotangents of the factors: each block of g against B (kron_a), the blocks weighted by A (kron_b);
+# all three ops are bilinear, so each one's rules are made of the other two
+_reg("kron", _kron_shape, "{m}.kron({0}, {1})",
+     lambda G, g, o, a, b: (G.op("kron_a", g, b, attr=a.shape), G.op("kron_b", g, a, attr=b.shape)),
+     jvp=lambda G, t, o, a, b: _add_tangents(G, t[0] and G.op("kron", full(G, t[0], a), b),
+                                             t[1] and G.op("kron", a, full(G, t[1], b))))
+_reg("kron_a", _kron_factor_shape, "_kron_a({0}, {1})",
+     lambda G, h, o, g, b: (G.op("kron", h, b), G.op("kron_b", g, h, attr=b.shape)),
+     jvp=lambda G, t, o, g, b: _add_tangents(G, t[0] and G.op("kron_a", full(G, t[0], g), b, attr=o.attr),
+                                             t[1] and G.op("kron_a", g, full(G, t[1], b), attr=o.attr)),
+     helper='''
+def _kron_a(g, b):
+    """The cotangent of A in kron(A, B) from g: each (p, q) block of g times B, summed."""
+    p, q = b.shape
+    return {m}.einsum("ikjl,kl->ij", g.reshape(g.shape[0] // p, p, g.shape[1] // q, q), b)
+''')
+_reg("kron_b", _kron_factor_shape, "_kron_b({0}, {1})",
+     lambda G, h, o, g, a: (G.op("kron", a, h), G.op("kron_a", g, h, attr=a.shape)),
+     jvp=lambda G, t, o, g, a: _add_tangents(G, t[0] and G.op("kron_b", full(G, t[0], g), a, attr=o.attr),
+                                             t[1] and G.op("kron_b", g, full(G, t[1], a), attr=o.attr)),
+     helper='''
+def _kron_b(g, a):
+    """The cotangent of B in kron(A, B) from g: the blocks of g weighted by the entries of A."""
+    r, c = a.shape
+    return {m}.einsum("ikjl,ij->kl", g.reshape(r, g.shape[0] // r, c, g.shape[1] // c), a)
+''')
+
+
 # -- linear algebra: inverse, determinant, log-determinant (slogdet), and solves ---------------------
 def _inv_T(G, a):
     return G.T(G.op("inv", a))

@@ -54,7 +54,8 @@ import numpy as np
 import sympy as sp
 from sympy.codegen import cfunctions
 from sympy.logic.boolalg import BooleanAtom
-from sympy.matrices.expressions import (Determinant, HadamardPower, Inverse, HadamardProduct, Identity, MatAdd, MatMul,
+from sympy.matrices.expressions import (Determinant, HadamardPower, Inverse, HadamardProduct, Identity,
+                                        KroneckerProduct, MatAdd, MatMul,
                                         MatPow, MatrixExpr, MatrixSymbol, OneMatrix, Trace,
                                         Transpose, ZeroMatrix)
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -209,6 +210,7 @@ RULES = {
     (Inverse, 1): (np.linalg.inv, lambda g, a, x: -a.T @ g @ a.T),
     (DiagMatrix, 1): (np.diagflat, lambda g, a, x: np.diagonal(g).reshape(x.shape)),
     (DiagonalOf, 1): (lambda x: np.diagonal(x).copy()[:, None], lambda g, a, x: np.diagflat(g)),
+    (KroneckerProduct, 2): (np.kron, lambda g, a, x, y: _kron_dx(g, x, y), lambda g, a, x, y: _kron_dy(g, x, y)),
     (Determinant, 1): (np.linalg.det, lambda g, a, x: g * a * np.linalg.inv(x).T),
     (Trace, 1): (np.trace, lambda g, a, x: g * np.eye(len(x), dtype=x.dtype)),
     (sp.StrictLessThan, 2): (np.less, None, None), (sp.LessThan, 2): (np.less_equal, None, None),
@@ -218,7 +220,7 @@ RULES = {
     (sp.And, 2): (np.logical_and, None, None), (sp.Or, 2): (np.logical_or, None, None),
     (sp.Not, 1): (np.logical_not, None),
 }
-_NARY = {sp.Add, sp.Mul, MatAdd, HadamardProduct, MatMul, sp.Max, sp.Min, sp.And, sp.Or}
+_NARY = {sp.Add, sp.Mul, MatAdd, HadamardProduct, MatMul, KroneckerProduct, sp.Max, sp.Min, sp.And, sp.Or}
 _LEAVES = (sp.Symbol, MatrixSymbol, sp.Number, sp.NumberSymbol, BooleanAtom, OneMatrix, ZeroMatrix,
            Identity)
 _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPow, MatrixSlice)
@@ -226,7 +228,7 @@ _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPo
 
 # rules whose VJP is not elementwise (the cotangent's shape is not the arguments' broadcast shape)
 _STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1), (Inverse, 1), (Determinant, 1),
-                                       (DiagMatrix, 1), (DiagonalOf, 1)]}
+                                       (DiagMatrix, 1), (DiagonalOf, 1), (KroneckerProduct, 2)]}
 
 
 def _user_rule(spec):
@@ -246,6 +248,28 @@ def _sps():
     """scipy.special, for the special functions' values (imported only when a model has one)."""
     import scipy.special
     return scipy.special
+
+
+def _kron_blocks(g, x, y):
+    """The (p, q) blocks of g, one per entry of x, for y of shape (p, q): {(i, j): block}."""
+    p, q = y.shape
+    return {(i, j): g[i * p:(i + 1) * p, j * q:(j + 1) * q] for i in range(x.shape[0]) for j in range(x.shape[1])}
+
+
+def _kron_dx(g, x, y):
+    """d kron(x, y) / dx: each block of the cotangent against y."""
+    out = np.zeros_like(x)
+    for (i, j), block in _kron_blocks(g, x, y).items():
+        out[i, j] = np.sum(block * y)
+    return out
+
+
+def _kron_dy(g, x, y):
+    """d kron(x, y) / dy: the blocks of the cotangent, weighted by x's entries."""
+    out = np.zeros_like(y)
+    for (i, j), block in _kron_blocks(g, x, y).items():
+        out += x[i, j] * block
+    return out
 
 
 def _real_lambertw(x):

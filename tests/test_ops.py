@@ -119,6 +119,7 @@ Y = sp.MatrixSymbol("Y", N, k)
 Z = X * W + sp.OneMatrix(N, 1) * b
 
 P = sp.MatrixSymbol("P", 4, 3)  # integer dimensions: slices with integer bounds
+Q = sp.MatrixSymbol("Q", 2, 2)
 
 MATRIX_ROWS = {
     "matmul_bias": (Z, [W, b]),
@@ -150,6 +151,12 @@ MATRIX_ROWS = {
     "det": (sp.det(S + 5 * sp.Identity(d)) * lam, [S, lam]),
     "logdet": (sp.log(sp.det(S + 5 * sp.Identity(d))), [S]),
     "matpow_negative": ((S + 5 * sp.Identity(d)) ** -2, [S]),
+    # Kronecker products: integer dimensions, or a symbolic dimension against a 1 (kron(v, b) is an
+    # outer product); three factors, and factors that are expressions themselves
+    "kron": (sp.KroneckerProduct(P, Q) * lam + sp.KroneckerProduct(P[:2, :], Q.T, Q[:, :1]).applyfunc(sp.sin),
+             [P, Q, lam]),
+    "kron_symbolic": (sp.Trace(sp.KroneckerProduct(v, b) * W.T * X.T) + sp.Trace(sp.KroneckerProduct(b, v).T * X * W)
+                      + sp.Trace(sp.KroneckerProduct(sp.DiagonalOf(S), b) * W.T), [v, b, S, W]),
     "unused_wrt": (X * W, [W, b]),
     "softmax_ce": ((sp.OneMatrix(1, N) * ((Z.applyfunc(sp.exp) * sp.OneMatrix(k, 1)).applyfunc(sp.log)
                                           - sp.HadamardProduct(Y, Z) * sp.OneMatrix(k, 1)))[0, 0] / N, [W, b]),
@@ -286,3 +293,23 @@ def test_special_function_orders_must_be_constants():
                        (sp.LambertW(x, -1), "principal branch")]:
         with pytest.raises(symgrad.SymgradError, match=what):
             symgrad.generate(symgrad.Model(expr, wrt=[x], name="order"))
+
+
+def test_kronecker_against_numpy_and_its_symbolic_dimension_limit():
+    """kron(A, B) is np.kron; d <kron(A, B), G> / dA is each block of G against B (checked here
+    against loops over the blocks, not the module's einsum); a symbolic dimension times another
+    size (2N) is not representable and is refused, naming the dimension."""
+    A, B = sp.MatrixSymbol("A", 2, 3), sp.MatrixSymbol("B", 3, 2)
+    Gm = sp.MatrixSymbol("G", 6, 6)
+    model = symgrad.Model(sp.Trace(Gm.T * sp.KroneckerProduct(A, B)), wrt=[A, B])
+    rng = np.random.default_rng(8)
+    a, bb, g = rng.standard_normal((2, 3)), rng.standard_normal((3, 2)), rng.standard_normal((6, 6))
+    module = symgrad.compile(model)
+    value, grads = module.value_and_grad(A=a, B=bb, G=g)
+    assert rel_err(symgrad.compile(symgrad.Model(sp.KroneckerProduct(A, B))).forward(A=a, B=bb), np.kron(a, bb)) == 0
+    blocks = {(i, j): g[3 * i:3 * i + 3, 2 * j:2 * j + 2] for i in range(2) for j in range(3)}
+    assert rel_err(value, np.sum(g * np.kron(a, bb))) < 1e-14
+    assert rel_err(grads["A"], [[np.sum(blocks[i, j] * bb) for j in range(3)] for i in range(2)]) < 1e-14
+    assert rel_err(grads["B"], sum(a[i, j] * blocks[i, j] for (i, j) in blocks)) < 1e-14
+    with pytest.raises(symgrad.SymgradError, match=r"KroneckerProduct dimension 2\*N"):
+        symgrad.generate(symgrad.Model(sp.KroneckerProduct(sp.MatrixSymbol("D", 2, 2), sp.MatrixSymbol("E", N, N))))
