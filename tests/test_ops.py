@@ -120,6 +120,10 @@ Z = X * W + sp.OneMatrix(N, 1) * b
 
 P = sp.MatrixSymbol("P", 4, 3)  # integer dimensions: slices with integer bounds
 Q = sp.MatrixSymbol("Q", 2, 2)
+u = sp.MatrixSymbol("u", d, 1)
+xi, wi, ui, yi, Xi = (sp.IndexedBase(n) for n in ("xi", "wi", "ui", "yi", "Xi"))
+ci = sp.IndexedBase("ci", shape=(3,))
+ii, jj, jx = sp.Symbol("i"), sp.Symbol("jj"), sp.Idx("j", d)
 
 MATRIX_ROWS = {
     "matmul_bias": (Z, [W, b]),
@@ -157,6 +161,12 @@ MATRIX_ROWS = {
              [P, Q, lam]),
     "kron_symbolic": (sp.Trace(sp.KroneckerProduct(v, b) * W.T * X.T) + sp.Trace(sp.KroneckerProduct(b, v).T * X * W)
                       + sp.Trace(sp.KroneckerProduct(sp.DiagonalOf(S), b) * W.T), [v, b, S, W]),
+    # Sums over IndexedBase entries: matrix products and reductions in disguise (a one-index base is
+    # a column); lengths read from the Sums' bounds, or from the base's own shape; an Idx index
+    "indexed_dot": (sp.Sum(xi[ii] * wi[ii], (ii, 0, N - 1)) * sp.Sum(sp.exp(wi[ii]), (ii, 0, N - 1)), [wi, xi]),
+    "indexed_matvec": (sp.Sum((sp.Sum(Xi[ii, jx] * ui[jx], jx) - yi[ii]) ** 2, (ii, 0, N - 1)) / N, [ui, Xi]),
+    "element_sum": (sp.Sum(sp.tanh(sp.Sum(X[ii, jj] * u[jj, 0], (jj, 0, d - 1))) * v[ii, 0], (ii, 0, N - 1)), [u, v]),
+    "indexed_shaped": (ci[0] * ci[2] + sp.Sum(ci[ii] ** 2 * xi[ii], (ii, 0, 2)), [ci, xi]),
     "unused_wrt": (X * W, [W, b]),
     "softmax_ce": ((sp.OneMatrix(1, N) * ((Z.applyfunc(sp.exp) * sp.OneMatrix(k, 1)).applyfunc(sp.log)
                                           - sp.HadamardProduct(Y, Z) * sp.OneMatrix(k, 1)))[0, 0] / N, [W, b]),
@@ -313,3 +323,83 @@ def test_kronecker_against_numpy_and_its_symbolic_dimension_limit():
     assert rel_err(grads["B"], sum(a[i, j] * blocks[i, j] for (i, j) in blocks)) < 1e-14
     with pytest.raises(symgrad.SymgradError, match=r"KroneckerProduct dimension 2\*N"):
         symgrad.generate(symgrad.Model(sp.KroneckerProduct(sp.MatrixSymbol("D", 2, 2), sp.MatrixSymbol("E", N, N))))
+
+
+def test_indexed_sums_are_matrix_products_and_name_what_is_not():
+    """Sum(X[i, j] w[j]) over an IndexedBase is X @ w in the module (no loop), its gradient the
+    closed form; a Sum that is no matrix expression (a shifted index), an IndexedBase of three
+    indices or of a length no Sum gives, is an error naming it."""
+    source = symgrad.generate(symgrad.Model(MATRIX_ROWS["indexed_matvec"][0], wrt=[ui]))
+    assert "np.matmul(Xi, ui" in source or "Xi @ ui" in source
+    model = symgrad.Model(MATRIX_ROWS["indexed_matvec"][0], wrt=[ui])
+    rng = np.random.default_rng(9)
+    X_, u_, y_ = rng.standard_normal((6, 3)), rng.standard_normal((3, 1)), rng.standard_normal((6, 1))
+    value, grads = symgrad.compile(model).value_and_grad(Xi=X_, ui=u_, yi=y_)
+    assert rel_err(value, np.sum((X_ @ u_ - y_) ** 2) / 6) < 1e-14
+    assert rel_err(grads["ui"], 2 * X_.T @ (X_ @ u_ - y_) / 6) < 1e-14
+    for expr, why in [(sp.Sum(xi[ii] * xi[ii + 1], (ii, 0, N - 1)), r"unsupported SymPy construct Sum: .*xi\[i \+ 1"),
+                      (sp.Sum(sp.IndexedBase("T")[ii, ii, ii], (ii, 0, N - 1)), "IndexedBase T has 3 indices"),
+                      (sp.Sum(xi[ii], (ii, 1, N)), r"length of axis 0 of the IndexedBase xi .*shape=\(N,\)")]:
+        with pytest.raises(symgrad.SymgradError, match=why):
+            symgrad.generate(symgrad.Model(expr, name="bad"))
+
+
+def test_closed_form_ridge_and_its_loss():
+    """w* = (X^T X + lam I)^-1 X^T y as a model value (a solve, never an inverse): its value is
+    NumPy's solve, d sum(w*)/d lam = -1^T A^-1 w* and d sum(w*)/dy = X A^-1 1 (A = X^T X + lam I);
+    the ridge loss ||X w - y||^2 + lam ||w||^2 has gradient 2 X^T (X w - y) + 2 lam w, which
+    vanishes at that w*."""
+    n_, dd = sp.symbols("n dd")
+    Xr, yr, wr, lr = sp.MatrixSymbol("X", n_, dd), sp.MatrixSymbol("y", n_, 1), sp.MatrixSymbol("w", dd, 1), sp.Symbol("lam")
+    A = Xr.T * Xr + lr * sp.Identity(dd)
+    ridge = symgrad.Model(A ** -1 * Xr.T * yr, wrt=[lr, yr], name="ridge")
+    source = symgrad.generate(ridge)
+    assert "linalg.solve" in source and "linalg.inv" not in source
+    rng = np.random.default_rng(11)
+    X_, y_, lam_ = rng.standard_normal((30, 4)), rng.standard_normal((30, 1)), 0.7
+    A_ = X_.T @ X_ + lam_ * np.eye(4)
+    w_star, grads = symgrad.compile(ridge).value_and_grad(X=X_, y=y_, lam=lam_)
+    assert rel_err(w_star, np.linalg.solve(A_, X_.T @ y_)) < 1e-12
+    assert rel_err(grads["lam"], -np.sum(np.linalg.solve(A_, w_star))) < 1e-12
+    assert rel_err(grads["y"], X_ @ np.linalg.solve(A_, np.ones((4, 1)))) < 1e-12
+    assert_matches_oracles(ridge, symgrad.compile(ridge), {"lam": lam_, "y": y_, "X": X_})
+    r = Xr * wr - yr
+    loss = symgrad.Model((r.T * r)[0, 0] + lr * (wr.T * wr)[0, 0], wrt=[wr], name="ridge_loss")
+    module = symgrad.compile(loss)
+    _, g_star = module.value_and_grad(w=w_star, X=X_, y=y_, lam=lam_)
+    w_ = rng.standard_normal((4, 1))
+    _, g = module.value_and_grad(w=w_, X=X_, y=y_, lam=lam_)
+    hand = 2 * X_.T @ (X_ @ w_ - y_) + 2 * lam_ * w_
+    assert rel_err(g["w"], hand) < 1e-12
+    assert np.max(np.abs(g_star["w"])) < 1e-12 * np.max(np.abs(hand))
+
+
+def test_log_determinant_barriers():
+    """-log det(S) + tr(C S) has gradient -S^-1 + C^T (S symmetric positive definite), which
+    vanishes at S = C^-1; -log det(A - X^T diag(v) X) has d/dv_i = x_i^T M^-1 x_i (x_i the rows of
+    X, M = A - X^T diag(v) X) and d/dA = -M^-T."""
+    dd, n_ = sp.symbols("dd n")
+    Sb, Cb = sp.MatrixSymbol("S", dd, dd), sp.MatrixSymbol("C", dd, dd)
+    barrier = symgrad.Model(-sp.log(sp.det(Sb)) + sp.Trace(Cb * Sb), wrt=[Sb], name="barrier")
+    assert "slogdet" in symgrad.generate(barrier)
+    rng = np.random.default_rng(12)
+    B = rng.standard_normal((3, 3))
+    S_, C_ = B @ B.T + 3 * np.eye(3), np.linalg.inv(B.T @ B + 2 * np.eye(3))
+    module = symgrad.compile(barrier)
+    _, grads = module.value_and_grad(S=S_, C=C_)
+    assert rel_err(grads["S"], -np.linalg.inv(S_) + C_.T) < 1e-12
+    _, at_min = module.value_and_grad(S=np.linalg.inv(C_), C=C_)
+    assert np.max(np.abs(at_min["S"])) < 1e-12
+    assert_matches_oracles(barrier, module, {"S": S_, "C": C_})
+    Ab, Xb, vb = sp.MatrixSymbol("A", dd, dd), sp.MatrixSymbol("X", n_, dd), sp.MatrixSymbol("v", n_, 1)
+    M = Ab - Xb.T * sp.DiagMatrix(vb) * Xb
+    weighted = symgrad.Model(-sp.log(sp.det(M)), wrt=[vb, Ab], name="weighted_barrier")
+    X_, v_ = rng.standard_normal((6, 3)), rng.uniform(0.1, 0.3, (6, 1))
+    A_ = X_.T @ X_ + 2 * np.eye(3)
+    M_ = A_ - X_.T @ np.diag(v_[:, 0]) @ X_
+    value, grads = symgrad.compile(weighted).value_and_grad(A=A_, X=X_, v=v_)
+    assert rel_err(value, -np.linalg.slogdet(M_)[1]) < 1e-12
+    Mi = np.linalg.inv(M_)
+    assert rel_err(grads["v"], np.einsum("ij,jk,ik->i", X_, Mi, X_)[:, None]) < 1e-12
+    assert rel_err(grads["A"], -Mi.T) < 1e-12
+    assert_matches_oracles(weighted, symgrad.compile(weighted), {"A": A_, "X": X_, "v": v_})
