@@ -8,6 +8,8 @@ Everything else symgrad knows about a model is derived here, once:
 * ``wrt``    -- the Symbols / MatrixSymbols to differentiate with respect to;
 * ``inputs`` -- every free Symbol / MatrixSymbol that is not a dimension: ``wrt`` first, in the
   order given, then the data inputs sorted by name.  This is the generated module's ``INPUTS``.
+  An ``IndexedBase`` is a MatrixSymbol of its name (one index: a column), its entries the
+  MatrixSymbol's (:func:`symgrad.indexed.indexed_to_matrices`); ``expr`` is written with those.
 
 :func:`load_models` executes a model file and collects its module-level ``Model`` objects.
 """
