@@ -14,7 +14,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 from sympy.matrices.expressions.slice import MatrixSlice
 
-from .ir import Graph, Node
+from .ir import Graph, Node, mul_dims
 from .program import Input, Program
 from .errors import SymgradError
 from .ops import OPS, size
@@ -40,24 +40,37 @@ def unsupported(e, why: str = "") -> SymgradError:
                         + (f" ({why})" if why else ""))
 
 
-def dim(d, where=None):
-    """A SymPy dimension as the IR has it: an int, or the name of a dimension Symbol."""
+def dim(d, where=None, products=True):
+    """A SymPy dimension as the IR has it: an int, the name of a dimension Symbol, or (unless
+    ``products`` is false: an input's dimensions are read from its array) a product of those
+    (``2*N``, the size of a Kronecker product)."""
     d = sp.sympify(d)
     if d.is_Integer:
         return int(d)
     if d.is_Symbol:
         return d.name
+    if products and d.is_Mul:
+        coeff, factors = d.as_coeff_mul()
+        names = [f.name for f in factors if f.is_Symbol]
+        names += [f.base.name for f in factors if f.is_Pow and f.base.is_Symbol and f.exp.is_Integer
+                  and f.exp > 0 for _ in range(int(f.exp))]
+        if coeff.is_Integer and coeff > 0 and len(names) == sum(int(f.exp) if f.is_Pow else 1 for f in factors):
+            out = int(coeff)
+            for name in names:
+                out = mul_dims(out, name)
+            return out
     raise SymgradError(f"unsupported dimension {d}" + (f" of {where}" if where is not None else "")
-                       + ": use a Symbol or an integer")
+                       + (": use a Symbol, an integer or a product of those" if products
+                          else ": use a Symbol or an integer"))
 
 
-def shape_of(e) -> tuple:
-    return tuple(dim(d, e) for d in e.shape)
+def shape_of(e, products=True) -> tuple:
+    return tuple(dim(d, e, products) for d in e.shape)
 
 
 def leaf_shape(sym):
     """Static shape of an input symbol: ``(r, c)`` for a MatrixSymbol, dynamic (None) otherwise."""
-    return shape_of(sym) if isinstance(sym, sp.MatrixSymbol) else None
+    return shape_of(sym, products=False) if isinstance(sym, sp.MatrixSymbol) else None
 
 
 # -- provenance: how the model wrote a node, as parts (strings and child node ids) -------------------

@@ -32,7 +32,7 @@ import operator
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
-from .ir import ONE, broadcast_shapes
+from .ir import ONE, DimProduct, broadcast_shapes, mul_dims
 from .errors import SymgradError
 
 
@@ -602,7 +602,13 @@ _reg("input", lambda attr=None: attr[1], None)
 
 # -- matrix ops --------------------------------------------------------------------------------
 def size(G, d):
-    """A dimension (an int or a dimension name) as a node: a constant, or the run-time ``dim``."""
+    """A dimension (an int, a dimension name or a product) as a node: a constant, the run-time
+    ``dim``, or their product."""
+    if isinstance(d, DimProduct):
+        out = G.const(d[0])
+        for name in d[1:]:
+            out = G.mul(out, G.op("dim", attr=name))
+        return out
     return G.const(d) if isinstance(d, int) else G.op("dim", attr=d)
 
 
@@ -876,22 +882,10 @@ _reg("diagonal", _diagonal_shape, "{m}.diagonal({0}).copy()[:, None]",
 
 
 # -- Kronecker products: kron(A, B)[i p + k, j q + l] = A[i, j] B[k, l] for B of shape (p, q) ---------
-def _kron_dim(a, b):
-    """One dimension of kron(A, B): a product of integers, or a dimension times 1."""
-    if b == ONE:
-        return a
-    if a == ONE:
-        return b
-    if isinstance(a, int) and isinstance(b, int):
-        return a * b
-    raise SymgradError(f"a KroneckerProduct dimension {a}*{b}: a symbolic dimension times another "
-                       "size is not supported (give the factors integer dimensions, or a 1 there)")
-
-
 def _kron_shape(a, b, attr=None):
     if a is None or b is None or len(a) != 2 or len(b) != 2:
         raise SymgradError(f"KroneckerProduct of shapes {a} and {b}: matrices only")
-    return (_kron_dim(a[0], b[0]), _kron_dim(a[1], b[1]))
+    return (mul_dims(a[0], b[0]), mul_dims(a[1], b[1]))  # 2*N for a symbolic dimension
 
 
 def _kron_factor_shape(g, other, attr=None):

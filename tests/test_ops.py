@@ -160,7 +160,11 @@ MATRIX_ROWS = {
     "kron": (sp.KroneckerProduct(P, Q) * lam + sp.KroneckerProduct(P[:2, :], Q.T, Q[:, :1]).applyfunc(sp.sin),
              [P, Q, lam]),
     "kron_symbolic": (sp.Trace(sp.KroneckerProduct(v, b) * W.T * X.T) + sp.Trace(sp.KroneckerProduct(b, v).T * X * W)
-                      + sp.Trace(sp.KroneckerProduct(sp.DiagonalOf(S), b) * W.T), [v, b, S, W]),
+                      + sp.Trace(sp.KroneckerProduct(sp.DiagonalOf(S), b) * W.T)
+                      # 2*d x 2*d: a product dimension, also written by the model (OneMatrix(1, 2*d))
+                      + sp.Trace(sp.KroneckerProduct(Q, S) * sp.KroneckerProduct(S, Q).T)
+                      + sp.Trace(sp.OneMatrix(1, 2 * d) * sp.KroneckerProduct(S, Q).applyfunc(sp.sin)
+                                 * sp.OneMatrix(2 * d, 1)), [v, b, S, W, Q]),
     # Sums over IndexedBase entries: matrix products and reductions in disguise (a one-index base is
     # a column); lengths read from the Sums' bounds, or from the base's own shape; an Idx index
     "indexed_dot": (sp.Sum(xi[ii] * wi[ii], (ii, 0, N - 1)) * sp.Sum(sp.exp(wi[ii]), (ii, 0, N - 1)), [wi, xi]),
@@ -307,8 +311,8 @@ def test_special_function_orders_must_be_constants():
 
 def test_kronecker_against_numpy_and_its_symbolic_dimension_limit():
     """kron(A, B) is np.kron; d <kron(A, B), G> / dA is each block of G against B (checked here
-    against loops over the blocks, not the module's einsum); a symbolic dimension times another
-    size (2N) is not representable and is refused, naming the dimension."""
+    against loops over the blocks, not the module's einsum); a product dimension (2N) is fine
+    inside the model, but an input's dimensions are read from its array: Symbols or integers."""
     A, B = sp.MatrixSymbol("A", 2, 3), sp.MatrixSymbol("B", 3, 2)
     Gm = sp.MatrixSymbol("G", 6, 6)
     model = symgrad.Model(sp.Trace(Gm.T * sp.KroneckerProduct(A, B)), wrt=[A, B])
@@ -321,8 +325,11 @@ def test_kronecker_against_numpy_and_its_symbolic_dimension_limit():
     assert rel_err(value, np.sum(g * np.kron(a, bb))) < 1e-14
     assert rel_err(grads["A"], [[np.sum(blocks[i, j] * bb) for j in range(3)] for i in range(2)]) < 1e-14
     assert rel_err(grads["B"], sum(a[i, j] * blocks[i, j] for (i, j) in blocks)) < 1e-14
-    with pytest.raises(symgrad.SymgradError, match=r"KroneckerProduct dimension 2\*N"):
-        symgrad.generate(symgrad.Model(sp.KroneckerProduct(sp.MatrixSymbol("D", 2, 2), sp.MatrixSymbol("E", N, N))))
+    D_, E_ = rng.standard_normal((2, 2)), rng.standard_normal((3, 3))
+    K = symgrad.compile(symgrad.Model(sp.KroneckerProduct(sp.MatrixSymbol("D", 2, 2), sp.MatrixSymbol("E", N, N))))
+    assert rel_err(K.forward(D=D_, E=E_), np.kron(D_, E_)) == 0
+    with pytest.raises(symgrad.SymgradError, match=r"unsupported dimension 2\*N of F: use a Symbol or an integer"):
+        symgrad.generate(symgrad.Model(sp.Trace(sp.MatrixSymbol("F", 2 * N, 2 * N))))
 
 
 def test_indexed_sums_are_matrix_products_and_name_what_is_not():
