@@ -255,6 +255,12 @@ SCALAR_OPS = {
     "sec": (1, lambda a: sp.sec(sp.tanh(a)), "sp.sec(sp.tanh({0}))"),
     "cot": (1, lambda a: sp.cot(1 + sp.tanh(a) / 2), "sp.cot(1 + sp.tanh({0}) / 2)"),
     "sinc": (1, sp.sinc, "sp.sinc({0})"),
+    # special functions inside their domains (besselj/besseli stay out: the CuPy target refuses them)
+    "erf": (1, sp.erf, "sp.erf({0})"),
+    "loggamma": (1, lambda a: sp.loggamma(1 + a ** 2), "sp.loggamma(1 + {0}**2)"),
+    "beta": (2, lambda a, b: sp.beta(1 + a ** 2, 1 + b ** 2), "sp.beta(1 + {0}**2, 1 + {1}**2)"),
+    "expint": (1, lambda a: sp.expint(2, 1 + a ** 2), "sp.expint(2, 1 + {0}**2)"),
+    "lambertw": (1, lambda a: sp.LambertW(1 + sp.tanh(a)), "sp.LambertW(1 + sp.tanh({0}))"),
     "abs": (1, sp.Abs, "sp.Abs({0})"),
     "sign_mul": (2, lambda a, b: sp.sign(a) * b, "sp.sign({0}) * {1}"),
     "max": (2, sp.Max, "sp.Max({0}, {1})"),

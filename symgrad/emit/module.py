@@ -27,7 +27,7 @@ import re
 import unicodedata
 
 from .. import __version__
-from ..ir import topo_order
+from ..ir import DimProduct, topo_order
 from ..ops import OPS, is_bool, slice_text
 from .buffers import plan
 from ..program import render
@@ -261,7 +261,8 @@ class Body:
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
     def shape(self, shape) -> str:
-        parts = [str(d) if isinstance(d, int) else self.dim_names[d] for d in shape]
+        parts = [str(d) if isinstance(d, int) else _product_text(d, self.dim_names) if isinstance(d, DimProduct)
+                 else self.dim_names[d] for d in shape]
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
     def expr(self, n, users, final) -> str | None:
@@ -697,6 +698,11 @@ def _user_modules(roots) -> dict:
         used.add(alias)
         out[path] = alias
     return out
+
+
+def _product_text(d, dim_names) -> str:
+    """A product dimension as a Python expression of the dimension locals: ``2 * N``."""
+    return " * ".join(([str(d[0])] if d[0] != 1 else []) + [dim_names[n] for n in d[1:]])
 
 
 def _shape_text(b: Body, program, node) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import SymgradError
+
 
 @dataclass(frozen=True)
 class Target:
@@ -15,8 +17,12 @@ class Target:
     overrides: dict = field(default_factory=dict)  # op name -> template, where it differs
     body: type | None = None  # the emit.module.Body subclass that prints function bodies, if not Body
     layout: object | None = None  # a module layout of its own (see emit.dask.Layout), if not NumPy's
+    missing: dict = field(default_factory=dict)  # op name -> why the target has no implementation
 
     def template(self, op) -> str | None:
+        """The op's template; a :class:`SymgradError` saying why for an op the target cannot run."""
+        if op.name in self.missing:
+            raise SymgradError(f"{op.name} cannot be compiled for target {self.name}: {self.missing[op.name]}")
         return self.overrides.get(op.name, op.code)
 
 
