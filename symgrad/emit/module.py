@@ -381,7 +381,10 @@ class Body:
         view_of, klass, dyn = {}, {}, _ShapeClasses()
         for n in order:
             dyn.add(n)
-            if n.op in ("transpose", "sum_to", "slice") or (n.op == "bcast" and n.args[0].shape not in (None, ())):
+            # a broadcast is its source's memory unless printed as a fresh np.full; one that its
+            # consumers do by themselves (no line of its own) is its source by name
+            if n.op in ("transpose", "sum_to", "slice") or (n.op == "bcast" and (
+                    n.args[0].shape not in (None, ()) or n.id not in emitted)):
                 view_of[n.id] = n.args[0].id
             if n.id not in emitted or is_bool(n) or n.op == "input":
                 continue
