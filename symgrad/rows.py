@@ -70,14 +70,15 @@ def split_rows(program) -> RowPlan:
         cls[n.id] = _class(n, [cls[a.id] for a in n.args], rows, data, program)
     total = G.input(("rows total",), ())  # tuples: never a symbol's name
     share = G.input(("first block",), ())
+    first = G.op("gt", share, G.const(0))
     new: dict[int, Node] = {}
     for n in order:
         args = [new[a.id] for a in n.args]
         if n.op == "dim" and n.attr == rows:
             new[n.id] = total
             continue
-        if n.op in ("add", "sub") and cls[n.id] == SUM:
-            args = [G.mul(share, b) if cls[a.id] == PARAMS else b for a, b in zip(n.args, args)]
+        if n.op in ("add", "sub") and cls[n.id] == SUM:  # a selection, not a product: 0 * inf is NaN
+            args = [G.where(first, b, G.const(0)) if cls[a.id] == PARAMS else b for a, b in zip(n.args, args)]
         same = all(b is a for a, b in zip(n.args, args))
         new[n.id] = n if same else G.op(n.op, *args, attr=n.attr)
     return RowPlan(rows, data, params, COMBINE[cls[program.out.id]], new[program.out.id], total, share)
@@ -96,7 +97,13 @@ def _roles(program) -> tuple[str | None, list[str], list[str]]:
                       and i.shape[0] not in in_params and i.shape[0] not in square)
     second = Counter(i.shape[1] for i in matrices)
     # the rows: first axes of data, rarely a second axis anywhere (X (N x d), C (d x k): N, not d)
-    rows = min(leading, key=lambda d: (second[d], -leading[d], d)) if leading else None
+    score = {d: (second[d], -leading[d]) for d in leading}
+    best = sorted(d for d in score if score[d] == min(score.values()))
+    if len(best) > 1:
+        raise SymgradError(f"the rows do not split into blocks: the data have {len(best)} candidate rows "
+                           f"dimensions ({', '.join(best)}) and the dask target splits one; make the others "
+                           "parameters' dimensions or give them more data inputs")
+    rows = best[0] if best else None
     data = [i.name for i in matrices if i.name not in wrt and i.shape[0] == rows]
     for i in program.inputs:
         if i.is_matrix and rows in i.shape and i.name not in data:
@@ -140,6 +147,7 @@ def _class(n: Node, args: list[str], rows, data, program) -> str:
         if tuple(args) in table:
             return table[tuple(args)]
         why = ("is an N x N product of the rows" if tuple(args) == (ROWS, COLS)
+               else "is a product of two sums over the rows" if tuple(args) == (SUM, SUM)
                else "multiplies the rows by a sum over the rows" if SUM in args
                else "is a product that mixes the rows")
         return _coupled(n, program, why)
@@ -193,4 +201,7 @@ def _by_axes(n: Node, program, rows, arg: str) -> str:
 
 def _coupled(n: Node, program, why: str):
     what = render(program.src, n.id, 70)
-    raise SymgradError(f"the rows do not split into blocks: {what or 'a ' + n.op} {why}")
+    if what is None:  # a node the rewrites made: name it by the first argument the model wrote
+        inner = next((t for t in (render(program.src, a.id, 60) for a in n.args) if t), None)
+        what = f"a {n.op}" + (f" of {inner}" if inner else "")
+    raise SymgradError(f"the rows do not split into blocks: {what} {why}")

@@ -330,3 +330,71 @@ def _literals(task):
         elif hasattr(t, "value") and not isinstance(t, np.ndarray):  # DataNode
             stack.append(t.value)
     return found
+
+
+def test_a_data_free_term_that_is_infinite_stays_infinite(modules):
+    """Found by a hostile review: the data-free term was multiplied by 0 on the other blocks,
+    0 * inf = NaN; it is selected instead, as the NumPy module gives inf."""
+    model = symgrad.Model((r.T * r)[0, 0] + sp.exp(lam * (w.T * w)[0, 0]), wrt=[w, lam], name="overflow")
+    dk, npm = symgrad.compile(model, target="dask"), symgrad.compile(model)
+    inp = inputs_for(model, np.random.default_rng(11), rows=8) | {"lam": 1e4}
+    with np.errstate(all="ignore"):
+        want_value, want = npm.value_and_grad(**inp)
+        value, grads = dk.value_and_grad(**chunked(dk, inp, 4))
+    assert np.isinf(want_value) and value == want_value
+    assert np.array_equal(grads["w"], want["w"]) and grads["lam"] == want["lam"]
+
+
+def test_empty_blocks_are_skipped(modules):
+    """A boolean mask then compute_chunk_sizes() leaves blocks of 0 rows: skipped, and the
+    data-free term still counts once (on the first block that has rows)."""
+    dk, npm = modules["ridge"]
+    inp = inputs_for(SEPARABLE["ridge"], np.random.default_rng(12), rows=12)
+    keep = da.from_array(np.r_[np.zeros(4, bool), np.ones(8, bool)], chunks=4)
+    X_, y_ = da.from_array(inp["X"], chunks=4)[keep], da.from_array(inp["y"], chunks=4)[keep]
+    X_.compute_chunk_sizes(), y_.compute_chunk_sizes()
+    assert X_.chunks[0] == (0, 4, 4)
+    value, grads = dk.value_and_grad(w=inp["w"], lam=0.7, X=X_, y=y_)
+    want_value, want = npm.value_and_grad(w=inp["w"], lam=0.7, X=inp["X"][4:], y=inp["y"][4:])
+    assert rel(value, want_value) < 1e-12 and rel(grads["w"], want["w"]) < 1e-12
+
+
+def test_names_that_are_the_modules_aliases():
+    """An input named np: the module's NumPy alias moves (np_), in the driver too."""
+    Xn = sp.MatrixSymbol("np", N, d)
+    model = symgrad.Model((Xn * w).applyfunc(sp.tanh), wrt=[w], name="np_named")
+    dk, npm = symgrad.compile(model, target="dask"), symgrad.compile(model)
+    inp = {"np": np.random.default_rng(13).standard_normal((8, 3)), "w": np.ones((3, 1))}
+    assert rel(dk.forward(**{**inp, "np": da.from_array(inp["np"], chunks=3)}), npm.forward(**inp)) < 1e-15
+    assert rel(dk.value_and_grad(**inp)[1]["w"], npm.value_and_grad(**inp)[1]["w"]) < 1e-12
+
+
+def test_two_candidate_rows_dimensions_are_refused_by_name():
+    M = sp.Symbol("M", integer=True)
+    Z = sp.MatrixSymbol("Z", M, d)
+    model = symgrad.Model(((X * w).T * (X * w))[0, 0] + ((Z * w).T * (Z * w))[0, 0], wrt=[w])
+    with pytest.raises(symgrad.SymgradError, match=r"2 candidate rows dimensions \(M, N\)"):
+        symgrad.generate(model, target="dask")
+
+
+def test_results_have_the_numpy_modules_types(modules):
+    """A scalar parameter's gradient is a 0-d array however many blocks were added."""
+    dk, npm = modules["ridge"]
+    inp = inputs_for(SEPARABLE["ridge"], np.random.default_rng(14))
+    model = symgrad.Model((r.T * r)[0, 0] / N + lam * (w.T * w)[0, 0], wrt=[w, lam], name="ridge_lam")
+    dk, npm = symgrad.compile(model, target="dask"), symgrad.compile(model)
+    _, want = npm.value_and_grad(**inp)
+    for rows_per_block in (37, 5):
+        _, grads = dk.value_and_grad(**chunked(dk, inp, rows_per_block))
+        assert type(grads["lam"]) is type(want["lam"]) and np.shape(grads["lam"]) == ()
+
+
+def test_parameters_are_checked_before_any_task(modules, monkeypatch):
+    dk = modules["ridge"][0]
+    inp = inputs_for(SEPARABLE["ridge"], np.random.default_rng(15))
+    monkeypatch.setattr(dask, "compute", lambda *a, **k: pytest.fail("a task ran"))
+    for bad in (1j, "abc", None):
+        with pytest.raises(TypeError, match="'lam' must be real numbers"):
+            dk.value_and_grad(**{**chunked(dk, inp, 5), "lam": bad})
+    with pytest.raises(ValueError, match=r"parameter 'lam' has shape \(37, 1\): it would span the 37 rows"):
+        dk.value_and_grad(**{**chunked(dk, inp, 5), "lam": np.ones((37, 1))})

@@ -45,13 +45,15 @@ def _split(inputs):
             if isinstance(x, da.Array):
                 raise TypeError(f"{MODEL}: input {name!r} is a parameter, not data (DATA = {DATA}): pass "
                                 "it as a NumPy array (every block gets all of it)")
+            if type(x) not in (float, int, bool) and {m}.asarray(x).dtype.kind not in "biuf":
+                raise TypeError(f"{MODEL}: input {name!r} must be real numbers, got {type(x).__name__}")
             params[name] = x
             continue
         if not isinstance(x, da.Array):
-            if np.ndim(x) == 0 and COMBINE == "rows":  # one number for every row: it broadcasts
+            if {m}.ndim(x) == 0 and COMBINE == "rows":  # one number for every row: it broadcasts
                 params[name] = x
                 continue
-            x = np.asarray(x)
+            x = {m}.asarray(x)
             if x.ndim:
                 x = da.from_array(x, chunks=(-(-len(x) // NUMPY_BLOCKS),) + x.shape[1:])
         if x.ndim == 0:
@@ -70,13 +72,19 @@ def _split(inputs):
         raise ValueError(f"{MODEL}: the data inputs have different numbers of rows: {counts}")
     if SHAPES:
         _dims({name: data.get(name, inputs[name]) for name in SHAPES})
+        rows = next(iter(counts.values()))
+        for name, p in params.items():  # scalar Symbols: parameters, whole in every block
+            shape = {m}.shape(p)
+            if name not in SHAPES and len(shape) == 2 and shape[0] == rows > 1:
+                raise ValueError(f"{MODEL}: parameter {name!r} has shape {shape}: it would span the "
+                                 f"{rows} rows of the data; a parameter is whole in every block")
     else:  # scalar Symbols broadcast: the data must agree, the parameters must not span the rows
         ndim = {name: x.ndim for name, x in data.items()}
         if len(set(ndim.values())) > 1:
             raise ValueError(f"{MODEL}: the data inputs have different numbers of axes: {ndim}")
         rows_ndim = next(iter(ndim.values()))
         for name, p in params.items():
-            shape = np.shape(p)
+            shape = {m}.shape(p)
             if len(shape) > rows_ndim or (len(shape) == rows_ndim and shape[0] != 1):
                 raise ValueError(f"{MODEL}: parameter {name!r} has shape {shape}: it would span the "
                                  f"rows of the data ({rows_ndim} axes, rows first); a parameter "
@@ -85,7 +93,7 @@ def _split(inputs):
     chunks = first.chunks[0]
     parts = {name: x.rechunk({0: chunks, **{a: -1 for a in range(1, x.ndim)}}).to_delayed().ravel()
              for name, x in data.items()}
-    blocks = [{name: parts[name][b] for name in data} for b in range(len(chunks))]
+    blocks = [{name: parts[name][b] for name in data} for b, n in enumerate(chunks) if n]  # none empty
     return params, blocks, first.shape[0]
 '''
 
@@ -103,11 +111,12 @@ def _compute(kernel, inputs):
     scheduler; NumPy results."""
     params, blocks, rows = _split(inputs)
     if blocks is None:  # no data: one block, here
-        return kernel((0, 1.0), **params)
+        return kernel((0, {m}.float64(1)), **params)
     if COMBINE == "once":  # the value does not depend on the data
         blocks = blocks[:1]
     shared = dask.delayed((kernel, params))  # one task: each worker fetches kernel and parameters once
-    tasks = [dask.delayed(_block)(shared, (rows, 1.0 if b == 0 else 0.0), block) for b, block in enumerate(blocks)]
+    # share: a NumPy number (its comparison is then a NumPy bool, as arrays' are)
+    tasks = [dask.delayed(_block)(shared, (rows, {m}.float64(b == 0)), block) for b, block in enumerate(blocks)]
     while len(tasks) > 1:
         tasks = [dask.delayed(_combine)(*tasks[i:i + FAN_IN]) for i in range(0, len(tasks), FAN_IN)]
     (result,) = dask.compute(tasks[0])
@@ -125,14 +134,20 @@ def _combine(*parts):
     gradients added."""
     if not isinstance(parts[0], tuple):
         return _join(parts)
-    grads = {name: sum(p[1][name] for p in parts[1:]) + parts[0][1][name] for name in parts[0][1]}
+    grads = {name: _sum([p[1][name] for p in parts]) for name in parts[0][1]}
     return _join([p[0] for p in parts]), grads
 
 
 def _join(values):
     if COMBINE == "sum":
-        return sum(values[1:]) + values[0]
-    return np.concatenate(values, axis=0 if COMBINE == "rows" else 1)
+        return _sum(values)
+    return {m}.concatenate(values, axis=0 if COMBINE == "rows" else 1)
+
+
+def _sum(values):
+    """values added up, an array where the first is one (a 0-d array stays a 0-d array)."""
+    total = sum(values[1:]) + values[0]
+    return {m}.asarray(total) if isinstance(values[0], {m}.ndarray) else total
 
 '''
 
