@@ -55,7 +55,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 
-__all__ = ["NotMatrix", "sum_to_matrix", "lower_sum"]
+__all__ = ["NotMatrix", "sum_to_matrix", "lower_sum", "indexed_to_matrices"]
 
 _ONE, _ZERO = sp.S.One, sp.S.Zero
 
@@ -592,3 +592,80 @@ def lower_sum(lowering, e):
         inner = {t: lowering.lower(m, env) for t, m in args.items()}
         env[P] = lowering.lower(body, {**env, **inner})
     return lowering.lower(result, env)
+
+
+# -- IndexedBase: its entries as the entries of a MatrixSymbol ---------------------------------------
+def _walk(expr):
+    """Every sub-expression of ``expr`` once (iterative, by object)."""
+    seen, stack = set(), [expr]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen or not isinstance(e, sp.Basic):
+            continue
+        seen.add(id(e))
+        yield e
+        stack.extend(e.args)
+
+
+def _axis_length(base, axis, indices, ranges, shape_hint):
+    """The length of ``base``'s ``axis``, read from the Sums whose indices run along it: ``hi + 1``
+    of an index summed from 0, which must be an integer or one Symbol, the same for every index."""
+    found = []
+    for k in indices:
+        lo_hi = ranges.get(k)
+        if lo_hi is not None and lo_hi[0] == 0 and not any(_same(lo_hi[1] + 1, n) for n in found):
+            found.append(lo_hi[1] + 1)
+    if len(found) == 1 and (found[0].is_Integer or found[0].is_Symbol):
+        return found[0]
+    why = (f"its indices run over {' and over '.join(f'0..{n - 1}' for n in found)}" if found
+           else "no Sum from 0 runs along it")
+    raise NotMatrix(f"the length of axis {axis} of the IndexedBase {base} cannot be read from the Sums ({why}): "
+                    f"give it a shape, IndexedBase('{base}', shape={shape_hint})")
+
+
+def indexed_to_matrices(expr):
+    """``(expr, matrices)``: ``expr`` with every entry of an ``IndexedBase`` written as the entry of a
+    MatrixSymbol of the same name -- ``x[i]`` as ``x[i, 0]`` of a column ``x`` (N x 1), ``A[i, j]`` as
+    ``A[i, j]`` of an N x d matrix -- so that a ``Sum`` over them is lowered, and run by the tape, as a
+    Sum over matrix entries (see :func:`sum_to_matrix`); ``Idx`` indices become plain Symbols.
+    ``matrices`` maps each IndexedBase (and its label) to its MatrixSymbol.  The shape is the
+    IndexedBase's own, when it has one, else read from the bounds of the Sums over its indices.
+    Raises :class:`NotMatrix` for an IndexedBase with more than two indices, or with an unknown length."""
+    nodes = list(_walk(expr))
+    entries = [e for e in nodes if isinstance(e, sp.Indexed)]
+    if not entries:
+        return expr, {}
+    idx = {e: e.label for e in nodes if isinstance(e, sp.Idx)}
+    ranges = {}
+    for e in nodes:
+        if isinstance(e, sp.Sum):
+            ranges.update({sp.sympify(lim[0]).xreplace(idx): (lim[1], lim[2]) for lim in e.limits if len(lim) == 3})
+    for i, label in idx.items():  # an Idx carries its own range
+        if i.lower is not None:
+            ranges.setdefault(label, (i.lower, i.upper))
+    by_base: dict = {}
+    for e in entries:
+        by_base.setdefault(e.base, []).append(tuple(sp.sympify(k).xreplace(idx) for k in e.indices))
+    matrices, subs = {}, dict(idx)
+    for base, uses in sorted(by_base.items(), key=lambda kv: str(kv[0])):
+        ranks = {len(u) for u in uses}
+        if len(ranks) > 1 or max(ranks) > 2:
+            raise NotMatrix(f"the IndexedBase {base} has {' and '.join(map(str, sorted(ranks)))} indices: "
+                            "one (a column) or two (a matrix)")
+        rank = ranks.pop()
+        if base.shape is not None:
+            if len(base.shape) != rank:
+                raise NotMatrix(f"the IndexedBase {base} has shape {base.shape} but {rank} indices")
+            shape = tuple(base.shape)
+        else:
+            hint = "(N,)" if rank == 1 else "(N, d)"
+            shape = tuple(_axis_length(base, a, [u[a] for u in uses], ranges, hint) for a in range(rank))
+        M = sp.MatrixSymbol(str(base.label), *(shape + (1,) * (2 - rank)))
+        matrices[base] = matrices[base.label] = M
+    for e in entries:
+        k = [sp.sympify(i).xreplace(idx) for i in e.indices]
+        try:
+            subs[e] = matrices[e.base][k[0], k[1] if len(k) == 2 else 0]
+        except (IndexError, ValueError) as exc:
+            raise NotMatrix(f"{e}: {exc}") from None
+    return expr.xreplace(subs), matrices

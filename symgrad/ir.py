@@ -5,7 +5,8 @@ A :class:`Node` is ``(op, args, attr)`` plus a shape.  Shapes are
 * ``None``   -- "dynamic": a value built from scalar Symbols that bind to arrays of any shape and
   broadcast like NumPy; its shape is only known at run time;
 * ``()``     -- a 0-d scalar (a constant, a dimension, a trace, ``M[0, 0]``);
-* ``(r, c)`` -- a matrix; ``r`` and ``c`` are ints or dimension names (plain strings).
+* ``(r, c)`` -- a matrix; ``r`` and ``c`` are ints, dimension names (plain strings) or, for the
+  values of Kronecker products and what is built with them, a :class:`DimProduct` (``2*N``).
 
 The IR knows nothing of SymPy: lowering (``lower.py``) is the one place that reads SymPy.
 
@@ -37,6 +38,38 @@ class Node:
         inner = ", ".join(f"%{a.id}" for a in self.args)
         attr = "" if self.attr is None else f" {self.attr!r}"
         return f"%{self.id} = {self.op}({inner}){attr} : {self.shape}"
+
+
+class DimProduct(tuple):
+    """A dimension that is a product ``(coefficient, name, name, ...)``, names sorted: ``2*N`` is
+    ``DimProduct((2, "N"))``.  Built by :func:`mul_dims` only, so equal products are equal tuples."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "*".join(([str(self[0])] if self[0] != 1 else []) + list(self[1:]))
+
+    __str__ = __repr__
+
+
+def mul_dims(a, b):
+    """The dimension ``a * b``: an int, a name (a times 1), or a :class:`DimProduct`."""
+    if a == ONE:
+        return b
+    if b == ONE:
+        return a
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    coeff, names = 1, []
+    for d in (a, b):
+        if isinstance(d, int):
+            coeff *= d
+        elif isinstance(d, DimProduct):
+            coeff *= d[0]
+            names += d[1:]
+        else:
+            names.append(d)
+    return DimProduct((coeff, *sorted(names)))
 
 
 def broadcast_shapes(*shapes, where: str = ""):

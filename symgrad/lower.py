@@ -14,7 +14,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 from sympy.matrices.expressions.slice import MatrixSlice
 
-from .ir import Graph, Node
+from .ir import Graph, Node, mul_dims
 from .program import Input, Program
 from .errors import SymgradError
 from .ops import OPS, size
@@ -40,24 +40,37 @@ def unsupported(e, why: str = "") -> SymgradError:
                         + (f" ({why})" if why else ""))
 
 
-def dim(d, where=None):
-    """A SymPy dimension as the IR has it: an int, or the name of a dimension Symbol."""
+def dim(d, where=None, products=True):
+    """A SymPy dimension as the IR has it: an int, the name of a dimension Symbol, or (unless
+    ``products`` is false: an input's dimensions are read from its array) a product of those
+    (``2*N``, the size of a Kronecker product)."""
     d = sp.sympify(d)
     if d.is_Integer:
         return int(d)
     if d.is_Symbol:
         return d.name
+    if products and d.is_Mul:
+        coeff, factors = d.as_coeff_mul()
+        names = [f.name for f in factors if f.is_Symbol]
+        names += [f.base.name for f in factors if f.is_Pow and f.base.is_Symbol and f.exp.is_Integer
+                  and f.exp > 0 for _ in range(int(f.exp))]
+        if coeff.is_Integer and coeff > 0 and len(names) == sum(int(f.exp) if f.is_Pow else 1 for f in factors):
+            out = int(coeff)
+            for name in names:
+                out = mul_dims(out, name)
+            return out
     raise SymgradError(f"unsupported dimension {d}" + (f" of {where}" if where is not None else "")
-                       + ": use a Symbol or an integer")
+                       + (": use a Symbol, an integer or a product of those" if products
+                          else ": use a Symbol or an integer"))
 
 
-def shape_of(e) -> tuple:
-    return tuple(dim(d, e) for d in e.shape)
+def shape_of(e, products=True) -> tuple:
+    return tuple(dim(d, e, products) for d in e.shape)
 
 
 def leaf_shape(sym):
     """Static shape of an input symbol: ``(r, c)`` for a MatrixSymbol, dynamic (None) otherwise."""
-    return shape_of(sym) if isinstance(sym, sp.MatrixSymbol) else None
+    return shape_of(sym, products=False) if isinstance(sym, sp.MatrixSymbol) else None
 
 
 # -- provenance: how the model wrote a node, as parts (strings and child node ids) -------------------
@@ -264,9 +277,35 @@ class Lowering:
         return self.G.op("arctan2", *k)
 
     def _lower_polygamma(self, e, k):  # digamma(x) is SymPy's polygamma(0, x)
-        if not (e.args[0].is_Integer and e.args[0] >= 0):
-            raise unsupported(e, "the order of polygamma must be a constant integer >= 0")
-        return self.G.op("polygamma", k[1], attr=int(e.args[0]))
+        return self.G.op("polygamma", k[1], attr=self._order(e, "polygamma", integer=True, least=0))
+
+    def _order(self, e, what, integer=False, least=None):
+        """The constant order of a special function (its first argument), else an error naming it."""
+        nu = e.args[0]
+        ok = nu.is_Integer if integer else (nu.is_number and nu.is_real)
+        if not ok or (least is not None and nu < least):
+            kind = "a constant integer" + (f" >= {least}" if least is not None else "") if integer else "a real constant"
+            raise unsupported(e, f"the order of {what} must be {kind}")
+        return int(nu) if nu.is_Integer else float(nu)
+
+    def _lower_besselj(self, e, k):
+        return self.G.op("besselj", k[1], attr=self._order(e, "besselj"))
+
+    def _lower_besseli(self, e, k):
+        return self.G.op("besseli", k[1], attr=self._order(e, "besseli"))
+
+    def _lower_expint(self, e, k):  # SymPy writes E_0 as exp(-x)/x and a half-integer order with erfc
+        return self.G.op("expint", k[1], attr=self._order(e, "expint", integer=True, least=1))
+
+    def _lower_LambertW(self, e, k):
+        if len(e.args) > 1 and e.args[1] != 0:
+            raise unsupported(e, "only the principal branch of LambertW (k = 0)")
+        return self.G.op("lambertw", k[0])
+
+    def _lower_beta(self, e, k):  # B(a, b) = exp(lgamma(a) + lgamma(b) - lgamma(a + b)), for a, b > 0
+        G, (a, b) = self.G, k
+        lg = lambda t: G.call("loggamma", t)  # noqa: E731
+        return G.call("exp", G.sub(G.add(lg(a), lg(b)), lg(G.add(a, b))))
 
     # functions SymPy keeps whole that are spelled with the table's ops
     def _lower_cot(self, e, k):
@@ -327,6 +366,9 @@ class Lowering:
 
     def _lower_DiagonalOf(self, e, k):
         return self.G.op("diagonal", k[0])
+
+    def _lower_KroneckerProduct(self, e, k):
+        return reduce(lambda a, b: self.G.op("kron", a, b), k)
 
     def _lower_Inverse(self, e, k):
         return self.G.op("inv", k[0])

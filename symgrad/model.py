@@ -8,6 +8,8 @@ Everything else symgrad knows about a model is derived here, once:
 * ``wrt``    -- the Symbols / MatrixSymbols to differentiate with respect to;
 * ``inputs`` -- every free Symbol / MatrixSymbol that is not a dimension: ``wrt`` first, in the
   order given, then the data inputs sorted by name.  This is the generated module's ``INPUTS``.
+  An ``IndexedBase`` is a MatrixSymbol of its name (one index: a column), its entries the
+  MatrixSymbol's (:func:`symgrad.indexed.indexed_to_matrices`); ``expr`` is written with those.
 
 :func:`load_models` executes a model file and collects its module-level ``Model`` objects.
 """
@@ -76,7 +78,7 @@ def _check_domain(model, domain) -> dict:
     names = [str(s) for s in model.inputs]
     out = {}
     for key, bounds in domain.items():
-        name = str(key) if _is_leaf(key) else key
+        name = str(key) if _is_leaf(key) or isinstance(key, sp.IndexedBase) else key
         if not isinstance(name, str) or name not in names:
             what = "a dimension" if str(key) in map(str, model.dims) else "not an input"
             raise SymgradError(f"domain names {key!r}, which is {what} of the model "
@@ -172,6 +174,11 @@ class Model:
             raise SymgradError(f"Model expr is not a SymPy expression: {expr!r} ({exc})") from None
         if not isinstance(expr, sp.Basic):
             raise SymgradError(f"Model expr is not a SymPy expression: {expr!r}")
+        from .indexed import NotMatrix, indexed_to_matrices
+        try:  # an IndexedBase's entries are the entries of a MatrixSymbol of its name
+            expr, indexed = indexed_to_matrices(expr)
+        except NotMatrix as exc:
+            raise SymgradError(f"Model{' ' + name if name else ''}: {exc}") from None
         self.expr = expr
         self.name = name
         found = leaves(expr)
@@ -190,9 +197,9 @@ class Model:
         free = sorted((s for s in found if s not in dims), key=str)
         if wrt is None:
             wrt = free
-        elif _is_leaf(wrt):
+        elif _is_leaf(wrt) or isinstance(wrt, sp.IndexedBase):
             wrt = [wrt]
-        wrt = list(wrt)
+        wrt = [indexed.get(w, w) for w in wrt]
         for w in wrt:
             if not _is_leaf(w):
                 raise SymgradError(f"wrt entries must be Symbols or MatrixSymbols, got {w!r}")

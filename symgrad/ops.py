@@ -32,7 +32,7 @@ import operator
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
-from .ir import ONE, broadcast_shapes
+from .ir import ONE, DimProduct, broadcast_shapes, mul_dims
 from .errors import SymgradError
 
 
@@ -456,6 +456,41 @@ def _polygamma(n, x):
     return {m}.asarray(out, dtype={m}.result_type(x))
 ''')
 
+# Bessel functions of a constant order nu (attr), J_nu' = (J_{nu-1} - J_{nu+1}) / 2 and I_nu' =
+# (I_{nu-1} + I_{nu+1}) / 2; the exponential integral E_n, n >= 1 a constant (attr), E_n' = -E_{n-1}
+# and E_1' = -exp(-x) / x.  CUDA C has none of them: cupyx.scipy.special has expn, no jv or iv.
+_ORDER_HELPER = '''
+def _of_order(f, n, x):
+    """f(n, x) of a special function of constant order n, in x's floating type."""
+    return {m}.asarray(f(n, x), dtype={m}.result_type(x))
+'''
+
+
+def _vjp_bessel(sign):
+    def vjp(G, g, out, x):
+        lo, hi = G.op(out.op, x, attr=out.attr - 1), G.op(out.op, x, attr=out.attr + 1)
+        return G.mul(g, G.mul(G.const(0.5), G.add(lo, hi) if sign > 0 else G.sub(lo, hi))),
+    return vjp
+
+
+def _vjp_expint(G, g, out, x):
+    if out.attr == 1:
+        return G.neg(G.mul(g, G.div(G.call("exp", G.neg(x)), x))),
+    return G.neg(G.mul(g, G.op("expint", x, attr=out.attr - 1))),
+
+
+_ew("besselj", "_of_order(_scipy_special.jv, {attr}, {0})", _vjp_bessel(-1), special="jv", helper=_ORDER_HELPER)
+_ew("besseli", "_of_order(_scipy_special.iv, {attr}, {0})", _vjp_bessel(+1), special="iv", helper=_ORDER_HELPER)
+_ew("expint", "_of_order(_scipy_special.expn, {attr}, {0})", _vjp_expint, special="expn", helper=_ORDER_HELPER)
+# the principal branch of Lambert's W, real: NaN below -1/e (where it is complex);
+# W' = W / (x (1 + W)) = 1 / (exp(W) (1 + W)), which is 1 at x = 0 without a special case
+_ew("lambertw", "_real_lambertw(_scipy_special.lambertw({0}), {0})",
+    lambda G, g, o, x: (G.div(g, G.mul(G.call("exp", o), G.add(G.const(1), o))),), special="lambertw", helper='''
+def _real_lambertw(w, x):
+    """The real principal branch of Lambert's W from the complex value w = W(x): NaN below -1/e."""
+    return {m}.where(x < -0.36787944117144233, {m}.nan, w.real).astype({m}.result_type(x), copy=False)
+''')
+
 # -- a function of the user's (symgrad.Function): attr = (name, "module:function", partials), each
 # partial an attr of the same form; printed by the emitter as a call into the imported module
 def _vjp_call(G, g, out, *args):
@@ -567,7 +602,13 @@ _reg("input", lambda attr=None: attr[1], None)
 
 # -- matrix ops --------------------------------------------------------------------------------
 def size(G, d):
-    """A dimension (an int or a dimension name) as a node: a constant, or the run-time ``dim``."""
+    """A dimension (an int, a dimension name or a product) as a node: a constant, the run-time
+    ``dim``, or their product."""
+    if isinstance(d, DimProduct):
+        out = G.const(d[0])
+        for name in d[1:]:
+            out = G.mul(out, G.op("dim", attr=name))
+        return out
     return G.const(d) if isinstance(d, int) else G.op("dim", attr=d)
 
 
@@ -838,6 +879,45 @@ _reg("diag", _diag_shape, "{m}.diagflat({0})",
      jvp=_linear(lambda G, t, o: G.op("diag", t)))
 _reg("diagonal", _diagonal_shape, "{m}.diagonal({0}).copy()[:, None]",
      lambda G, g, o, a: (G.op("diag", g),), jvp=_linear(lambda G, t, o: G.op("diagonal", t)))
+
+
+# -- Kronecker products: kron(A, B)[i p + k, j q + l] = A[i, j] B[k, l] for B of shape (p, q) ---------
+def _kron_shape(a, b, attr=None):
+    if a is None or b is None or len(a) != 2 or len(b) != 2:
+        raise SymgradError(f"KroneckerProduct of shapes {a} and {b}: matrices only")
+    return (mul_dims(a[0], b[0]), mul_dims(a[1], b[1]))  # 2*N for a symbolic dimension
+
+
+def _kron_factor_shape(g, other, attr=None):
+    return attr  # the shape of the factor whose cotangent this is
+
+
+# the cotangents of the factors: each block of g against B (kron_a), the blocks weighted by A (kron_b);
+# all three ops are bilinear, so each one's rules are made of the other two
+_reg("kron", _kron_shape, "{m}.kron({0}, {1})",
+     lambda G, g, o, a, b: (G.op("kron_a", g, b, attr=a.shape), G.op("kron_b", g, a, attr=b.shape)),
+     jvp=lambda G, t, o, a, b: _add_tangents(G, t[0] and G.op("kron", full(G, t[0], a), b),
+                                             t[1] and G.op("kron", a, full(G, t[1], b))))
+_reg("kron_a", _kron_factor_shape, "_kron_a({0}, {1})",
+     lambda G, h, o, g, b: (G.op("kron", h, b), G.op("kron_b", g, h, attr=b.shape)),
+     jvp=lambda G, t, o, g, b: _add_tangents(G, t[0] and G.op("kron_a", full(G, t[0], g), b, attr=o.attr),
+                                             t[1] and G.op("kron_a", g, full(G, t[1], b), attr=o.attr)),
+     helper='''
+def _kron_a(g, b):
+    """The cotangent of A in kron(A, B) from g: each (p, q) block of g times B, summed."""
+    p, q = b.shape
+    return {m}.einsum("ikjl,kl->ij", g.reshape(g.shape[0] // p, p, g.shape[1] // q, q), b)
+''')
+_reg("kron_b", _kron_factor_shape, "_kron_b({0}, {1})",
+     lambda G, h, o, g, a: (G.op("kron", a, h), G.op("kron_a", g, h, attr=a.shape)),
+     jvp=lambda G, t, o, g, a: _add_tangents(G, t[0] and G.op("kron_b", full(G, t[0], g), a, attr=o.attr),
+                                             t[1] and G.op("kron_b", g, full(G, t[1], a), attr=o.attr)),
+     helper='''
+def _kron_b(g, a):
+    """The cotangent of B in kron(A, B) from g: the blocks of g weighted by the entries of A."""
+    r, c = a.shape
+    return {m}.einsum("ikjl,ij->kl", g.reshape(r, g.shape[0] // r, c, g.shape[1] // c), a)
+''')
 
 
 # -- linear algebra: inverse, determinant, log-determinant (slogdet), and solves ---------------------

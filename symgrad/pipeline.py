@@ -68,7 +68,9 @@ def build(model, emit=None, timings: dict | None = None) -> Program:
 def generate(model, target: str = "numpy", emit=None, timings: dict | None = None) -> str:
     """Source text of the generated module of ``model`` for ``target`` (deterministic);
     ``timings`` as for :func:`build`, plus ``"emit": (s, lines)``."""
-    target_named(target)  # before any work: an unknown target is the caller's error, not the model's
+    layout = target_named(target).layout  # before any work: an unknown target is the caller's error
+    if emit is None and layout is not None:  # the model's own default set, as far as the target has it
+        emit = [d for d in model.derivatives if d in layout.derivatives]
     try:
         program = build(model, emit, timings)
         clock = _Clock(timings)

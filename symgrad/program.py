@@ -69,6 +69,7 @@ class Program:
     tangent_nodes: dict = field(default_factory=dict)  # jvp, hvp: wrt name -> its tangent input
     jvp_out: Node | None = None                  # jvp: the tangent of out
     hvps: list | None = None                     # hvp: the tangent of each gradient (H v)
+    rows_plan: object | None = None              # dask: how the value splits over rows (rows.RowPlan)
 
     @property
     def matrices(self) -> list[Input]:

@@ -54,7 +54,8 @@ import numpy as np
 import sympy as sp
 from sympy.codegen import cfunctions
 from sympy.logic.boolalg import BooleanAtom
-from sympy.matrices.expressions import (Determinant, HadamardPower, Inverse, HadamardProduct, Identity, MatAdd, MatMul,
+from sympy.matrices.expressions import (Determinant, HadamardPower, Inverse, HadamardProduct, Identity,
+                                        KroneckerProduct, MatAdd, MatMul,
                                         MatPow, MatrixExpr, MatrixSymbol, OneMatrix, Trace,
                                         Transpose, ZeroMatrix)
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -181,6 +182,15 @@ RULES = {
     (sp.loggamma, 1): (lambda x: _sps().gammaln(x), lambda g, a, x: g * _sps().psi(x)),
     (sp.polygamma, 2): (lambda n, x: _sps().polygamma(int(n), x), None,
                         lambda g, a, n, x: g * _sps().polygamma(int(n) + 1, x)),
+    (sp.beta, 2): (lambda x, y: _sps().beta(x, y), lambda g, a, x, y: g * a * (_sps().psi(x) - _sps().psi(x + y)),
+                   lambda g, a, x, y: g * a * (_sps().psi(y) - _sps().psi(x + y))),
+    # Bessel functions of a constant order: SciPy's own derivatives jvp / ivp (no gradient to the order)
+    (sp.besselj, 2): (lambda n, x: _sps().jv(n, x), None, lambda g, a, n, x: g * _sps().jvp(n, x)),
+    (sp.besseli, 2): (lambda n, x: _sps().iv(n, x), None, lambda g, a, n, x: g * _sps().ivp(n, x)),
+    (sp.expint, 2): (lambda n, x: _sps().expn(int(n), x), None,   # expn(0, x) is exp(-x)/x
+                     lambda g, a, n, x: -g * _sps().expn(int(n) - 1, x)),
+    (sp.LambertW, 1): (lambda x: _real_lambertw(x),                # W' = W / (x (1 + W)), 1 at x = 0
+                       lambda g, a, x: g * np.where(x == 0, 1.0, a / np.where(x == 0, 1.0, x * (1 + a)))),
     (sp.cot, 1): (lambda x: 1 / np.tan(x), lambda g, a, x: -g / np.sin(x) ** 2),
     (sp.sec, 1): (lambda x: 1 / np.cos(x), lambda g, a, x: g * a * np.tan(x)),
     (sp.csc, 1): (lambda x: 1 / np.sin(x), lambda g, a, x: -g * a / np.tan(x)),
@@ -200,6 +210,7 @@ RULES = {
     (Inverse, 1): (np.linalg.inv, lambda g, a, x: -a.T @ g @ a.T),
     (DiagMatrix, 1): (np.diagflat, lambda g, a, x: np.diagonal(g).reshape(x.shape)),
     (DiagonalOf, 1): (lambda x: np.diagonal(x).copy()[:, None], lambda g, a, x: np.diagflat(g)),
+    (KroneckerProduct, 2): (np.kron, lambda g, a, x, y: _kron_dx(g, x, y), lambda g, a, x, y: _kron_dy(g, x, y)),
     (Determinant, 1): (np.linalg.det, lambda g, a, x: g * a * np.linalg.inv(x).T),
     (Trace, 1): (np.trace, lambda g, a, x: g * np.eye(len(x), dtype=x.dtype)),
     (sp.StrictLessThan, 2): (np.less, None, None), (sp.LessThan, 2): (np.less_equal, None, None),
@@ -209,7 +220,7 @@ RULES = {
     (sp.And, 2): (np.logical_and, None, None), (sp.Or, 2): (np.logical_or, None, None),
     (sp.Not, 1): (np.logical_not, None),
 }
-_NARY = {sp.Add, sp.Mul, MatAdd, HadamardProduct, MatMul, sp.Max, sp.Min, sp.And, sp.Or}
+_NARY = {sp.Add, sp.Mul, MatAdd, HadamardProduct, MatMul, KroneckerProduct, sp.Max, sp.Min, sp.And, sp.Or}
 _LEAVES = (sp.Symbol, MatrixSymbol, sp.Number, sp.NumberSymbol, BooleanAtom, OneMatrix, ZeroMatrix,
            Identity)
 _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPow, MatrixSlice)
@@ -217,7 +228,7 @@ _SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPo
 
 # rules whose VJP is not elementwise (the cotangent's shape is not the arguments' broadcast shape)
 _STRUCTURAL = {id(RULES[k]) for k in [(MatMul, 2), (Transpose, 1), (Trace, 1), (Inverse, 1), (Determinant, 1),
-                                       (DiagMatrix, 1), (DiagonalOf, 1)]}
+                                       (DiagMatrix, 1), (DiagonalOf, 1), (KroneckerProduct, 2)]}
 
 
 def _user_rule(spec):
@@ -237,6 +248,35 @@ def _sps():
     """scipy.special, for the special functions' values (imported only when a model has one)."""
     import scipy.special
     return scipy.special
+
+
+def _kron_blocks(g, x, y):
+    """The (p, q) blocks of g, one per entry of x, for y of shape (p, q): {(i, j): block}."""
+    p, q = y.shape
+    return {(i, j): g[i * p:(i + 1) * p, j * q:(j + 1) * q] for i in range(x.shape[0]) for j in range(x.shape[1])}
+
+
+def _kron_dx(g, x, y):
+    """d kron(x, y) / dx: each block of the cotangent against y."""
+    out = np.zeros_like(x)
+    for (i, j), block in _kron_blocks(g, x, y).items():
+        out[i, j] = np.sum(block * y)
+    return out
+
+
+def _kron_dy(g, x, y):
+    """d kron(x, y) / dy: the blocks of the cotangent, weighted by x's entries."""
+    out = np.zeros_like(y)
+    for (i, j), block in _kron_blocks(g, x, y).items():
+        out += x[i, j] * block
+    return out
+
+
+def _real_lambertw(x):
+    """Lambert's W on its real principal branch (NaN below -1/e, where it is complex), in x's type."""
+    x = np.asarray(x)
+    w = _sps().lambertw(x).real
+    return np.where(x < -np.exp(-1.0), np.nan, w).astype(x.dtype)
 
 
 def _off_origin(num, r2):

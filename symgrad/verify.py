@@ -1061,10 +1061,14 @@ def _ways(ctx, inputs, float32):
             ways.append(("float32 arrays with Python floats", mixed, mixed, np.float32))
     if scalar and not _has_matrices(model):
         shapes = [(3, 1), (1, 4)] + [(3, 4)] * (len(scalar) - 2)
+        data = getattr(ctx.module, "DATA", None)
+        if data:  # a module that cuts the data into blocks of rows: parameters broadcast over them
+            shapes = [(3, 4) if k in data else [(1, 4), (4,)][i % 2] for i, k in enumerate(scalar)]
         try:
             b = sample_inputs(model, ctx.rng, sizes=dict(zip(scalar, shapes)))
             how = "scalars broadcast: " + ", ".join(f"{k} {sh}" for k, sh in zip(scalar[:2], shapes))
-            ways.append((how + (", the others (3, 4)" if len(scalar) > 2 else ""), b, b, np.float64))
+            ways.append((how + (", the others (3, 4)" if len(scalar) > 2 and not data else
+                                ", ..." if len(scalar) > 2 else ""), b, b, np.float64))
         except SymgradError as exc:
             ctx.report.notes.append(f"broadcast inputs: skipped ({exc})")
     return ways
@@ -1130,6 +1134,9 @@ def check(model, module=None, *, seed=0, trials=2, rtol=1e-6, fd_rtol=1e-5, floa
             sizes = None
             if t % 2:
                 sizes = {str(d): 5 + i for i, d in enumerate(model.dims)} | {w: () for w in scalar_wrt}
+            data = getattr(module, "DATA", None)
+            if data and not _has_matrices(model):  # blocks of data rows: parameters broadcast over them
+                sizes = (sizes or {}) | {str(s): () for s in model.inputs if str(s) not in data}
             trial_inputs = sample_inputs(model, ctx.rng, sizes=sizes)
         _trial(ctx, trial_inputs)
         if t == 0 and calls:

@@ -88,6 +88,10 @@ HARD = {
     "guards": symgrad.Model(sp.Piecewise((x ** 3 * sp.log(x), x > 0), (x ** 2, True)) + sp.Max(x, y) ** 2,
                             wrt=[x, y], name="gd"),
     "power": symgrad.Model((1 + x ** 2) ** sp.tanh(y), wrt=[x, y], name="pw"),
+    # bilinear ops whose rules are made of each other; special functions whose derivatives are too
+    "kronecker": symgrad.Model(sp.KroneckerProduct(MatrixSymbol("A", 2, 2), MatrixSymbol("B", 2, 3)).applyfunc(sp.sin),
+                               name="kr"),
+    "special": symgrad.Model(sp.expint(2, x) * sp.LambertW(y) + sp.beta(x, y), wrt=[x, y], name="sf"),
 }
 HARD_INPUTS = {
     "matrix_value": lambda r: {"X": r.standard_normal((4, 3)), "W": r.standard_normal((3, 2)),
@@ -98,6 +102,8 @@ HARD_INPUTS = {
     "broadcast": lambda r: {"x": r.standard_normal((2, 1)), "y": r.standard_normal(3), "z": 0.5},
     "guards": lambda r: {"x": np.array([-1.5, -0.3, 0.4, 2.0]), "y": np.array([1.0, -1.0, 1.0, 0.1])},
     "power": lambda r: {"x": r.standard_normal(3), "y": r.standard_normal(3)},
+    "kronecker": lambda r: {"A": r.standard_normal((2, 2)), "B": r.standard_normal((2, 3))},
+    "special": lambda r: {"x": r.uniform(0.5, 2, 3), "y": r.uniform(0.5, 2, 3)},
 }
 
 

@@ -81,3 +81,22 @@ def test_paths_the_docs_name_exist(page):
     missing = [p for p in named - PRODUCED if not ((ROOT / p).exists() or (here / p).exists())
                and "<" not in p and "*" not in p and not p.endswith("/")]
     assert not missing, missing
+
+
+# SymPy classes the README names by how a model spells them
+_SPELLED = {"Add": "`+", "MatAdd": "`+", "Mul": "`*", "Pow": "powers", "Number": "numbers", "NumberSymbol": "`pi`",
+            "BooleanTrue": "`True`", "BooleanFalse": "`False`", "ImaginaryUnit": "`I`", "MatrixElement": "`M[i, j]`",
+            "MatrixSlice": "`M[a:b:s", "MinMaxBase": "`Max", "Relational": "<=", "Transpose": "`.T`",
+            "ElementwiseApplyFunction": "`.applyfunc(f)`"}
+
+
+def test_the_readme_names_every_construct_of_the_table():
+    """Every SymPy class of docs/constructs.md's table (the lowering's) is in the README's "What is
+    supported", by its name or by how a model writes it: the README's list cannot fall behind."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## What is supported")
+    section = readme[start:readme.index("\n## ", start + 5)]
+    classes = re.findall(r"^\| `(\w+)` \| ", doc_tables.sympy_table(), re.M)
+    assert len(classes) > 50
+    missing = [c for c in classes if not (re.search(rf"\b{c}\b", section) or _SPELLED.get(c, "\0") in section)]
+    assert not missing, f"README 'What is supported' does not name: {missing}"

@@ -131,6 +131,16 @@ def test_second_order_example_from_committed_codegen():
     assert "8 iterations" in r.stdout
 
 
+# ---- the Dask target: gradient descent on data read block by block from disk, 2 worker processes --------
+def test_dask_out_of_core_example():
+    pytest.importorskip("distributed")
+    r = _run(EXAMPLES / "run_dask_out_of_core.py", "--rows", "60000", "--block", "6000", "--features", "4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "wrote 10 blocks" in r.stdout and "ok: 60,000 rows" in r.stdout
+    steps = [line for line in r.stdout.splitlines() if line.startswith("step ")]
+    assert len(steps) == 10
+
+
 # ---- the scripts as programs --------------------------------------------------------------------------
 def _run(*args):
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")

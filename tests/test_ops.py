@@ -56,7 +56,7 @@ SCALAR_ROWS = {
     "sigmoid": (sig(x * y), "real", "real"),
     "softplus": (sp.log(1 + sp.exp(x - y)), "real", "real"),
     "log_sigmoid": (sp.log(sig(x)) + sp.log(1 - sig(y)), "real", "real"),
-    "maximum": (sp.Max(x, y) + sp.Max(x, 0), "real", "real"),
+    "maximum": (sp.Max(x, y) + sp.Max(x, 0) + sp.Max(x, -y, y / 2), "real", "real"),  # and three arguments
     "minimum": (sp.Min(x, 2 * y, 1), "real", "real"),
     "piecewise": (sp.Piecewise((x ** 2, x > 0), (y * x, x <= -0.5), (-y, True)), "real", "real"),
     "relations": (sp.Piecewise((x, sp.Eq(x, y) | (x >= y)), (y, sp.Ne(x, 0) & (x < 1)), (x * y, True)),
@@ -82,7 +82,14 @@ SCALAR_ROWS = {
     "gamma": (sp.gamma(x + 2) * y, "real", "real"),
     "loggamma": (sp.loggamma(x) + sp.loggamma(x * y + 3), "pos", "real"),
     "polygamma": (sp.digamma(x + y) + sp.polygamma(2, x) * y, "pos", "pos"),
+    "beta": (sp.beta(x + 1, y) + sp.beta(y, 2) * x, "pos", "pos"),  # lowered through loggamma
+    "bessel": (sp.besselj(1, x * y) + sp.besselj(0, x) * y + sp.besselj(sp.Rational(3, 2), x * x)
+               + sp.besseli(2, x - y) + sp.besseli(sp.Rational(1, 2), y * y) * x, "real", "real"),
+    "expint": (sp.expint(1, x * y) + sp.expint(3, x) * y + sp.E1(y), "pos", "pos"),
+    "lambertw": (sp.LambertW(x * y / 3) + sp.LambertW(x + 2) * y, "unit", "unit"),  # x y / 3 > -1/e
 }
+# rows whose functions the CuPy target refuses at compile time (cupyx.scipy.special has no jv, iv)
+NUMPY_ONLY = {"bessel"}
 
 
 def _sample(rng, shape, domain):
@@ -112,6 +119,11 @@ Y = sp.MatrixSymbol("Y", N, k)
 Z = X * W + sp.OneMatrix(N, 1) * b
 
 P = sp.MatrixSymbol("P", 4, 3)  # integer dimensions: slices with integer bounds
+Q = sp.MatrixSymbol("Q", 2, 2)
+u = sp.MatrixSymbol("u", d, 1)
+xi, wi, ui, yi, Xi = (sp.IndexedBase(n) for n in ("xi", "wi", "ui", "yi", "Xi"))
+ci = sp.IndexedBase("ci", shape=(3,))
+ii, jj, jx = sp.Symbol("i"), sp.Symbol("jj"), sp.Idx("j", d)
 
 MATRIX_ROWS = {
     "matmul_bias": (Z, [W, b]),
@@ -143,6 +155,22 @@ MATRIX_ROWS = {
     "det": (sp.det(S + 5 * sp.Identity(d)) * lam, [S, lam]),
     "logdet": (sp.log(sp.det(S + 5 * sp.Identity(d))), [S]),
     "matpow_negative": ((S + 5 * sp.Identity(d)) ** -2, [S]),
+    # Kronecker products: integer dimensions, or a symbolic dimension against a 1 (kron(v, b) is an
+    # outer product); three factors, and factors that are expressions themselves
+    "kron": (sp.KroneckerProduct(P, Q) * lam + sp.KroneckerProduct(P[:2, :], Q.T, Q[:, :1]).applyfunc(sp.sin),
+             [P, Q, lam]),
+    "kron_symbolic": (sp.Trace(sp.KroneckerProduct(v, b) * W.T * X.T) + sp.Trace(sp.KroneckerProduct(b, v).T * X * W)
+                      + sp.Trace(sp.KroneckerProduct(sp.DiagonalOf(S), b) * W.T)
+                      # 2*d x 2*d: a product dimension, also written by the model (OneMatrix(1, 2*d))
+                      + sp.Trace(sp.KroneckerProduct(Q, S) * sp.KroneckerProduct(S, Q).T)
+                      + sp.Trace(sp.OneMatrix(1, 2 * d) * sp.KroneckerProduct(S, Q).applyfunc(sp.sin)
+                                 * sp.OneMatrix(2 * d, 1)), [v, b, S, W, Q]),
+    # Sums over IndexedBase entries: matrix products and reductions in disguise (a one-index base is
+    # a column); lengths read from the Sums' bounds, or from the base's own shape; an Idx index
+    "indexed_dot": (sp.Sum(xi[ii] * wi[ii], (ii, 0, N - 1)) * sp.Sum(sp.exp(wi[ii]), (ii, 0, N - 1)), [wi, xi]),
+    "indexed_matvec": (sp.Sum((sp.Sum(Xi[ii, jx] * ui[jx], jx) - yi[ii]) ** 2, (ii, 0, N - 1)) / N, [ui, Xi]),
+    "element_sum": (sp.Sum(sp.tanh(sp.Sum(X[ii, jj] * u[jj, 0], (jj, 0, d - 1))) * v[ii, 0], (ii, 0, N - 1)), [u, v]),
+    "indexed_shaped": (ci[0] * ci[2] + sp.Sum(ci[ii] ** 2 * xi[ii], (ii, 0, 2)), [ci, xi]),
     "unused_wrt": (X * W, [W, b]),
     "softmax_ce": ((sp.OneMatrix(1, N) * ((Z.applyfunc(sp.exp) * sp.OneMatrix(k, 1)).applyfunc(sp.log)
                                           - sp.HadamardProduct(Y, Z) * sp.OneMatrix(k, 1)))[0, 0] / N, [W, b]),
@@ -166,7 +194,8 @@ def test_matrix_op(name):
     assert_matches_oracles(model, symgrad.compile(model), inputs)
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "piecewise", "maximum", "pow_int", "heaviside", "abs"])
+@pytest.mark.parametrize("name", ["sigmoid", "piecewise", "maximum", "pow_int", "heaviside", "abs", "bessel",
+                                  "expint", "lambertw", "polygamma"])
 def test_float32_stays_float32(name):
     expr, dx, dy = SCALAR_ROWS[name]
     model = symgrad.Model(expr, wrt=[x, y], name=name)
@@ -255,3 +284,158 @@ def test_gaussian_nll_matches_its_closed_form():
     assert rel_err(grads["mu"], -E_.sum(0, keepdims=True) @ Si) < 1e-12
     assert rel_err(grads["S"], 20 * Si - 0.5 * Si @ E_.T @ E_ @ Si) < 1e-12
     assert_matches_oracles(model, symgrad.compile(model), {"S": S_, "X": X_, "mu": mu_})
+
+
+def test_lambertw_at_zero_and_below_its_branch_point():
+    """W(0) = 0 with W'(0) = 1 (the limit of W / (x (1 + W))); W(x e^x) = x; below -1/e the real
+    principal branch does not exist: NaN, never the real part of the complex value."""
+    model = symgrad.Model(sp.LambertW(x), wrt=[x], name="w")
+    xs = np.array([0.0, 1.0 * np.e, -0.5 * np.exp(-0.5), -0.4])
+    value, grads = symgrad.compile(model).value_and_grad(x=xs)
+    assert value[0] == 0 and grads["x"][0] == 1
+    assert rel_err(value[1:3], [1.0, -0.5]) < 1e-14
+    assert rel_err(grads["x"][1:3], [1 / (2 * np.e), 1 / (np.exp(-0.5) * 0.5)]) < 1e-14
+    assert np.isnan(value[3])
+    t_value, t_grads = symgrad.tape.value_and_grad(model, x=xs)
+    assert t_grads["x"][0] == 1 and np.isnan(t_value[3])
+
+
+def test_special_function_orders_must_be_constants():
+    n = sp.Symbol("n")
+    for expr, what in [(sp.besselj(n, x), "besselj must be a real constant"),
+                       (sp.expint(sp.Rational(1, 3), x), "expint must be a constant integer >= 1"),
+                       (sp.LambertW(x, -1), "principal branch")]:
+        with pytest.raises(symgrad.SymgradError, match=what):
+            symgrad.generate(symgrad.Model(expr, wrt=[x], name="order"))
+
+
+def test_kronecker_against_numpy_and_its_symbolic_dimension_limit():
+    """kron(A, B) is np.kron; d <kron(A, B), G> / dA is each block of G against B (checked here
+    against loops over the blocks, not the module's einsum); a product dimension (2N) is fine
+    inside the model, but an input's dimensions are read from its array: Symbols or integers."""
+    A, B = sp.MatrixSymbol("A", 2, 3), sp.MatrixSymbol("B", 3, 2)
+    Gm = sp.MatrixSymbol("G", 6, 6)
+    model = symgrad.Model(sp.Trace(Gm.T * sp.KroneckerProduct(A, B)), wrt=[A, B])
+    rng = np.random.default_rng(8)
+    a, bb, g = rng.standard_normal((2, 3)), rng.standard_normal((3, 2)), rng.standard_normal((6, 6))
+    module = symgrad.compile(model)
+    value, grads = module.value_and_grad(A=a, B=bb, G=g)
+    assert rel_err(symgrad.compile(symgrad.Model(sp.KroneckerProduct(A, B))).forward(A=a, B=bb), np.kron(a, bb)) == 0
+    blocks = {(i, j): g[3 * i:3 * i + 3, 2 * j:2 * j + 2] for i in range(2) for j in range(3)}
+    assert rel_err(value, np.sum(g * np.kron(a, bb))) < 1e-14
+    assert rel_err(grads["A"], [[np.sum(blocks[i, j] * bb) for j in range(3)] for i in range(2)]) < 1e-14
+    assert rel_err(grads["B"], sum(a[i, j] * blocks[i, j] for (i, j) in blocks)) < 1e-14
+    D_, E_ = rng.standard_normal((2, 2)), rng.standard_normal((3, 3))
+    K = symgrad.compile(symgrad.Model(sp.KroneckerProduct(sp.MatrixSymbol("D", 2, 2), sp.MatrixSymbol("E", N, N))))
+    assert rel_err(K.forward(D=D_, E=E_), np.kron(D_, E_)) == 0
+    with pytest.raises(symgrad.SymgradError, match=r"unsupported dimension 2\*N of F: use a Symbol or an integer"):
+        symgrad.generate(symgrad.Model(sp.Trace(sp.MatrixSymbol("F", 2 * N, 2 * N))))
+
+
+def test_indexed_sums_are_matrix_products_and_name_what_is_not():
+    """Sum(X[i, j] w[j]) over an IndexedBase is X @ w in the module (no loop), its gradient the
+    closed form; a Sum that is no matrix expression (a shifted index), an IndexedBase of three
+    indices or of a length no Sum gives, is an error naming it."""
+    source = symgrad.generate(symgrad.Model(MATRIX_ROWS["indexed_matvec"][0], wrt=[ui]))
+    assert "np.matmul(Xi, ui" in source or "Xi @ ui" in source
+    model = symgrad.Model(MATRIX_ROWS["indexed_matvec"][0], wrt=[ui])
+    rng = np.random.default_rng(9)
+    X_, u_, y_ = rng.standard_normal((6, 3)), rng.standard_normal((3, 1)), rng.standard_normal((6, 1))
+    value, grads = symgrad.compile(model).value_and_grad(Xi=X_, ui=u_, yi=y_)
+    assert rel_err(value, np.sum((X_ @ u_ - y_) ** 2) / 6) < 1e-14
+    assert rel_err(grads["ui"], 2 * X_.T @ (X_ @ u_ - y_) / 6) < 1e-14
+    for expr, why in [(sp.Sum(xi[ii] * xi[ii + 1], (ii, 0, N - 1)), r"unsupported SymPy construct Sum: .*xi\[i \+ 1"),
+                      (sp.Sum(sp.IndexedBase("T")[ii, ii, ii], (ii, 0, N - 1)), "IndexedBase T has 3 indices"),
+                      (sp.Sum(xi[ii], (ii, 1, N)), r"length of axis 0 of the IndexedBase xi .*shape=\(N,\)")]:
+        with pytest.raises(symgrad.SymgradError, match=why):
+            symgrad.generate(symgrad.Model(expr, name="bad"))
+
+
+def test_closed_form_ridge_and_its_loss():
+    """w* = (X^T X + lam I)^-1 X^T y as a model value (a solve, never an inverse): its value is
+    NumPy's solve, d sum(w*)/d lam = -1^T A^-1 w* and d sum(w*)/dy = X A^-1 1 (A = X^T X + lam I);
+    the ridge loss ||X w - y||^2 + lam ||w||^2 has gradient 2 X^T (X w - y) + 2 lam w, which
+    vanishes at that w*."""
+    n_, dd = sp.symbols("n dd")
+    Xr, yr, wr, lr = sp.MatrixSymbol("X", n_, dd), sp.MatrixSymbol("y", n_, 1), sp.MatrixSymbol("w", dd, 1), sp.Symbol("lam")
+    A = Xr.T * Xr + lr * sp.Identity(dd)
+    ridge = symgrad.Model(A ** -1 * Xr.T * yr, wrt=[lr, yr], name="ridge")
+    source = symgrad.generate(ridge)
+    assert "linalg.solve" in source and "linalg.inv" not in source
+    rng = np.random.default_rng(11)
+    X_, y_, lam_ = rng.standard_normal((30, 4)), rng.standard_normal((30, 1)), 0.7
+    A_ = X_.T @ X_ + lam_ * np.eye(4)
+    w_star, grads = symgrad.compile(ridge).value_and_grad(X=X_, y=y_, lam=lam_)
+    assert rel_err(w_star, np.linalg.solve(A_, X_.T @ y_)) < 1e-12
+    assert rel_err(grads["lam"], -np.sum(np.linalg.solve(A_, w_star))) < 1e-12
+    assert rel_err(grads["y"], X_ @ np.linalg.solve(A_, np.ones((4, 1)))) < 1e-12
+    assert_matches_oracles(ridge, symgrad.compile(ridge), {"lam": lam_, "y": y_, "X": X_})
+    r = Xr * wr - yr
+    loss = symgrad.Model((r.T * r)[0, 0] + lr * (wr.T * wr)[0, 0], wrt=[wr], name="ridge_loss")
+    module = symgrad.compile(loss)
+    _, g_star = module.value_and_grad(w=w_star, X=X_, y=y_, lam=lam_)
+    w_ = rng.standard_normal((4, 1))
+    _, g = module.value_and_grad(w=w_, X=X_, y=y_, lam=lam_)
+    hand = 2 * X_.T @ (X_ @ w_ - y_) + 2 * lam_ * w_
+    assert rel_err(g["w"], hand) < 1e-12
+    assert np.max(np.abs(g_star["w"])) < 1e-12 * np.max(np.abs(hand))
+
+
+def test_log_determinant_barriers():
+    """-log det(S) + tr(C S) has gradient -S^-1 + C^T (S symmetric positive definite), which
+    vanishes at S = C^-1; -log det(A - X^T diag(v) X) has d/dv_i = x_i^T M^-1 x_i (x_i the rows of
+    X, M = A - X^T diag(v) X) and d/dA = -M^-T."""
+    dd, n_ = sp.symbols("dd n")
+    Sb, Cb = sp.MatrixSymbol("S", dd, dd), sp.MatrixSymbol("C", dd, dd)
+    barrier = symgrad.Model(-sp.log(sp.det(Sb)) + sp.Trace(Cb * Sb), wrt=[Sb], name="barrier")
+    assert "slogdet" in symgrad.generate(barrier)
+    rng = np.random.default_rng(12)
+    B = rng.standard_normal((3, 3))
+    S_, C_ = B @ B.T + 3 * np.eye(3), np.linalg.inv(B.T @ B + 2 * np.eye(3))
+    module = symgrad.compile(barrier)
+    _, grads = module.value_and_grad(S=S_, C=C_)
+    assert rel_err(grads["S"], -np.linalg.inv(S_) + C_.T) < 1e-12
+    _, at_min = module.value_and_grad(S=np.linalg.inv(C_), C=C_)
+    assert np.max(np.abs(at_min["S"])) < 1e-12
+    assert_matches_oracles(barrier, module, {"S": S_, "C": C_})
+    Ab, Xb, vb = sp.MatrixSymbol("A", dd, dd), sp.MatrixSymbol("X", n_, dd), sp.MatrixSymbol("v", n_, 1)
+    M = Ab - Xb.T * sp.DiagMatrix(vb) * Xb
+    weighted = symgrad.Model(-sp.log(sp.det(M)), wrt=[vb, Ab], name="weighted_barrier")
+    X_, v_ = rng.standard_normal((6, 3)), rng.uniform(0.1, 0.3, (6, 1))
+    A_ = X_.T @ X_ + 2 * np.eye(3)
+    M_ = A_ - X_.T @ np.diag(v_[:, 0]) @ X_
+    value, grads = symgrad.compile(weighted).value_and_grad(A=A_, X=X_, v=v_)
+    assert rel_err(value, -np.linalg.slogdet(M_)[1]) < 1e-12
+    Mi = np.linalg.inv(M_)
+    assert rel_err(grads["v"], np.einsum("ij,jk,ik->i", X_, Mi, X_)[:, None]) < 1e-12
+    assert rel_err(grads["A"], -Mi.T) < 1e-12
+    assert_matches_oracles(weighted, symgrad.compile(weighted), {"A": A_, "X": X_, "v": v_})
+
+
+@pytest.mark.parametrize("op", ["kron_a", "kron_b"])
+def test_the_kronecker_cotangent_ops_have_right_rules_of_their_own(op):
+    """kron_a / kron_b are reached only by differentiating kron; their own reverse and forward rules
+    (used past the first derivative) are checked on a graph built directly: f = sum(H * op(G, F)),
+    with df/dG = kron(H, F) (or kron(F, H)) and df/dF from the tape's block loops."""
+    from symgrad.emit import emit, load_source
+    from symgrad.lower import lower_model
+    from symgrad.pipeline import differentiate
+    from symgrad.tape import _kron_dx, _kron_dy
+    Gs, Fs, Hs = sp.MatrixSymbol("G", 6, 6), sp.MatrixSymbol("F", 3, 2), sp.MatrixSymbol("H", 2, 3)
+    if op == "kron_b":
+        Fs, Hs = sp.MatrixSymbol("F", 2, 3), sp.MatrixSymbol("H", 3, 2)
+    program = lower_model(symgrad.Model(sp.Trace(Gs) + sp.Trace(Fs * Hs), wrt=[Gs, Fs], name=op))
+    Gr, nodes = program.graph, program.input_nodes
+    program.out = Gr.sum(Gr.mul(nodes["H"], Gr.op(op, nodes["G"], nodes["F"], attr=nodes["H"].shape)))
+    module = load_source(emit(differentiate(program, ("grad", "hvp")), "numpy"), f"rule_{op}")
+    rng = np.random.default_rng(13)
+    g_, f_, h_ = rng.standard_normal((6, 6)), rng.standard_normal(Fs.shape), rng.standard_normal(Hs.shape)
+    value, grads = module.value_and_grad(G=g_, F=f_, H=h_)
+    want_value = np.sum(h_ * (_kron_dx(g_, h_, f_) if op == "kron_a" else _kron_dy(g_, f_, h_)))
+    assert rel_err(value, want_value) < 1e-13
+    assert rel_err(grads["G"], np.kron(h_, f_) if op == "kron_a" else np.kron(f_, h_)) < 1e-13
+    assert rel_err(grads["F"], _kron_dy(g_, h_, f_) if op == "kron_a" else _kron_dx(g_, f_, h_)) < 1e-13
+    t_g, t_f = rng.standard_normal((6, 6)), rng.standard_normal(Fs.shape)
+    _, _, hv = module.hvp({"G": t_g, "F": t_f}, G=g_, F=f_, H=h_)  # bilinear: H v is exact here
+    assert rel_err(hv["G"], np.kron(h_, t_f) if op == "kron_a" else np.kron(t_f, h_)) < 1e-13
+    assert rel_err(hv["F"], _kron_dy(t_g, h_, f_) if op == "kron_a" else _kron_dx(t_g, f_, h_)) < 1e-13

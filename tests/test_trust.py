@@ -398,3 +398,26 @@ def test_atan2_at_the_origin_has_derivative_zero(target, monkeypatch):
         _, t_grads = tape.value_and_grad(model, x=xs, y=ys)
     for got in (grads, t_grads):
         assert np.allclose(got["x"], [0.0, 0.4], rtol=1e-14, atol=0) and np.allclose(got["y"], [0.0, -0.2], rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("target", ["numpy", "cupy"])
+def test_a_broadcast_that_its_consumer_does_keeps_its_source_alive(target, monkeypatch):
+    """Found by the Dask target's fuzzer: (a.T a)[0, 0] * OneMatrix(1, 3) with a scalar Symbol t as a
+    (1, 1) array -- the broadcast is printed as its source's name, but the buffer planner did not
+    count it as a view, so 2*t was written into the buffer still holding (a.T a)[0, 0] (silently
+    wrong value, forward and gradient)."""
+    t = sp.Symbol("t")
+    Q, q = sp.MatrixSymbol("Q", 3, 2), sp.MatrixSymbol("q", 2, 1)
+    a = t * Q * q
+    model = symgrad.Model(2 * a.T + (a.T * a)[0, 0] * sp.OneMatrix(1, 3), wrt=[Q, t])
+    rng = np.random.default_rng(0)
+    inputs = {"Q": rng.standard_normal((3, 2)), "q": rng.standard_normal((2, 1)), "t": np.array([[1.3]])}
+    want_value, want = symgrad.tape.value_and_grad(model, **inputs)
+    if target == "cupy":
+        monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    mod = load_source(symgrad.generate(model, target), f"bcast_alias_{target}")
+    value, grads = mod.value_and_grad(**inputs)
+    np.testing.assert_allclose(mod.forward(**inputs), want_value, rtol=1e-12)
+    np.testing.assert_allclose(value, want_value, rtol=1e-12)
+    for k in want:
+        np.testing.assert_allclose(grads[k], want[k], rtol=1e-12)

@@ -15,6 +15,7 @@ from ..errors import SymgradError
 from .module import assemble
 from .targets import TARGETS
 from . import cupy as _cupy  # noqa: F401 - registers the target
+from . import dask as _dask  # noqa: F401 - registers the target
 from . import numba as _numba  # noqa: F401 - registers the target (imports no Numba)
 
 __all__ = ["emit", "load_source", "target_named", "TARGETS"]
@@ -29,7 +30,10 @@ def target_named(name: str):
 
 def emit(program, target: str = "numpy") -> str:
     """Source text of the module of ``program`` (differentiated) for ``target`` (deterministic)."""
-    return assemble(program, target_named(target))
+    t = target_named(target)
+    if t.layout is not None:
+        program = t.layout.prepare(program)
+    return assemble(program, t)
 
 
 def load_source(source: str, module_name: str) -> types.ModuleType:

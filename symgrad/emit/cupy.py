@@ -184,6 +184,12 @@ def _c_comment(text):
     return c_comment(text) if text else None
 
 
-# what is not fused prints as for NumPy, with ``cp`` for ``np`` (polygamma: cupyx.scipy.special)
-TARGETS["cupy"] = Target("cupy", "cupy", "cp", body=FusedBody,
-                         overrides={"polygamma": "_cupyx_special.polygamma({attr}, {0}).astype(_dt, copy=False)"})
+# what is not fused prints as for NumPy, with ``cp`` for ``np``; special functions without a CUDA C
+# form come from cupyx.scipy.special, and where it has none the model is refused at compile time
+_NO_BESSEL = ("cupyx.scipy.special has Bessel functions of order 0 and 1 only (j0, j1, i0, i1), "
+              "no {0} of any order; compile this model for the numpy target")
+TARGETS["cupy"] = Target("cupy", "cupy", "cp", body=FusedBody, overrides={
+    "polygamma": "_cupyx_special.polygamma({attr}, {0}).astype(_dt, copy=False)",
+    "expint": "_cupyx_special.expn({attr}, {0}).astype(_dt, copy=False)",
+    "lambertw": "_real_lambertw(_cupyx_special.lambertw({0}), {0})",
+}, missing={"besselj": _NO_BESSEL.format("jv"), "besseli": _NO_BESSEL.format("iv")})

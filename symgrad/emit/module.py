@@ -27,7 +27,7 @@ import re
 import unicodedata
 
 from .. import __version__
-from ..ir import topo_order
+from ..ir import DimProduct, topo_order
 from ..ops import OPS, is_bool, slice_text
 from .buffers import plan
 from .floats import float_path
@@ -265,7 +265,8 @@ class Body:
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
 
     def shape(self, shape) -> str:
-        parts = [str(d) if isinstance(d, int) else self.dim_names[d] for d in shape]
+        parts = [str(d) if isinstance(d, int) else _product_text(d, self.dim_names) if isinstance(d, DimProduct)
+                 else self.dim_names[d] for d in shape]
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
     def expr(self, n, users, final) -> str | None:
@@ -384,7 +385,10 @@ class Body:
         view_of, klass, dyn = {}, {}, _ShapeClasses()
         for n in order:
             dyn.add(n)
-            if n.op in ("transpose", "sum_to", "slice") or (n.op == "bcast" and n.args[0].shape not in (None, ())):
+            # a broadcast is its source's memory unless printed as a fresh np.full; one that its
+            # consumers do by themselves (no line of its own) is its source by name
+            if n.op in ("transpose", "sum_to", "slice") or (n.op == "bcast" and (
+                    n.args[0].shape not in (None, ()) or n.id not in emitted)):
                 view_of[n.id] = n.args[0].id
             if n.id not in emitted or is_bool(n) or n.op == "input":
                 continue
@@ -481,11 +485,13 @@ def _is(n, value) -> bool:
     return n.op == "const" and n.attr == value
 
 
-def _helpers_called(code: str, defined) -> dict:
-    """{function name: helper source} of the helpers (ops' own, then the emitter's) that ``code``
-    calls and that no target definition already provides, in table order."""
+def _helpers_called(code: str, defined, more_helpers=()) -> dict:
+    """{function name: helper source} of the helpers (ops' own, the emitter's, then the layout's
+    ``more_helpers``) that ``code`` calls and that no target definition already provides, in table
+    order."""
     table = {re.search(r"def (\w+)\(", h).group(1): h
-             for h in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())}
+             for h in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())
+             + list(more_helpers)}
     found, more = set(), True
     while more:  # helpers may call helpers
         more = False
@@ -517,6 +523,7 @@ class _Function:
     seeds: dict = field(default_factory=dict)   # seed input node id -> local name
     cot_of: dict | None = None   # adjoint node id -> forward node id (names b_t3)
     groups: tuple = ()           # how the returned roots after the value are grouped (sizes)
+    unpack: bool = False         # seed_param is a tuple of the seeds' values, in seeds order
 
 
 def assemble(program, target) -> str:
@@ -538,7 +545,8 @@ def assemble(program, target) -> str:
     forward_ids = {n.id for n in topo_order([out])}
     described: dict = {}
     wrt_text = ", ".join(wrt_names) or "nothing"
-    functions = _functions(program, namer, wrt_local, wrt_text)
+    layout = target.layout
+    functions = (layout.functions if layout else _functions)(program, namer, wrt_local, wrt_text)
     user_modules = _user_modules([r for fn in functions for r in fn.roots])
 
     def body(fn: _Function) -> Body:
@@ -548,7 +556,8 @@ def assemble(program, target) -> str:
             cot_of.setdefault(c.id, fwd_id)
         b = (target.body or Body)(target, m, {**input_ids, **fn.seeds}, dim_local, cot_of, G.src)
         b.forward, b.keep, b.described = forward_ids, {out.id}, described
-        b.scratch_prefix, b.kernel_prefix = fn.name, fn.kernel
+        b.scratch_prefix = fn.name if layout is None or layout.scratch else ""
+        b.kernel_prefix = fn.kernel
         b.user_modules = user_modules
         if fn.seed_param:
             b.namer.used.add(fn.seed_param)
@@ -568,7 +577,9 @@ def assemble(program, target) -> str:
                 lines.append(", ".join(dim_local.values()) + ("," if len(dim_local) == 1 else "") + " = " + call)
             else:
                 lines.append(call)
-        if fn.name == "vjp":
+        if fn.unpack:
+            lines.append(", ".join(fn.seeds.values()) + ("," if len(fn.seeds) == 1 else "") + f" = {fn.seed_param}")
+        elif fn.name == "vjp":
             (seed,) = fn.seeds.values()
             lines.append(f"{seed} = _seed({fn.seed_param}, _dt, 'cotangent', {_shape_text(b, program, out)})")
         elif fn.seeds:
@@ -608,20 +619,24 @@ def assemble(program, target) -> str:
         texts += [f"    return {returns(returned)}", ""]
         definitions.update(b.definitions)
         bodies += lines
-    helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions)
+    helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions,
+                              layout.helpers if layout else ())
     code = "\n".join(bodies + list(helpers.values()))
     imports = ((["import math"] if {"_jacobian", "_hessian"} & set(helpers) or re.search(r"(?<![\w.])math\.", code) else [])
                + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
                + list(target.imports)
                + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
-               + [f"import {mod} as {alias}" for mod, alias in user_modules.items()])
-    needs = ([target.module, *target.needs] + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
-             + list(user_modules))
-    text = [_header(program, target, needs), *dict.fromkeys(imports), ""]
+               + [f"import {mod} as {alias}" for mod, alias in user_modules.items()]
+               + (list(layout.imports) if layout else []))
+    needs = ([target.module, *target.needs] + (list(layout.needs) if layout else [])
+             + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code] + list(user_modules))
+    text = [_header(program, target, needs, layout.header_lines(program) if layout else ()), *dict.fromkeys(imports), ""]
+    if layout:
+        text += layout.preamble
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
              f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
              "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}",
-             f"DERIVATIVES = {tuple(program.derivatives)!r}"]
+             f"DERIVATIVES = {tuple(program.derivatives)!r}"] + (layout.constants(program) if layout else [])
     if "_NUMBERS)" in code:
         text.append("_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first")
     if target.preamble:
@@ -704,6 +719,11 @@ def _user_modules(roots) -> dict:
     return out
 
 
+def _product_text(d, dim_names) -> str:
+    """A product dimension as a Python expression of the dimension locals: ``2 * N``."""
+    return " * ".join(([str(d[0])] if d[0] != 1 else []) + [dim_names[n] for n in d[1:]])
+
+
 def _shape_text(b: Body, program, node) -> str:
     """The run-time shape of ``node`` as text: static from the dimensions, or the shapes of the
     scalar inputs it is built from (``_seed`` broadcasts them)."""
@@ -755,7 +775,7 @@ _SIGNATURES = {
 }
 
 
-def _header(program, target, needs) -> str:
+def _header(program, target, needs, more=()) -> str:
     described = ", ".join(f"{i.name} ({'x'.join(map(str, i.shape))})" if i.is_matrix
                           else f"{i.name} (scalar, broadcasts)" for i in program.inputs)
     wrt = ", ".join(program.wrt) or "nothing"
@@ -771,6 +791,7 @@ def _header(program, target, needs) -> str:
         "forward(**inputs) -> value",
         "value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like its input.",
         *[_SIGNATURES[d] for d in program.derivatives if d in _SIGNATURES],
+        *more,
         "At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)",
         "the derivative is taken as 0" + (", and second derivatives of piecewise-linear ops are 0"
                                           if {"hvp", "hessian"} & set(program.derivatives) else "")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import SymgradError
+
 
 @dataclass(frozen=True)
 class Target:
@@ -14,11 +16,16 @@ class Target:
     alias: str  # the name it is bound to in generated code
     overrides: dict = field(default_factory=dict)  # op name -> template, where it differs
     body: type | None = None  # the emit.module.Body subclass that prints function bodies, if not Body
+    layout: object | None = None  # a module layout of its own (see emit.dask.Layout), if not NumPy's
+    missing: dict = field(default_factory=dict)  # op name -> why the target has no implementation
     imports: tuple = ()  # further import lines of its modules (after the array module's)
     needs: tuple = ()  # further libraries its modules need at run time (named in the header)
     preamble: str = ""  # module-level lines after the constants (e.g. a target's own settings)
 
     def template(self, op) -> str | None:
+        """The op's template; a :class:`SymgradError` saying why for an op the target cannot run."""
+        if op.name in self.missing:
+            raise SymgradError(f"{op.name} cannot be compiled for target {self.name}: {self.missing[op.name]}")
         return self.overrides.get(op.name, op.code)
 
 
