@@ -151,10 +151,8 @@ def _sum(values):
 
 '''
 
-_PREAMBLE = ['''
-if __name__ in sys.modules:  # workers need not import this file: its functions travel by value
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-''']
+_PREAMBLE = """if __name__ in sys.modules:  # workers need not import this file: its functions travel by value
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])"""
 
 _COMBINE_TEXT = {"sum": "the sum of the blocks' values", "rows": "the blocks' values one below the other",
                  "cols": "the blocks' values side by side", "once": "the value of one block (no data in it)"}
@@ -165,10 +163,7 @@ class Layout:
 
     scratch = False  # no work arrays kept: the functions travel to workers by value
     derivatives = ("grad",)  # the functions it has (of program.DERIVATIVES)
-    imports = ("import sys", "import cloudpickle", "import dask", "import dask.array as da")
-    needs = ("dask",)
     helpers = (_HELPER_SPLIT, _HELPER_COMPUTE)
-    preamble = _PREAMBLE
 
     @staticmethod
     def prepare(program):
@@ -223,4 +218,5 @@ class Layout:
                 "parameters (NumPy): the other inputs.  Results are NumPy, as the NumPy module's."]
 
 
-TARGETS["dask"] = Target("dask", "numpy", "np", layout=Layout())
+TARGETS["dask"] = Target("dask", "numpy", "np", layout=Layout(), needs=("dask",), preamble=_PREAMBLE,
+                         imports=("import sys", "import cloudpickle", "import dask", "import dask.array as da"))

@@ -626,13 +626,10 @@ def assemble(program, target) -> str:
                + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
                + list(target.imports)
                + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
-               + [f"import {mod} as {alias}" for mod, alias in user_modules.items()]
-               + (list(layout.imports) if layout else []))
-    needs = ([target.module, *target.needs] + (list(layout.needs) if layout else [])
+               + [f"import {mod} as {alias}" for mod, alias in user_modules.items()])
+    needs = ([target.module, *target.needs]
              + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code] + list(user_modules))
     text = [_header(program, target, needs, layout.header_lines(program) if layout else ()), *dict.fromkeys(imports), ""]
-    if layout:
-        text += layout.preamble
     text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
              f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
              "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}",
