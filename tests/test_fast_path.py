@@ -72,8 +72,9 @@ def test_a_planted_wrong_formula_is_caught_by_the_tape(monkeypatch):
 ])
 def test_where_python_raises_the_array_path_gives_numpys_answer(expr, at, want):
     mod = _module(expr, "edge", wrt=[x])
-    value = mod.forward(x=at)
-    array_value = mod.forward(x=np.array(at))
+    with np.errstate(all="ignore"):  # NumPy's inf and nan are the answer here
+        value = mod.forward(x=at)
+        array_value = mod.forward(x=np.array(at))
     assert (math.isnan(value) and math.isnan(want)) or value == want
     assert (np.isnan(array_value) and math.isnan(want)) or array_value == want
 
