@@ -101,8 +101,7 @@ def _roles(program) -> tuple[str | None, list[str], list[str]]:
     best = sorted(d for d in score if score[d] == min(score.values()))
     if len(best) > 1:
         raise SymgradError(f"the rows do not split into blocks: the data have {len(best)} candidate rows "
-                           f"dimensions ({', '.join(best)}) and the dask target splits one; make the others "
-                           "parameters' dimensions or give them more data inputs")
+                           f"dimensions ({', '.join(best)}), and the dask target cuts the data along one")
     rows = best[0] if best else None
     data = [i.name for i in matrices if i.name not in wrt and i.shape[0] == rows]
     for i in program.inputs:

@@ -77,9 +77,14 @@ class FusedBody(Body):
         self.definitions["_kernel_name"] = _HELPER_KERNEL_NAME
         self.fusion = Fusion(order, users, final, self.forward, set(self.names))
         self._convert_inputs(order)
+        self._print_units(self._emit_kernel)
+
+    def _print_units(self, print_cluster) -> None:
+        """Every unit of the fusion pass in its order: a cluster by ``print_cluster``, any other
+        node by ``_emit_node``."""
         for unit in self.fusion.units:
             if isinstance(unit, Cluster):
-                self._emit_kernel(unit)
+                print_cluster(unit)
             else:
                 self._emit_node(unit)
             for n in self.fusion.aliases:  # a broadcast the consumer does by itself has its source's name

@@ -489,7 +489,7 @@ def _helpers_called(code: str, defined, more_helpers=()) -> dict:
     """{function name: helper source} of the helpers (ops' own, the emitter's, then the layout's
     ``more_helpers``) that ``code`` calls and that no target definition already provides, in table
     order."""
-    table = {re.search(r"def (\w+)\(", h).group(1): h
+    table = {re.search(r"^def (\w+)\(", h, re.M).group(1): h
              for h in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())
              + list(more_helpers)}
     found, more = set(), True

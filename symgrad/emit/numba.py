@@ -153,14 +153,7 @@ class NumbaBody(FusedBody):
             while n is not None and n.id not in self.protected:
                 self.protected.add(n.id)
                 n = self.fusion.real(n.args[0]) if n.op in _VIEWS else None
-        for unit in self.fusion.units:
-            if isinstance(unit, Cluster):
-                self._emit_loop(unit)
-            else:
-                self._emit_node(unit)
-            for n in self.fusion.aliases:  # a broadcast the consumer does by itself has its source's name
-                if n.id not in self.names and self.fusion.real(n).id in self.names:
-                    self.names[n.id] = self.names[self.fusion.real(n).id]
+        self._print_units(self._emit_loop)
 
     def expr(self, n, users, final):
         text = Body.expr(self, n, users, final)  # the NumPy printing (not the CuPy helpers)
