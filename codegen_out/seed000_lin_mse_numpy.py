@@ -88,11 +88,20 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def forward(*, W, b, X, Y):
     """Value of seed000_lin_mse."""
     _dt, W, b, X, Y = _promote(W, b, X, Y)
     H, M, N = _dims({'W': W, 'b': b, 'X': X, 'Y': Y})
-    t0 = np.matmul(X, W, out=_scratch('forward0', (N, H), _dt))  # X*W
+    t0 = _matmul(X, W, out=_scratch('forward0', (N, H), _dt))  # X*W
     t1 = np.subtract(t0, Y, out=t0)
     t2 = np.add(t1, b, out=t1)  # -Y + X*W + ones(N, 1)*b
     t3 = np.multiply(t2, t2, out=t2)
@@ -106,7 +115,7 @@ def value_and_grad(*, W, b, X, Y):
     """Value of seed000_lin_mse and the gradients of its sum with respect to W, b, X."""
     _dt, W, b, X, Y = _promote(W, b, X, Y)
     H, M, N = _dims({'W': W, 'b': b, 'X': X, 'Y': Y})
-    t0 = np.matmul(X, W, out=_scratch('value_and_grad0', (N, H), _dt))
+    t0 = _matmul(X, W, out=_scratch('value_and_grad0', (N, H), _dt))
     t1 = np.subtract(t0, Y, out=t0)
     t2 = np.add(t1, b, out=t1)  # -Y + X*W + ones(N, 1)*b
     t3 = np.multiply(t2, t2, out=_scratch('value_and_grad1', (N, H), _dt))
@@ -119,5 +128,5 @@ def value_and_grad(*, W, b, X, Y):
     t8 = b_t2.T @ X
     grad_W = t8.T  # adjoint of W
     grad_b = b_t2.sum(axis=0, keepdims=True)  # adjoint of b
-    grad_X = b_t2 @ W.T  # adjoint of X
+    grad_X = _matmul(b_t2, W.T)  # adjoint of X
     return t6, {'W': grad_W, 'b': grad_b, 'X': grad_X}

@@ -67,6 +67,15 @@ def _dims(arrays):
     return tuple(dims[d] for d in DIMS)
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def release_scratch():
     """Free the work arrays this module keeps for the calling thread (it keeps none)."""
 
@@ -75,7 +84,7 @@ def forward(*, W, b, X):
     """Value of seed000_lin."""
     _dt, W, b, X = _promote(W, b, X)
     H, M, N = _dims({'W': W, 'b': b, 'X': X})
-    t0 = X @ W  # X*W
+    t0 = _matmul(X, W)  # X*W
     t1 = np.add(t0, b, out=t0)  # X*W + ones(N, 1)*b
     return t1
 
@@ -84,7 +93,7 @@ def value_and_grad(*, W, b, X):
     """Value of seed000_lin and the gradients of its sum with respect to W, b, X."""
     _dt, W, b, X = _promote(W, b, X)
     H, M, N = _dims({'W': W, 'b': b, 'X': X})
-    t0 = X @ W  # X*W
+    t0 = _matmul(X, W)  # X*W
     t1 = np.add(t0, b, out=t0)  # X*W + ones(N, 1)*b
     t2 = X.sum(axis=0, keepdims=True)
     t3 = np.broadcast_to(t2, (H, M))

@@ -88,11 +88,20 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def forward(*, w, X, y):
     """Value of seed001_linreg_mse."""
     _dt, w, X, y = _promote(w, X, y)
     N, d = _dims({'w': w, 'X': X, 'y': y})
-    t0 = np.matmul(X, w, out=_scratch('forward0', (N, 1), _dt))
+    t0 = _matmul(X, w, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.subtract(y, t0, out=t0)  # -X*w + y
     t2 = np.multiply(t1, t1, out=t1)
     t3 = np.sum(t2)  # tr((-w.T*X.T + y.T)*(-X*w + y))
@@ -104,7 +113,7 @@ def value_and_grad(*, w, X, y):
     """Value of seed001_linreg_mse and the gradients of its sum with respect to w, X."""
     _dt, w, X, y = _promote(w, X, y)
     N, d = _dims({'w': w, 'X': X, 'y': y})
-    t0 = np.matmul(X, w, out=_scratch('value_and_grad0', (N, 1), _dt))
+    t0 = _matmul(X, w, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.subtract(y, t0, out=t0)  # -X*w + y
     t2 = np.multiply(t1, t1, out=_scratch('value_and_grad1', (N, 1), _dt))
     t3 = np.sum(t2)  # tr((-w.T*X.T + y.T)*(-X*w + y))
@@ -114,5 +123,5 @@ def value_and_grad(*, w, X, y):
     b_t0 = np.multiply((-2.0), t5, out=t5)  # adjoint of t0
     t6 = b_t0.T @ X
     grad_w = t6.T  # adjoint of w
-    grad_X = b_t0 @ w.T  # adjoint of X
+    grad_X = _matmul(b_t0, w.T)  # adjoint of X
     return t4, {'w': grad_w, 'X': grad_X}

@@ -102,6 +102,15 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def _seed(x, dt, what, *shapes):
     """A cotangent, tangent or direction as an array of the inputs' float type dt and exactly the
     shape it is for (the broadcast of shapes); a TypeError for non-real values, a ValueError for
@@ -159,7 +168,7 @@ def forward(*, w, Phi, y):
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = np.matmul(Phi, w, out=_scratch('forward1', (N, 1), _dt))
+    t2 = _matmul(Phi, w, out=_scratch('forward1', (N, 1), _dt))  # Phi*w
     t3 = np.multiply(t1, t2, out=t1)  # (-ones(N, 1) + 2*y)*Phi*w
     t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
     t5 = np.logaddexp(0.0, t4, out=t4)
@@ -176,7 +185,7 @@ def value_and_grad(*, w, Phi, y):
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = np.matmul(Phi, w, out=_scratch('value_and_grad1', (N, 1), _dt))
+    t2 = _matmul(Phi, w, out=_scratch('value_and_grad1', (N, 1), _dt))
     t3 = np.multiply(t1, t2, out=t2)  # (-ones(N, 1) + 2*y)*Phi*w
     t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
     t5 = np.logaddexp(0.0, t4, out=_scratch('value_and_grad2', (N, 1), _dt))
@@ -199,7 +208,7 @@ def hvp(vectors, /, *, w, Phi, y):
     v_w, = _seeds(vectors, _dt, 'vectors', {'w': np.shape(w)})
     t0 = np.multiply(2.0, y, out=_scratch('hvp0', (N, 1), _dt))  # 2*y
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = np.matmul(Phi, w, out=_scratch('hvp1', (N, 1), _dt))  # Phi*w
+    t2 = _matmul(Phi, w, out=_scratch('hvp1', (N, 1), _dt))  # Phi*w
     t3 = np.multiply(t1, t2, out=t2)  # (-ones(N, 1) + 2*y)*Phi*w
     t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
     t5 = np.logaddexp(0.0, t4, out=_scratch('hvp2', (N, 1), _dt))
@@ -212,7 +221,7 @@ def hvp(vectors, /, *, w, Phi, y):
     b_t2 = np.negative(t10, out=t10)  # adjoint of Phi*w
     t11 = b_t2.T @ Phi
     grad_w = t11.T  # adjoint of w
-    t12 = np.matmul(Phi, v_w, out=b_t2)
+    t12 = _matmul(Phi, v_w, out=b_t2)
     t13 = np.multiply(t1, t12, out=t12)
     t14 = np.subtract(1.0, b_t4, out=_scratch('hvp3', (N, 1), _dt))
     t15 = np.multiply(b_t4, t14, out=b_t4)

@@ -98,14 +98,23 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def forward(*, w0, W, X, y):
     """Value of seed001_nll_bernoulli."""
     _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.subtract(1.0, y, out=_scratch('forward0', (N, 1), _dt))
-    t1 = np.matmul(X, W.T, out=_scratch('forward1', (N, h), _dt))
+    t1 = _matmul(X, W.T, out=_scratch('forward1', (N, h), _dt))  # X*W.T
     t2 = _sigmoid(t1, out=t1)  # 1/(1 + exp(-X*W.T))
-    t3 = np.matmul(t2, w0, out=_scratch('forward2', (N, 1), _dt))
+    t3 = _matmul(t2, w0, out=_scratch('forward2', (N, 1), _dt))  # 1/(1 + exp(-X*W.T))*w0
     t4 = np.logaddexp(0.0, t3, out=_scratch('forward3', (N, 1), _dt))
     t5 = np.multiply(t0, t4, out=t0)
     t6 = np.negative(t3, out=t3)  # -1/(1 + exp(-X*W.T))*w0
@@ -124,9 +133,9 @@ def value_and_grad(*, w0, W, X, y):
     _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.subtract(1.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
-    t1 = np.matmul(X, W.T, out=_scratch('value_and_grad1', (N, h), _dt))
+    t1 = _matmul(X, W.T, out=_scratch('value_and_grad1', (N, h), _dt))
     t2 = _sigmoid(t1, out=t1)  # 1/(1 + exp(-X*W.T))
-    t3 = np.matmul(t2, w0, out=_scratch('value_and_grad2', (N, 1), _dt))
+    t3 = _matmul(t2, w0, out=_scratch('value_and_grad2', (N, 1), _dt))
     t4 = np.logaddexp(0.0, t3, out=_scratch('value_and_grad3', (N, 1), _dt))
     t5 = np.multiply(t0, t4, out=t4)
     t6 = np.negative(t3, out=_scratch('value_and_grad4', (N, 1), _dt))
@@ -144,7 +153,7 @@ def value_and_grad(*, w0, W, X, y):
     b_t3 = np.subtract(t15, b_t6, out=t15)  # adjoint of 1/(1 + exp(-X*W.T))*w0
     t17 = b_t3.T @ t2
     grad_w0 = t17.T  # adjoint of w0
-    b_t2 = np.matmul(b_t3, w0.T, out=_scratch('value_and_grad6', (N, h), _dt))
+    b_t2 = _matmul(b_t3, w0.T, out=_scratch('value_and_grad6', (N, h), _dt))
     t18 = np.subtract(1.0, t2, out=_scratch('value_and_grad7', (N, h), _dt))
     t19 = np.multiply(t2, t18, out=t2)
     b_t1 = np.multiply(b_t2, t19, out=b_t2)  # adjoint of X*W.T

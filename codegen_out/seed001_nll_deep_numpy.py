@@ -98,17 +98,26 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def forward(*, w0, W1, W2, X, y):
     """Value of seed001_nll_deep."""
     _dt, w0, W1, W2, X, y = _promote(w0, W1, W2, X, y)
     N, d, h, h2 = _dims({'w0': w0, 'W1': W1, 'W2': W2, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = np.matmul(X, W1.T, out=_scratch('forward1', (N, h), _dt))
+    t2 = _matmul(X, W1.T, out=_scratch('forward1', (N, h), _dt))
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W1.T))
-    t4 = np.matmul(t3, W2.T, out=_scratch('forward2', (N, h2), _dt))
+    t4 = _matmul(t3, W2.T, out=_scratch('forward2', (N, h2), _dt))
     t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-1/(1 + exp(-X*W1.T))*W2.T))
-    t6 = np.matmul(t5, w0, out=_scratch('forward3', (N, 1), _dt))
+    t6 = _matmul(t5, w0, out=_scratch('forward3', (N, 1), _dt))  # 1/(1 + exp(-1/(1 + exp(-X*W1.T))*W2.T))*w0
     t7 = np.multiply(t1, t6, out=t1)  # (-ones(N, 1) + 2*y)*t6
     t8 = np.negative(t7, out=t7)  # -(-ones(N, 1) + 2*y)*t6
     t9 = np.logaddexp(0.0, t8, out=t8)
@@ -125,11 +134,11 @@ def value_and_grad(*, w0, W1, W2, X, y):
     N, d, h, h2 = _dims({'w0': w0, 'W1': W1, 'W2': W2, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = np.matmul(X, W1.T, out=_scratch('value_and_grad1', (N, h), _dt))
+    t2 = _matmul(X, W1.T, out=_scratch('value_and_grad1', (N, h), _dt))
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W1.T))
-    t4 = np.matmul(t3, W2.T, out=_scratch('value_and_grad2', (N, h2), _dt))
+    t4 = _matmul(t3, W2.T, out=_scratch('value_and_grad2', (N, h2), _dt))
     t5 = _sigmoid(t4, out=t4)  # 1/(1 + exp(-1/(1 + exp(-X*W1.T))*W2.T))
-    t6 = np.matmul(t5, w0, out=_scratch('value_and_grad3', (N, 1), _dt))
+    t6 = _matmul(t5, w0, out=_scratch('value_and_grad3', (N, 1), _dt))
     t7 = np.multiply(t1, t6, out=t6)  # (-ones(N, 1) + 2*y)*t6
     t8 = np.negative(t7, out=t7)  # -(-ones(N, 1) + 2*y)*t6
     t9 = np.logaddexp(0.0, t8, out=_scratch('value_and_grad4', (N, 1), _dt))
@@ -142,11 +151,11 @@ def value_and_grad(*, w0, W1, W2, X, y):
     b_t6 = np.negative(t14, out=t14)  # adjoint of 1/(1 + exp(-1/(1 + exp(-X*W1.T))*W2.T))*w0
     t15 = b_t6.T @ t5
     grad_w0 = t15.T  # adjoint of w0
-    b_t5 = np.matmul(b_t6, w0.T, out=_scratch('value_and_grad5', (N, h2), _dt))
+    b_t5 = _matmul(b_t6, w0.T, out=_scratch('value_and_grad5', (N, h2), _dt))
     t16 = np.subtract(1.0, t5, out=_scratch('value_and_grad6', (N, h2), _dt))
     t17 = np.multiply(t5, t16, out=t5)
     b_t4 = np.multiply(b_t5, t17, out=b_t5)  # adjoint of 1/(1 + exp(-X*W1.T))*W2.T
-    b_t3 = np.matmul(b_t4, W2, out=_scratch('value_and_grad7', (N, h), _dt))
+    b_t3 = _matmul(b_t4, W2, out=_scratch('value_and_grad7', (N, h), _dt))
     t18 = np.subtract(1.0, t3, out=_scratch('value_and_grad8', (N, h), _dt))
     t19 = np.multiply(t3, t18, out=t18)
     b_t2 = np.multiply(b_t3, t19, out=b_t3)  # adjoint of X*W1.T

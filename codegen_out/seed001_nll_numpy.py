@@ -98,15 +98,24 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def forward(*, w0, W, X, y):
     """Value of seed001_nll."""
     _dt, w0, W, X, y = _promote(w0, W, X, y)
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = np.matmul(X, W.T, out=_scratch('forward1', (N, h), _dt))
+    t2 = _matmul(X, W.T, out=_scratch('forward1', (N, h), _dt))  # X*W.T
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W.T))
-    t4 = np.matmul(t3, w0, out=_scratch('forward2', (N, 1), _dt))
+    t4 = _matmul(t3, w0, out=_scratch('forward2', (N, 1), _dt))  # 1/(1 + exp(-X*W.T))*w0
     t5 = np.multiply(t1, t4, out=t1)  # (-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t6 = np.negative(t5, out=t5)  # -(-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t7 = np.logaddexp(0.0, t6, out=t6)
@@ -123,9 +132,9 @@ def value_and_grad(*, w0, W, X, y):
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = np.matmul(X, W.T, out=_scratch('value_and_grad1', (N, h), _dt))
+    t2 = _matmul(X, W.T, out=_scratch('value_and_grad1', (N, h), _dt))
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W.T))
-    t4 = np.matmul(t3, w0, out=_scratch('value_and_grad2', (N, 1), _dt))
+    t4 = _matmul(t3, w0, out=_scratch('value_and_grad2', (N, 1), _dt))
     t5 = np.multiply(t1, t4, out=t4)  # (-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t6 = np.negative(t5, out=t5)  # -(-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t7 = np.logaddexp(0.0, t6, out=_scratch('value_and_grad3', (N, 1), _dt))
@@ -138,7 +147,7 @@ def value_and_grad(*, w0, W, X, y):
     b_t4 = np.negative(t12, out=t12)  # adjoint of 1/(1 + exp(-X*W.T))*w0
     t13 = b_t4.T @ t3
     grad_w0 = t13.T  # adjoint of w0
-    b_t3 = np.matmul(b_t4, w0.T, out=_scratch('value_and_grad4', (N, h), _dt))
+    b_t3 = _matmul(b_t4, w0.T, out=_scratch('value_and_grad4', (N, h), _dt))
     t14 = np.subtract(1.0, t3, out=_scratch('value_and_grad5', (N, h), _dt))
     t15 = np.multiply(t3, t14, out=t3)
     b_t2 = np.multiply(b_t3, t15, out=b_t3)  # adjoint of X*W.T

@@ -102,6 +102,15 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def _seed(x, dt, what, *shapes):
     """A cotangent, tangent or direction as an array of the inputs' float type dt and exactly the
     shape it is for (the broadcast of shapes); a TypeError for non-real values, a ValueError for
@@ -133,10 +142,10 @@ def forward(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = np.matmul(x, w1, out=_scratch('forward0', (N, nh), _dt))
+    t0 = _matmul(x, w1, out=_scratch('forward0', (N, nh), _dt))  # x*w1
     t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t3 = np.matmul(t2, w2, out=_scratch('forward1', (N, 1), _dt))
+    t3 = _matmul(t2, w2, out=_scratch('forward1', (N, 1), _dt))  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.square(t5, out=t5)  # (-y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2)**2
@@ -150,10 +159,10 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse and the gradients of its sum with respect to w1, b1, w2, b2."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = np.matmul(x, w1, out=_scratch('value_and_grad0', (N, nh), _dt))
+    t0 = _matmul(x, w1, out=_scratch('value_and_grad0', (N, nh), _dt))
     t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t3 = np.matmul(t2, w2, out=_scratch('value_and_grad1', (N, 1), _dt))
+    t3 = _matmul(t2, w2, out=_scratch('value_and_grad1', (N, 1), _dt))
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.square(t5, out=_scratch('value_and_grad2', (N, 1), _dt))
@@ -164,7 +173,7 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     b_t8 = 1.0 / N  # 1/N
     t11 = 2.0 * b_t8
     b_t5 = np.multiply(t5, t11, out=t5)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
-    b_t2 = np.matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
+    b_t2 = _matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
     b_t1 = _where(t10, b_t2, 0.0, out=b_t2)  # adjoint of x*w1 + ones(N, 1)*b1
     t12 = b_t1.T @ x
     grad_w1 = t12.T  # adjoint of w1
@@ -180,10 +189,10 @@ def hvp(vectors, /, *, w1, b1, w2, b2, x, y):
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     v_w1, v_b1, v_w2, v_b2 = _seeds(vectors, _dt, 'vectors', {'w1': np.shape(w1), 'b1': np.shape(b1), 'w2': np.shape(w2), 'b2': np.shape(b2)})
-    t0 = np.matmul(x, w1, out=_scratch('hvp0', (N, nh), _dt))  # x*w1
+    t0 = _matmul(x, w1, out=_scratch('hvp0', (N, nh), _dt))  # x*w1
     t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t3 = np.matmul(t2, w2, out=_scratch('hvp1', (N, 1), _dt))  # Max(0, x*w1 + ones(N, 1)*b1)*w2
+    t3 = _matmul(t2, w2, out=_scratch('hvp1', (N, 1), _dt))  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.square(t5, out=_scratch('hvp2', (N, 1), _dt))  # (-y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2)**2
@@ -194,7 +203,7 @@ def hvp(vectors, /, *, w1, b1, w2, b2, x, y):
     b_t8 = 1.0 / N  # 1/N
     t11 = 2.0 * b_t8
     b_t5 = np.multiply(t5, t11, out=t5)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
-    b_t2 = np.matmul(b_t5, w2.T, out=_scratch('hvp3', (N, nh), _dt))
+    b_t2 = _matmul(b_t5, w2.T, out=_scratch('hvp3', (N, nh), _dt))
     b_t1 = _where(t10, b_t2, 0.0, out=b_t2)  # adjoint of x*w1 + ones(N, 1)*b1
     t12 = b_t1.T @ x
     grad_w1 = t12.T  # adjoint of w1
@@ -202,16 +211,16 @@ def hvp(vectors, /, *, w1, b1, w2, b2, x, y):
     t13 = b_t5.T @ t2
     grad_w2 = t13.T  # adjoint of w2
     grad_b2 = b_t5.sum(axis=0, keepdims=True)  # adjoint of b2
-    t14 = np.matmul(x, v_w1, out=b_t1)
+    t14 = _matmul(x, v_w1, out=b_t1)
     t15 = np.add(t14, v_b1, out=t14)
     t16 = _where(t10, t15, 0.0, out=t15)
-    t17 = np.matmul(t16, w2, out=t6)
-    t18 = np.matmul(t2, v_w2, out=_scratch('hvp4', (N, 1), _dt))
+    t17 = _matmul(t16, w2, out=t6)
+    t18 = _matmul(t2, v_w2, out=_scratch('hvp4', (N, 1), _dt))
     t19 = np.add(t17, t18, out=t17)
     t20 = np.add(t19, v_b2, out=t19)
     t21 = np.multiply(t11, t20, out=t20)
-    t22 = np.matmul(t21, w2.T, out=_scratch('hvp5', (N, nh), _dt))
-    t23 = np.matmul(b_t5, v_w2.T, out=_scratch('hvp6', (N, nh), _dt))
+    t22 = _matmul(t21, w2.T, out=_scratch('hvp5', (N, nh), _dt))
+    t23 = _matmul(b_t5, v_w2.T, out=_scratch('hvp6', (N, nh), _dt))
     t24 = np.add(t22, t23, out=t22)
     t25 = _where(t10, t24, 0.0, out=t24)
     t26 = t25.T @ x

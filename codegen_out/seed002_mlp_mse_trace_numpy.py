@@ -101,15 +101,24 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def forward(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse_trace."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = np.subtract(b2, y, out=_scratch('forward0', (N, 1), _dt))
-    t1 = np.matmul(x, w1, out=_scratch('forward1', (N, nh), _dt))
+    t1 = _matmul(x, w1, out=_scratch('forward1', (N, nh), _dt))  # x*w1
     t2 = np.add(b1, t1, out=t1)  # x*w1 + ones(N, 1)*b1
     t3 = np.maximum(0.0, t2, out=t2)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t4 = np.matmul(t3, w2, out=_scratch('forward2', (N, 1), _dt))
+    t4 = _matmul(t3, w2, out=_scratch('forward2', (N, 1), _dt))  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t5 = np.add(t0, t4, out=t0)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.multiply(t5, t5, out=t5)
     t7 = np.sum(t6)  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
@@ -122,10 +131,10 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = np.subtract(b2, y, out=_scratch('value_and_grad0', (N, 1), _dt))
-    t1 = np.matmul(x, w1, out=_scratch('value_and_grad1', (N, nh), _dt))
+    t1 = _matmul(x, w1, out=_scratch('value_and_grad1', (N, nh), _dt))
     t2 = np.add(b1, t1, out=t1)  # x*w1 + ones(N, 1)*b1
     t3 = np.maximum(0.0, t2, out=t2)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t4 = np.matmul(t3, w2, out=_scratch('value_and_grad2', (N, 1), _dt))
+    t4 = _matmul(t3, w2, out=_scratch('value_and_grad2', (N, 1), _dt))
     t5 = np.add(t0, t4, out=t0)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.multiply(t5, t5, out=t4)
     t7 = np.sum(t6)  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
@@ -134,7 +143,7 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     b_t7 = 1.0 / N  # 1/N
     t10 = np.multiply(t5, b_t7, out=t5)
     b_t5 = np.multiply(2.0, t10, out=t10)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
-    b_t3 = np.matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
+    b_t3 = _matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
     b_t2 = _where(t9, b_t3, 0.0, out=b_t3)  # adjoint of x*w1 + ones(N, 1)*b1
     t11 = b_t2.T @ x
     grad_w1 = t11.T  # adjoint of w1
@@ -142,5 +151,5 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     t12 = b_t5.T @ t3
     grad_w2 = t12.T  # adjoint of w2
     grad_b2 = b_t5.sum(axis=0, keepdims=True)  # adjoint of b2
-    grad_x = b_t2 @ w1.T  # adjoint of x
+    grad_x = _matmul(b_t2, w1.T)  # adjoint of x
     return t8, {'w1': grad_w1, 'b1': grad_b1, 'w2': grad_w2, 'b2': grad_b2, 'x': grad_x}

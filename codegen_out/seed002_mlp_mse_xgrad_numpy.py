@@ -101,14 +101,23 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def forward(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse_xgrad."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = np.matmul(x, w1, out=_scratch('forward0', (N, nh), _dt))
+    t0 = _matmul(x, w1, out=_scratch('forward0', (N, nh), _dt))  # x*w1
     t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t3 = np.matmul(t2, w2, out=_scratch('forward1', (N, 1), _dt))
+    t3 = _matmul(t2, w2, out=_scratch('forward1', (N, 1), _dt))  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.square(t5, out=t5)  # (-y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2)**2
@@ -122,10 +131,10 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse_xgrad and the gradients of its sum with respect to w1, b1, w2, b2, x."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = np.matmul(x, w1, out=_scratch('value_and_grad0', (N, nh), _dt))
+    t0 = _matmul(x, w1, out=_scratch('value_and_grad0', (N, nh), _dt))
     t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t3 = np.matmul(t2, w2, out=_scratch('value_and_grad1', (N, 1), _dt))
+    t3 = _matmul(t2, w2, out=_scratch('value_and_grad1', (N, 1), _dt))
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.square(t5, out=_scratch('value_and_grad2', (N, 1), _dt))
@@ -136,7 +145,7 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     b_t8 = 1.0 / N  # 1/N
     t11 = 2.0 * b_t8
     b_t5 = np.multiply(t5, t11, out=t5)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
-    b_t2 = np.matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
+    b_t2 = _matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
     b_t1 = _where(t10, b_t2, 0.0, out=b_t2)  # adjoint of x*w1 + ones(N, 1)*b1
     t12 = b_t1.T @ x
     grad_w1 = t12.T  # adjoint of w1
@@ -144,5 +153,5 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     t13 = b_t5.T @ t2
     grad_w2 = t13.T  # adjoint of w2
     grad_b2 = b_t5.sum(axis=0, keepdims=True)  # adjoint of b2
-    grad_x = b_t1 @ w1.T  # adjoint of x
+    grad_x = _matmul(b_t1, w1.T)  # adjoint of x
     return t9, {'w1': grad_w1, 'b1': grad_b1, 'w2': grad_w2, 'b2': grad_b2, 'x': grad_x}

@@ -108,14 +108,23 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
 def forward(*, W, b1, U, b2, X, Y):
     """Value of seed004_mlp_ce."""
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
-    t0 = np.matmul(X, W.T, out=_scratch('forward0', (N, Dh), _dt))
+    t0 = _matmul(X, W.T, out=_scratch('forward0', (N, Dh), _dt))
     t1 = np.add(t0, b1.T, out=t0)  # X*W.T + ones(N, 1)*b1.T
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, X*W.T + ones(N, 1)*b1.T)
-    t3 = np.matmul(t2, U.T, out=_scratch('forward1', (N, Nc), _dt))
+    t3 = _matmul(t2, U.T, out=_scratch('forward1', (N, Nc), _dt))
     t4 = np.add(t3, b2.T, out=t3)  # Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + ones(N, 1)*b2.T
     t5 = _logsumexp(t4, 1)  # log(...*ones(Nc, 1))
     t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
@@ -130,10 +139,10 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     """Value of seed004_mlp_ce and the gradients of its sum with respect to W, b1, U, b2, X."""
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
-    t0 = np.matmul(X, W.T, out=_scratch('value_and_grad0', (N, Dh), _dt))
+    t0 = _matmul(X, W.T, out=_scratch('value_and_grad0', (N, Dh), _dt))
     t1 = np.add(t0, b1.T, out=t0)  # X*W.T + ones(N, 1)*b1.T
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, X*W.T + ones(N, 1)*b1.T)
-    t3 = np.matmul(t2, U.T, out=_scratch('value_and_grad1', (N, Nc), _dt))
+    t3 = _matmul(t2, U.T, out=_scratch('value_and_grad1', (N, Nc), _dt))
     t4 = np.add(t3, b2.T, out=t3)  # Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + ones(N, 1)*b2.T
     t5 = _logsumexp(t4, 1)  # log(...*ones(Nc, 1))
     t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
@@ -145,7 +154,7 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     t12 = np.subtract(t4, t5, out=t4)
     t13 = np.exp(t12, out=t12)
     b_t4 = np.subtract(t13, Y, out=t13)  # adjoint of Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + b2.T
-    b_t2 = np.matmul(b_t4, U, out=_scratch('value_and_grad3', (N, Dh), _dt))
+    b_t2 = _matmul(b_t4, U, out=_scratch('value_and_grad3', (N, Dh), _dt))
     b_t1 = _where(t11, b_t2, 0.0, out=b_t2)  # adjoint of X*W.T + ones(N, 1)*b1.T
     grad_W = b_t1.T @ X  # adjoint of W
     t14 = b_t1.sum(axis=0, keepdims=True)
@@ -153,5 +162,5 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     grad_U = b_t4.T @ t2  # adjoint of U
     t15 = b_t4.sum(axis=0, keepdims=True)
     grad_b2 = t15.T  # adjoint of b2
-    grad_X = b_t1 @ W  # adjoint of X
+    grad_X = _matmul(b_t1, W)  # adjoint of X
     return t10, {'W': grad_W, 'b1': grad_b1, 'U': grad_U, 'b2': grad_b2, 'X': grad_X}

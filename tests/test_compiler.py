@@ -364,3 +364,26 @@ def test_module_size_is_linear_in_depth():
         return symgrad.Model(h, wrt=ws, name=f"chain{depth}")
     small, big = (len(symgrad.generate(chain(d))) for d in (32, 128))
     assert big < 4.6 * small, (small, big)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tall_products_turned_around_for_blas_are_right(dtype):
+    """_matmul computes a tall data matrix times a narrow parameter as (B.T @ A.T).T in float64
+    (the orientation OpenBLAS runs faster; benchmarks/bench_blas.py): same values as the tape,
+    forward and backward, and a returned product is the caller's own writable array."""
+    n, d, h = sp.symbols("n d h", integer=True)
+    X, W = sp.MatrixSymbol("X", n, d), sp.MatrixSymbol("W", d, h)
+    model = symgrad.Model((X * W).applyfunc(sp.tanh), wrt=[W, X], name="tall")
+    source = symgrad.generate(model)
+    assert "_matmul(X, W" in source
+    mod = symgrad.emit.load_source(source, "tall")
+    rng = np.random.default_rng(0)
+    inputs = {"X": rng.standard_normal((400, 40)).astype(dtype), "W": rng.standard_normal((40, 3)).astype(dtype)}
+    value, grads = mod.value_and_grad(**inputs)
+    want_value, want = symgrad.tape.value_and_grad(model, **{k: v.astype(np.float64) for k, v in inputs.items()})
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(value, want_value, rtol=tol, atol=tol)
+    for k in want:
+        np.testing.assert_allclose(grads[k], want[k], rtol=tol, atol=tol)
+    assert value.dtype == dtype and value.flags.writeable and not np.shares_memory(value, inputs["X"])
+    assert mod._matmul(inputs["X"], inputs["W"]).flags.f_contiguous == (dtype == np.float64)

@@ -108,6 +108,16 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 '''
 
+_HELPER_MATMUL = '''
+def _matmul(a, b, out=None):
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
+    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
+    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
+    if a.dtype == {m}.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b if out is None else {m}.matmul(a, b, out=out)
+'''
+
 _HELPER_SEED = '''
 def _seed(x, dt, what, *shapes):
     """A cotangent, tangent or direction as an array of the inputs' float type dt and exactly the
@@ -195,7 +205,7 @@ def release_scratch():
 '''
 
 # helpers of the emitter's own, emitted when a body calls them (ops bring theirs: OPS[...].helper)
-_EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_seed": _HELPER_SEED,
+_EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_matmul": _HELPER_MATMUL, "_seed": _HELPER_SEED,
                     "_seeds": _HELPER_SEEDS, "_jacobian": _HELPER_JACOBIAN, "_hessian": _HELPER_HESSIAN}
 
 _HELPER_ARGS = '''
@@ -308,6 +318,8 @@ class Body:
             if _is(_python_scalar(n.args[1]), 1) and _is(_python_scalar(n.args[2]), 0):
                 return f"{a[0]}.astype(_dt)"
             return f"{m}.where({a[0]}, {a[1]}, {a[2]}).astype(_dt, copy=False)"
+        if self.tall_product(n):
+            return f"_matmul({a[0]}, {a[1]})"
         if n.op == "pow" and n.args[1].op == "const":
             a[1] = _literal(n.args[1].attr, as_int=True)
         code = self.t.template(OPS[n.op])
@@ -356,6 +368,14 @@ class Body:
             comment = "adjoint of " + (self.describe(fwd, 48) or self.names[fwd])
         line = f"{name} = {text}"
         self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
+
+    def tall_product(self, n) -> bool:
+        """A product of a data matrix (rows a dimension) that ``_matmul`` may turn around for BLAS:
+        on NumPy's BLAS only, and never one already written as a transpose (``G.T @ X``)."""
+        if n.op != "matmul" or self.t.module != "numpy":
+            return False
+        a = n.args[0]
+        return a.op != "transpose" and a.shape is not None and not isinstance(a.shape[0], int)
 
     def broadcasts_itself(self, user, n) -> bool:
         """True when ``user`` broadcasts its argument ``n`` by itself (an elementwise op that has
@@ -418,6 +438,8 @@ class Body:
         if n.shape is None and guard:  # values of scalar Symbols may be Python numbers, never an out=
             out = f"_buf({out})"
             self.ops_used.add("_buf")
+        if self.tall_product(n):
+            return f"_matmul({a[0]}, {a[1]}, out={out})"
         if n.op == "pow" and n.args[1].op == "const":
             if n.args[1].attr == 2:
                 return f"{m}.square({a[0]}, out={out})"
