@@ -366,17 +366,20 @@ def test_module_size_is_linear_in_depth():
     assert big < 4.6 * small, (small, big)
 
 
+@pytest.mark.parametrize("target", ["numpy", "numba"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_tall_products_turned_around_for_blas_are_right(dtype):
+def test_tall_products_turned_around_for_blas_are_right(dtype, target):
     """_matmul computes a tall data matrix times a narrow parameter as (B.T @ A.T).T in float64
     (the orientation OpenBLAS runs faster; benchmarks/bench_blas.py): same values as the tape,
     forward and backward, and a returned product is the caller's own writable array."""
     n, d, h = sp.symbols("n d h", integer=True)
     X, W = sp.MatrixSymbol("X", n, d), sp.MatrixSymbol("W", d, h)
     model = symgrad.Model((X * W).applyfunc(sp.tanh), wrt=[W, X], name="tall")
-    source = symgrad.generate(model)
+    if target == "numba":
+        pytest.importorskip("numba")
+    source = symgrad.generate(model, target)
     assert "_matmul(X, W" in source
-    mod = symgrad.emit.load_source(source, "tall")
+    mod = symgrad.emit.load_source(source, f"tall_{target}")
     rng = np.random.default_rng(0)
     inputs = {"X": rng.standard_normal((400, 40)).astype(dtype), "W": rng.standard_normal((40, 3)).astype(dtype)}
     value, grads = mod.value_and_grad(**inputs)

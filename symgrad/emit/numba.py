@@ -159,7 +159,8 @@ class NumbaBody(FusedBody):
         text = Body.expr(self, n, users, final)  # the NumPy printing (not the CuPy helpers)
         if n.op == "matmul" and n.id not in self.protected and self.scratch_prefix and n.shape is not None:
             a, b = (self.names[x.id] for x in n.args)  # a product that is never returned: a work array
-            return f"{self.m}.matmul({a}, {b}, out={self.scratch(n)})"
+            how = "_matmul(" if self.tall_product(n) else f"{self.m}.matmul("
+            return f"{how}{a}, {b}, out={self.scratch(n)})"
         return text
 
     def _shown_shape(self, a):
