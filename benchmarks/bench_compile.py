@@ -64,13 +64,19 @@ def sympy_model(kind, size):
     return net(sp, xs, t, W, b, v, c), list(xs) + [t], [w for row in W for w in row] + list(b) + list(v) + [c]
 
 
+def _symgrad_model(run, kind, size):
+    """(model, its parameters), after one warm-up ``run`` (generate or compile) of a tiny model."""
+    import symgrad
+    run(symgrad.Model(sympy_model("chain", 1)[0], name="warmup"))
+    expr, _, params = sympy_model(kind, size)
+    return symgrad.Model(expr, wrt=params, name=f"{kind}{size}"), params
+
+
 def measure(tool, kind, size):
     """Runs in a fresh process (harness.oneshot)."""
     if tool == "symgrad":
         import symgrad
-        symgrad.generate(symgrad.Model(sympy_model("chain", 1)[0], name="warmup"))
-        expr, _, params = sympy_model(kind, size)
-        model = symgrad.Model(expr, wrt=params, name=f"{kind}{size}")
+        model, _ = _symgrad_model(symgrad.generate, kind, size)
         t0 = time.perf_counter()
         src = symgrad.generate(model)
         dt = time.perf_counter() - t0
@@ -82,9 +88,7 @@ def measure(tool, kind, size):
         import tempfile
         os.environ["SYMGRAD_CACHE"], os.environ["SYMGRAD_CACHE_DIR"] = "0", tempfile.mkdtemp()
         import symgrad
-        symgrad.compile(symgrad.Model(sympy_model("chain", 1)[0], name="warmup"))
-        expr, _, params = sympy_model(kind, size)
-        model = symgrad.Model(expr, wrt=params, name=f"{kind}{size}")
+        model, params = _symgrad_model(symgrad.compile, kind, size)
         t0 = time.perf_counter()
         mod = symgrad.compile(model)
         dt = time.perf_counter() - t0

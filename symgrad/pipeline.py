@@ -25,6 +25,9 @@ from .program import Program, derivatives
 __all__ = ["Compiled", "build", "compile_file", "differentiate", "generate", "write_atomic"]
 
 
+_LIBRARY_NAMES = {"cupy": "CuPy", "numba": "Numba", "dask": "Dask"}  # as their projects write them
+
+
 def differentiate(program: Program, emit=("grad",)) -> Program:
     """Add the derivative nodes of the functions ``emit`` asks for (see
     :func:`~symgrad.program.derivatives`), in place; returns ``program``.
@@ -49,18 +52,23 @@ def differentiate(program: Program, emit=("grad",)) -> Program:
     return program
 
 
-def build(model, emit=None, timings: dict | None = None) -> Program:
+def build(model, emit=None, timings: dict | None = None, target: str = "numpy") -> Program:
     """The differentiated Program of ``model`` (``emit``: its derivative functions; by default
-    the model's own ``derivatives``).  ``timings``, when given, gets each phase's seconds and
-    the graph's size after it (``{"lower": (s, nodes), "differentiate": (s, nodes)}``; the
-    rewrites run inside both, as the graph is built)."""
+    the model's own ``derivatives``) for ``target``: a target with a layout of its own (dask)
+    rewrites the lowered program first, and its value is what is differentiated.  ``timings``,
+    when given, gets each phase's seconds and the graph's size after it (``{"lower": (s, nodes),
+    "differentiate": (s, nodes)}``; the rewrites run inside both, as the graph is built)."""
     from .lower import lower_model
     from .model import deep_recursion
     clock = _Clock(timings)
+    emit = derivatives(emit if emit is not None else model.derivatives)
+    layout = target_named(target).layout
     with deep_recursion():
         program = lower_model(model)
+        if layout is not None:
+            program = layout.prepare(program, emit)
         clock.lap("lower", len(program.graph._table))
-        differentiate(program, emit if emit is not None else model.derivatives)
+        differentiate(program, emit)
         clock.lap("differentiate", len(program.graph._table))
     return program
 
@@ -72,7 +80,7 @@ def generate(model, target: str = "numpy", emit=None, timings: dict | None = Non
     if emit is None and layout is not None:  # the model's own default set, as far as the target has it
         emit = [d for d in model.derivatives if d in layout.derivatives]
     try:
-        program = build(model, emit, timings)
+        program = build(model, emit, timings, target)
         clock = _Clock(timings)
         source = _emit(program, target)
         clock.lap("emit", source.count("\n"))
@@ -153,16 +161,14 @@ def compile_file(model_file, *, target="numpy", output=None, only=None, check=Fa
         raise SymgradError(f"{model_file}: -o names one file but there are {len(models)} models "
                            f"({names}); pick one with --model NAME or drop -o")
     check = check or check_inputs is not None
-    if check and target == "cupy":
+    if check:  # the module runs here: the libraries its target needs at run time must be installed
         import importlib.util
-        if importlib.util.find_spec("cupy") is None:
-            raise SymgradError(f"{model_file}: --check --target cupy needs CuPy installed "
-                               "(pip install 'symgrad[cupy]'); compile without --check to just write the module")
-    if check and target == "numba":
-        import importlib.util
-        if importlib.util.find_spec("numba") is None:
-            raise SymgradError(f"{model_file}: --check --target numba needs Numba installed "
-                               "(pip install 'symgrad[numba]'); compile without --check to just write the module")
+        t = target_named(target)
+        for lib in (t.module, *t.needs):
+            if importlib.util.find_spec(lib) is None:
+                raise SymgradError(f"{model_file}: --check --target {target} needs {_LIBRARY_NAMES.get(lib, lib)} "
+                                   f"installed (pip install 'symgrad[{target}]'); compile without --check to just "
+                                   "write the module")
     jobs = []
     for model in models:
         if output is None and (Path(model.name).name != model.name or model.name in ("", ".", "..")):

@@ -51,8 +51,7 @@ _LINEAR = {"add", "sub", "neg", "mul", "div"}
 class RowPlan:
     """How the value splits over row blocks."""
     rows: str | None       # the rows dimension of a matrix model; None in a model of scalar Symbols
-    data: list[str]        # input names cut into blocks (first axis)
-    params: list[str]      # the other inputs (whole, NumPy)
+    data: list[str]        # input names cut into blocks (first axis); the others are whole, NumPy
     combine: str           # "sum", "rows" (concatenate along axis 0), "cols" (axis 1), "once"
     out: Node              # the block value (see the module docstring)
     total: Node            # input: the number of rows of all blocks (used where the model reads N)
@@ -63,7 +62,7 @@ def split_rows(program) -> RowPlan:
     """The :class:`RowPlan` of ``program`` (lowered); a SymgradError naming the part of the model
     that couples the rows, or the input whose layout does not split."""
     G = program.graph
-    rows, data, params = _roles(program)
+    rows, data = _roles(program)
     cls: dict[int, str] = {}
     order = topo_order([program.out])
     for n in order:
@@ -81,16 +80,15 @@ def split_rows(program) -> RowPlan:
             args = [G.where(first, b, G.const(0)) if cls[a.id] == PARAMS else b for a, b in zip(n.args, args)]
         same = all(b is a for a, b in zip(n.args, args))
         new[n.id] = n if same else G.op(n.op, *args, attr=n.attr)
-    return RowPlan(rows, data, params, COMBINE[cls[program.out.id]], new[program.out.id], total, share)
+    return RowPlan(rows, data, COMBINE[cls[program.out.id]], new[program.out.id], total, share)
 
 
-def _roles(program) -> tuple[str | None, list[str], list[str]]:
-    """(rows dimension, data input names, parameter input names), see the module docstring."""
+def _roles(program) -> tuple[str | None, list[str]]:
+    """(rows dimension, data input names), see the module docstring; the others are parameters."""
     wrt = set(program.wrt)
     matrices = [i for i in program.inputs if i.is_matrix]
     if not matrices:  # scalar Symbols: the data are the ones not differentiated
-        data = [i.name for i in program.inputs if i.name not in wrt]
-        return None, data, [i.name for i in program.inputs if i.name in wrt]
+        return None, [i.name for i in program.inputs if i.name not in wrt]
     in_params = {d for i in matrices if i.name in wrt for d in i.shape}
     square = {i.shape[0] for i in matrices if i.shape[0] == i.shape[1]}
     leading = Counter(i.shape[0] for i in matrices if i.name not in wrt and isinstance(i.shape[0], str)
@@ -110,7 +108,7 @@ def _roles(program) -> tuple[str | None, list[str], list[str]]:
             raise SymgradError(f"the rows do not split into blocks: input {i.name} "
                                f"({'x'.join(map(str, i.shape))}) has the rows dimension {rows} as {where} "
                                f"(data must have the rows first; parameters must not have them)")
-    return rows, data, [i.name for i in program.inputs if i.name not in data]
+    return rows, data
 
 
 def _class(n: Node, args: list[str], rows, data, program) -> str:

@@ -29,11 +29,9 @@ def target_named(name: str):
 
 
 def emit(program, target: str = "numpy") -> str:
-    """Source text of the module of ``program`` (differentiated) for ``target`` (deterministic)."""
-    t = target_named(target)
-    if t.layout is not None:
-        program = t.layout.prepare(program)
-    return assemble(program, t)
+    """Source text of the module of ``program`` (built and differentiated for ``target``, see
+    :func:`symgrad.pipeline.build`) for ``target`` (deterministic)."""
+    return assemble(program, target_named(target))
 
 
 def load_source(source: str, module_name: str) -> types.ModuleType:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..diff import gradients
 from ..errors import SymgradError
 from ..rows import split_rows
 from .module import _Function
@@ -166,19 +165,17 @@ class Layout:
     helpers = (_HELPER_SPLIT, _HELPER_COMPUTE)
 
     @staticmethod
-    def prepare(program):
-        """The program whose value is the block value, with its gradients (see symgrad.rows)."""
-        if set(program.derivatives) - set(Layout.derivatives):
-            extra = ", ".join(d for d in program.derivatives if d != "grad")
+    def prepare(program, emit):
+        """The lowered program with the block value as its value (see symgrad.rows), before it is
+        differentiated; ``emit``: the functions asked for."""
+        if set(emit) - set(Layout.derivatives):
+            extra = ", ".join(d for d in emit if d not in Layout.derivatives)
             raise SymgradError(f"the dask target has forward and value_and_grad only (asked for {extra})")
         plan = split_rows(program)
-        wrt = [program.input_nodes[w] for w in program.wrt]
-        grads, cotangents = gradients(program.graph, plan.out, wrt)
         src = dict(program.src)
         if program.out.id in src:
             src.setdefault(plan.out.id, src[program.out.id])
-        return dataclasses.replace(program, out=plan.out, grads=grads, cotangents=cotangents, src=src,
-                                   rows_plan=plan)
+        return dataclasses.replace(program, out=plan.out, src=src, rows_plan=plan)
 
     @staticmethod
     def functions(program, namer, wrt_local, wrt_text) -> list:
