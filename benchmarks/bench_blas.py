@@ -1,8 +1,7 @@
 """BLAS layout: ``A @ B`` against ``(B.T @ A.T).T`` (the same product, the other orientation for
 BLAS) for the shapes of the seed models' products, float32 and float64, beside what a generated
-module does (``A @ B`` as written).  The data for a static orientation rule: on the shared 2-core
-machine of 2026-12-03 the answer flipped with the dtype and from run to run (benchmarks/RESULTS.md),
-so the modules print products as the differentiation writes them.
+module does (``_matmul``, which turns a float64 tall-times-narrower product around).  The data
+for that static rule (docs/speed.md).
 
     python -m benchmarks.bench_blas [--smoke] [--rounds R]
 """
@@ -14,7 +13,8 @@ from benchmarks import harness
 
 METHODS = [("symgrad", "symgrad (generated module: A @ B)"), ("numpy_hand", "A @ B"),
            ("flipped", "(B.T @ A.T).T")]
-SHAPES = [(50000, 784, 50), (50000, 50, 10), (50000, 50, 784), (512, 784, 50), (2000, 2000, 2000), (50, 784, 50000)]
+SHAPES = [(50000, 784, 50), (50000, 50, 10), (50000, 50, 784), (10000, 784, 100), (10000, 100, 784),
+          (10000, 100, 10), (2000, 784, 784), (512, 784, 50), (2000, 2000, 2000), (50, 784, 50000)]
 
 
 def cases(settings):

@@ -89,10 +89,13 @@ def release_scratch():
 
 
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a narrow
-    b (columns <= 1/8 of a's) is computed as (b.T @ a.T).T, a fresh column-ordered array: OpenBLAS
-    runs that orientation up to 1.6x faster, and only when it writes a fresh array."""
-    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and 8 * b.shape[1] <= a.shape[1]:
+    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
+    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
+    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
+    product over one column is the outer product a * b (the same single multiplications)."""
+    if a.shape[1] == 1:
+        return np.multiply(a, b, out=out)
+    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
         return (b.T @ a.T).T
     return a @ b if out is None else np.matmul(a, b, out=out)
 

@@ -390,3 +390,37 @@ def test_tall_products_turned_around_for_blas_are_right(dtype, target):
         np.testing.assert_allclose(grads[k], want[k], rtol=tol, atol=tol)
     assert value.dtype == dtype and value.flags.writeable and not np.shares_memory(value, inputs["X"])
     assert mod._matmul(inputs["X"], inputs["W"]).flags.f_contiguous == (dtype == np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_adjoint_select_and_one_column_products_are_exact(dtype):
+    """A ReLU's adjoint is where(h > 0, g, 0) into g's own array, done as an unsigned multiply of
+    g's bits by the mask; a product over one column is an outer product a * b.  Both give the
+    bits of np.where / np.matmul (inf, nan, -0.0 and negatives included), and the MLP that uses
+    them matches the tape."""
+    n, d, h = sp.symbols("n d h", integer=True)
+    X, W, v = sp.MatrixSymbol("X", n, d), sp.MatrixSymbol("W", d, h), sp.MatrixSymbol("v", h, 1)
+    hidden = (X * W).applyfunc(lambda e: sp.Max(0, e))
+    model = symgrad.Model(sp.Trace((hidden * v).T * (hidden * v)), wrt=[W, v], name="relu_mlp")
+    source = symgrad.generate(model)
+    assert "_where(" in source and "_matmul(" in source
+    mod = symgrad.emit.load_source(source, "relu_mlp")
+    rng = np.random.default_rng(1)
+    inputs = {"X": rng.standard_normal((300, 20)).astype(dtype), "W": rng.standard_normal((20, 7)).astype(dtype),
+              "v": rng.standard_normal((7, 1)).astype(dtype)}
+    value, grads = mod.value_and_grad(**inputs)
+    want_value, want = symgrad.tape.value_and_grad(model, **{k: x.astype(np.float64) for k, x in inputs.items()})
+    tol = 1e-12 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(value, want_value, rtol=tol)
+    for k in want:
+        np.testing.assert_allclose(grads[k], want[k], rtol=tol, atol=tol)
+    g = rng.standard_normal((50, 6)).astype(dtype)
+    g.flat[:4] = [np.inf, np.nan, -0.0, -3.0]
+    c = rng.random((50, 6)) < 0.5
+    c.flat[:4] = False
+    for expect, call in [(np.where(c, g, 0.0), lambda a: mod._where(c, a, 0.0, out=a)),
+                         (np.where(c, 0.0, g), lambda a: mod._where(c, 0.0, a, out=a))]:
+        got = call(g.copy())
+        assert got.dtype == dtype and got.tobytes() == expect.astype(dtype).tobytes()
+    col, row = g[:, :1], rng.standard_normal((1, 9)).astype(dtype)
+    assert mod._matmul(col, row).tobytes() == np.matmul(col, row).tobytes()
