@@ -899,17 +899,20 @@ def _kron_factor_shape(g, other, attr=None):
     return attr  # the shape of the factor whose cotangent this is
 
 
+def _bilinear_jvp(name):
+    """The tangent rule of a bilinear op: d op(a, b) = op(da, b) + op(a, db)."""
+    return lambda G, t, o, a, b: _add_tangents(G, t[0] and G.op(name, full(G, t[0], a), b, attr=o.attr),
+                                               t[1] and G.op(name, a, full(G, t[1], b), attr=o.attr))
+
+
 # the cotangents of the factors: each block of g against B (kron_a), the blocks weighted by A (kron_b);
 # all three ops are bilinear, so each one's rules are made of the other two
 _reg("kron", _kron_shape, "{m}.kron({0}, {1})",
      lambda G, g, o, a, b: (G.op("kron_a", g, b, attr=a.shape), G.op("kron_b", g, a, attr=b.shape)),
-     jvp=lambda G, t, o, a, b: _add_tangents(G, t[0] and G.op("kron", full(G, t[0], a), b),
-                                             t[1] and G.op("kron", a, full(G, t[1], b))))
+     jvp=_bilinear_jvp("kron"))
 _reg("kron_a", _kron_factor_shape, "_kron_a({0}, {1})",
      lambda G, h, o, g, b: (G.op("kron", h, b), G.op("kron_b", g, h, attr=b.shape)),
-     jvp=lambda G, t, o, g, b: _add_tangents(G, t[0] and G.op("kron_a", full(G, t[0], g), b, attr=o.attr),
-                                             t[1] and G.op("kron_a", g, full(G, t[1], b), attr=o.attr)),
-     helper='''
+     jvp=_bilinear_jvp("kron_a"), helper='''
 def _kron_a(g, b):
     """The cotangent of A in kron(A, B) from g: each (p, q) block of g times B, summed."""
     p, q = b.shape
@@ -917,9 +920,7 @@ def _kron_a(g, b):
 ''')
 _reg("kron_b", _kron_factor_shape, "_kron_b({0}, {1})",
      lambda G, h, o, g, a: (G.op("kron", a, h), G.op("kron_a", g, h, attr=a.shape)),
-     jvp=lambda G, t, o, g, a: _add_tangents(G, t[0] and G.op("kron_b", full(G, t[0], g), a, attr=o.attr),
-                                             t[1] and G.op("kron_b", g, full(G, t[1], a), attr=o.attr)),
-     helper='''
+     jvp=_bilinear_jvp("kron_b"), helper='''
 def _kron_b(g, a):
     """The cotangent of B in kron(A, B) from g: the blocks of g weighted by the entries of A."""
     r, c = a.shape
