@@ -165,7 +165,7 @@ def test_imports_only_numpy_numba_and_stdlib_and_is_deterministic():
 def test_literals_keep_float32():
     src = symgrad.generate(symgrad.Model(1 / (1 + sp.exp(-ct.to.x)), name="sig"), "numba")
     loops = src.split("def forward(")[0]
-    assert "_T(1)" in loops and not re.search(r"[^\w(]1\.0[^\w]", loops.split("@_nb.njit", 1)[1])
+    assert "_T(1)" in loops and not re.search(r"[^\w(]1\.0[^\w]", loops.split("@_jit(", 1)[1])
 
 
 # -- compiled behaviour: parallel loops, the on-disk cache --------------------------------------
@@ -214,3 +214,26 @@ print(m._CACHE, sum(len(k.stats.cache_misses) for k in m._vag_k0[:1]))
     assert runs[0].stdout.split() == ["True", "1"], runs[0].stdout
     assert runs[1].stdout.split() == ["True", "0"], runs[1].stdout
     assert list((tmp_path / "__pycache__").glob("*.nbi"))
+
+
+def test_one_module_file_imported_under_two_names_loads_its_cache(tmp_path):
+    """Numba's disk cache records the name a module was imported under and cannot rebuild a loop
+    cached under another one (a generated file is loaded as ``_symgrad_generated_<stem>`` by
+    symgrad.testing and as ``pkg.model`` or ``model`` by the user's code): each name keeps its own
+    entries, so a process that imports the file under a second name compiles, and a third process
+    under that second name loads them."""
+    path = tmp_path / "fxy_numba.py"
+    path.write_text(symgrad.generate(symgrad.Model(sp.exp(ct.to.x) * ct.to.y + ct.to.x ** 2, name="fxy"), "numba"))
+    script = """
+import importlib.util, sys, numpy as np
+name, path = sys.argv[1:]
+spec = importlib.util.spec_from_file_location(name, path)
+m = importlib.util.module_from_spec(spec); sys.modules[name] = m; spec.loader.exec_module(m)
+v, g = m.value_and_grad(x=np.arange(3.0), y=np.ones(3))
+assert np.allclose(g["x"], np.exp(np.arange(3.0)) + 2 * np.arange(3.0)), g
+print(m._CACHE, sum(len(k.stats.cache_misses) for k in m._vag_k0[:1]))
+"""
+    runs = [subprocess.run([sys.executable, "-c", script, name, str(path)], capture_output=True, text=True,
+                           timeout=300) for name in ("first_name", "pkg_second", "pkg_second")]
+    assert all(r.returncode == 0 for r in runs), [r.stderr[-2000:] for r in runs]
+    assert [r.stdout.split() for r in runs] == [["True", "1"], ["True", "1"], ["True", "0"]]

@@ -20,7 +20,8 @@ is), ``_T`` is the inputs' float type (``np.float32`` or ``np.float64``): every 
 ``PARALLEL_MIN`` elements -- below that, starting threads costs more than they save (measured:
 benchmarks/README.md).  Loops compile on first use for each combination of argument types
 (float32/float64, array/scalar) and are cached on disk (``cache=True``) beside a module file, so
-a second process does not compile again; a module loaded from text (no file) compiles in memory.
+a second process does not compile again (one set of entries per name the module is imported
+under: ``_jit``); a module loaded from text (no file) compiles in memory.
 ``error_model="numpy"``: a division by zero gives inf/nan as NumPy does, never an exception.
 
 ``_run`` lays the operands out.  A flat loop: an array of the loop's shape that is C-contiguous
@@ -228,14 +229,14 @@ class NumbaBody(FusedBody):
         indent = " " * (4 * len(loop) + 4)
         self.definitions.setdefault("_run", _HELPER_RUN.replace("{m}", self.m).strip("\n") + "\n")
         self.definitions[kernel] = "\n".join([
-            "@_nb.njit(cache=_CACHE, error_model='numpy')",
+            "@_jit()",
             f"def {kernel}_serial(_lo, _hi, _T, {sig}):",
             f'    """{"Rows" if matrix else "Elements"} [_lo, _hi) of the loop."""',
             *loop,
             *(indent + ln for ln in loads + body),
             "",
             "",
-            "@_nb.njit(cache=_CACHE, error_model='numpy', parallel=True)",
+            "@_jit(parallel=True)",
             f"def {kernel}_parallel(_n, _step, _T, {sig}):",
             f'    """The loop over {"rows" if matrix else "elements"} [0, _n) in parallel, _step at a time."""',
             "    for _c in _nb.prange((_n + _step - 1) // _step):",
@@ -267,7 +268,19 @@ CHUNK = {CHUNK}  # elements per parallel task
 # compiled loops are cached on disk beside the module file, where Numba can import the module by
 # name again (a module run from text, or not registered in sys.modules, compiles in memory)
 _CACHE = os.path.isfile(__file__) and sys.modules.get(__name__) is not None
-"""
+""" + '''
+
+def _jit(**options):
+    """numba.njit with this module's options: cached on disk, NumPy's division (inf/nan, never an
+    exception).  Numba's cache records the name the module was imported under and cannot load a
+    loop cached under another (the same file imported as ``pkg.model`` and as ``model``): the
+    loop's qualified name carries the module's, so each name keeps its own cache entries."""
+    def jit(f):
+        name = "".join(c if c.isascii() and (c.isalnum() or c in "._") else "_" for c in __name__)
+        f.__qualname__ = f"{f.__name__}.{name}"  # a part of the cache's file name: [A-Za-z0-9_.]
+        return _nb.njit(cache=_CACHE, error_model="numpy", **options)(f)
+    return jit
+'''
 
 TARGETS["numba"] = Target("numba", "numpy", "np", body=NumbaBody, needs=("numba",), preamble=_PREAMBLE,
                           imports=("import math", "import os", "import sys", "import numba as _nb"))
