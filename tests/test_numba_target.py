@@ -185,15 +185,22 @@ def test_parallel_loop_agrees_with_the_serial_one():
     mm = symgrad.Model(sp.HadamardProduct(X, (X + sp.OneMatrix(N, 1) * b).applyfunc(sp.sin)), wrt=[X, b], name="rows")
     inputs = {"X": rng.standard_normal((mod.PARALLEL_MIN // 7 + 3, 7)), "b": rng.standard_normal((1, 7))}
     src = symgrad.generate(mm, "numba")
-    assert "'ar')  # serial, parallel, the forms" in src and "b[0, _i]" in src  # a 2-d loop, a bias row
+    assert "'ar', _vag_k0_cols_serial" in src and "b[0, _i]" in src  # a 2-d loop, a bias row
     got = load_source(src, "rows").value_and_grad(**inputs)
     want = symgrad.compile(mm).value_and_grad(**inputs)
     assert rel_err(got[0], want[0]) <= 1e-15
     assert all(rel_err(got[1][k], want[1][k]) <= 1e-15 for k in want[1])
-    # a column-ordered input: copied to row order for the loop, same numbers
-    got_f = load_source(src, "rows").value_and_grad(X=np.asfortranarray(inputs["X"]), b=inputs["b"])
-    assert rel_err(got_f[0], want[0]) <= 1e-15
-    assert all(rel_err(got_f[1][k], want[1][k]) <= 1e-12 for k in want[1])  # sums in another order
+    # a column-ordered input: the loop runs column by column (parallel here, serial on 40 rows),
+    # its outputs column-ordered too, same numbers
+    assert "'ar', _vag_k0_cols_serial, _vag_k0_cols_parallel)" in src
+    rows = load_source(src, "rows")
+    for n in (len(inputs["X"]), 40):
+        X = inputs["X"][:n]
+        want = symgrad.compile(mm).value_and_grad(X=X, b=inputs["b"])
+        got_f = rows.value_and_grad(X=np.asfortranarray(X), b=inputs["b"])
+        assert rel_err(got_f[0], want[0]) <= 1e-15
+        assert all(rel_err(got_f[1][k], want[1][k]) <= 1e-12 for k in want[1])  # sums in another order
+        assert got_f[0].flags.f_contiguous and not got_f[0].flags.c_contiguous
 
 
 def test_second_import_loads_the_compiled_loops_from_the_cache(tmp_path):
@@ -237,3 +244,33 @@ print(m._CACHE, sum(len(k.stats.cache_misses) for k in m._vag_k0[:1]))
                            timeout=300) for name in ("first_name", "pkg_second", "pkg_second")]
     assert all(r.returncode == 0 for r in runs), [r.stderr[-2000:] for r in runs]
     assert [r.stdout.split() for r in runs] == [["True", "1"], ["True", "1"], ["True", "0"]]
+
+
+@pytest.mark.parametrize("users", [None, "ACTIVE"])
+def test_numba_threads_wait_passively_unless_the_user_says_otherwise(users):
+    """Numba's OpenMP workers spin after each parallel loop and slow the BLAS threads of the next
+    matmul; a module starts the pool with OMP_WAIT_POLICY=PASSIVE (read by the OpenMP runtime as
+    it loads, shown by OMP_DISPLAY_ENV) and restores the environment; the user's own setting wins."""
+    script = """
+import os, sys, numpy as np, sympy as sp, symgrad, numba
+from symgrad.emit import load_source
+x, y = sp.symbols("x y")
+m = load_source(symgrad.generate(symgrad.Model(sp.exp(x) * y, wrt=[x], name="par"), "numba"), "par")
+n = m.PARALLEL_MIN + 5
+v, g = m.value_and_grad(x=np.zeros(n), y=np.ones(n))
+assert g["x"].shape == (n,) and np.all(g["x"] == 1.0)
+print(numba.threading_layer(), os.environ.get("OMP_WAIT_POLICY"))
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update({"PYTHONPATH": str(ROOT), "OMP_DISPLAY_ENV": "VERBOSE"} | ({"OMP_WAIT_POLICY": users} if users else {}))
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    layer, left = r.stdout.split()
+    if layer != "omp":
+        pytest.skip(f"Numba's threading layer is {layer}, not OpenMP")
+    assert left == str(users)  # the environment as the user left it
+    shown = r.stdout + r.stderr  # libgomp shows an unset policy as PASSIVE too: its spin count tells
+    if users:
+        assert re.search(r"OMP_WAIT_POLICY\s*=\s*'ACTIVE'", shown), shown[-2000:]
+    else:
+        assert re.search(r"GOMP_SPINCOUNT\s*=\s*'0'", shown), shown[-2000:]

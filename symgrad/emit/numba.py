@@ -61,30 +61,58 @@ CHUNK = 1 << 13  # elements per parallel task
 
 _HELPER_RUN = '''
 _WANT = {"a": lambda s: s, "r": lambda s: (1, s[1]), "c": lambda s: (s[0], 1), "e": lambda s: (1, 1)}
+_THREADS = []  # [True] once Numba's thread pool is started (_start_threads)
+
+
+def _start_threads():
+    """Start Numba's thread pool before the first parallel loop, its OpenMP workers waiting
+    passively: by default they spin for a while after each loop, and the BLAS threads of the
+    matmul that follows then wait for a core (measured: 3-4x slower small products and loops
+    after them, docs/speed.md).  OMP_WAIT_POLICY is read once, when the OpenMP runtime loads,
+    and restored at once; the caller's own OMP_WAIT_POLICY, or an OpenMP runtime that another
+    library loaded before, is left as it is."""
+    if "OMP_WAIT_POLICY" in os.environ:
+        _nb.get_num_threads()
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        try:
+            _nb.get_num_threads()  # launches the threading layer
+        finally:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+    _THREADS.append(True)
 
 
 def _run(loops, dt, kinds, shape, *inputs):
-    """Run a fused loop (serial, parallel, forms) over the elements of shape (None: the broadcast
-    of the inputs' shapes).  A loop over a matrix reads each input in its form: "a" the matrix,
-    "r" a row, "c" a column, "e" a 1x1 matrix (C-contiguous, by its own index), "s" a number of
-    type dt, "b" a broadcast view.  Any other loop (forms None) reads flat arrays: C-contiguous inputs of the shape as views,
-    numbers and one-element arrays as zero-stride views, others broadcast and copied.  Returns one
-    new array of the shape per output kind ("f": dt, "b": bool)."""
+    """Run a fused loop (serial, parallel, forms[, by columns: serial, parallel]) over the
+    elements of shape (None: the broadcast of the inputs' shapes).  A loop over a matrix reads
+    each input in its form: "a" the matrix, "r" a row, "c" a column, "e" a 1x1 matrix
+    (contiguous, by its own index), "s" a number of type dt, "b" a broadcast view; it runs row by
+    row over row-ordered arrays, or column by column where most of its matrices' bytes are
+    column-ordered (a float64 product that _matmul turned around), its outputs then column-ordered
+    too.  Any other loop (forms None) reads flat arrays: C-contiguous inputs of the shape as views,
+    numbers and one-element arrays as zero-stride views, others broadcast and copied.  Returns
+    one array of the shape per output kind ("f": dt, "b": bool; "f:key": the work array key)."""
     if shape is None:
         shape = {m}.broadcast_shapes(*[{m}.shape(a) for a in inputs])
-    n, forms, args = math.prod(shape), loops[2], []
-    for k, a in enumerate(inputs):
-        form = forms[k] if forms else None
+    n, matrix, args = math.prod(shape), loops[2] is not None, []
+    forms = loops[2] or [None] * len(inputs)
+    inputs = [a if form == "s" or isinstance(a, {m}.ndarray)
+              else {m}.asarray(a, dtype={m}.bool_ if isinstance(a, (bool, {m}.bool_)) else dt)
+              for a, form in zip(inputs, forms)]
+    mats = [a for a, form in zip(inputs, forms) if form == "a"]
+    cols = sum(a.itemsize for a in mats if a.flags.f_contiguous and not a.flags.c_contiguous)
+    by_cols = 2 * cols > sum(a.itemsize for a in mats)  # most bytes column-ordered
+    for a, form in zip(inputs, forms):
         if form == "s":
             args.append(a if isinstance(a, (bool, {m}.bool_)) else dt.type(a))
-            continue
-        if not isinstance(a, {m}.ndarray):
-            a = {m}.asarray(a, dtype={m}.bool_ if isinstance(a, (bool, {m}.bool_)) else dt)
-        if form in _WANT:
+        elif form in _WANT:
             want = _WANT[form](shape)
             if a.shape != want:  # the loop indexes by the static shape: anything else is a compiler bug
                 raise RuntimeError(f"{MODEL}: internal error: a loop input has shape {a.shape}, not {want}")
-            args.append(a if a.flags.c_contiguous else {m}.ascontiguousarray(a))
+            if by_cols:
+                args.append(a if a.flags.f_contiguous else {m}.asfortranarray(a))
+            else:
+                args.append(a if a.flags.c_contiguous else {m}.ascontiguousarray(a))
         elif form == "b":
             args.append({m}.broadcast_to(a, shape))
         elif a.shape == shape and a.flags.c_contiguous:
@@ -96,14 +124,20 @@ def _run(loops, dt, kinds, shape, *inputs):
     outs = []
     for k in kinds:  # "f" / "b": a new array; "f:key": the module's work array key (never returned)
         dtype = {m}.bool_ if k[0] == "b" else dt
-        a = _scratch(k[2:], shape, dtype) if len(k) > 2 else None
-        outs.append({m}.empty(shape, dtype) if a is None else a)
-    views = outs if forms is not None else [o.reshape(-1) for o in outs]
+        want = shape[::-1] if by_cols else shape  # column-ordered: the transpose of a row-ordered array
+        a = _scratch(k[2:], want, dtype) if len(k) > 2 else None
+        a = {m}.empty(want, dtype) if a is None else a
+        outs.append(a.T if by_cols else a)
+    views = outs if matrix else [o.reshape(-1) for o in outs]
+    serial, parallel, lines, step = (loops[3], loops[4], shape[1], max(1, CHUNK // shape[0])) if by_cols \
+        else (loops[0], loops[1], shape[0], max(1, CHUNK // shape[1])) if matrix \
+        else (loops[0], loops[1], n, CHUNK)
     if n >= PARALLEL_MIN:
-        rows = shape[0] if forms is not None else n
-        loops[1](rows, max(1, CHUNK // shape[1]) if forms is not None else CHUNK, dt.type, *args, *views)
+        if not _THREADS:
+            _start_threads()
+        parallel(lines, step, dt.type, *args, *views)
     else:
-        loops[0](0, shape[0] if forms is not None else n, dt.type, *args, *views)
+        serial(0, lines, dt.type, *args, *views)
     return outs[0] if len(outs) == 1 else tuple(outs)
 '''
 
@@ -175,6 +209,27 @@ class NumbaBody(FusedBody):
             return tuple(reversed(inner)) if inner is not None and len(inner) == 2 else a.shape
         return a.shape
 
+    @staticmethod
+    def _loop_pair(kernel: str, sig: str, what: str, loop: list[str], body: list[str]) -> list[str]:
+        """The serial loop over ``what`` [_lo, _hi) and the parallel one that runs it in chunks."""
+        indent = " " * (4 * len(loop) + 4)
+        return [
+            "@_jit()",
+            f"def {kernel}_serial(_lo, _hi, _T, {sig}):",
+            f'    """{what} [_lo, _hi) of the loop."""',
+            *("    " + ln for ln in loop),
+            *(indent + ln for ln in body),
+            "",
+            "",
+            "@_jit(parallel=True)",
+            f"def {kernel}_parallel(_n, _step, _T, {sig}):",
+            f'    """The loop over {what.lower()} [0, _n) in parallel, _step at a time."""',
+            "    for _c in _nb.prange((_n + _step - 1) // _step):",
+            f"        {kernel}_serial(_c * _step, min(_n, (_c + 1) * _step), _T, {sig})",
+            "",
+            "",
+        ]
+
     def _emit_loop(self, c: Cluster) -> None:
         ids, real = {m.id for m in c.members}, self.fusion.real
         used = set()
@@ -224,28 +279,18 @@ class NumbaBody(FusedBody):
         body += [f"{o}[{index}] = {local[m.id]}" for o, m in zip(outs, outputs)]
         kernel = f"_{self.prefix}_k{len([d for d in self.definitions if d.startswith('_' + self.prefix + '_k')])}"
         sig = ", ".join(params + outs)
-        loop = (["    for _r in range(_lo, _hi):", f"        for _i in range({outs[0]}.shape[1]):"] if matrix
-                else ["    for _i in range(_lo, _hi):"])
-        indent = " " * (4 * len(loop) + 4)
         self.definitions.setdefault("_run", _HELPER_RUN.replace("{m}", self.m).strip("\n") + "\n")
-        self.definitions[kernel] = "\n".join([
-            "@_jit()",
-            f"def {kernel}_serial(_lo, _hi, _T, {sig}):",
-            f'    """{"Rows" if matrix else "Elements"} [_lo, _hi) of the loop."""',
-            *loop,
-            *(indent + ln for ln in loads + body),
-            "",
-            "",
-            "@_jit(parallel=True)",
-            f"def {kernel}_parallel(_n, _step, _T, {sig}):",
-            f'    """The loop over {"rows" if matrix else "elements"} [0, _n) in parallel, _step at a time."""',
-            "    for _c in _nb.prange((_n + _step - 1) // _step):",
-            f"        {kernel}_serial(_c * _step, min(_n, (_c + 1) * _step), _T, {sig})",
-            "",
-            "",
-            f"{kernel} = ({kernel}_serial, {kernel}_parallel, "
-            + (f"{''.join(forms)!r})  # serial, parallel, the forms of the inputs (_run)" if matrix
-               else "None)  # serial, parallel; flat"), ""])
+        if matrix:  # row by row, and column by column for column-ordered arrays (_run)
+            text = self._loop_pair(kernel, sig, "Rows", ["for _r in range(_lo, _hi):",
+                                                         f"    for _i in range({outs[0]}.shape[1]):"], loads + body)
+            text += self._loop_pair(f"{kernel}_cols", sig, "Columns", [
+                "for _i in range(_lo, _hi):", f"    for _r in range({outs[0]}.shape[0]):"], loads + body)
+            text.append(f"{kernel} = ({kernel}_serial, {kernel}_parallel, {''.join(forms)!r}, "
+                        f"{kernel}_cols_serial, {kernel}_cols_parallel)  # the forms of the inputs: _run")
+        else:
+            text = self._loop_pair(kernel, sig, "Elements", ["for _i in range(_lo, _hi):"], loads + body)
+            text.append(f"{kernel} = ({kernel}_serial, {kernel}_parallel, None)  # serial, parallel; flat")
+        self.definitions[kernel] = "\n".join(text + [""])
         kinds = []
         for m in outputs:  # values that are never returned (nor viewed by one) go to work arrays
             kind = "b" if is_bool(m) else "f"
