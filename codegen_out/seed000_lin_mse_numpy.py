@@ -88,23 +88,36 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _turns(a, b):
+    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
+    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
+    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
+    return a.shape[1] > 1 and a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
+
+
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
-    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
-    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
-    product over one column is the outer product a * b (the same single multiplications)."""
+    """a @ b (into out when given), turned around where _turns says so.  A product over one
+    column is the outer product a * b (the same single multiplications)."""
+    if _turns(a, b):
+        return (b.T @ a.T).T
     if a.shape[1] == 1:
         return np.multiply(a, b, out=out)
-    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
-        return (b.T @ a.T).T
     return a @ b if out is None else np.matmul(a, b, out=out)
+
+
+def _matmul_work(a, b, key):
+    """_matmul(a, b) into the work array key, allocated only when the product is not turned
+    around (a turned product is a fresh array)."""
+    if _turns(a, b):
+        return _matmul(a, b)
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
 
 
 def forward(*, W, b, X, Y):
     """Value of seed000_lin_mse."""
     _dt, W, b, X, Y = _promote(W, b, X, Y)
     H, M, N = _dims({'W': W, 'b': b, 'X': X, 'Y': Y})
-    t0 = _matmul(X, W, out=_scratch('forward0', (N, H), _dt))  # X*W
+    t0 = _matmul_work(X, W, 'forward0')  # X*W
     t1 = np.subtract(t0, Y, out=t0)
     t2 = np.add(t1, b, out=t1)  # -Y + X*W + ones(N, 1)*b
     t3 = np.multiply(t2, t2, out=t2)
@@ -118,7 +131,7 @@ def value_and_grad(*, W, b, X, Y):
     """Value of seed000_lin_mse and the gradients of its sum with respect to W, b, X."""
     _dt, W, b, X, Y = _promote(W, b, X, Y)
     H, M, N = _dims({'W': W, 'b': b, 'X': X, 'Y': Y})
-    t0 = _matmul(X, W, out=_scratch('value_and_grad0', (N, H), _dt))
+    t0 = _matmul_work(X, W, 'value_and_grad0')  # X*W
     t1 = np.subtract(t0, Y, out=t0)
     t2 = np.add(t1, b, out=t1)  # -Y + X*W + ones(N, 1)*b
     t3 = np.multiply(t2, t2, out=_scratch('value_and_grad1', (N, H), _dt))

@@ -67,15 +67,20 @@ def _dims(arrays):
     return tuple(dims[d] for d in DIMS)
 
 
+def _turns(a, b):
+    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
+    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
+    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
+    return a.shape[1] > 1 and a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
+
+
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
-    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
-    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
-    product over one column is the outer product a * b (the same single multiplications)."""
+    """a @ b (into out when given), turned around where _turns says so.  A product over one
+    column is the outer product a * b (the same single multiplications)."""
+    if _turns(a, b):
+        return (b.T @ a.T).T
     if a.shape[1] == 1:
         return np.multiply(a, b, out=out)
-    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
-        return (b.T @ a.T).T
     return a @ b if out is None else np.matmul(a, b, out=out)
 
 

@@ -88,23 +88,36 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _turns(a, b):
+    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
+    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
+    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
+    return a.shape[1] > 1 and a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
+
+
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
-    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
-    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
-    product over one column is the outer product a * b (the same single multiplications)."""
+    """a @ b (into out when given), turned around where _turns says so.  A product over one
+    column is the outer product a * b (the same single multiplications)."""
+    if _turns(a, b):
+        return (b.T @ a.T).T
     if a.shape[1] == 1:
         return np.multiply(a, b, out=out)
-    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
-        return (b.T @ a.T).T
     return a @ b if out is None else np.matmul(a, b, out=out)
+
+
+def _matmul_work(a, b, key):
+    """_matmul(a, b) into the work array key, allocated only when the product is not turned
+    around (a turned product is a fresh array)."""
+    if _turns(a, b):
+        return _matmul(a, b)
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
 
 
 def forward(*, w, X, y):
     """Value of seed001_linreg_mse."""
     _dt, w, X, y = _promote(w, X, y)
     N, d = _dims({'w': w, 'X': X, 'y': y})
-    t0 = _matmul(X, w, out=_scratch('forward0', (N, 1), _dt))
+    t0 = _matmul_work(X, w, 'forward0')
     t1 = np.subtract(y, t0, out=t0)  # -X*w + y
     t2 = np.multiply(t1, t1, out=t1)
     t3 = np.sum(t2)  # tr((-w.T*X.T + y.T)*(-X*w + y))
@@ -116,7 +129,7 @@ def value_and_grad(*, w, X, y):
     """Value of seed001_linreg_mse and the gradients of its sum with respect to w, X."""
     _dt, w, X, y = _promote(w, X, y)
     N, d = _dims({'w': w, 'X': X, 'y': y})
-    t0 = _matmul(X, w, out=_scratch('value_and_grad0', (N, 1), _dt))
+    t0 = _matmul_work(X, w, 'value_and_grad0')
     t1 = np.subtract(y, t0, out=t0)  # -X*w + y
     t2 = np.multiply(t1, t1, out=_scratch('value_and_grad1', (N, 1), _dt))
     t3 = np.sum(t2)  # tr((-w.T*X.T + y.T)*(-X*w + y))

@@ -102,16 +102,29 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _turns(a, b):
+    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
+    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
+    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
+    return a.shape[1] > 1 and a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
+
+
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
-    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
-    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
-    product over one column is the outer product a * b (the same single multiplications)."""
+    """a @ b (into out when given), turned around where _turns says so.  A product over one
+    column is the outer product a * b (the same single multiplications)."""
+    if _turns(a, b):
+        return (b.T @ a.T).T
     if a.shape[1] == 1:
         return np.multiply(a, b, out=out)
-    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
-        return (b.T @ a.T).T
     return a @ b if out is None else np.matmul(a, b, out=out)
+
+
+def _matmul_work(a, b, key):
+    """_matmul(a, b) into the work array key, allocated only when the product is not turned
+    around (a turned product is a fresh array)."""
+    if _turns(a, b):
+        return _matmul(a, b)
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
 
 
 def _seed(x, dt, what, *shapes):
@@ -171,7 +184,7 @@ def forward(*, w, Phi, y):
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = _matmul(Phi, w, out=_scratch('forward1', (N, 1), _dt))  # Phi*w
+    t2 = _matmul_work(Phi, w, 'forward1')  # Phi*w
     t3 = np.multiply(t1, t2, out=t1)  # (-ones(N, 1) + 2*y)*Phi*w
     t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
     t5 = np.logaddexp(0.0, t4, out=t4)
@@ -188,7 +201,7 @@ def value_and_grad(*, w, Phi, y):
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = _matmul(Phi, w, out=_scratch('value_and_grad1', (N, 1), _dt))
+    t2 = _matmul_work(Phi, w, 'value_and_grad1')  # Phi*w
     t3 = np.multiply(t1, t2, out=t2)  # (-ones(N, 1) + 2*y)*Phi*w
     t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
     t5 = np.logaddexp(0.0, t4, out=_scratch('value_and_grad2', (N, 1), _dt))
@@ -211,7 +224,7 @@ def hvp(vectors, /, *, w, Phi, y):
     v_w, = _seeds(vectors, _dt, 'vectors', {'w': np.shape(w)})
     t0 = np.multiply(2.0, y, out=_scratch('hvp0', (N, 1), _dt))  # 2*y
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = _matmul(Phi, w, out=_scratch('hvp1', (N, 1), _dt))  # Phi*w
+    t2 = _matmul_work(Phi, w, 'hvp1')  # Phi*w
     t3 = np.multiply(t1, t2, out=t2)  # (-ones(N, 1) + 2*y)*Phi*w
     t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
     t5 = np.logaddexp(0.0, t4, out=_scratch('hvp2', (N, 1), _dt))

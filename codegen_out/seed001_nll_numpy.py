@@ -98,16 +98,29 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _turns(a, b):
+    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
+    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
+    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
+    return a.shape[1] > 1 and a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
+
+
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
-    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
-    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
-    product over one column is the outer product a * b (the same single multiplications)."""
+    """a @ b (into out when given), turned around where _turns says so.  A product over one
+    column is the outer product a * b (the same single multiplications)."""
+    if _turns(a, b):
+        return (b.T @ a.T).T
     if a.shape[1] == 1:
         return np.multiply(a, b, out=out)
-    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
-        return (b.T @ a.T).T
     return a @ b if out is None else np.matmul(a, b, out=out)
+
+
+def _matmul_work(a, b, key):
+    """_matmul(a, b) into the work array key, allocated only when the product is not turned
+    around (a turned product is a fresh array)."""
+    if _turns(a, b):
+        return _matmul(a, b)
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
 
 
 def forward(*, w0, W, X, y):
@@ -116,9 +129,9 @@ def forward(*, w0, W, X, y):
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('forward0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = _matmul(X, W.T, out=_scratch('forward1', (N, h), _dt))  # X*W.T
+    t2 = _matmul_work(X, W.T, 'forward1')  # X*W.T
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W.T))
-    t4 = _matmul(t3, w0, out=_scratch('forward2', (N, 1), _dt))  # 1/(1 + exp(-X*W.T))*w0
+    t4 = _matmul_work(t3, w0, 'forward2')  # 1/(1 + exp(-X*W.T))*w0
     t5 = np.multiply(t1, t4, out=t1)  # (-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t6 = np.negative(t5, out=t5)  # -(-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t7 = np.logaddexp(0.0, t6, out=t6)
@@ -135,9 +148,9 @@ def value_and_grad(*, w0, W, X, y):
     N, d, h = _dims({'w0': w0, 'W': W, 'X': X, 'y': y})
     t0 = np.multiply(2.0, y, out=_scratch('value_and_grad0', (N, 1), _dt))
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
-    t2 = _matmul(X, W.T, out=_scratch('value_and_grad1', (N, h), _dt))
+    t2 = _matmul_work(X, W.T, 'value_and_grad1')  # X*W.T
     t3 = _sigmoid(t2, out=t2)  # 1/(1 + exp(-X*W.T))
-    t4 = _matmul(t3, w0, out=_scratch('value_and_grad2', (N, 1), _dt))
+    t4 = _matmul_work(t3, w0, 'value_and_grad2')  # 1/(1 + exp(-X*W.T))*w0
     t5 = np.multiply(t1, t4, out=t4)  # (-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t6 = np.negative(t5, out=t5)  # -(-ones(N, 1) + 2*y)*1/(1 + exp(-X*W.T))*w0
     t7 = np.logaddexp(0.0, t6, out=_scratch('value_and_grad3', (N, 1), _dt))
@@ -150,7 +163,7 @@ def value_and_grad(*, w0, W, X, y):
     b_t4 = np.negative(t12, out=t12)  # adjoint of 1/(1 + exp(-X*W.T))*w0
     t13 = b_t4.T @ t3
     grad_w0 = t13.T  # adjoint of w0
-    b_t3 = _matmul(b_t4, w0.T, out=_scratch('value_and_grad4', (N, h), _dt))
+    b_t3 = _matmul_work(b_t4, w0.T, 'value_and_grad4')  # adjoint of 1/(1 + exp(-X*W.T))
     t14 = np.subtract(1.0, t3, out=_scratch('value_and_grad5', (N, h), _dt))
     t15 = np.multiply(t3, t14, out=t3)
     b_t2 = np.multiply(b_t3, t15, out=b_t3)  # adjoint of X*W.T

@@ -109,16 +109,29 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _turns(a, b):
+    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
+    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
+    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
+    return a.shape[1] > 1 and a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
+
+
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
-    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
-    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
-    product over one column is the outer product a * b (the same single multiplications)."""
+    """a @ b (into out when given), turned around where _turns says so.  A product over one
+    column is the outer product a * b (the same single multiplications)."""
+    if _turns(a, b):
+        return (b.T @ a.T).T
     if a.shape[1] == 1:
         return np.multiply(a, b, out=out)
-    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
-        return (b.T @ a.T).T
     return a @ b if out is None else np.matmul(a, b, out=out)
+
+
+def _matmul_work(a, b, key):
+    """_matmul(a, b) into the work array key, allocated only when the product is not turned
+    around (a turned product is a fresh array)."""
+    if _turns(a, b):
+        return _matmul(a, b)
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
 
 
 def _seed(x, dt, what, *shapes):
@@ -152,10 +165,10 @@ def forward(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = _matmul(x, w1, out=_scratch('forward0', (N, nh), _dt))  # x*w1
+    t0 = _matmul_work(x, w1, 'forward0')  # x*w1
     t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t3 = _matmul(t2, w2, out=_scratch('forward1', (N, 1), _dt))  # Max(0, x*w1 + ones(N, 1)*b1)*w2
+    t3 = _matmul_work(t2, w2, 'forward1')  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.square(t5, out=t5)  # (-y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2)**2
@@ -169,10 +182,10 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse and the gradients of its sum with respect to w1, b1, w2, b2."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    t0 = _matmul(x, w1, out=_scratch('value_and_grad0', (N, nh), _dt))
+    t0 = _matmul_work(x, w1, 'value_and_grad0')  # x*w1
     t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t3 = _matmul(t2, w2, out=_scratch('value_and_grad1', (N, 1), _dt))
+    t3 = _matmul_work(t2, w2, 'value_and_grad1')  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.square(t5, out=_scratch('value_and_grad2', (N, 1), _dt))
@@ -183,7 +196,7 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     b_t8 = 1.0 / N  # 1/N
     t11 = 2.0 * b_t8
     b_t5 = np.multiply(t5, t11, out=t5)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
-    b_t2 = _matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
+    b_t2 = _matmul_work(b_t5, w2.T, 'value_and_grad3')  # adjoint of Max(0, x*w1 + ones(N, 1)*b1)
     b_t1 = _where(t10, b_t2, 0.0, out=b_t2)  # adjoint of x*w1 + ones(N, 1)*b1
     t12 = b_t1.T @ x
     grad_w1 = t12.T  # adjoint of w1
@@ -199,10 +212,10 @@ def hvp(vectors, /, *, w1, b1, w2, b2, x, y):
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     v_w1, v_b1, v_w2, v_b2 = _seeds(vectors, _dt, 'vectors', {'w1': np.shape(w1), 'b1': np.shape(b1), 'w2': np.shape(w2), 'b2': np.shape(b2)})
-    t0 = _matmul(x, w1, out=_scratch('hvp0', (N, nh), _dt))  # x*w1
+    t0 = _matmul_work(x, w1, 'hvp0')  # x*w1
     t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t3 = _matmul(t2, w2, out=_scratch('hvp1', (N, 1), _dt))  # Max(0, x*w1 + ones(N, 1)*b1)*w2
+    t3 = _matmul_work(t2, w2, 'hvp1')  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t4 = np.subtract(t3, y, out=t3)
     t5 = np.add(t4, b2, out=t4)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.square(t5, out=_scratch('hvp2', (N, 1), _dt))  # (-y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2)**2
@@ -213,7 +226,7 @@ def hvp(vectors, /, *, w1, b1, w2, b2, x, y):
     b_t8 = 1.0 / N  # 1/N
     t11 = 2.0 * b_t8
     b_t5 = np.multiply(t5, t11, out=t5)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
-    b_t2 = _matmul(b_t5, w2.T, out=_scratch('hvp3', (N, nh), _dt))
+    b_t2 = _matmul_work(b_t5, w2.T, 'hvp3')  # adjoint of Max(0, x*w1 + ones(N, 1)*b1)
     b_t1 = _where(t10, b_t2, 0.0, out=b_t2)  # adjoint of x*w1 + ones(N, 1)*b1
     t12 = b_t1.T @ x
     grad_w1 = t12.T  # adjoint of w1
@@ -225,12 +238,12 @@ def hvp(vectors, /, *, w1, b1, w2, b2, x, y):
     t15 = np.add(t14, v_b1, out=t14)
     t16 = _where(t10, t15, 0.0, out=t15)
     t17 = _matmul(t16, w2, out=t6)
-    t18 = _matmul(t2, v_w2, out=_scratch('hvp4', (N, 1), _dt))
+    t18 = _matmul_work(t2, v_w2, 'hvp4')
     t19 = np.add(t17, t18, out=t17)
     t20 = np.add(t19, v_b2, out=t19)
     t21 = np.multiply(t11, t20, out=t20)
-    t22 = _matmul(t21, w2.T, out=_scratch('hvp5', (N, nh), _dt))
-    t23 = _matmul(b_t5, v_w2.T, out=_scratch('hvp6', (N, nh), _dt))
+    t22 = _matmul_work(t21, w2.T, 'hvp5')
+    t23 = _matmul_work(b_t5, v_w2.T, 'hvp6')
     t24 = np.add(t22, t23, out=t22)
     t25 = _where(t10, t24, 0.0, out=t24)
     t26 = t25.T @ x

@@ -108,16 +108,29 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _turns(a, b):
+    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
+    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
+    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
+    return a.shape[1] > 1 and a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
+
+
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
-    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
-    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
-    product over one column is the outer product a * b (the same single multiplications)."""
+    """a @ b (into out when given), turned around where _turns says so.  A product over one
+    column is the outer product a * b (the same single multiplications)."""
+    if _turns(a, b):
+        return (b.T @ a.T).T
     if a.shape[1] == 1:
         return np.multiply(a, b, out=out)
-    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
-        return (b.T @ a.T).T
     return a @ b if out is None else np.matmul(a, b, out=out)
+
+
+def _matmul_work(a, b, key):
+    """_matmul(a, b) into the work array key, allocated only when the product is not turned
+    around (a turned product is a fresh array)."""
+    if _turns(a, b):
+        return _matmul(a, b)
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
 
 
 def forward(*, w1, b1, w2, b2, x, y):
@@ -125,10 +138,10 @@ def forward(*, w1, b1, w2, b2, x, y):
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = np.subtract(b2, y, out=_scratch('forward0', (N, 1), _dt))
-    t1 = _matmul(x, w1, out=_scratch('forward1', (N, nh), _dt))  # x*w1
+    t1 = _matmul_work(x, w1, 'forward1')  # x*w1
     t2 = np.add(b1, t1, out=t1)  # x*w1 + ones(N, 1)*b1
     t3 = np.maximum(0.0, t2, out=t2)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t4 = _matmul(t3, w2, out=_scratch('forward2', (N, 1), _dt))  # Max(0, x*w1 + ones(N, 1)*b1)*w2
+    t4 = _matmul_work(t3, w2, 'forward2')  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t5 = np.add(t0, t4, out=t0)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.multiply(t5, t5, out=t5)
     t7 = np.sum(t6)  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
@@ -141,10 +154,10 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
     t0 = np.subtract(b2, y, out=_scratch('value_and_grad0', (N, 1), _dt))
-    t1 = _matmul(x, w1, out=_scratch('value_and_grad1', (N, nh), _dt))
+    t1 = _matmul_work(x, w1, 'value_and_grad1')  # x*w1
     t2 = np.add(b1, t1, out=t1)  # x*w1 + ones(N, 1)*b1
     t3 = np.maximum(0.0, t2, out=t2)  # Max(0, x*w1 + ones(N, 1)*b1)
-    t4 = _matmul(t3, w2, out=_scratch('value_and_grad2', (N, 1), _dt))
+    t4 = _matmul_work(t3, w2, 'value_and_grad2')  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t5 = np.add(t0, t4, out=t0)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.multiply(t5, t5, out=t4)
     t7 = np.sum(t6)  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
@@ -153,7 +166,7 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     b_t7 = 1.0 / N  # 1/N
     t10 = np.multiply(t5, b_t7, out=t5)
     b_t5 = np.multiply(2.0, t10, out=t10)  # adjoint of -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ...*b2
-    b_t3 = _matmul(b_t5, w2.T, out=_scratch('value_and_grad3', (N, nh), _dt))
+    b_t3 = _matmul_work(b_t5, w2.T, 'value_and_grad3')  # adjoint of Max(0, x*w1 + ones(N, 1)*b1)
     b_t2 = _where(t9, b_t3, 0.0, out=b_t3)  # adjoint of x*w1 + ones(N, 1)*b1
     t11 = b_t2.T @ x
     grad_w1 = t11.T  # adjoint of w1

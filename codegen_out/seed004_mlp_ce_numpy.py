@@ -115,26 +115,39 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 
 
+def _turns(a, b):
+    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
+    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
+    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
+    return a.shape[1] > 1 and a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
+
+
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
-    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
-    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
-    product over one column is the outer product a * b (the same single multiplications)."""
+    """a @ b (into out when given), turned around where _turns says so.  A product over one
+    column is the outer product a * b (the same single multiplications)."""
+    if _turns(a, b):
+        return (b.T @ a.T).T
     if a.shape[1] == 1:
         return np.multiply(a, b, out=out)
-    if a.dtype == np.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
-        return (b.T @ a.T).T
     return a @ b if out is None else np.matmul(a, b, out=out)
+
+
+def _matmul_work(a, b, key):
+    """_matmul(a, b) into the work array key, allocated only when the product is not turned
+    around (a turned product is a fresh array)."""
+    if _turns(a, b):
+        return _matmul(a, b)
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
 
 
 def forward(*, W, b1, U, b2, X, Y):
     """Value of seed004_mlp_ce."""
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
-    t0 = _matmul(X, W.T, out=_scratch('forward0', (N, Dh), _dt))
+    t0 = _matmul_work(X, W.T, 'forward0')  # X*W.T
     t1 = np.add(t0, b1.T, out=t0)  # X*W.T + ones(N, 1)*b1.T
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, X*W.T + ones(N, 1)*b1.T)
-    t3 = _matmul(t2, U.T, out=_scratch('forward1', (N, Nc), _dt))
+    t3 = _matmul_work(t2, U.T, 'forward1')  # Max(0, X*W.T + ones(N, 1)*b1.T)*U.T
     t4 = np.add(t3, b2.T, out=t3)  # Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + ones(N, 1)*b2.T
     t5 = _logsumexp(t4, 1)  # log(...*ones(Nc, 1))
     t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
@@ -149,10 +162,10 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     """Value of seed004_mlp_ce and the gradients of its sum with respect to W, b1, U, b2, X."""
     _dt, W, b1, U, b2, X, Y = _promote(W, b1, U, b2, X, Y)
     Dh, Dx, N, Nc = _dims({'W': W, 'b1': b1, 'U': U, 'b2': b2, 'X': X, 'Y': Y})
-    t0 = _matmul(X, W.T, out=_scratch('value_and_grad0', (N, Dh), _dt))
+    t0 = _matmul_work(X, W.T, 'value_and_grad0')  # X*W.T
     t1 = np.add(t0, b1.T, out=t0)  # X*W.T + ones(N, 1)*b1.T
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, X*W.T + ones(N, 1)*b1.T)
-    t3 = _matmul(t2, U.T, out=_scratch('value_and_grad1', (N, Nc), _dt))
+    t3 = _matmul_work(t2, U.T, 'value_and_grad1')  # Max(0, X*W.T + ones(N, 1)*b1.T)*U.T
     t4 = np.add(t3, b2.T, out=t3)  # Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + ones(N, 1)*b2.T
     t5 = _logsumexp(t4, 1)  # log(...*ones(Nc, 1))
     t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
@@ -164,7 +177,7 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     t12 = np.subtract(t4, t5, out=t4)
     t13 = np.exp(t12, out=t12)
     b_t4 = np.subtract(t13, Y, out=t13)  # adjoint of Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + b2.T
-    b_t2 = _matmul(b_t4, U, out=_scratch('value_and_grad3', (N, Dh), _dt))
+    b_t2 = _matmul_work(b_t4, U, 'value_and_grad3')  # adjoint of Max(0, X*W.T + ones(N, 1)*b1.T)
     b_t1 = _where(t11, b_t2, 0.0, out=b_t2)  # adjoint of X*W.T + ones(N, 1)*b1.T
     grad_W = b_t1.T @ X  # adjoint of W
     t14 = b_t1.sum(axis=0, keepdims=True)

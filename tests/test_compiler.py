@@ -131,7 +131,7 @@ def test_forward_work_is_shared_with_the_backward_pass():
     assert fwd.count("_sigmoid(") == vag.count("_sigmoid(") == 2  # sigmoid' reuses the sigmoid value
     expr, wrt = CORPUS["mlp_relu_item"]
     vag = symgrad.generate(symgrad.Model(expr, wrt=wrt, name="m")).split("def value_and_grad")[1]
-    assert vag.count("np.maximum(") == 1 and len(re.findall(r"X @ W1|matmul\(X, W1", vag)) == 1
+    assert vag.count("np.maximum(") == 1 and len(re.findall(r"X @ W1|matmul(?:_work)?\(X, W1", vag)) == 1
     assert ".T @ X" in vag and "w2.T" in vag  # matrix adjoints in BLAS form, no Jacobians
     assert "grad_X" not in vag and "'X'" not in vag.split("return")[-1]  # no gradient of data
 
@@ -378,7 +378,7 @@ def test_tall_products_turned_around_for_blas_are_right(dtype, target):
     if target == "numba":
         pytest.importorskip("numba")
     source = symgrad.generate(model, target)
-    assert "_matmul(X, W" in source
+    assert re.search(r"_matmul(_work)?\(X, W", source)
     mod = symgrad.emit.load_source(source, f"tall_{target}")
     rng = np.random.default_rng(0)
     inputs = {"X": rng.standard_normal((400, 40)).astype(dtype), "W": rng.standard_normal((40, 3)).astype(dtype)}
@@ -390,6 +390,17 @@ def test_tall_products_turned_around_for_blas_are_right(dtype, target):
         np.testing.assert_allclose(grads[k], want[k], rtol=tol, atol=tol)
     assert value.dtype == dtype and value.flags.writeable and not np.shares_memory(value, inputs["X"])
     assert mod._matmul(inputs["X"], inputs["W"]).flags.f_contiguous == (dtype == np.float64)
+    # a product that is never returned has a work array, allocated only where it is not turned around
+    squared = symgrad.Model(sp.HadamardProduct(*[(X * W).applyfunc(sp.tanh)] * 2), wrt=[W, X], name="tall2")
+    source = symgrad.generate(squared, target)
+    keys = re.findall(r"= _matmul_work\(X, W, '(\w+)'\)", source.split("def value_and_grad(")[1].split("\ndef ")[0])
+    assert len(keys) == 1, keys
+    mod = symgrad.emit.load_source(source, f"tall2_{target}")
+    value, grads = mod.value_and_grad(**inputs)
+    want_value, want = symgrad.tape.value_and_grad(squared, **{k: v.astype(np.float64) for k, v in inputs.items()})
+    np.testing.assert_allclose(value, want_value, rtol=tol, atol=tol)
+    assert all(np.allclose(grads[k], want[k], rtol=tol, atol=tol) for k in want)
+    assert (keys[0] in mod._SCRATCH.__dict__) == (dtype == np.float32)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -108,17 +108,32 @@ def release_scratch():
     _SCRATCH.__dict__.clear()
 '''
 
+_HELPER_TURNS = '''
+def _turns(a, b):
+    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
+    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
+    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
+    return a.shape[1] > 1 and a.dtype == {m}.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
+'''
+
 _HELPER_MATMUL = '''
 def _matmul(a, b, out=None):
-    """a @ b (into out when given).  In float64, a tall a (rows >= 8 x its columns) times a b
-    with fewer columns than rows is computed as (b.T @ a.T).T, a fresh column-ordered array:
-    OpenBLAS runs that orientation 1.1-1.9x faster, and only when it writes a fresh array.  A
-    product over one column is the outer product a * b (the same single multiplications)."""
+    """a @ b (into out when given), turned around where _turns says so.  A product over one
+    column is the outer product a * b (the same single multiplications)."""
+    if _turns(a, b):
+        return (b.T @ a.T).T
     if a.shape[1] == 1:
         return {m}.multiply(a, b, out=out)
-    if a.dtype == {m}.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]:
-        return (b.T @ a.T).T
     return a @ b if out is None else {m}.matmul(a, b, out=out)
+'''
+
+_HELPER_MATMUL_WORK = '''
+def _matmul_work(a, b, key):
+    """_matmul(a, b) into the work array key, allocated only when the product is not turned
+    around (a turned product is a fresh array)."""
+    if _turns(a, b):
+        return _matmul(a, b)
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), {m}.result_type(a, b)))
 '''
 
 _HELPER_SEED = '''
@@ -208,7 +223,8 @@ def release_scratch():
 '''
 
 # helpers of the emitter's own, emitted when a body calls them (ops bring theirs: OPS[...].helper)
-_EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_matmul": _HELPER_MATMUL, "_seed": _HELPER_SEED,
+_EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_turns": _HELPER_TURNS, "_matmul": _HELPER_MATMUL,
+                    "_matmul_work": _HELPER_MATMUL_WORK, "_seed": _HELPER_SEED,
                     "_seeds": _HELPER_SEEDS, "_jacobian": _HELPER_JACOBIAN, "_hessian": _HELPER_HESSIAN}
 
 _HELPER_ARGS = '''
@@ -351,7 +367,7 @@ class Body:
             if n.id in reuse:
                 text = self.into(n, self.names[reuse[n.id]])
             elif n.id in scratch and self.scratch_prefix:
-                text = self.into(n, self.scratch(n), guard=False)
+                text = self.work_product(n) if self.tall_product(n) else self.into(n, self.scratch(n), guard=False)
             self.assign(n, name, text)
 
     def new_name(self, n) -> str:
@@ -423,11 +439,21 @@ class Body:
                   and not (n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]))}
         return plan(order, users, view_of, klass, writes, roots)
 
+    def scratch_key(self) -> str:
+        """The key of a new work array that the module keeps between calls (see ``_scratch``)."""
+        self.ops_used.add("_scratch")
+        self.scratch_count += 1
+        return f"{self.scratch_prefix}{self.scratch_count - 1}"
+
+    def work_product(self, n) -> str:
+        """A product that ``_matmul`` may turn around, into a work array that it allocates only
+        when it does not (a turned product is a fresh array)."""
+        a, b = (self.names[x.id] for x in n.args)
+        return f"_matmul_work({a}, {b}, {self.scratch_key()!r})"
+
     def scratch(self, n) -> str:
         """A work array for ``n`` that the module keeps between calls (see ``_scratch``)."""
-        self.ops_used.add("_scratch")
-        key = f"{self.scratch_prefix}{self.scratch_count}"
-        self.scratch_count += 1
+        key = self.scratch_key()
         if n.shape is not None:
             shape = self.shape(n.shape)
         else:  # the broadcast of its operands' run-time shapes: one line's worth, whatever the depth

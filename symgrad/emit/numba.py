@@ -194,8 +194,9 @@ class NumbaBody(FusedBody):
         text = Body.expr(self, n, users, final)  # the NumPy printing (not the CuPy helpers)
         if n.op == "matmul" and n.id not in self.protected and self.scratch_prefix and n.shape is not None:
             a, b = (self.names[x.id] for x in n.args)  # a product that is never returned: a work array
-            how = "_matmul(" if self.tall_product(n) else f"{self.m}.matmul("
-            return f"{how}{a}, {b}, out={self.scratch(n)})"
+            if self.tall_product(n):
+                return self.work_product(n)
+            return f"{self.m}.matmul({a}, {b}, out={self.scratch(n)})"
         return text
 
     def _shown_shape(self, a):
@@ -295,9 +296,7 @@ class NumbaBody(FusedBody):
         for m in outputs:  # values that are never returned (nor viewed by one) go to work arrays
             kind = "b" if is_bool(m) else "f"
             if m.id not in self.protected and self.scratch_prefix:
-                kind += f":{self.scratch_prefix}{self.scratch_count}"
-                self.scratch_count += 1
-                self.ops_used.add("_scratch")
+                kind += ":" + self.scratch_key()
             kinds.append(kind)
         kinds = "".join(kinds) if all(len(k) == 1 for k in kinds) else tuple(kinds)
         shape = self.shape(c.shape) if c.shape is not None else "None"
