@@ -28,8 +28,12 @@ under: ``_jit``); a module loaded from text (no file) compiles in memory.
 goes flat (a view), one of one element as a zero-stride view, any other is broadcast and copied
 first; every output is a new array of the loop's shape.  A loop over a
 matrix knows its inputs' static shapes: the matrix itself is read ``t0[_r, _i]``, a bias row
-``b1[0, _i]``, a column ``y[_r, 0]``, a number as it is -- C-contiguous arrays, no broadcast views,
-so that LLVM can vectorise the inner loop (an input in column order is copied to row order first).
+``b1[0, _i]``, a column ``y[_r, 0]``, a number as it is -- contiguous arrays, no broadcast views,
+so that LLVM can vectorise the inner loop.  It runs row by row (``_vag_k0_serial``), or column by
+column (``_vag_k0_cols_serial``) where most of its matrices' bytes are column-ordered -- a float64
+product that ``_matmul`` turned around -- writing column-ordered outputs; an input in the other
+order is copied first.  Numba's OpenMP threads are started passive (``_start_threads``), so that
+they do not spin against the BLAS threads of the products between loops.
 """
 from __future__ import annotations
 
@@ -99,9 +103,11 @@ def _run(loops, dt, kinds, shape, *inputs):
     inputs = [a if form == "s" or isinstance(a, {m}.ndarray)
               else {m}.asarray(a, dtype={m}.bool_ if isinstance(a, (bool, {m}.bool_)) else dt)
               for a, form in zip(inputs, forms)]
-    mats = [a for a, form in zip(inputs, forms) if form == "a"]
-    cols = sum(a.itemsize for a in mats if a.flags.f_contiguous and not a.flags.c_contiguous)
-    by_cols = 2 * cols > sum(a.itemsize for a in mats)  # most bytes column-ordered
+    by_cols = False
+    if matrix:  # by columns where most of the matrices' bytes are column-ordered
+        mats = [a for a, form in zip(inputs, forms) if form == "a"]
+        cols = sum(a.itemsize for a in mats if a.flags.f_contiguous and not a.flags.c_contiguous)
+        by_cols = 2 * cols > sum(a.itemsize for a in mats)
     for a, form in zip(inputs, forms):
         if form == "s":
             args.append(a if isinstance(a, (bool, {m}.bool_)) else dt.type(a))
