@@ -73,8 +73,9 @@ def _start_threads():
     passively: by default they spin for a while after each loop, and the BLAS threads of the
     matmul that follows then wait for a core (measured: 3-4x slower small products and loops
     after them, docs/speed.md).  OMP_WAIT_POLICY is read once, when the OpenMP runtime loads,
-    and restored at once; the caller's own OMP_WAIT_POLICY, or an OpenMP runtime that another
-    library loaded before, is left as it is."""
+    and restored at once: the runtime stays passive for the process (so does any other library
+    that uses the same libgomp); the caller's own OMP_WAIT_POLICY, or an OpenMP runtime that
+    another library loaded before, is left as it is."""
     if "OMP_WAIT_POLICY" in os.environ:
         _nb.get_num_threads()
     else:
@@ -324,13 +325,13 @@ def _jit(**options):
     """numba.njit with this module's options: cached on disk, NumPy's division (inf/nan, never an
     exception).  Numba's cache records the name the module was imported under and cannot load a
     loop cached under another (the same file imported as ``pkg.model`` and as ``model``): the
-    loop's qualified name carries the module's, so each name keeps its own cache entries."""
+    loop's qualified name carries a checksum of the module's name (short: it is part of the cache
+    files' names), so each name keeps its own cache entries."""
     def jit(f):
-        name = "".join(c if c.isascii() and (c.isalnum() or c in "._") else "_" for c in __name__)
-        f.__qualname__ = f"{f.__name__}.{name}"  # a part of the cache's file name: [A-Za-z0-9_.]
+        f.__qualname__ = f"{f.__name__}_{zlib.crc32(__name__.encode()):08x}"
         return _nb.njit(cache=_CACHE, error_model="numpy", **options)(f)
     return jit
 '''
 
 TARGETS["numba"] = Target("numba", "numpy", "np", body=NumbaBody, needs=("numba",), preamble=_PREAMBLE,
-                          imports=("import math", "import os", "import sys", "import numba as _nb"))
+                          imports=("import math", "import os", "import sys", "import zlib", "import numba as _nb"))
