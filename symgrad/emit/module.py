@@ -442,8 +442,9 @@ class Body:
     def scratch_key(self) -> str:
         """The key of a new work array that the module keeps between calls (see ``_scratch``)."""
         self.ops_used.add("_scratch")
+        key = f"{self.scratch_prefix}{self.scratch_count}"
         self.scratch_count += 1
-        return f"{self.scratch_prefix}{self.scratch_count - 1}"
+        return key
 
     def work_product(self, n) -> str:
         """A product that ``_matmul`` may turn around, into a work array that it allocates only

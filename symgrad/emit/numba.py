@@ -136,9 +136,12 @@ def _run(loops, dt, kinds, shape, *inputs):
         a = {m}.empty(want, dtype) if a is None else a
         outs.append(a.T if by_cols else a)
     views = outs if matrix else [o.reshape(-1) for o in outs]
-    serial, parallel, lines, step = (loops[3], loops[4], shape[1], max(1, CHUNK // shape[0])) if by_cols \
-        else (loops[0], loops[1], shape[0], max(1, CHUNK // shape[1])) if matrix \
-        else (loops[0], loops[1], n, CHUNK)
+    serial, parallel = loops[3:5] if by_cols else loops[:2]
+    if matrix:  # lines: rows (or columns), a chunk of them at a time in parallel
+        lines, other = shape[::-1] if by_cols else shape
+        step = max(1, CHUNK // other)
+    else:
+        lines, step = n, CHUNK
     if n >= PARALLEL_MIN:
         if not _THREADS:
             _start_threads()
@@ -200,9 +203,9 @@ class NumbaBody(FusedBody):
     def expr(self, n, users, final):
         text = Body.expr(self, n, users, final)  # the NumPy printing (not the CuPy helpers)
         if n.op == "matmul" and n.id not in self.protected and self.scratch_prefix and n.shape is not None:
-            a, b = (self.names[x.id] for x in n.args)  # a product that is never returned: a work array
-            if self.tall_product(n):
+            if self.tall_product(n):  # a product that is never returned: a work array
                 return self.work_product(n)
+            a, b = (self.names[x.id] for x in n.args)
             return f"{self.m}.matmul({a}, {b}, out={self.scratch(n)})"
         return text
 
