@@ -164,9 +164,67 @@ def test_imports_only_numpy_numba_and_stdlib_and_is_deterministic():
 
 def test_literals_keep_float32():
     src = symgrad.generate(symgrad.Model(1 / (1 + sp.exp(-ct.to.x)), name="sig"), "numba")
-    loops = src.split("def forward(")[0]
-    assert "_T(1)" in loops and not re.search(r"[^\w(]1\.0[^\w]", loops.split("@_jit(", 1)[1])
+    loops = src.split("def forward(")[0].split("def _fwd_k0_serial", 1)[1]  # after _exp (float64 by design)
+    assert "_T(1)" in loops and "_T(_exp(" in loops and not re.search(r"[^\w(]1\.0[^\w]", loops)
 
+
+def _ulps(got, want):
+    """|got - want| in units of the last place of want (0 where both are the same inf, nan or 0)."""
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    with np.errstate(invalid="ignore"):
+        return np.where(same, 0, np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want)).astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_exp_in_loops_is_within_one_ulp_of_numpys_float64_exp(dtype):
+    """The loops' own exp (vectorisable, _exp) against NumPy's float64 exp, over the whole range
+    and at its edges: overflow to inf, underflow through the subnormals to 0, inf, -inf, nan, +-0."""
+    mod = load_source(symgrad.generate(symgrad.Model(sp.exp(ct.to.x), name="e"), "numba"), "exp_ulps")
+    rng = np.random.default_rng(3)
+    hi = 709.78 if dtype == np.float64 else 88.7
+    edges = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-300, -1e-300, 709.78, 709.79, 710.0, 1e300,
+             -708.3, -708.5, -744.4, -745.1, -745.2, -746.0, -1e300, 88.72, 88.73, -87.3, -103.9, -104.0]
+    x = np.concatenate([rng.uniform(-745.0, hi, 200_000), rng.uniform(-1.0, 1.0, 100_000),
+                        np.arange(-1100, 1100) * np.log(2.0) / 2, edges]).astype(dtype)
+    with np.errstate(over="ignore"):  # float32: exp in float64, rounded (NumPy's own float32 exp is 1-2 ulp off)
+        want = np.exp(x.astype(np.float64)).astype(dtype)
+    got = mod.forward(x=x)
+    assert got.dtype == dtype and np.max(_ulps(got, want)) <= 1
+    assert np.array_equal(np.isnan(got), np.isnan(x)) and np.isinf(got).sum() == np.isinf(want).sum()
+
+
+@pytest.mark.parametrize("expr", ["sigmoid", "exp"])
+def test_exp_loop_is_vectorised_without_a_library_call(expr):
+    """Numba's np.exp is one call of the C library per element, which keeps LLVM from vectorising
+    the loop (it shows as llvm.exp in the IR): the loops use _exp, all arithmetic (seed 003's
+    sigmoids; exp itself)."""
+    x, y = ct.to.x, ct.to.y
+    model = MODELS["corpus/seed003_f"][0] if expr == "sigmoid" else symgrad.Model(sp.exp(x) * y, wrt=[x, y], name="e")
+    mod = load_source(symgrad.generate(model, "numba"), "exp_ir")  # from text: compiled in memory
+    mod.value_and_grad(x=np.ones(10), y=np.ones(10))
+    loop = mod._vag_k0_serial
+    ir = loop.inspect_llvm(loop.signatures[0])
+    assert re.search(r"<\d+ x double>", ir) and not re.search(r"@llvm\.exp|@exp\b|@__exp", ir)
+
+
+
+def test_exp_loops_run_as_python_with_the_jit_disabled():
+    """NUMBA_DISABLE_JIT=1 (debugging: the loops run as Python) still computes _exp: its bit cast
+    has a Python form (an intrinsic cannot run in Python)."""
+    script = """
+import numpy as np, sympy as sp, symgrad
+from symgrad.emit import load_source
+x = sp.Symbol("x")
+m = load_source(symgrad.generate(symgrad.Model(sp.exp(x), name="e"), "numba"), "nojit")
+t = np.array([-800.0, -745.0, -1.5, 0.0, 0.25, 700.0, 800.0, np.nan])
+with np.errstate(over="ignore"):
+    got, want = m.forward(x=t), np.exp(t)
+print(np.array_equal(np.isnan(got), np.isnan(want)) and bool(np.all((got == want) | np.isnan(want)
+      | (np.abs(got - want) <= np.spacing(np.abs(want))))))
+"""
+    env = {**__import__("os").environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split() == ["True"], (r.stdout, r.stderr[-2000:])
 
 # -- compiled behaviour: parallel loops, the on-disk cache --------------------------------------
 def test_parallel_loop_agrees_with_the_serial_one():
