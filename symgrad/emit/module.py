@@ -537,6 +537,9 @@ def _is(n, value) -> bool:
     return n.op == "const" and n.attr == value
 
 
+_CALLED = re.compile(r"(?<![\w.])(\w+)\(")  # the names of the functions a text calls (not methods)
+
+
 def _helpers_called(code: str, defined, more_helpers=()) -> dict:
     """{function name: helper source} of the helpers (ops' own, the emitter's, then the layout's
     ``more_helpers``) that ``code`` calls and that no target definition already provides, in table
@@ -544,13 +547,14 @@ def _helpers_called(code: str, defined, more_helpers=()) -> dict:
     table = {re.search(r"^def (\w+)\(", h, re.M).group(1): h
              for h in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())
              + list(more_helpers)}
+    called = set(_CALLED.findall(code))  # one pass over the code (a search per helper was O(helpers x code))
     found, more = set(), True
     while more:  # helpers may call helpers
         more = False
         for fn, helper in table.items():
-            if fn not in defined and fn not in found and re.search(rf"(?<![\w.]){fn}\(", code):
+            if fn not in defined and fn not in found and fn in called:
                 found.add(fn)
-                code += helper
+                called.update(_CALLED.findall(helper))
                 more = True
     return {fn: helper for fn, helper in table.items() if fn in found}
 
