@@ -183,6 +183,7 @@ def _exp(x):
     |r| <= ln(2)/2 (ln(2) in two parts, so that k ln(2) is exact), exp(r) by its Taylor polynomial
     of degree 13, times 2**k as the product of two powers of two (a subnormal result is rounded
     once).  exp(inf) and overflow are inf, exp(-inf) and underflow 0, exp(nan) nan."""
+    x = float(x)  # float64 also where the loop runs as Python (NumPy would keep a float32 float32)
     x = 710.0 if x > 710.0 else x  # exp(710) overflows: so does everything above
     x = -746.0 if x < -746.0 else x  # exp(-746) rounds to 0
     k = (x * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # x / ln(2), rounded
