@@ -11,10 +11,12 @@ matmuls stay on BLAS through ``@`` (transposes are views), reductions are NumPy'
 special functions (scipy.special) and the user's ``symgrad.Function``\\ s are NumPy calls between
 loops -- Numba cannot compile them, so they are never fused.
 
-A loop ``_vag_k0(_lo, _hi, _T, y, x, t0, b_x, b_y)`` runs over the elements ``[_lo, _hi)``; its
+A loop ``_vag_k0(_lo, _hi, _z, y, x, t0, b_x, b_y)`` runs over the elements ``[_lo, _hi)``; its
 array arguments are flat (``_at(a, _i)`` reads element ``_i`` of an array, or a scalar as it
-is), ``_T`` is the inputs' float type (``np.float32`` or ``np.float64``): every literal is written
-``_T(0.5)`` and every scalar argument is passed as ``_T``, so float32 stays float32 throughout.
+is), ``_z`` is a zero of the inputs' float type and ``_T = type(_z)`` that type (``np.float32``
+or ``np.float64``): every literal is written ``_T(0.5)`` and every scalar argument is passed as
+``_T``, so float32 stays float32 throughout.  (The type itself as an argument would cost Numba's
+dispatcher about 5 us per call, more than a loop over a thousand elements.)
 ``_vag_k0_parallel`` runs the same loop over chunks of ``CHUNK`` elements in parallel
 (``numba.prange``); ``_run`` (a helper of the module) takes it where the loop has at least
 ``PARALLEL_MIN`` elements -- below that, starting threads costs more than they save (measured:
@@ -23,8 +25,9 @@ benchmarks/README.md).  Loops compile on first use for each combination of argum
 a second process does not compile again (one set of entries per name the module is imported
 under: ``_jit``); a module loaded from text (no file) compiles in memory.
 ``error_model="numpy"``: a division by zero gives inf/nan as NumPy does, never an exception.
-``exp`` (and the sigmoid) in a loop is the module's ``_exp``, written in arithmetic that LLVM
-vectorises (Numba's ``np.exp`` is a C library call per element, which keeps the loop scalar).
+``exp`` (and the sigmoid), ``log``, ``log1p`` (and the softplus) in a loop are the module's
+``_exp``, ``_log`` and ``_log1p``, written in arithmetic that LLVM vectorises (Numba's ``np.exp``
+and ``np.log`` are a C library call per element, which keeps the loop scalar).
 
 ``_run`` lays the operands out.  A flat loop: an array of the loop's shape that is C-contiguous
 goes flat (a view), one of one element as a zero-stride view, any other is broadcast and copied
@@ -57,14 +60,14 @@ _SCALAR = {
     "minimum": "({0} if ({0} < {1} or {m}.isnan({0})) else {1})",
     "exp": "_T(_exp({0}))",
     "sigmoid": "(_T(1) / (_T(1) + _T(_exp(-{0}))))",
-    "softplus": "{m}.logaddexp(_T(0), {0})",
-    "powlog": "(_T(0) if {0} == _T(0) else {0} * {m}.log({1}))",
+    "log": "_T(_log({0}))",
+    "log1p": "_T(_log1p({0}))",
+    "softplus": "(({0} if {0} > _T(0) else _T(0)) + _T(_log1p(_exp(-abs({0})))))",  # logaddexp(0, x)
+    "powlog": "(_T(0) if {0} == _T(0) else {0} * _T(_log({1})))",
     "not": "(not {0})",
 }
 
 _MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
-
-_USES_EXP = ("exp", "sigmoid")  # the ops whose template calls _exp (_HELPER_EXP)
 
 PARALLEL_MIN = 1 << 18  # elements: a loop this long runs in parallel (see the module docstring)
 CHUNK = 1 << 13  # elements per parallel task
@@ -103,8 +106,9 @@ def _run(loops, dt, kinds, shape, *inputs):
     too.  Any other loop (forms None) reads flat arrays: C-contiguous inputs of the shape as views,
     numbers and one-element arrays as zero-stride views, others broadcast and copied.  Returns
     one array of the shape per output kind ("f": dt, "b": bool; "f:key": the work array key)."""
-    if shape is None:
-        shape = {m}.broadcast_shapes(*[{m}.shape(a) for a in inputs])
+    if shape is None:  # inputs of one shape (the common case) need no broadcast_shapes (2 us)
+        shapes = {{m}.shape(a) for a in inputs}
+        shape = shapes.pop() if len(shapes) == 1 else {m}.broadcast_shapes(*shapes)
     n, matrix, args = math.prod(shape), loops[2] is not None, []
     forms = loops[2] or [None] * len(inputs)
     inputs = [a if form == "s" or isinstance(a, {m}.ndarray)
@@ -129,7 +133,7 @@ def _run(loops, dt, kinds, shape, *inputs):
         elif form == "b":
             args.append({m}.broadcast_to(a, shape))
         elif a.shape == shape and a.flags.c_contiguous:
-            args.append(a.reshape(-1))
+            args.append(a if a.ndim == 1 else a.reshape(-1))
         elif a.size == 1:
             args.append({m}.broadcast_to(a.reshape(-1), (n,)))
         else:
@@ -141,7 +145,7 @@ def _run(loops, dt, kinds, shape, *inputs):
         a = _scratch(k[2:], want, dtype) if len(k) > 2 else None
         a = {m}.empty(want, dtype) if a is None else a
         outs.append(a.T if by_cols else a)
-    views = outs if matrix else [o.reshape(-1) for o in outs]
+    views = outs if matrix or len(shape) == 1 else [o.reshape(-1) for o in outs]
     serial, parallel = loops[3:5] if by_cols else loops[:2]
     if matrix:  # lines: rows (or columns), a chunk of them at a time in parallel
         lines, other = shape[::-1] if by_cols else shape
@@ -151,9 +155,9 @@ def _run(loops, dt, kinds, shape, *inputs):
     if n >= PARALLEL_MIN:
         if not _THREADS:
             _start_threads()
-        parallel(lines, step, dt.type, *args, *views)
+        parallel(lines, step, dt.type(0), *args, *views)
     else:
-        serial(0, lines, dt.type, *args, *views)
+        serial(0, lines, dt.type(0), *args, *views)
     return outs[0] if len(outs) == 1 else tuple(outs)
 '''
 
@@ -162,11 +166,15 @@ def _run(loops, dt, kinds, shape, *inputs):
 # (half an ulp is 2**-53)
 _TAYLOR = "\n".join([f"    p = {1 / math.factorial(13)!r}"]
                     + [f"    p = p * r + {1 / math.factorial(k)!r}" for k in range(12, -1, -1)])
-_HELPER_EXP = '''
+_HELPER_BITS = '''
 if _nb.config.DISABLE_JIT:  # the loops run as Python (NUMBA_DISABLE_JIT=1, for debugging)
     def _from_bits(bits):
         """The float64 whose IEEE 754 bits are the int64 bits."""
         return {m}.int64(bits).view({m}.float64)
+
+    def _to_bits(x):
+        """The IEEE 754 bits of the float64 x, as an int64."""
+        return {m}.float64(x).view({m}.int64)
 else:
     @_nb.extending.intrinsic
     def _from_bits(typingctx, bits):
@@ -175,7 +183,15 @@ else:
             return builder.bitcast(args[0], context.get_value_type(_nb.types.float64))
         return _nb.types.float64(_nb.types.int64), codegen
 
+    @_nb.extending.intrinsic
+    def _to_bits(typingctx, x):
+        """The IEEE 754 bits of the float64 x, as an int64."""
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(_nb.types.int64))
+        return _nb.types.int64(_nb.types.float64), codegen
+'''
 
+_HELPER_EXP = '''
 @_jit(inline="always")
 def _exp(x):
     """exp(x) in float64 (for a float32 x too) within 1 ulp of NumPy's, in operations that LLVM
@@ -193,6 +209,52 @@ def _exp(x):
     k1 = _nb.int64(k) >> 1
     return p * _from_bits((k1 + 1023) << 52) * _from_bits((_nb.int64(k) - k1 + 1023) << 52)
 ''' % _TAYLOR
+
+_HELPER_LOG = '''
+@_jit(inline="always")
+def _log(x):
+    """log(x) in float64 (for a float32 x too) within 1 ulp of NumPy's, in operations that LLVM
+    vectorises (fdlibm's method): x = 2**k m with sqrt(1/2) < m <= sqrt(2), read from x's bits (a
+    subnormal x scaled by 2**54 first); with f = m - 1 and s = f / (2 + f),
+    log(m) = f - (f*f/2 - s (f*f/2 + R(s*s))), R fdlibm's minimax polynomial of degree 7, and
+    k ln(2) added in two parts.  log(0) is -inf, log(x < 0) nan, log(inf) inf, log(nan) nan."""
+    x = float(x)
+    tiny = x < 2.2250738585072014e-308  # subnormal (or not positive: see the end)
+    bits = _to_bits(x * 18014398509481984.0 if tiny else x)
+    e = ((bits >> 52) & 0x7FF) - (1077 if tiny else 1023)
+    m = _from_bits((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)  # in [1, 2)
+    big = m > 1.4142135623730951
+    m = m * 0.5 if big else m
+    k = float(e + 1 if big else e)
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    r = (z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01
+         + w * 1.479819860511658591e-01)))
+         + w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01)))
+    hfsq = 0.5 * f * f
+    y = k * 6.93147180369123816490e-01 - ((hfsq - (s * (hfsq + r) + k * 1.90821492927058770002e-10)) - f)
+    y = y if x < {m}.inf else x  # inf (nan stays nan below)
+    y = y if x > 0.0 else {m}.nan
+    return -{m}.inf if x == 0.0 else y
+'''
+
+_HELPER_LOG1P = '''
+@_jit(inline="always")
+def _log1p(x):
+    """log(1 + x) in float64, vectorised: log(u) x / (u - 1) with u = 1 + x rounded, which cancels
+    u's rounding error (Goldberg, 1991: within a few ulp; x itself where u is 1)."""
+    x = float(x)
+    u = 1.0 + x
+    y = _log(u) * (x / (u - 1.0)) if u != 1.0 else x
+    return y if u < {m}.inf else u
+'''
+
+# the module's vectorised functions: helper -> (its text, the helpers it calls), defined in order
+_MATH = {"_bits": (_HELPER_BITS, ()), "_exp": (_HELPER_EXP, ("_bits",)), "_log": (_HELPER_LOG, ("_bits",)),
+         "_log1p": (_HELPER_LOG1P, ("_log",))}
+_MATH_CALL = re.compile(r"\b(_exp|_log1p|_log)\(")
 
 
 def _form(shape, loop) -> tuple[str, str]:
@@ -263,23 +325,31 @@ class NumbaBody(FusedBody):
             return tuple(reversed(inner)) if inner is not None and len(inner) == 2 else a.shape
         return a.shape
 
+    def _define_math(self, helper: str) -> None:
+        """Define one of the module's vectorised functions (_MATH), after those it calls."""
+        text, needs = _MATH[helper]
+        for need in needs:
+            self._define_math(need)
+        self.definitions.setdefault(helper, text.replace("{m}", self.m).strip("\n") + "\n")
+
     @staticmethod
     def _loop_pair(kernel: str, sig: str, what: str, loop: list[str], body: list[str]) -> list[str]:
         """The serial loop over ``what`` [_lo, _hi) and the parallel one that runs it in chunks."""
         indent = " " * (4 * len(loop) + 4)
         return [
             "@_jit()",
-            f"def {kernel}_serial(_lo, _hi, _T, {sig}):",
+            f"def {kernel}_serial(_lo, _hi, _z, {sig}):",
             f'    """{what} [_lo, _hi) of the loop."""',
+            "    _T = type(_z)  # the loop's float type",
             *("    " + ln for ln in loop),
             *(indent + ln for ln in body),
             "",
             "",
             "@_jit(parallel=True)",
-            f"def {kernel}_parallel(_n, _step, _T, {sig}):",
+            f"def {kernel}_parallel(_n, _step, _z, {sig}):",
             f'    """The loop over {what.lower()} [0, _n) in parallel, _step at a time."""',
             "    for _c in _nb.prange((_n + _step - 1) // _step):",
-            f"        {kernel}_serial(_c * _step, min(_n, (_c + 1) * _step), _T, {sig})",
+            f"        {kernel}_serial(_c * _step, min(_n, (_c + 1) * _step), _z, {sig})",
             "",
             "",
         ]
@@ -314,8 +384,6 @@ class NumbaBody(FusedBody):
             local[m.id] = f"_v{k}"
         body, outputs = [], []
         for m in c.members:
-            if m.op in _USES_EXP:
-                self.definitions.setdefault("_exp", _HELPER_EXP.replace("{m}", self.m).strip("\n") + "\n")
             args = [local[a.id] if a.op != "const" else py_literal(a.attr) for a in map(real, m.args)]
             exponent = real(m.args[1]) if m.op == "pow" else None
             if exponent is not None and exponent.op == "const" and float(exponent.attr).is_integer() \
@@ -325,6 +393,8 @@ class NumbaBody(FusedBody):
             else:
                 template = _SCALAR.get(m.op, OPS[m.op].code)
                 text = template.format(*args, m=self.m)
+            for helper in _MATH_CALL.findall(text):
+                self._define_math(helper)
             line = f"{local[m.id]} = {text}"
             comment = self.describe(m.id, 48)
             body.append(line + (f"  # {comment}" if comment and len(line) < 72 else ""))
