@@ -14,7 +14,7 @@ def test_smoke_benchmarks_print_tables():
     out = proc.stdout
     assert "| case | method | median |" in out
     assert "| model | method | median |" in out                       # compile-time table
-    for title in ("Seed 002", "Seed 003", "Seed 004", "Second derivatives", "Compile time"):
+    for title in ("Seed 001", "Seed 002", "Seed 003", "Seed 004", "Second derivatives", "Compile time"):
         assert title in out, title
     sym_rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "| symgrad" in ln]
     assert len(sym_rows) >= 4, out

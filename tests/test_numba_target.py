@@ -6,7 +6,7 @@
   the derivative functions (vjp, jvp, jacobian, hvp, hessian) pass it on a few models;
 * structure: the seed-003 ``value_and_grad`` is one loop, the MLP's matmuls stay ``@``, special
   functions and user Functions stay NumPy calls, imports are numpy + numba + stdlib, same bytes;
-* the loops' own exp, log, log1p and softplus are within 1-3 ulp of NumPy's, vectorised (no C
+* the loops' own exp, expm1, log, log1p, tanh and softplus are within 1-3 ulp of NumPy's, vectorised (no C
   library call in the IR), and run as Python under NUMBA_DISABLE_JIT;
 * the parallel loop (large inputs) agrees with the serial one; a second import loads the loops
   from Numba's cache instead of compiling.
@@ -196,6 +196,13 @@ _LOOP_FUNCTIONS = {
     "log1p": (sp.codegen.cfunctions.log1p, np.log1p, 2, lambda rng: np.concatenate([
         _positive(rng), -rng.uniform(0.0, 1.0, 100_000), rng.uniform(-1e-8, 1e-8, 10_000),
         [-1.0, -2.0, 0.0, -0.0, np.inf, -np.inf, np.nan, 1e-300, -1e-300, 5e-324]])),
+    "expm1": (sp.codegen.cfunctions.expm1, np.expm1, 2, lambda rng: np.concatenate([
+        rng.uniform(-50.0, 50.0, 200_000), rng.uniform(-1.0, 1.0, 100_000), rng.uniform(-1e-6, 1e-6, 10_000),
+        np.arange(-200, 200) * np.log(2.0) / 2, [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-300, -1e-300, 5e-324,
+                                                 39.9, 40.0, 40.1, -40.1, 88.7, 709.78, 710.0, 800.0, -800.0]])),
+    "tanh": (sp.tanh, np.tanh, 3, lambda rng: np.concatenate([
+        rng.uniform(-25.0, 25.0, 200_000), rng.uniform(-1.0, 1.0, 100_000), rng.uniform(-1e-6, 1e-6, 10_000),
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-300, -1e-300, 5e-324, 19.9, 20.0, 20.1, -20.1, 1e300, -1e300]])),
     "softplus": (lambda x: sp.log(1 + sp.exp(x)), lambda x: np.logaddexp(0.0, x), 3, lambda rng: np.concatenate([
         rng.uniform(-800.0, 800.0, 200_000), rng.uniform(-40.0, 40.0, 200_000),
         [0.0, -0.0, np.inf, -np.inf, np.nan, 1e300, -1e300, -745.0, -746.0, 36.0, 37.0, 88.7, -103.9]])),
@@ -205,11 +212,12 @@ _LOOP_FUNCTIONS = {
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", sorted(_LOOP_FUNCTIONS))
 def test_loop_functions_are_within_a_few_ulps_of_numpys_float64_ones(name, dtype):
-    """The loops' own exp, log, log1p and softplus (vectorisable: _exp, _log, _log1p) against
-    NumPy's float64 function rounded to the input's type, over the whole range and at its edges."""
+    """The loops' own exp, expm1, log, log1p, tanh and softplus (vectorisable: _exp, _expm1, _log,
+    _log1p, _tanh) against NumPy's float64 function rounded to the input's type, over the whole
+    range and at its edges (the sign of zero too)."""
     fn, ref, ulps, points = _LOOP_FUNCTIONS[name]
     src = symgrad.generate(symgrad.Model(fn(ct.to.x), name="f"), "numba")
-    assert re.search(r"_T\(_(exp|log|log1p)\(", src.split("def forward(")[0])  # the loop calls the module's own
+    assert re.search(r"_T\(_(exp|expm1|log|log1p|tanh)\(", src.split("def forward(")[0])  # the module's own
     mod = load_source(src, f"{name}_ulps")
     with np.errstate(all="ignore"):  # float32: overflow of the edges, exp(89), log(0)
         x = points(np.random.default_rng(3)).astype(dtype)
@@ -217,32 +225,36 @@ def test_loop_functions_are_within_a_few_ulps_of_numpys_float64_ones(name, dtype
         got = mod.forward(x=x)
     assert got.dtype == dtype and np.max(_ulps(got, want)) <= ulps
     assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+    assert np.array_equal(np.signbit(got[want == 0]), np.signbit(want[want == 0]))
 
 
-@pytest.mark.parametrize("expr", ["sigmoid", "exp", "log", "softplus"])
+@pytest.mark.parametrize("expr", ["sigmoid", "exp", "log", "softplus", "tanh"])
 def test_math_loop_is_vectorised_without_a_library_call(expr):
-    """Numba's np.exp and np.log are one call of the C library per element, which keeps LLVM from
-    vectorising the loop (they show as llvm.exp, llvm.log, log1p in the IR): the loops use _exp,
-    _log and _log1p, all arithmetic (seed 003's sigmoids; exp, log, a softplus)."""
+    """Numba's np.exp, np.log and np.tanh are one call of the C library per element, which keeps
+    LLVM from vectorising the loop (they show as llvm.exp, llvm.log, log1p, tanh in the IR): the
+    loops use _exp, _log, _log1p and _tanh, all arithmetic (seed 003's sigmoids; exp, log, a
+    softplus, tanh)."""
     x, y = ct.to.x, ct.to.y
     model = MODELS["corpus/seed003_f"][0] if expr == "sigmoid" else symgrad.Model(
-        {"exp": sp.exp(x), "log": sp.log(x), "softplus": sp.log(1 + sp.exp(x))}[expr] * y, wrt=[x, y], name="e")
+        {"exp": sp.exp(x), "log": sp.log(x), "softplus": sp.log(1 + sp.exp(x)), "tanh": sp.tanh(x)}[expr] * y,
+        wrt=[x, y], name="e")
     mod = load_source(symgrad.generate(model, "numba"), "math_ir")  # from text: compiled in memory
     mod.value_and_grad(x=np.ones(10), y=np.ones(10))
     loop = mod._vag_k0_serial
     ir = loop.inspect_llvm(loop.signatures[0])
-    assert re.search(r"<\d+ x double>", ir) and not re.search(r"@(llvm\.)?(exp|log|log1p)\b|@__(exp|log)", ir)
+    assert re.search(r"<\d+ x double>", ir) and not re.search(r"@(llvm\.)?(exp|log|log1p|tanh)\b|@__(exp|log)", ir)
 
 
 def test_math_loops_run_as_python_with_the_jit_disabled():
-    """NUMBA_DISABLE_JIT=1 (debugging: the loops run as Python) still computes _exp, _log and
-    _log1p: their bit casts have a Python form (an intrinsic cannot run in Python), and a float32
+    """NUMBA_DISABLE_JIT=1 (debugging: the loops run as Python) still computes _exp, _log,
+    _log1p and _tanh: their bit casts have a Python form (an intrinsic cannot run in Python), and a float32
     input is taken to float64 first (NumPy's scalars would compute in float32, and 2**k overflow)."""
     script = """
 import numpy as np, sympy as sp, symgrad
 from symgrad.emit import load_source
 x = sp.Symbol("x")
-for f, ref in ((sp.exp, np.exp), (sp.log, np.log), (lambda x: sp.log(1 + sp.exp(x)), lambda x: np.logaddexp(0, x))):
+for f, ref in ((sp.exp, np.exp), (sp.log, np.log), (lambda x: sp.log(1 + sp.exp(x)), lambda x: np.logaddexp(0, x)),
+               (sp.tanh, np.tanh)):
     m = load_source(symgrad.generate(symgrad.Model(f(x), name="e"), "numba"), "nojit")
     for dt in (np.float64, np.float32):
         t = np.array([-800.0, -745.0, -90.0, -1.5, 0.0, 1e-310, 0.25, 20.0, 80.0, 700.0, 800.0, np.inf, np.nan], dtype=dt)
@@ -253,7 +265,7 @@ for f, ref in ((sp.exp, np.exp), (sp.log, np.log), (lambda x: sp.log(1 + sp.exp(
 """
     env = {**__import__("os").environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.split() == ["True"] * 6, (r.stdout, r.stderr[-2000:])
+    assert r.returncode == 0 and r.stdout.split() == ["True"] * 8, (r.stdout, r.stderr[-2000:])
 
 
 # -- compiled behaviour: parallel loops, the on-disk cache --------------------------------------

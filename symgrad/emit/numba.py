@@ -25,9 +25,10 @@ benchmarks/README.md).  Loops compile on first use for each combination of argum
 a second process does not compile again (one set of entries per name the module is imported
 under: ``_jit``); a module loaded from text (no file) compiles in memory.
 ``error_model="numpy"``: a division by zero gives inf/nan as NumPy does, never an exception.
-``exp`` (and the sigmoid), ``log``, ``log1p`` (and the softplus) in a loop are the module's
-``_exp``, ``_log`` and ``_log1p``, written in arithmetic that LLVM vectorises (Numba's ``np.exp``
-and ``np.log`` are a C library call per element, which keeps the loop scalar).
+``exp`` (and the sigmoid), ``expm1``, ``log``, ``log1p`` (and the softplus) and ``tanh`` in a
+loop are the module's ``_exp``, ``_expm1``, ``_log``, ``_log1p`` and ``_tanh``, written in
+arithmetic that LLVM vectorises (Numba's ``np.exp``, ``np.log``, ``np.tanh`` are a C library call
+per element, which keeps the loop scalar).
 
 ``_run`` lays the operands out.  A flat loop: an array of the loop's shape that is C-contiguous
 goes flat (a view), one of one element as a zero-stride view, any other is broadcast and copied
@@ -62,6 +63,8 @@ _SCALAR = {
     "sigmoid": "(_T(1) / (_T(1) + _T(_exp(-{0}))))",
     "log": "_T(_log({0}))",
     "log1p": "_T(_log1p({0}))",
+    "expm1": "_T(_expm1({0}))",
+    "tanh": "_T(_tanh({0}))",
     "softplus": "(({0} if {0} > _T(0) else _T(0)) + _T(_log1p(_exp(-abs({0})))))",  # logaddexp(0, x)
     "powlog": "(_T(0) if {0} == _T(0) else {0} * _T(_log({1})))",
     "not": "(not {0})",
@@ -251,10 +254,45 @@ def _log1p(x):
     return y if u < {m}.inf else u
 '''
 
+# expm1(r) = r + r**2 (1/2! + r/3! + ... + r**12/14!) for |r| <= ln(2)/2: the remainder is
+# below 2**-56 of the sum
+_TAYLOR_EXPM1 = "\n".join([f"    p = {1 / math.factorial(14)!r}"]
+                          + [f"    p = p * r + {1 / math.factorial(k)!r}" for k in range(13, 1, -1)])
+_HELPER_EXPM1 = '''
+@_jit(inline="always")
+def _expm1(x):
+    """exp(x) - 1 in float64 (for a float32 x too) within 2 ulp of NumPy's expm1, vectorised:
+    x = k ln(2) + r as in _exp, expm1(r) by its Taylor polynomial (no cancellation near 0), and
+    expm1(x) = 2**k expm1(r) + (2**k - 1); above 40 (where expm1 is exp) _exp(x), below -40 -1."""
+    x = float(x)
+    c = 40.0 if x > 40.0 else x
+    c = -40.0 if c < -40.0 else c
+    k = (c * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # c / ln(2), rounded
+    k = k if k == k else 0.0  # x nan: r is nan whatever k is
+    r = (c - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+%s
+    s = _from_bits((_nb.int64(k) + 1023) << 52)
+    y = s * (r + (r * r) * p) + (s - 1.0)
+    y = _exp(x) if x > 40.0 else y
+    return x if x == 0.0 else y  # -0.0 stays -0.0
+''' % _TAYLOR_EXPM1
+
+_HELPER_TANH = '''
+@_jit(inline="always")
+def _tanh(x):
+    """tanh(x) in float64 (for a float32 x too) within 3 ulp of NumPy's, vectorised:
+    -expm1(-2|x|) / (expm1(-2|x|) + 2), with x's sign -- no cancellation (expm1(-2|x|) is in
+    (-1, 0]); 1 from |x| = 20 on, nan stays nan, -0.0 -0.0."""
+    x = float(x)
+    e = _expm1(-2.0 * abs(x))
+    return math.copysign(-e / (e + 2.0), x)
+'''
+
 # the module's vectorised functions: helper -> (its text, the helpers it calls), defined in order
 _MATH = {"_bits": (_HELPER_BITS, ()), "_exp": (_HELPER_EXP, ("_bits",)), "_log": (_HELPER_LOG, ("_bits",)),
-         "_log1p": (_HELPER_LOG1P, ("_log",))}
-_MATH_CALL = re.compile(r"\b(_exp|_log1p|_log)\(")
+         "_log1p": (_HELPER_LOG1P, ("_log",)), "_expm1": (_HELPER_EXPM1, ("_exp",)),
+         "_tanh": (_HELPER_TANH, ("_expm1",))}
+_MATH_CALL = re.compile(r"\b(_exp|_expm1|_log|_log1p|_tanh)\(")
 
 
 def _form(shape, loop) -> tuple[str, str]:
