@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks import harness
+from benchmarks.bench_fxy import cases  # noqa: F401 - the same sizes: 1e6 and 1e7 (smoke: 1e3)
 
 METHODS = [
     ("symgrad", "symgrad (generated module)"),
@@ -17,11 +18,6 @@ METHODS = [
     ("jax", "jax.jit(value_and_grad)"),
     ("sympy_cse", "SymPy diff + lambdify(cse=True)"),
 ]
-
-
-def cases(settings):
-    sizes = (1000,) if settings.smoke else (10 ** 6, 10 ** 7)
-    return [(f"n={n:.0e} float64".replace("e+0", "e"), {"n": n}, 1e-8) for n in sizes]
 
 
 def make_data(case):
