@@ -194,6 +194,16 @@ else:
         return _nb.types.int64(_nb.types.float64), codegen
 '''
 
+_HELPER_REDUCE = '''
+@_jit(inline="always")
+def _reduce(x):
+    """(k, r) with x = k ln(2) + r, k an integer (as a float) and |r| <= ln(2)/2 (Cody-Waite:
+    ln(2) in two parts, so that k ln(2) is exact); k is 0 for a nan x (r is nan)."""
+    k = (x * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # x / ln(2), rounded
+    k = k if k == k else 0.0  # x nan: r is nan whatever k is (a nan k would not convert to int)
+    return k, (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+'''
+
 _HELPER_EXP = '''
 @_jit(inline="always")
 def _exp(x):
@@ -205,9 +215,7 @@ def _exp(x):
     x = float(x)  # float64 also where the loop runs as Python (NumPy would keep a float32 float32)
     x = 710.0 if x > 710.0 else x  # exp(710) overflows: so does everything above
     x = -746.0 if x < -746.0 else x  # exp(-746) rounds to 0
-    k = (x * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # x / ln(2), rounded
-    k = k if k == k else 0.0  # x nan: r is nan whatever k is (a nan k would not convert to int)
-    r = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+    k, r = _reduce(x)
 %s
     k1 = _nb.int64(k) >> 1
     return p * _from_bits((k1 + 1023) << 52) * _from_bits((_nb.int64(k) - k1 + 1023) << 52)
@@ -267,9 +275,7 @@ def _expm1(x):
     x = float(x)
     c = 40.0 if x > 40.0 else x
     c = -40.0 if c < -40.0 else c
-    k = (c * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # c / ln(2), rounded
-    k = k if k == k else 0.0  # x nan: r is nan whatever k is
-    r = (c - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+    k, r = _reduce(c)
 %s
     s = _from_bits((_nb.int64(k) + 1023) << 52)
     y = s * (r + (r * r) * p) + (s - 1.0)
@@ -289,8 +295,9 @@ def _tanh(x):
 '''
 
 # the module's vectorised functions: helper -> (its text, the helpers it calls), defined in order
-_MATH = {"_bits": (_HELPER_BITS, ()), "_exp": (_HELPER_EXP, ("_bits",)), "_log": (_HELPER_LOG, ("_bits",)),
-         "_log1p": (_HELPER_LOG1P, ("_log",)), "_expm1": (_HELPER_EXPM1, ("_exp",)),
+_MATH = {"_bits": (_HELPER_BITS, ()), "_reduce": (_HELPER_REDUCE, ()),
+         "_exp": (_HELPER_EXP, ("_bits", "_reduce")), "_log": (_HELPER_LOG, ("_bits",)),
+         "_log1p": (_HELPER_LOG1P, ("_log",)), "_expm1": (_HELPER_EXPM1, ("_exp", "_reduce")),
          "_tanh": (_HELPER_TANH, ("_expm1",))}
 _MATH_CALL = re.compile(r"\b(_exp|_expm1|_log|_log1p|_tanh)\(")
 
