@@ -17,6 +17,7 @@ differences are what catch a wrong derivative.
 from __future__ import annotations
 
 import importlib
+import keyword
 import re
 
 import sympy as sp
@@ -31,6 +32,10 @@ _PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 def _check_path(path, what):
     if not isinstance(path, str) or not _PATH.fullmatch(path):
         raise SymgradError(f"symgrad.Function: {what} must be a 'module:function' path, got {path!r}")
+    bad = [w for w in re.split(r"[.:]", path) if keyword.iskeyword(w)]
+    if bad:  # the generated module imports the module and calls the function by these names
+        raise SymgradError(f"symgrad.Function: {what} {path!r} has the Python keyword {bad[0]!r} "
+                           "as a name; a module or function of that name cannot be imported or called")
     return path
 
 
