@@ -67,9 +67,11 @@ def _code_hash() -> str:
 
 def stem(model, target: str, emit) -> str:
     """``<name>_<target>_<key>``: a Python identifier, and the cache file's name."""
+    import sympy
+
     from . import __version__
     key = hashlib.sha256("|".join([model.source_hash(), target, ",".join(emit), __version__,
-                                   _code_hash()]).encode()).hexdigest()[:16]
+                                   sympy.__version__, _code_hash()]).encode()).hexdigest()[:16]
     name = re.sub(r"\W", "_", str(model.name or "model"), flags=re.ASCII)[:40]
     return f"m_{name}_{target}_{key}"
 

@@ -59,9 +59,9 @@ def Function(name: str, impl: str, derivative=None, nargs: int | None = None):  
     arity = nargs or max(1, len(partials))
     if partials and len(partials) != arity:
         raise SymgradError(f"symgrad.Function {name}: {arity} arguments but {len(partials)} partial derivatives")
-    cls = sp.Function(name, nargs=arity, real=True)
-    cls._symgrad_spec = (name, impl, partials)
-    return cls
+    # the spec is part of the class's identity (SymPy compares and caches function classes by
+    # name and keyword arguments): two Functions of one name but other paths are two functions
+    return sp.Function(name, nargs=arity, real=True, _symgrad_spec=(name, impl, partials))
 
 
 def spec_of(fn_or_path):
@@ -71,3 +71,10 @@ def spec_of(fn_or_path):
     if spec is not None:
         return spec
     return (fn_or_path.split(":")[1], fn_or_path, ())
+
+
+def describe(spec):
+    """``(name, impl, partials' descriptions)``: everything of a symgrad.Function's ``spec`` that
+    the generated code depends on, through its derivative Functions, with no SymPy class in it."""
+    name, impl, partials = spec
+    return (name, impl, tuple(describe(spec_of(p)) for p in partials))

@@ -182,8 +182,8 @@ class Lowering:
 
     def _handler(self, e):
         if getattr(type(e), "_symgrad_spec", None) is not None:  # a symgrad.Function
-            from .functions import spec_of
-            return lambda e, k: self.G.op("call", *k, attr=_call_attr(type(e)._symgrad_spec, spec_of))
+            from .functions import describe
+            return lambda e, k: self.G.op("call", *k, attr=describe(type(e)._symgrad_spec))
         for cls in type(e).__mro__:
             h = getattr(self, f"_lower_{cls.__name__}", None)
             if h is not None:
@@ -445,9 +445,3 @@ def lower_model(model) -> Program:
     return Program(name=model.name or "model", graph=G, out=out, inputs=inputs, input_nodes=input_nodes,
                    wrt=[str(w) for w in model.wrt], dims=[str(d) for d in model.dims],
                    source_hash=model.source_hash(), src=G.src)
-
-
-def _call_attr(spec, spec_of):
-    """The SymPy-free attribute of a symgrad.Function's call: (name, path, partials' attributes)."""
-    name, impl, partials = spec
-    return (name, impl, tuple(_call_attr(spec_of(p), spec_of) for p in partials))

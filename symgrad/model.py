@@ -121,9 +121,19 @@ def _sized_symbols(expr) -> set:
     return found
 
 
+def _head(e) -> str:
+    """The name of ``e``'s class, and a symgrad.Function's paths (the name alone is not the
+    function: two Functions of one name may call different code)."""
+    spec = getattr(type(e), "_symgrad_spec", None)
+    if spec is None:
+        return type(e).__name__
+    from .functions import describe
+    return f"{type(e).__name__}{describe(spec)!r}"
+
+
 def _dag_hash(expr) -> str:
-    """sha256 of ``expr``'s structure: class names, atoms' ``srepr`` and the children's hashes,
-    computed once per distinct object (post-order, explicit stack)."""
+    """sha256 of ``expr``'s structure: class names (:func:`_head`), atoms' ``srepr`` and the
+    children's hashes, computed once per distinct object (post-order, explicit stack)."""
     memo: dict = {}
     stack = [expr]
     while stack:
@@ -138,7 +148,7 @@ def _dag_hash(expr) -> str:
             continue
         stack.pop()
         if kids:
-            text = type(e).__name__ + "(" + ",".join(memo[id(k)] for k in kids) + ")"
+            text = _head(e) + "(" + ",".join(memo[id(k)] for k in kids) + ")"
         else:  # Dummy symbols are numbered per process: leave the number out
             text = re.sub(r"dummy_index=\d+", "", sp.srepr(e))
         memo[id(e)] = hashlib.sha256(text.encode()).hexdigest()
@@ -232,8 +242,10 @@ class Model:
         return tuple(self.expr.shape) if self.is_matrix else None
 
     def source_hash(self) -> str:
-        """A hash of the expression, ``wrt`` and name, linear in the size of the expression DAG
-        (a shared sub-expression is hashed once, never once per path to it)."""
+        """A hash of the expression (with its symgrad.Functions' paths), ``wrt`` and name: all of
+        the model that its generated code depends on, but for the functions it has
+        (``derivatives``).  Linear in the size of the expression DAG (a shared sub-expression is
+        hashed once, never once per path to it)."""
         text = "|".join([_dag_hash(self.expr), ",".join(map(_dag_hash, self.wrt)), str(self.name)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -36,6 +36,85 @@ def folder(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+# -- 1. the key: a symgrad.Function is its paths, not its name ---------------------------------
+def test_functions_of_one_name_are_their_own_code_in_the_cache(folder):
+    """Two Functions named f (sin, exp) made one cache entry -- and one SymPy class, the second's
+    paths overwriting the first's: each model must run its own function."""
+    f_sin = symgrad.Function("f", "numpy:sin", derivative="numpy:cos")
+    m_sin = symgrad.Model(f_sin(x), wrt=[x], name="m")
+    value, grads = symgrad.compile(m_sin).value_and_grad(x=X0)
+    assert np.array_equal(value, np.sin(X0)) and np.array_equal(grads["x"], np.cos(X0))
+    f_exp = symgrad.Function("f", "numpy:exp", derivative="numpy:exp")
+    m_exp = symgrad.Model(f_exp(x), wrt=[x], name="m")
+    value, grads = symgrad.compile(m_exp).value_and_grad(x=X0)
+    assert np.array_equal(value, np.exp(X0)) and np.array_equal(grads["x"], np.exp(X0))
+    # the first Function is still sin, in a new compile and in the tape
+    assert np.array_equal(symgrad.compile(m_sin).forward(x=X0), np.sin(X0))
+    assert f_sin != f_exp and f_sin(x) != f_exp(x)
+    assert np.array_equal(symgrad.tape.forward(m_sin, x=X0), np.sin(X0))
+    # a pickled expression keeps its Function's paths
+    again = pickle.loads(pickle.dumps(f_sin(x) + f_exp(x)))
+    assert sorted(type(a)._symgrad_spec[1] for a in again.args) == ["numpy:exp", "numpy:sin"]
+
+
+def test_a_fixed_derivative_path_is_a_new_module(folder):
+    """A wrong derivative= path, fixed: the fixed module, never the stale one; also for the
+    derivative Function's own derivative (second derivatives, hvp)."""
+    wrong = symgrad.Function("g", "numpy:sin", derivative="numpy:sin")
+    fixed = symgrad.Function("g", "numpy:sin", derivative="numpy:cos")
+    assert np.array_equal(symgrad.compile(symgrad.Model(wrong(x), wrt=[x], name="g")).value_and_grad(x=X0)[1]["x"],
+                          np.sin(X0))
+    assert np.array_equal(symgrad.compile(symgrad.Model(fixed(x), wrt=[x], name="g")).value_and_grad(x=X0)[1]["x"],
+                          np.cos(X0))
+    v = np.array([1.0, 2.0, -3.0])
+    for second, want in (("numpy:sin", np.sin(X0) * v), ("numpy:cos", np.cos(X0) * v)):
+        d = symgrad.Function("d", "numpy:cos", derivative=second)
+        f = symgrad.Function("h", "numpy:sin", derivative=d)
+        hv = symgrad.compile(symgrad.Model(f(x), wrt=[x], name="h"), emit="hvp").hvp({"x": v}, x=X0)[2]["x"]
+        assert np.array_equal(hv, want)
+
+
+def test_models_whose_code_differs_have_different_keys():
+    """For any two of these models, other generated code means another cache key."""
+    def fn(impl, deriv="numpy:cos", second=None):
+        d = symgrad.Function("d", deriv, derivative=second) if second else deriv
+        return symgrad.Function("f", impl, derivative=d)
+    y = sp.Symbol("y", real=True)
+    models = [symgrad.Model(e, wrt=w, name=n) for e, w, n in [
+        (fn("numpy:sin")(x) * y, [x, y], "m"),
+        (fn("numpy:exp")(x) * y, [x, y], "m"),
+        (fn("numpy:sin", "numpy:exp")(x) * y, [x, y], "m"),
+        (fn("numpy:sin", "numpy:cos", "numpy:sin")(x) * y, [x, y], "m"),
+        (fn("numpy:sin", "numpy:cos", "numpy:tan")(x) * y, [x, y], "m"),
+        (fn("numpy:sin")(x) * y, [y, x], "m"),
+        (fn("numpy:sin")(x) * y, [x], "m"),
+        (fn("numpy:sin")(x) * y, [x, y], "n"),
+    ]]
+    keys, sources = [], []
+    for m in models:
+        for emit in (("grad",), ("grad", "hvp")):
+            try:
+                sources.append(symgrad.generate(m, emit=emit))
+            except SymgradError:   # no second derivative: nothing is cached either
+                continue
+            keys.append(cache.stem(m, "numpy", emit))
+    assert len(set(sources)) == len(sources) == 10 and len(set(keys)) == len(keys)
+
+
+def test_a_fixed_path_reaches_the_next_process(folder):
+    """Every process kept the stale module after the path was fixed (``--check`` said ok)."""
+    script = textwrap.dedent("""
+        import sys, numpy as np, sympy as sp, symgrad
+        x = sp.Symbol("x", real=True)
+        g = symgrad.Function("g", "numpy:sin", derivative=sys.argv[1])
+        print(symgrad.compile(symgrad.Model(g(x), wrt=[x], name="g")).value_and_grad(x=0.5)[1]["x"])
+    """)
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    got = [float(subprocess.run([sys.executable, "-c", script, path], env=env, check=True,
+                                capture_output=True, text=True).stdout) for path in ("numpy:sin", "numpy:cos")]
+    assert got == [np.sin(0.5), np.cos(0.5)]
+
+
 # -- 8. a Python keyword in a symgrad.Function path ------------------------------------------------
 @pytest.mark.parametrize("impl, derivative, bad", [
     ("numpy:class", None, "numpy:class"),
