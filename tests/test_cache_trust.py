@@ -115,6 +115,27 @@ def test_a_fixed_path_reaches_the_next_process(folder):
     assert got == [np.sin(0.5), np.cos(0.5)]
 
 
+# -- 5b. a broken Numba cache file heals --------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".nbc", ".nbi"])
+def test_a_truncated_numba_cache_file_is_compiled_again(folder, suffix):
+    """Numba's cache=True files beside the module: a truncated one raised UnpicklingError on
+    every call of every later process."""
+    pytest.importorskip("numba")
+    model = symgrad.Model(sp.exp(x) * sp.sin(x), wrt=[x], name="nbheal")
+    want = (np.exp(X0) * np.sin(X0), np.exp(X0) * (np.sin(X0) + np.cos(X0)))
+    symgrad.compile(model, "numba").value_and_grad(x=X0)
+    files = sorted((folder / "__pycache__").glob(f"*{suffix}"))
+    assert files
+    for f in files:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    for _ in range(2):   # healed, then read from the healed files
+        module = symgrad.compile(model, "numba")       # a fresh module: its loops load the cache
+        value, grads = module.value_and_grad(x=X0)
+        assert np.allclose(value, want[0], rtol=1e-14) and np.allclose(grads["x"], want[1], rtol=1e-14)
+    loops = [v for k, v in vars(module).items() if k.startswith("_vag") and hasattr(v, "stats")]
+    assert loops and any(loop.stats.cache_hits for loop in loops)
+
+
 # -- 8. a Python keyword in a symgrad.Function path ------------------------------------------------
 @pytest.mark.parametrize("impl, derivative, bad", [
     ("numpy:class", None, "numpy:class"),

@@ -492,8 +492,23 @@ def _jit(**options):
     files' names), so each name keeps its own cache entries."""
     def jit(f):
         f.__qualname__ = f"{f.__name__}_{zlib.crc32(__name__.encode()):08x}"
-        return _nb.njit(cache=_CACHE, error_model="numpy", **options)(f)
+        return _healing(_nb.njit(cache=_CACHE, error_model="numpy", **options)(f))
     return jit
+
+
+def _healing(dispatcher):
+    """``dispatcher`` whose cache files, where they cannot be read (a truncated write, a disk
+    error), are emptied and the loop compiled again -- not an error on every call."""
+    cache, load = dispatcher._cache, dispatcher._cache.load_overload
+
+    def load_overload(*args):
+        try:
+            return load(*args)
+        except Exception:  # noqa: BLE001 - unpickling a broken file raises any of several errors
+            cache.flush()  # an empty index: the next save writes a whole data file again
+            return None
+    cache.load_overload = load_overload
+    return dispatcher
 '''
 
 TARGETS["numba"] = Target("numba", "numpy", "np", body=NumbaBody, needs=("numba",), preamble=_PREAMBLE,
