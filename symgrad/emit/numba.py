@@ -499,7 +499,10 @@ def _jit(**options):
 def _healing(dispatcher):
     """``dispatcher`` whose cache files, where they cannot be read (a truncated write, a disk
     error), are emptied and the loop compiled again -- not an error on every call."""
-    cache, load = dispatcher._cache, dispatcher._cache.load_overload
+    cache = getattr(dispatcher, "_cache", None)  # None: NUMBA_DISABLE_JIT gave the function back
+    if cache is None:
+        return dispatcher
+    load = cache.load_overload
 
     def load_overload(*args):
         try:
