@@ -1,7 +1,8 @@
 """Test-session settings: the module cache of symgrad.compile goes to a temporary folder (so the
 suite neither reads modules an earlier checkout cached nor leaves files in ~/.cache), with reuse
 off (SYMGRAD_CACHE=0): tests plant bugs in the compiler at run time, which the cache key cannot
-see.  tests/test_compiler.py turns reuse on where it tests the cache itself."""
+see.  tests/test_compiler.py and tests/test_cache_trust.py turn reuse on where they test the cache
+itself."""
 import os
 import shutil
 import tempfile

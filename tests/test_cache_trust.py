@@ -33,6 +33,7 @@ def folder(tmp_path, monkeypatch):
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SYMGRAD_CACHE", "1")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # the fallback: tmp_path/symgrad-cache-<uid>
+    monkeypatch.setattr(cache, "_WARNED", set())
     return tmp_path / "cache"
 
 
@@ -115,6 +116,29 @@ def test_a_fixed_path_reaches_the_next_process(folder):
     assert got == [np.sin(0.5), np.cos(0.5)]
 
 
+# -- 5. a broken cache file heals ------------------------------------------------------------
+BREAKS = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "empty": lambda data: b"",
+    "garbage": lambda data: b"\xff\xfe\x00\x93 not python",
+    "no seal": lambda data: b"MODEL = 'something else'\n",
+    "edited": lambda data: data.replace(b"np.exp", b"np.sin", 1),
+}
+
+
+@pytest.mark.parametrize("how", BREAKS)
+def test_a_broken_cache_file_is_written_again(folder, how, monkeypatch):
+    model = symgrad.Model(sp.exp(x) * x, wrt=[x], name="heal")
+    symgrad.compile(model)
+    (path,) = folder.glob("*.py")
+    path.write_bytes(BREAKS[how](path.read_bytes()))
+    value, grads = symgrad.compile(model).value_and_grad(x=X0)
+    assert np.allclose(value, np.exp(X0) * X0, rtol=1e-15) and np.allclose(grads["x"], (1 + X0) * np.exp(X0), rtol=1e-15)
+    assert path.read_text().startswith(symgrad.generate(model) + SEAL)
+    monkeypatch.setattr(symgrad, "generate", lambda *a, **k: pytest.fail("the healed file was not reused"))
+    assert np.allclose(symgrad.compile(model).forward(x=X0), np.exp(X0) * X0, rtol=1e-15)
+
+
 # -- 5b. a broken Numba cache file heals --------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".nbc", ".nbi"])
 def test_a_truncated_numba_cache_file_is_compiled_again(folder, suffix):
@@ -134,6 +158,60 @@ def test_a_truncated_numba_cache_file_is_compiled_again(folder, suffix):
         assert np.allclose(value, want[0], rtol=1e-14) and np.allclose(grads["x"], want[1], rtol=1e-14)
     loops = [v for k, v in vars(module).items() if k.startswith("_vag") and hasattr(v, "stats")]
     assert loops and any(loop.stats.cache_hits for loop in loops)
+
+
+# -- 11. an unwritable cache folder ---------------------------------------------------------------
+def blocked(tmp_path, monkeypatch):
+    """SYMGRAD_CACHE_DIR a folder that cannot be made: it would be inside a file."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(blocker / "cache"))
+    return blocker / "cache"
+
+
+def test_an_unwritable_cache_warns_once_and_falls_back_to_a_private_folder(folder, tmp_path, monkeypatch):
+    primary = blocked(tmp_path, monkeypatch)
+    model = symgrad.Model(x ** 3, wrt=[x], name="fb")
+    with pytest.warns(RuntimeWarning) as warned:
+        mod = symgrad.compile(model)
+    fallback = tmp_path / f"symgrad-cache-{os.getuid()}"
+    assert len(warned) == 1 and re.search(rf"cannot write the module cache {re.escape(str(primary))} "
+                                          rf"\(Not a directory\); compiled modules go to {re.escape(str(fallback))}",
+                                          str(warned[0].message))
+    assert warned[0].filename == __file__   # it points at the caller's compile
+    assert os.stat(fallback).st_mode & 0o777 == 0o700 and len(list(fallback.glob("*.py"))) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # once per folder and process
+        assert symgrad.compile(symgrad.Model(x ** 4, wrt=[x], name="fb2")).forward(x=2.0) == 16.0
+    # its functions pickle, and another process unpickles them from the same fallback folder
+    data = pickle.dumps(mod.value_and_grad)
+    assert pickle.loads(data)(x=2.0)[1]["x"] == 12.0
+    code = "import pickle, sys; print(pickle.loads(sys.stdin.buffer.read())(x=2.0)[1]['x'])"
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
+                         env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": ROOT})
+    assert out.returncode == 0 and out.stdout.decode().strip() == "12.0", out.stderr.decode()
+    with monkeypatch.context() as m:   # a module in the fallback folder is reused
+        m.setattr(symgrad, "generate", lambda *a, **k: pytest.fail("generated again"))
+        assert symgrad.compile(model).forward(x=2.0) == 8.0
+    assert cache.clear() == 2 and not list(fallback.glob("*.py"))
+
+
+def test_a_fallback_folder_others_can_write_is_never_used(folder, tmp_path, monkeypatch):
+    """The temp folder is shared: a module planted in a fallback folder that others can write
+    is not imported; the module stays in memory, and the warning says so."""
+    blocked(tmp_path, monkeypatch)
+    model = symgrad.Model(x ** 3, wrt=[x], name="planted")
+    fallback = tmp_path / f"symgrad-cache-{os.getuid()}"
+    fallback.mkdir()
+    fallback.chmod(0o777)
+    planted = "PLANTED = True\n"
+    path = fallback / f"{cache.stem(model, 'numpy', ('grad',))}.py"
+    path.write_text(f"{planted}{SEAL}{hashlib.sha256(planted.encode()).hexdigest()}\n")
+    with pytest.warns(RuntimeWarning) as warned:
+        mod = symgrad.compile(model)
+    assert not hasattr(mod, "PLANTED") and mod.value_and_grad(x=2.0)[1]["x"] == 12.0
+    assert "stay in memory, and their functions cannot be pickled" in str(warned[-1].message)
+    assert str(fallback) in str(warned[-1].message) and path.read_text().startswith(planted)
 
 
 # -- 8. a Python keyword in a symgrad.Function path ------------------------------------------------

@@ -298,11 +298,13 @@ def test_compiled_modules_are_real_cached_modules(tmp_path, monkeypatch):
     from symgrad import cache
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SYMGRAD_CACHE", "1")
+    monkeypatch.setattr(cache, "_fallback_dir", lambda: tmp_path / "fallback")
     x = sp.Symbol("x")
     model = symgrad.Model(sp.exp(x) * x, wrt=[x], name="cached")
     mod = symgrad.compile(model)
     files = list((tmp_path / "cache").glob("*.py"))
-    assert len(files) == 1 and files[0].read_text() == symgrad.generate(model)
+    source = symgrad.generate(model)   # the file: the source, then a line with its sha256
+    assert len(files) == 1 and files[0].read_text().startswith(source + "\n# symgrad module cache: sha256 ")
     assert "def value_and_grad" in inspect.getsource(mod.value_and_grad)
     again = pickle.loads(pickle.dumps(mod.value_and_grad))
     assert again(x=1.0)[1]["x"] == mod.value_and_grad(x=1.0)[1]["x"] == 2 * np.e
@@ -331,11 +333,17 @@ def test_compiled_modules_are_real_cached_modules(tmp_path, monkeypatch):
 
 def test_an_unwritable_cache_falls_back_to_memory_with_source_lines(tmp_path, monkeypatch):
     import inspect
+    from symgrad import cache
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(blocker / "cache"))   # a folder inside a file
+    monkeypatch.setattr(cache, "_fallback_dir", lambda: blocker / "fallback")   # this one too
     x = sp.Symbol("x")
-    mod = symgrad.compile(symgrad.Model(x ** 3, wrt=[x], name="mem"))
+    monkeypatch.setattr(cache, "_WARNED", set())
+    with pytest.warns(RuntimeWarning) as warned:   # one warning per folder
+        mod = symgrad.compile(symgrad.Model(x ** 3, wrt=[x], name="mem"))
+    assert [str(blocker / n) in str(w.message) for n, w in zip(("cache", "fallback"), warned)] == [True, True]
+    assert "stay in memory" in str(warned[1].message)
     assert mod.value_and_grad(x=2.0)[1]["x"] == 12.0
     assert "def forward" in inspect.getsource(mod.forward)
 
