@@ -12,7 +12,9 @@ argument, or a list of paths, one partial derivative per argument, each taking a
 A derivative path may itself be a ``symgrad.Function`` (then it has derivatives of its own, and
 second derivatives -- ``hvp``, ``hessian`` -- work through it); a plain path has none, so a second
 derivative through it is a clear error.  The tape calls the same functions: ``--check``'s finite
-differences are what catch a wrong derivative.
+differences are what catch a wrong derivative.  The paths are part of the function's identity:
+two Functions of one name but other paths are two functions (in SymPy, and in the module cache's
+key).  A path's names are identifiers that are not Python keywords.
 """
 from __future__ import annotations
 
