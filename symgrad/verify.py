@@ -15,7 +15,13 @@ Contract:
     ``acos(2*x)``, elementwise through ``.applyfunc`` or ``X[i, j]`` too): inside the interval where
     every such argument is defined (the expression is walked once, iteratively, memoised by
     ``id()``: deep DAGs are never expanded into trees);
-  - else ``|v| >= 0.2`` (away from the kinks of Abs / Max / Piecewise / Heaviside at 0).
+  - else ``|v| >= 0.2`` (away from the kinks of Abs / Max / Piecewise / Heaviside at 0); a square
+    MatrixSymbol that ``det`` or an inverse (a solve) takes is then made diagonally dominant (not
+    symmetric), so it stays invertible, with ``det > 0``, when the check rounds it to integers.
+
+  A singular matrix (``numpy.linalg.LinAlgError``) counts as outside the domain, as a floating-point
+  error does (``DOMAIN_ERRORS``): of the tape, the draw is redone; of the module where the tape is
+  not finite either, that way of calling is skipped with a note.
 
   When the tape's value or gradients are not finite, or raise a floating-point warning, other
   value ranges are tried for the other inputs (positive ones for log / sqrt, then (-1, 1), (0, 1)
@@ -254,6 +260,38 @@ def inferred_domain(model) -> dict:
     return result
 
 
+def _inverted(model) -> set:
+    """Names of the square MatrixSymbols that ``det``, an inverse (``S.I``, ``S**-1``) or a solve
+    takes, directly or transposed: they are drawn diagonally dominant (see ``_dominant``).  Walks
+    the expression once, iteratively, memoised by id()."""
+    out, seen, stack = set(), set(), [model.expr]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen or not isinstance(e, sp.Basic):
+            continue
+        seen.add(id(e))
+        arg = None
+        if isinstance(e, (sp.Determinant, sp.Inverse)):
+            arg = e.args[0]
+        elif isinstance(e, sp.MatPow) and e.exp.is_negative:
+            arg = e.base
+        if isinstance(arg, sp.Transpose):
+            arg = arg.arg
+        if isinstance(arg, sp.MatrixSymbol) and arg.shape[0] == arg.shape[1]:
+            out.add(str(arg))
+        stack.extend(e.args)
+    return out
+
+
+def _dominant(v):
+    """``v`` with each diagonal entry raised above its row's other entries: strictly diagonally
+    dominant with a positive diagonal, so its eigenvalues have positive real parts (det > 0, log det
+    defined) and it stays so after rounding every entry to an integer (a margin of n + 1 > the n
+    changes of at most 1).  Not symmetric: a transposed gradient still shows."""
+    off = np.abs(v).sum(axis=1) - np.abs(np.diagonal(v))
+    return v + np.diag(off + v.shape[0] + 1.0 - np.diagonal(v))
+
+
 def _assumed(sym):
     if sym.is_positive or sym.is_nonnegative:
         return (0.0, _INF)
@@ -293,6 +331,11 @@ def _finite(value, grads) -> bool:
     return all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in [value, *grads.values()])
 
 
+# what the tape or a module raises at inputs outside the model's domain: a singular matrix is
+# outside the domain of det / inv / solve as log(0) is outside log's (the draw is redone or skipped)
+DOMAIN_ERRORS = (FloatingPointError, ZeroDivisionError, OverflowError, np.linalg.LinAlgError)
+
+
 def _domain(model, inputs) -> str:
     """'clean', 'warned' (finite, but a floating-point warning on the way) or 'bad'."""
     from . import tape
@@ -301,12 +344,12 @@ def _domain(model, inputs) -> str:
             if _finite(*tape.value_and_grad(model, **inputs)):
                 return "clean"
             return "bad"
-    except (FloatingPointError, ZeroDivisionError, OverflowError):
+    except DOMAIN_ERRORS:
         pass
     try:
         with np.errstate(all="ignore"):
             return "warned" if _finite(*tape.value_and_grad(model, **inputs)) else "bad"
-    except (FloatingPointError, ZeroDivisionError, OverflowError):
+    except DOMAIN_ERRORS:
         return "bad"
 
 
@@ -316,6 +359,7 @@ def sample_inputs(model, rng, dtype=np.float64, sizes=None, fixed=None) -> dict:
     shapes = input_shapes(model, sizes)
     explicit = dict(getattr(model, "domain", None) or {})
     inferred = inferred_domain(model)
+    inverted = _inverted(model)
     free = [s for s in model.inputs if str(s) not in fixed]
     attempts = [(draw, True) for draw in _STRATEGIES]
     if any(str(s) in inferred and str(s) not in explicit for s in free):
@@ -337,6 +381,8 @@ def sample_inputs(model, rng, dtype=np.float64, sizes=None, fixed=None) -> dict:
                 v = _draw_interval(rng, shapes[name], *interval)
             else:
                 v = _respect_assumptions(s, draw(rng, shapes[name]))
+                if name in inverted:
+                    v = _dominant(v)
             inputs[name] = np.asarray(v, dtype=np.float64)
         verdict = _domain(model, inputs)
         if verdict == "clean":
@@ -645,7 +691,11 @@ class _Ctx:
             with np.errstate(all="ignore"):
                 out = getattr(self.module, fn)(*first, **args)
         except Exception as exc:  # noqa: BLE001 - a crashing module is a failed check, not a crash of the checker
-            report.problem(f"{fn} raised {type(exc).__name__}: {exc}", how)
+            if isinstance(exc, DOMAIN_ERRORS) and _domain(self.model, _as_f64(inputs)) != "clean":
+                report.notes.append(f"{how or fn}: skipped ({fn} raised {type(exc).__name__} where the "
+                                    "tape is not finite either: outside the model's domain)")
+            else:
+                report.problem(f"{fn} raised {type(exc).__name__}: {exc}", how)
             return None
         changed = [k for k, a in before.items() if not _same(run.host({**args, **seeds}[k]), a)]
         if changed:
@@ -771,10 +821,14 @@ def _compare(ctx, inputs, got, fwd, want_value, want_grads, *, how, rtol, floor,
     return ok
 
 
+def _as_f64(inputs) -> dict:
+    return {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+
+
 def _tape(model, inputs):
     from . import tape
     with np.errstate(all="ignore"):
-        return tape.value_and_grad(model, **{k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()})
+        return tape.value_and_grad(model, **_as_f64(inputs))
 
 
 # -- finite differences ------------------------------------------------------------------------------
@@ -1077,8 +1131,12 @@ def _ways(ctx, inputs, float32):
 def _calling_conventions(ctx, inputs, float32):
     report = ctx.report
     for how, passed, values, dtype in _ways(ctx, inputs, float32):
+        try:
+            want_value, want_grads = _tape(ctx.model, values)
+        except DOMAIN_ERRORS as exc:  # e.g. a matrix that float32 rounding made singular
+            report.notes.append(f"{how}: skipped (the tape raised {type(exc).__name__}: outside the model's domain)")
+            continue
         report.calls.append(how)
-        want_value, want_grads = _tape(ctx.model, values)
         got = ctx.call("value_and_grad", passed, how)
         fwd = ctx.call("forward", passed, how)
         if got is None:

@@ -70,6 +70,27 @@ def test_sample_inputs_report_an_empty_domain():
         sample_inputs(Model(sp.log(-x ** 2 - 1), name="never"), np.random.default_rng(0))
 
 
+def test_matrices_that_det_or_inverse_take_are_drawn_invertible_after_rounding():
+    n = sp.Symbol("n")
+    S, T = MatrixSymbol("S", n, n), MatrixSymbol("T", n, n)
+    model = Model(sp.log(sp.det(S)) + sp.Trace(T.T.inv()), wrt=[S, T], name="linalg")
+    for seed in range(5):
+        inputs = sample_inputs(model, np.random.default_rng(seed))
+        for name in ("S", "T"):
+            v = inputs[name]
+            assert not np.allclose(v, v.T)  # a transposed gradient must still show
+            for rounding in (np.round, np.floor, np.ceil, np.trunc):
+                assert np.linalg.det(rounding(v)) > 0.5, (seed, name, rounding.__name__)
+
+
+def test_a_singular_matrix_is_outside_the_domain_not_a_crash():
+    n = sp.Symbol("n")
+    S = MatrixSymbol("S", n, n)
+    model = Model(sp.log(sp.det(S)), wrt=[S], name="logdet")
+    with pytest.raises(SymgradError, match="not finite"):   # the tape's LinAlgError: outside the domain
+        check(model, inputs={"S": np.ones((3, 3))})
+
+
 def test_rel_err():
     assert rel_err([1.0, 2.0], [1.0, 2.0]) == 0
     assert rel_err([1.0, 2.02], [1.0, 2.0]) == pytest.approx(0.02 / 2.02)
