@@ -61,7 +61,11 @@ Contract:
     cotangent, its Jacobian (one exact VJP per entry of a value of at most ``JAC_EXACT_MAX``
     entries, else through a random cotangent), and central differences of its gradient along a
     random direction (``tape.hvp``), plus the Hessian's symmetry; the largest error per function
-    is ``CheckReport.derivatives``.
+    is ``CheckReport.derivatives``;
+  - the dot-product test, the module against itself (``_dot_products``): ``<v, jvp(u)>`` against
+    ``<vjp(v), u>`` (``value_and_grad``'s gradient with ``v`` all ones where there is no ``vjp``)
+    and ``<w, hvp(v)>`` against ``<v, hvp(w)>`` for random ``u``, ``v``, ``w``: equal up to
+    rounding, tolerance ``rtol``; the largest errors are ``CheckReport.dot_products``.
 
   Once per check (``calls=True``) the module is also called the other ways users call it, each
   compared with the tape and checked as above: scalar Symbols as Python floats and as 0-d arrays;
@@ -490,6 +494,7 @@ class CheckReport:
     max_rel_err_fd: float = 0.0
     float32_ok: bool = True
     derivatives: dict = field(default_factory=dict)  # function -> largest relative error (beyond the gradient)
+    dot_products: dict = field(default_factory=dict)  # "jvp/vjp", "hvp" -> largest error of the dot-product test
     problems: list = field(default_factory=list)
     calls: list = field(default_factory=list)     # the ways of calling the module that were checked
     notes: list = field(default_factory=list)     # what was skipped, and why
@@ -538,6 +543,8 @@ class CheckReport:
                 f"float32 {'ok' if self.float32_ok else 'FAILED'} ({self.trials} trials{ways})")
         if self.derivatives:
             errs += "; " + ", ".join(f"{fn} {err:.1e}" for fn, err in self.derivatives.items())
+        if self.dot_products:
+            errs += "; dot products " + ", ".join(f"{fn} {err:.1e}" for fn, err in self.dot_products.items())
         head = f"{self.model} [{self.target}]: largest relative errors: {errs}"
         if self.ok:
             return f"ok {head}"
@@ -1047,6 +1054,59 @@ def _derivative_checks(ctx, inputs, want_value, want_grads):
                     "finite differences of the tape's gradient")
 
 
+def _dot_products(ctx, inputs):
+    """The dot-product test (autograd's and PyTorch's fast gradcheck): for random ``u``, ``v``, ``w``,
+    ``<v, J u>`` from ``jvp`` equals ``<J^T v, u>`` from ``vjp`` (from ``value_and_grad``, ``v`` all
+    ones, where the module has no ``vjp``), and ``<w, H v>`` equals ``<v, H w>`` from two ``hvp``
+    calls.  The module against itself, exact up to rounding: no tape, no finite differences, so it
+    catches a wrong tangent rule however the tape is built.  Errors are relative to the
+    Cauchy-Schwarz bound of the two sides (``||v|| ||J u|| + ||J^T v|| ||u||``), at least FLOOR x
+    ``||u|| ||v||`` x the gradient's scale; they go to ``CheckReport.dot_products``."""
+    have, report, rng = getattr(ctx.module, "DERIVATIVES", ("grad",)), ctx.report, ctx.fd_rng
+    x = _as_f64(inputs)
+
+    def vec():
+        return {k: rng.standard_normal(np.shape(x[k])) for k in ctx.wrt}
+
+    def dot(a, b):
+        return sum(float(np.sum(np.asarray(a[k], np.float64) * b[k])) for k in b)
+
+    def norm(a):
+        return math.sqrt(dot(a, a))
+
+    def record(name, what, against, lhs, rhs, bound, scale):
+        err = abs(lhs - rhs) / max(bound, FLOOR * scale)
+        report.dot_products[name] = max(report.dot_products.get(name, 0.0), err)
+        if err > report.rtol:
+            report.error(f"dot-product test: {what}", against, err, f"rtol {report.rtol:g}")
+
+    if "jvp" in have:
+        u = vec()
+        jv = ctx.call("jvp", x, seed=u)
+        if jv is None:
+            return
+        v = rng.standard_normal(np.shape(jv.value)) if "vjp" in have else np.ones(np.shape(jv.value))
+        back = ctx.call("vjp", x, seed=v) if "vjp" in have else ctx.call("value_and_grad", x)
+        if back is None or sorted(back.grads) != sorted(ctx.wrt) or np.shape(jv.parts["tangent"]) != np.shape(v):
+            return  # the shapes and keys are reported by the comparisons with the tape
+        ju, jtv = {"": jv.parts["tangent"]}, back.grads
+        record("jvp/vjp", "<v, jvp(u)>", f"<{'vjp(v)' if 'vjp' in have else 'grad'}, u>",
+               dot(ju, {"": v}), dot(jtv, u), norm({"": v}) * norm(ju) + norm(jtv) * norm(u),
+               norm(u) * norm({"": v}) * max([1.0] + [_maxabs(g) for g in jtv.values()]))
+    if "hvp" in have:
+        v, w = vec(), vec()
+        hv, hw = ctx.call("hvp", x, seed=v), ctx.call("hvp", x, seed=w)
+        if hv is None or hw is None or sorted(hv.parts["hvp"]) != sorted(ctx.wrt) \
+                or sorted(hw.parts["hvp"]) != sorted(ctx.wrt):
+            return
+        hv, hw = hv.parts["hvp"], hw.parts["hvp"]
+        if any(np.shape(hv[k]) != np.shape(x[k]) or np.shape(hw[k]) != np.shape(x[k]) for k in ctx.wrt):
+            return
+        record("hvp", "<w, hvp(v)>", "<v, hvp(w)>", dot(hv, w), dot(hw, v),
+               norm(w) * norm(hv) + norm(v) * norm(hw),
+               norm(v) * norm(w) * max([1.0] + [_maxabs(h) for h in (*hv.values(), *hw.values())]))
+
+
 # -- one trial and the ways of calling -------------------------------------------------------------
 def _trial(ctx, inputs):
     report = ctx.report
@@ -1061,6 +1121,7 @@ def _trial(ctx, inputs):
     ctx.later_calls(got, fwd, inputs)
     _fd_check(ctx, inputs, ok, _grad_floor(want_value, want_grads, 1.0))
     _derivative_checks(ctx, inputs, want_value, want_grads)
+    _dot_products(ctx, inputs)
 
 
 def _first(v):

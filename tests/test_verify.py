@@ -336,6 +336,44 @@ def test_check_fails_on_a_bug_planted_in_generated_source(bug):
         assert any(want in p for p in report.problems), (want, report.problems)
 
 
+# -- the dot-product test: <v, J u> (jvp) == <J^T v, u> (vjp), <w, H v> == <v, H w> (hvp) -----------
+DOT_MODELS = {
+    "tanh_layer": lambda: Model((X * W).applyfunc(sp.tanh), wrt=[W, X], name="tanh_layer"),
+    "scaled_trace": CORPUS["scaled_trace"],
+}
+
+
+@pytest.mark.parametrize("emit", ["jvp", "vjp,jvp,hvp"])
+@pytest.mark.parametrize("key", sorted(DOT_MODELS))
+def test_dot_product_test_passes_generated_modules(key, emit):
+    model = DOT_MODELS[key]()
+    report = check(model, symgrad.compile(model, emit=emit), calls=False)
+    assert report.ok, report.problems
+    want = {"jvp/vjp", "hvp"} if "hvp" in emit else {"jvp/vjp"}
+    assert set(report.dot_products) == want and max(report.dot_products.values()) < 1e-13
+    assert "; dot products jvp/vjp " in report.summary()
+
+
+@pytest.mark.parametrize("emit", ["jvp", "vjp,jvp,hvp"])
+def test_dot_product_test_catches_a_wrong_jvp_rule_in_the_op_table(emit, monkeypatch):
+    """A sign flip in matmul's tangent rule (the second factor's share)."""
+    import dataclasses
+    from symgrad import ops
+
+    def flipped(G, t, out, a, b):
+        ta, tb = ops.full(G, t[0], a), ops.full(G, t[1], b)
+        return ops._add_tangents(G, ta and G.matmul(ta, b), tb and G.neg(G.matmul(a, tb)))
+
+    monkeypatch.setitem(ops.OPS, "matmul", dataclasses.replace(ops.OPS["matmul"], jvp=flipped))
+    model = DOT_MODELS["tanh_layer"]()
+    report = check(model, symgrad.compile(model, emit=emit), calls=False)
+    assert report.dot_products["jvp/vjp"] > 1e-3
+    assert any(p.startswith("dot-product test: <v, jvp(u)>: relative error vs <") for p in report.problems)
+    if "hvp" in emit:  # the same rule, run over the gradient's graph, breaks the Hessian's symmetry
+        assert any(p.startswith("dot-product test: <w, hvp(v)>: relative error vs <v, hvp(w)>")
+                   for p in report.problems)
+
+
 def test_check_fails_when_two_gradients_are_one_array(compiled):
     model, module = compiled["sigmoid_ratio"]
 
