@@ -20,8 +20,9 @@ Contract:
     symmetric), so it stays invertible, with ``det > 0``, when the check rounds it to integers.
 
   A singular matrix (``numpy.linalg.LinAlgError``) counts as outside the domain, as a floating-point
-  error does (``DOMAIN_ERRORS``): of the tape, the draw is redone; of the module where the tape is
-  not finite either, that way of calling is skipped with a note.
+  error does (``DOMAIN_ERRORS``): raised by the tape, the draw is redone (or that way of calling
+  skipped with a note); raised by the module where the tape is not finite either, that way of
+  calling is skipped with a note.
 
   When the tape's value or gradients are not finite, or raise a floating-point warning, other
   value ranges are tried for the other inputs (positive ones for log / sqrt, then (-1, 1), (0, 1)
@@ -698,7 +699,9 @@ class _Ctx:
             with np.errstate(all="ignore"):
                 out = getattr(self.module, fn)(*first, **args)
         except Exception as exc:  # noqa: BLE001 - a crashing module is a failed check, not a crash of the checker
-            if isinstance(exc, DOMAIN_ERRORS) and _domain(self.model, _as_f64(inputs)) != "clean":
+            # NumPy's linalg raises at a singular matrix where other functions give inf/nan (a
+            # module never raises those: ZeroDivisionError from Python floats is a bug)
+            if isinstance(exc, np.linalg.LinAlgError) and _domain(self.model, _as_f64(inputs)) != "clean":
                 report.notes.append(f"{how or fn}: skipped ({fn} raised {type(exc).__name__} where the "
                                     "tape is not finite either: outside the model's domain)")
             else:
@@ -1080,31 +1083,29 @@ def _dot_products(ctx, inputs):
         if err > report.rtol:
             report.error(f"dot-product test: {what}", against, err, f"rtol {report.rtol:g}")
 
-    if "jvp" in have:
-        u = vec()
-        jv = ctx.call("jvp", x, seed=u)
-        if jv is None:
-            return
+    def by_input(c, part):
+        """``c``'s ``part``, a dict shaped like the wrt inputs, else None (the comparisons with the
+        tape report a wrong key or shape)."""
+        d = None if c is None else c.parts.get(part)
+        fits = isinstance(d, dict) and sorted(d) == sorted(ctx.wrt) and all(
+            np.shape(d[k]) == np.shape(x[k]) for k in ctx.wrt)
+        return d if fits else None
+
+    if "jvp" in have and (jv := ctx.call("jvp", x, seed=(u := vec()))) is not None:
         v = rng.standard_normal(np.shape(jv.value)) if "vjp" in have else np.ones(np.shape(jv.value))
-        back = ctx.call("vjp", x, seed=v) if "vjp" in have else ctx.call("value_and_grad", x)
-        if back is None or sorted(back.grads) != sorted(ctx.wrt) or np.shape(jv.parts["tangent"]) != np.shape(v):
-            return  # the shapes and keys are reported by the comparisons with the tape
-        ju, jtv = {"": jv.parts["tangent"]}, back.grads
-        record("jvp/vjp", "<v, jvp(u)>", f"<{'vjp(v)' if 'vjp' in have else 'grad'}, u>",
-               dot(ju, {"": v}), dot(jtv, u), norm({"": v}) * norm(ju) + norm(jtv) * norm(u),
-               norm(u) * norm({"": v}) * max([1.0] + [_maxabs(g) for g in jtv.values()]))
+        jtv = by_input(ctx.call("vjp", x, seed=v) if "vjp" in have else ctx.call("value_and_grad", x), "grad")
+        ju, v = {"": jv.parts["tangent"]}, {"": v}
+        if jtv is not None and np.shape(ju[""]) == np.shape(v[""]):
+            record("jvp/vjp", "<v, jvp(u)>", f"<{'vjp(v)' if 'vjp' in have else 'grad'}, u>", dot(ju, v),
+                   dot(jtv, u), norm(v) * norm(ju) + norm(jtv) * norm(u),
+                   norm(u) * norm(v) * max([1.0] + [_maxabs(g) for g in jtv.values()]))
     if "hvp" in have:
         v, w = vec(), vec()
-        hv, hw = ctx.call("hvp", x, seed=v), ctx.call("hvp", x, seed=w)
-        if hv is None or hw is None or sorted(hv.parts["hvp"]) != sorted(ctx.wrt) \
-                or sorted(hw.parts["hvp"]) != sorted(ctx.wrt):
-            return
-        hv, hw = hv.parts["hvp"], hw.parts["hvp"]
-        if any(np.shape(hv[k]) != np.shape(x[k]) or np.shape(hw[k]) != np.shape(x[k]) for k in ctx.wrt):
-            return
-        record("hvp", "<w, hvp(v)>", "<v, hvp(w)>", dot(hv, w), dot(hw, v),
-               norm(w) * norm(hv) + norm(v) * norm(hw),
-               norm(v) * norm(w) * max([1.0] + [_maxabs(h) for h in (*hv.values(), *hw.values())]))
+        hv, hw = by_input(ctx.call("hvp", x, seed=v), "hvp"), by_input(ctx.call("hvp", x, seed=w), "hvp")
+        if hv is not None and hw is not None:
+            record("hvp", "<w, hvp(v)>", "<v, hvp(w)>", dot(hv, w), dot(hw, v),
+                   norm(w) * norm(hv) + norm(v) * norm(hw),
+                   norm(v) * norm(w) * max([1.0] + [_maxabs(h) for h in (*hv.values(), *hw.values())]))
 
 
 # -- one trial and the ways of calling -------------------------------------------------------------

@@ -91,6 +91,19 @@ def test_a_singular_matrix_is_outside_the_domain_not_a_crash():
         check(model, inputs={"S": np.ones((3, 3))})
 
 
+def test_a_module_raising_linalgerror_inside_the_domain_fails():
+    n = sp.Symbol("n")
+    S = MatrixSymbol("S", n, n)
+    model = Model(sp.log(sp.det(S)), wrt=[S], name="logdet")
+    module = symgrad.compile(model)
+
+    def singular(**inputs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    report = check(model, _fake(module, singular), calls=False)
+    assert not report.ok and any("value_and_grad raised LinAlgError" in p for p in report.problems)
+
+
 def test_rel_err():
     assert rel_err([1.0, 2.0], [1.0, 2.0]) == 0
     assert rel_err([1.0, 2.02], [1.0, 2.0]) == pytest.approx(0.02 / 2.02)
