@@ -123,6 +123,12 @@ def test_check_passes_and_write_test(work, capsys):
     assert "assert_matches_tape" in (work / "codegen_out" / "test_layer_numpy.py").read_text()
 
 
+def test_check_reports_the_dot_product_test(work, capsys):
+    code, out, _ = run(capsys, "compile", "layer.py", "--emit", "vjp,jvp,hvp", "--check")
+    assert code == 0
+    assert re.search(r"; dot products jvp/vjp \d\.\de[-+]\d+, hvp \d\.\de[-+]\d+", out), out
+
+
 def test_check_failure_exits_1(work, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "generate", lambda model, target, **kw: WRONG_SOURCE)
     code, out, _ = run(capsys, "compile", "two.py", "--model", "square", "--check")
