@@ -15,7 +15,14 @@ Contract:
     ``acos(2*x)``, elementwise through ``.applyfunc`` or ``X[i, j]`` too): inside the interval where
     every such argument is defined (the expression is walked once, iteratively, memoised by
     ``id()``: deep DAGs are never expanded into trees);
-  - else ``|v| >= 0.2`` (away from the kinks of Abs / Max / Piecewise / Heaviside at 0).
+  - else ``|v| >= 0.2`` (away from the kinks of Abs / Max / Piecewise / Heaviside at 0); a square
+    MatrixSymbol that ``det`` or an inverse (a solve) takes is then made diagonally dominant (not
+    symmetric), so it stays invertible, with ``det > 0``, when the check rounds it to integers.
+
+  A singular matrix (``numpy.linalg.LinAlgError``) counts as outside the domain, as a floating-point
+  error does (``DOMAIN_ERRORS``): raised by the tape, the draw is redone (or that way of calling
+  skipped with a note); raised by the module where the tape is not finite either, that way of
+  calling is skipped with a note.
 
   When the tape's value or gradients are not finite, or raise a floating-point warning, other
   value ranges are tried for the other inputs (positive ones for log / sqrt, then (-1, 1), (0, 1)
@@ -55,7 +62,11 @@ Contract:
     cotangent, its Jacobian (one exact VJP per entry of a value of at most ``JAC_EXACT_MAX``
     entries, else through a random cotangent), and central differences of its gradient along a
     random direction (``tape.hvp``), plus the Hessian's symmetry; the largest error per function
-    is ``CheckReport.derivatives``.
+    is ``CheckReport.derivatives``;
+  - the dot-product test, the module against itself (``_dot_products``): ``<v, jvp(u)>`` against
+    ``<vjp(v), u>`` (``value_and_grad``'s gradient with ``v`` all ones where there is no ``vjp``)
+    and ``<w, hvp(v)>`` against ``<v, hvp(w)>`` for random ``u``, ``v``, ``w``: equal up to
+    rounding, tolerance ``rtol``; the largest errors are ``CheckReport.dot_products``.
 
   Once per check (``calls=True``) the module is also called the other ways users call it, each
   compared with the tape and checked as above: scalar Symbols as Python floats and as 0-d arrays;
@@ -254,6 +265,38 @@ def inferred_domain(model) -> dict:
     return result
 
 
+def _inverted(model) -> set:
+    """Names of the square MatrixSymbols that ``det``, an inverse (``S.I``, ``S**-1``) or a solve
+    takes, directly or transposed: they are drawn diagonally dominant (see ``_dominant``).  Walks
+    the expression once, iteratively, memoised by id()."""
+    out, seen, stack = set(), set(), [model.expr]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen or not isinstance(e, sp.Basic):
+            continue
+        seen.add(id(e))
+        arg = None
+        if isinstance(e, (sp.Determinant, sp.Inverse)):
+            arg = e.args[0]
+        elif isinstance(e, sp.MatPow) and e.exp.is_negative:
+            arg = e.base
+        if isinstance(arg, sp.Transpose):
+            arg = arg.arg
+        if isinstance(arg, sp.MatrixSymbol) and arg.shape[0] == arg.shape[1]:
+            out.add(str(arg))
+        stack.extend(e.args)
+    return out
+
+
+def _dominant(v):
+    """``v`` with each diagonal entry raised above its row's other entries: strictly diagonally
+    dominant with a positive diagonal, so its eigenvalues have positive real parts (det > 0, log det
+    defined) and it stays so after rounding every entry to an integer (a margin of n + 1 > the n
+    changes of at most 1).  Not symmetric: a transposed gradient still shows."""
+    off = np.abs(v).sum(axis=1) - np.abs(np.diagonal(v))
+    return v + np.diag(off + v.shape[0] + 1.0 - np.diagonal(v))
+
+
 def _assumed(sym):
     if sym.is_positive or sym.is_nonnegative:
         return (0.0, _INF)
@@ -293,6 +336,11 @@ def _finite(value, grads) -> bool:
     return all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in [value, *grads.values()])
 
 
+# what the tape or a module raises at inputs outside the model's domain: a singular matrix is
+# outside the domain of det / inv / solve as log(0) is outside log's (the draw is redone or skipped)
+DOMAIN_ERRORS = (FloatingPointError, ZeroDivisionError, OverflowError, np.linalg.LinAlgError)
+
+
 def _domain(model, inputs) -> str:
     """'clean', 'warned' (finite, but a floating-point warning on the way) or 'bad'."""
     from . import tape
@@ -301,12 +349,12 @@ def _domain(model, inputs) -> str:
             if _finite(*tape.value_and_grad(model, **inputs)):
                 return "clean"
             return "bad"
-    except (FloatingPointError, ZeroDivisionError, OverflowError):
+    except DOMAIN_ERRORS:
         pass
     try:
         with np.errstate(all="ignore"):
             return "warned" if _finite(*tape.value_and_grad(model, **inputs)) else "bad"
-    except (FloatingPointError, ZeroDivisionError, OverflowError):
+    except DOMAIN_ERRORS:
         return "bad"
 
 
@@ -316,6 +364,7 @@ def sample_inputs(model, rng, dtype=np.float64, sizes=None, fixed=None) -> dict:
     shapes = input_shapes(model, sizes)
     explicit = dict(getattr(model, "domain", None) or {})
     inferred = inferred_domain(model)
+    inverted = _inverted(model)
     free = [s for s in model.inputs if str(s) not in fixed]
     attempts = [(draw, True) for draw in _STRATEGIES]
     if any(str(s) in inferred and str(s) not in explicit for s in free):
@@ -337,6 +386,8 @@ def sample_inputs(model, rng, dtype=np.float64, sizes=None, fixed=None) -> dict:
                 v = _draw_interval(rng, shapes[name], *interval)
             else:
                 v = _respect_assumptions(s, draw(rng, shapes[name]))
+                if name in inverted:
+                    v = _dominant(v)
             inputs[name] = np.asarray(v, dtype=np.float64)
         verdict = _domain(model, inputs)
         if verdict == "clean":
@@ -444,6 +495,7 @@ class CheckReport:
     max_rel_err_fd: float = 0.0
     float32_ok: bool = True
     derivatives: dict = field(default_factory=dict)  # function -> largest relative error (beyond the gradient)
+    dot_products: dict = field(default_factory=dict)  # "jvp/vjp", "hvp" -> largest error of the dot-product test
     problems: list = field(default_factory=list)
     calls: list = field(default_factory=list)     # the ways of calling the module that were checked
     notes: list = field(default_factory=list)     # what was skipped, and why
@@ -492,6 +544,8 @@ class CheckReport:
                 f"float32 {'ok' if self.float32_ok else 'FAILED'} ({self.trials} trials{ways})")
         if self.derivatives:
             errs += "; " + ", ".join(f"{fn} {err:.1e}" for fn, err in self.derivatives.items())
+        if self.dot_products:
+            errs += "; dot products " + ", ".join(f"{fn} {err:.1e}" for fn, err in self.dot_products.items())
         head = f"{self.model} [{self.target}]: largest relative errors: {errs}"
         if self.ok:
             return f"ok {head}"
@@ -645,7 +699,13 @@ class _Ctx:
             with np.errstate(all="ignore"):
                 out = getattr(self.module, fn)(*first, **args)
         except Exception as exc:  # noqa: BLE001 - a crashing module is a failed check, not a crash of the checker
-            report.problem(f"{fn} raised {type(exc).__name__}: {exc}", how)
+            # NumPy's linalg raises at a singular matrix where other functions give inf/nan (a
+            # module never raises those: ZeroDivisionError from Python floats is a bug)
+            if isinstance(exc, np.linalg.LinAlgError) and _domain(self.model, _as_f64(inputs)) != "clean":
+                report.notes.append(f"{how or fn}: skipped ({fn} raised {type(exc).__name__} where the "
+                                    "tape is not finite either: outside the model's domain)")
+            else:
+                report.problem(f"{fn} raised {type(exc).__name__}: {exc}", how)
             return None
         changed = [k for k, a in before.items() if not _same(run.host({**args, **seeds}[k]), a)]
         if changed:
@@ -771,10 +831,14 @@ def _compare(ctx, inputs, got, fwd, want_value, want_grads, *, how, rtol, floor,
     return ok
 
 
+def _as_f64(inputs) -> dict:
+    return {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+
+
 def _tape(model, inputs):
     from . import tape
     with np.errstate(all="ignore"):
-        return tape.value_and_grad(model, **{k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()})
+        return tape.value_and_grad(model, **_as_f64(inputs))
 
 
 # -- finite differences ------------------------------------------------------------------------------
@@ -993,6 +1057,57 @@ def _derivative_checks(ctx, inputs, want_value, want_grads):
                     "finite differences of the tape's gradient")
 
 
+def _dot_products(ctx, inputs):
+    """The dot-product test (autograd's and PyTorch's fast gradcheck): for random ``u``, ``v``, ``w``,
+    ``<v, J u>`` from ``jvp`` equals ``<J^T v, u>`` from ``vjp`` (from ``value_and_grad``, ``v`` all
+    ones, where the module has no ``vjp``), and ``<w, H v>`` equals ``<v, H w>`` from two ``hvp``
+    calls.  The module against itself, exact up to rounding: no tape, no finite differences, so it
+    catches a wrong tangent rule however the tape is built.  Errors are relative to the
+    Cauchy-Schwarz bound of the two sides (``||v|| ||J u|| + ||J^T v|| ||u||``), at least FLOOR x
+    ``||u|| ||v||`` x the gradient's scale; they go to ``CheckReport.dot_products``."""
+    have, report, rng = getattr(ctx.module, "DERIVATIVES", ("grad",)), ctx.report, ctx.fd_rng
+    x = _as_f64(inputs)
+
+    def vec():
+        return {k: rng.standard_normal(np.shape(x[k])) for k in ctx.wrt}
+
+    def dot(a, b):
+        return sum(float(np.sum(np.asarray(a[k], np.float64) * b[k])) for k in b)
+
+    def norm(a):
+        return math.sqrt(dot(a, a))
+
+    def record(name, what, against, lhs, rhs, bound, scale):
+        err = abs(lhs - rhs) / max(bound, FLOOR * scale)
+        report.dot_products[name] = max(report.dot_products.get(name, 0.0), err)
+        if err > report.rtol:
+            report.error(f"dot-product test: {what}", against, err, f"rtol {report.rtol:g}")
+
+    def by_input(c, part):
+        """``c``'s ``part``, a dict shaped like the wrt inputs, else None (the comparisons with the
+        tape report a wrong key or shape)."""
+        d = None if c is None else c.parts.get(part)
+        fits = isinstance(d, dict) and sorted(d) == sorted(ctx.wrt) and all(
+            np.shape(d[k]) == np.shape(x[k]) for k in ctx.wrt)
+        return d if fits else None
+
+    if "jvp" in have and (jv := ctx.call("jvp", x, seed=(u := vec()))) is not None:
+        v = rng.standard_normal(np.shape(jv.value)) if "vjp" in have else np.ones(np.shape(jv.value))
+        jtv = by_input(ctx.call("vjp", x, seed=v) if "vjp" in have else ctx.call("value_and_grad", x), "grad")
+        ju, v = {"": jv.parts["tangent"]}, {"": v}
+        if jtv is not None and np.shape(ju[""]) == np.shape(v[""]):
+            record("jvp/vjp", "<v, jvp(u)>", f"<{'vjp(v)' if 'vjp' in have else 'grad'}, u>", dot(ju, v),
+                   dot(jtv, u), norm(v) * norm(ju) + norm(jtv) * norm(u),
+                   norm(u) * norm(v) * max([1.0] + [_maxabs(g) for g in jtv.values()]))
+    if "hvp" in have:
+        v, w = vec(), vec()
+        hv, hw = by_input(ctx.call("hvp", x, seed=v), "hvp"), by_input(ctx.call("hvp", x, seed=w), "hvp")
+        if hv is not None and hw is not None:
+            record("hvp", "<w, hvp(v)>", "<v, hvp(w)>", dot(hv, w), dot(hw, v),
+                   norm(w) * norm(hv) + norm(v) * norm(hw),
+                   norm(v) * norm(w) * max([1.0] + [_maxabs(h) for h in (*hv.values(), *hw.values())]))
+
+
 # -- one trial and the ways of calling -------------------------------------------------------------
 def _trial(ctx, inputs):
     report = ctx.report
@@ -1007,6 +1122,7 @@ def _trial(ctx, inputs):
     ctx.later_calls(got, fwd, inputs)
     _fd_check(ctx, inputs, ok, _grad_floor(want_value, want_grads, 1.0))
     _derivative_checks(ctx, inputs, want_value, want_grads)
+    _dot_products(ctx, inputs)
 
 
 def _first(v):
@@ -1077,8 +1193,12 @@ def _ways(ctx, inputs, float32):
 def _calling_conventions(ctx, inputs, float32):
     report = ctx.report
     for how, passed, values, dtype in _ways(ctx, inputs, float32):
+        try:
+            want_value, want_grads = _tape(ctx.model, values)
+        except DOMAIN_ERRORS as exc:  # e.g. a matrix that float32 rounding made singular
+            report.notes.append(f"{how}: skipped (the tape raised {type(exc).__name__}: outside the model's domain)")
+            continue
         report.calls.append(how)
-        want_value, want_grads = _tape(ctx.model, values)
         got = ctx.call("value_and_grad", passed, how)
         fwd = ctx.call("forward", passed, how)
         if got is None:

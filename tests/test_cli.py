@@ -36,6 +36,25 @@ def forward(x, y): return x ** 2 * y
 def value_and_grad(x, y): return forward(x, y), {"x": 2.02 * x * y}
 '''
 
+# det, inverse and solve of a matrix of symbolic size: the check's integer-input trial rounds the
+# drawn matrix, which must neither be singular nor make the check fail a correct module
+LINALG = """
+import sympy as sp
+import symgrad
+n = sp.Symbol("n")
+S, B = sp.MatrixSymbol("S", n, n), sp.MatrixSymbol("B", n, 2)
+logdet = symgrad.Model(sp.log(sp.det(S)), wrt=[S], name="logdet")
+inverse = symgrad.Model(sp.Trace(S.inv()), wrt=[S], name="inverse")
+solve = symgrad.Model(sp.Trace(B.T * S.inv() * B), wrt=[S, B], name="solve")
+"""
+
+WRONG_LOGDET = '''
+import numpy as np
+INPUTS = ("S",); WRT = ("S",); TARGET = "numpy"
+def forward(S): return np.linalg.slogdet(np.asarray(S, float))[1]
+def value_and_grad(S): return forward(S), {"S": np.linalg.inv(np.asarray(S, float))}  # not transposed
+'''
+
 
 @pytest.fixture
 def work(tmp_path, monkeypatch):
@@ -104,12 +123,32 @@ def test_check_passes_and_write_test(work, capsys):
     assert "assert_matches_tape" in (work / "codegen_out" / "test_layer_numpy.py").read_text()
 
 
+def test_check_reports_the_dot_product_test(work, capsys):
+    code, out, _ = run(capsys, "compile", "layer.py", "--emit", "vjp,jvp,hvp", "--check")
+    assert code == 0
+    assert re.search(r"; dot products jvp/vjp \d\.\de[-+]\d+, hvp \d\.\de[-+]\d+", out), out
+
+
 def test_check_failure_exits_1(work, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "generate", lambda model, target, **kw: WRONG_SOURCE)
     code, out, _ = run(capsys, "compile", "two.py", "--model", "square", "--check")
     assert code == 1
     assert "FAILED square [numpy]" in out and "grad of x" in out
     assert (work / "codegen_out" / "square_numpy.py").exists()     # kept for inspection
+
+
+def test_check_of_det_inverse_and_solve_models_passes(work, capsys):
+    (work / "linalg.py").write_text(LINALG)
+    code, out, _ = run(capsys, "compile", "linalg.py", "--check")
+    assert code == 0, out
+    assert all(f"ok {m} [numpy]" in out for m in ("logdet", "inverse", "solve")) and "could not run" not in out
+
+
+def test_check_of_det_still_fails_a_wrong_gradient(work, capsys, monkeypatch):
+    (work / "linalg.py").write_text(LINALG)
+    monkeypatch.setattr(pipeline, "generate", lambda model, target, **kw: WRONG_LOGDET)
+    code, out, _ = run(capsys, "compile", "linalg.py", "--model", "logdet", "--check")
+    assert code == 1 and "FAILED logdet [numpy]" in out and "grad of S: relative error vs tape" in out
 
 
 def test_version(capsys):

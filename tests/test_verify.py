@@ -70,6 +70,40 @@ def test_sample_inputs_report_an_empty_domain():
         sample_inputs(Model(sp.log(-x ** 2 - 1), name="never"), np.random.default_rng(0))
 
 
+def test_matrices_that_det_or_inverse_take_are_drawn_invertible_after_rounding():
+    n = sp.Symbol("n")
+    S, T = MatrixSymbol("S", n, n), MatrixSymbol("T", n, n)
+    model = Model(sp.log(sp.det(S)) + sp.Trace(T.T.inv()), wrt=[S, T], name="linalg")
+    for seed in range(5):
+        inputs = sample_inputs(model, np.random.default_rng(seed))
+        for name in ("S", "T"):
+            v = inputs[name]
+            assert not np.allclose(v, v.T)  # a transposed gradient must still show
+            for rounding in (np.round, np.floor, np.ceil, np.trunc):
+                assert np.linalg.det(rounding(v)) > 0.5, (seed, name, rounding.__name__)
+
+
+def test_a_singular_matrix_is_outside_the_domain_not_a_crash():
+    n = sp.Symbol("n")
+    S = MatrixSymbol("S", n, n)
+    model = Model(sp.log(sp.det(S)), wrt=[S], name="logdet")
+    with pytest.raises(SymgradError, match="not finite"):   # the tape's LinAlgError: outside the domain
+        check(model, inputs={"S": np.ones((3, 3))})
+
+
+def test_a_module_raising_linalgerror_inside_the_domain_fails():
+    n = sp.Symbol("n")
+    S = MatrixSymbol("S", n, n)
+    model = Model(sp.log(sp.det(S)), wrt=[S], name="logdet")
+    module = symgrad.compile(model)
+
+    def singular(**inputs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    report = check(model, _fake(module, singular), calls=False)
+    assert not report.ok and any("value_and_grad raised LinAlgError" in p for p in report.problems)
+
+
 def test_rel_err():
     assert rel_err([1.0, 2.0], [1.0, 2.0]) == 0
     assert rel_err([1.0, 2.02], [1.0, 2.0]) == pytest.approx(0.02 / 2.02)
@@ -313,6 +347,44 @@ def test_check_fails_on_a_bug_planted_in_generated_source(bug):
     assert not report.ok and report.summary().startswith("FAILED")
     for want in wants:
         assert any(want in p for p in report.problems), (want, report.problems)
+
+
+# -- the dot-product test: <v, J u> (jvp) == <J^T v, u> (vjp), <w, H v> == <v, H w> (hvp) -----------
+DOT_MODELS = {
+    "tanh_layer": lambda: Model((X * W).applyfunc(sp.tanh), wrt=[W, X], name="tanh_layer"),
+    "scaled_trace": CORPUS["scaled_trace"],
+}
+
+
+@pytest.mark.parametrize("emit", ["jvp", "vjp,jvp,hvp"])
+@pytest.mark.parametrize("key", sorted(DOT_MODELS))
+def test_dot_product_test_passes_generated_modules(key, emit):
+    model = DOT_MODELS[key]()
+    report = check(model, symgrad.compile(model, emit=emit), calls=False)
+    assert report.ok, report.problems
+    want = {"jvp/vjp", "hvp"} if "hvp" in emit else {"jvp/vjp"}
+    assert set(report.dot_products) == want and max(report.dot_products.values()) < 1e-13
+    assert "; dot products jvp/vjp " in report.summary()
+
+
+@pytest.mark.parametrize("emit", ["jvp", "vjp,jvp,hvp"])
+def test_dot_product_test_catches_a_wrong_jvp_rule_in_the_op_table(emit, monkeypatch):
+    """A sign flip in matmul's tangent rule (the second factor's share)."""
+    import dataclasses
+    from symgrad import ops
+
+    def flipped(G, t, out, a, b):
+        ta, tb = ops.full(G, t[0], a), ops.full(G, t[1], b)
+        return ops._add_tangents(G, ta and G.matmul(ta, b), tb and G.neg(G.matmul(a, tb)))
+
+    monkeypatch.setitem(ops.OPS, "matmul", dataclasses.replace(ops.OPS["matmul"], jvp=flipped))
+    model = DOT_MODELS["tanh_layer"]()
+    report = check(model, symgrad.compile(model, emit=emit), calls=False)
+    assert report.dot_products["jvp/vjp"] > 1e-3
+    assert any(p.startswith("dot-product test: <v, jvp(u)>: relative error vs <") for p in report.problems)
+    if "hvp" in emit:  # the same rule, run over the gradient's graph, breaks the Hessian's symmetry
+        assert any(p.startswith("dot-product test: <w, hvp(v)>: relative error vs <v, hvp(w)>")
+                   for p in report.problems)
 
 
 def test_check_fails_when_two_gradients_are_one_array(compiled):
