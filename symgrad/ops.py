@@ -137,7 +137,7 @@ def _fold_consts(name):
                 v = OPS[name].ev(*vals)
             except (ValueError, ZeroDivisionError, OverflowError):
                 return None
-            if isinstance(v, bool) or not math.isfinite(v):
+            if isinstance(v, (bool, complex)) or not math.isfinite(v):  # (-1.0) ** (1/3) is complex
                 return None
             return G.const(v)
         return None
