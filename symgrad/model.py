@@ -121,6 +121,40 @@ def _sized_symbols(expr) -> set:
     return found
 
 
+def _check_slices(expr) -> None:
+    """Refuse a stepped slice whose step does not divide its extent: SymPy's ``MatrixSlice`` gives
+    ``A[::2, :]`` of 3 rows the shape ``(1, 3)`` (it floors ``(stop - start)/step``) where Python,
+    NumPy and SymPy's explicit matrices take rows 0 and 2.  Every shape built on it is SymPy's, so
+    following it would drop a row silently; the compiler and the tape both read this check."""
+    from sympy.matrices.expressions.slice import MatrixSlice
+
+    seen, stack = set(), [expr]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, MatrixSlice):
+            for axis, (start, stop, step) in zip(("rows", "columns"), (e.rowslice, e.colslice)):
+                extent = sp.sympify(stop - start)
+                if step == 1 or (extent % step).is_zero:
+                    continue
+                if extent.is_Integer:
+                    took = list(range(start, stop, step))
+                    one = [f"{e.parent}[{k}:{k + 1}, :]" if axis == "rows" else f"{e.parent}[:, {k}:{k + 1}]"
+                           for k in took[:3]] + (["..."] if len(took) > 3 else [])
+                    took, kept = f"{axis} {', '.join(map(str, took))}", f"only {len(took) - 1} of them"
+                    fix = f"take the {axis} one slice each ({', '.join(one)}) or use a step that divides stop - start"
+                else:
+                    took = f"the {axis} {start}, {start} + {step}, ... below {stop}"
+                    kept = f"one fewer unless {step} divides {extent}"
+                    fix = f"use a step of 1, or integer bounds whose difference {step} divides"
+                raise SymgradError(
+                    f"the slice {e} takes {took} in Python and NumPy, but SymPy's MatrixSlice gives it "
+                    f"shape {e.shape} (it floors (stop - start)/step = ({extent})/{step}), {kept}: {fix}")
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, sp.Basic))
+
+
 def _dag_hash(expr) -> str:
     """sha256 of ``expr``'s structure: class names, atoms' ``srepr`` and the children's hashes,
     computed once per distinct object (post-order, explicit stack)."""
@@ -179,6 +213,7 @@ class Model:
             expr, indexed = indexed_to_matrices(expr)
         except NotMatrix as exc:
             raise SymgradError(f"Model{' ' + name if name else ''}: {exc}") from None
+        _check_slices(expr)
         self.expr = expr
         self.name = name
         found = leaves(expr)

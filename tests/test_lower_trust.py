@@ -44,3 +44,41 @@ def test_real_constant_of_complex_parts_is_its_value():
     model = symgrad.Model(x * half, wrt=[x])
     value, grads = symgrad.compile(model).value_and_grad(x=3.0)
     assert value == pytest.approx(1.5) and grads["x"] == pytest.approx(0.5)
+
+
+# -- 2. a stepped slice SymPy gives fewer entries than Python is refused, never followed -------------
+A3 = sp.MatrixSymbol("A", 3, 3)
+A_VAL = np.arange(9.0).reshape(3, 3) ** 1.5
+
+
+@pytest.mark.parametrize("make, taken", [
+    (lambda A: A[::2, :], "rows 0, 2"),
+    (lambda A: A[:, ::2], "columns 0, 2"),
+    (lambda A: A[0:3:2, 1:], "rows 0, 2"),
+])
+def test_uneven_stepped_slice_is_refused(make, taken):
+    sl = make(A3)
+    with pytest.raises(SymgradError) as info:
+        symgrad.Model(sl.T * sl, wrt=[A3])      # the tape and the compiler both read the Model
+    msg = str(info.value)
+    assert str(sl) in msg and taken in msg and str(sl.shape) in msg and "one slice each" in msg
+
+
+def test_uneven_stepped_slice_of_a_symbolic_dimension_is_refused():
+    N = sp.Symbol("N")
+    B = sp.MatrixSymbol("B", N, 3)
+    with pytest.raises(SymgradError, match=r"B\[::2, :\].*floor\(N/2\)"):
+        symgrad.Model(B[::2, :], wrt=[B])
+
+
+@pytest.mark.parametrize("make, index", [
+    (lambda A: A[1::2, :], np.s_[1::2, :]),      # rows 1 (extent 2, step 2: SymPy agrees)
+    (lambda A: A[0:2:2, ::1], np.s_[0:2:2, :]),
+    (lambda A: A[:, 0:3:3], np.s_[:, 0:3:3]),
+])
+def test_even_stepped_slice_matches_numpy(make, index):
+    sl = make(A3)
+    model = symgrad.Model(sp.HadamardPower(sl, 2), wrt=[A3])
+    module = symgrad.compile(model)
+    assert np.array_equal(module.forward(A=A_VAL), A_VAL[index] ** 2)
+    assert_matches_oracles(model, module, {"A": A_VAL})

@@ -143,8 +143,8 @@ MATRIX_ROWS = {
     "zero_matrix": (X * W + sp.ZeroMatrix(N, k), [W]),
     "matpow": (S ** 2, [S]),
     # slices: integer bounds and steps, or a whole (symbolic) axis; a returned slice is copied
-    "slice": (sp.Trace(Z[:, :1].T * Z[:, 1:2]) + sp.Trace(P[1:3, ::2].T * P[::2, 1:2]), [W, b, P]),
-    "slice_value": (P[1:, :] * lam + P[:3:2, :].T * P[:1, :], [P, lam]),  # SymPy's [:3:2] has 1 row
+    "slice": (sp.Trace(Z[:, :1].T * Z[:, 1:2]) + sp.Trace(P[1:3, 0:2:2].T * P[::2, 1:2]), [W, b, P]),
+    "slice_value": (P[1:, :] * lam + P[:2:2, :].T * P[:1, :], [P, lam]),  # steps divide the extents: NumPy = SymPy
     # diagonals: DiagMatrix of a column and of a row, DiagonalOf a square matrix
     "diag": (sp.Trace(sp.DiagMatrix(X * W * sp.OneMatrix(k, 1)) * sp.DiagMatrix(v)) * lam
              + sp.Trace(sp.DiagonalOf(S).T * S * sp.DiagonalOf(S)) + sp.Trace(sp.DiagMatrix(b) * W.T * W),
