@@ -66,7 +66,28 @@ def page() -> str:
         "",
         op_table(),
         "",
+        "## Semantics and refusals that no table shows",
+        "",
+        *_NOTES,
+        "",
     ])
+
+
+# what lowering and the Model check beyond the tables: each line is a rule a test holds
+_NOTES = [
+    "- **Scalar inputs of a model with matrices** (a `MatrixSymbol` input, a dimension, or a matrix value)",
+    "  bind one number: a Python number, a 0-d array, or an array of one entry with at most two axes",
+    "  (`(1,)`, `(1, 1)`), which broadcasts like the number. A larger array would be broadcast against",
+    "  the matrices' own axes, which no matrix expression means: the module and the tape raise a",
+    "  `ValueError` naming the input. In a model without matrices a scalar Symbol binds an array of any",
+    "  shape and broadcasts as NumPy does.",
+    "- **Stepped slices** `M[a:b:s, ...]` need a step that divides `b - a`. SymPy's `MatrixSlice` floors",
+    "  `(b - a)/s`: `A[::2, :]` of 3 rows has shape `(1, 3)` to SymPy (row 0) but rows 0 and 2 to",
+    "  Python and NumPy. `Model(...)` refuses such a slice, naming it, SymPy's shape and the rows",
+    "  Python takes; take the rows one slice each (`A[0:1, :]`, `A[2:3, :]`).",
+    "- **Complex constants**: a constant SymPy makes complex (`(-1)**Rational(1, 3)`, `exp(I*pi/3)`,",
+    "  `sqrt(-2)`, `log(-1)`, `acos(2)`) is an error naming the constant and the term it is in.",
+]
 
 
 if __name__ == "__main__":

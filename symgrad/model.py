@@ -213,7 +213,10 @@ class Model:
             expr, indexed = indexed_to_matrices(expr)
         except NotMatrix as exc:
             raise SymgradError(f"Model{' ' + name if name else ''}: {exc}") from None
-        _check_slices(expr)
+        try:
+            _check_slices(expr)
+        except SymgradError as exc:
+            raise SymgradError(f"Model{' ' + name if name else ''}: {exc}") from None
         self.expr = expr
         self.name = name
         found = leaves(expr)
@@ -260,6 +263,15 @@ class Model:
     @property
     def is_matrix(self) -> bool:
         return isinstance(self.expr, sp.MatrixExpr)
+
+    @property
+    def scalars_are_numbers(self) -> bool:
+        """Whether a scalar Symbol must bind one number (a Python number, a 0-d array, or an array of
+        one entry and at most two axes, which broadcasts like it): in a model with matrices (a
+        MatrixSymbol input, a dimension, or a matrix value), a larger array would be broadcast
+        against the matrices' own axes (``s*X`` with ``s`` of shape ``(3,)``), which is no matrix
+        expression's meaning; so the module and the tape refuse it, naming the input."""
+        return bool(self.is_matrix or self.dims or any(isinstance(s, sp.MatrixSymbol) for s in self.inputs))
 
     @property
     def shape(self):

@@ -75,6 +75,11 @@ class Program:
     def matrices(self) -> list[Input]:
         return [i for i in self.inputs if i.is_matrix]
 
+    @property
+    def scalars_are_numbers(self) -> bool:
+        """Whether a scalar input must be one number (see :attr:`symgrad.model.Model.scalars_are_numbers`)."""
+        return bool(self.matrices or self.dims or self.out.shape not in (None, ()))
+
     def value_text(self, width: int = 300) -> str:
         return render(self.src, self.out.id, width) or "(value)"
 

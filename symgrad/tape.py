@@ -543,6 +543,12 @@ def _record(model, inputs, wrt):
         raise SymgradError(f"model {model.name}: unexpected input(s) {', '.join(unknown)} "
                            f"(inputs are {', '.join(names)})")
     bound = {n: _bind(model, n, v) for n, v in inputs.items()}
+    if model.scalars_are_numbers:
+        for n, a in bound.items():
+            if not isinstance(names[n], MatrixSymbol) and (a.size != 1 or a.ndim > 2):
+                raise ValueError(f"model {model.name}: input {n!r} is a scalar Symbol of a model with "
+                                 f"matrices, so it must be one number (a 0-d array, or shape (1,) or "
+                                 f"(1, 1)), got shape {a.shape}")
     dims = model.dim_values(bound)
     strong = [a.dtype for n, a in bound.items() if type(inputs[n]) not in (float, int, bool)]
     dtype = np.result_type(*strong) if strong else np.dtype(np.float64)

@@ -82,3 +82,49 @@ def test_even_stepped_slice_matches_numpy(make, index):
     module = symgrad.compile(model)
     assert np.array_equal(module.forward(A=A_VAL), A_VAL[index] ** 2)
     assert_matches_oracles(model, module, {"A": A_VAL})
+
+
+# -- 9. a scalar Symbol of a model with matrices is one number: an array is refused, naming it --------
+s = sp.Symbol("s")
+X2 = sp.MatrixSymbol("X", 2, 2)
+X_VAL = np.array([[1.0, -2.0], [0.5, 3.0]])
+
+
+@pytest.mark.parametrize("expr", [s * X2, sp.Trace(s * X2), (X2 * X2.T)[0, 0] + s],
+                         ids=["matrix value", "trace", "entry"])
+@pytest.mark.parametrize("shape", [(3,), (2, 2), (3, 2, 2), (1, 1, 1)])
+@pytest.mark.parametrize("target", ["numpy", "numba"])
+def test_scalar_input_of_a_matrix_model_bound_to_an_array_names_it(expr, shape, target):
+    pytest.importorskip(target)
+    model = symgrad.Model(expr, wrt=[s, X2], name="scaled")
+    module = symgrad.compile(model, target)
+    for run in (module.forward, module.value_and_grad,
+                lambda **kw: tape.value_and_grad(model, **kw)):
+        with pytest.raises(ValueError, match=r"input 's' is a scalar Symbol of a model with matrices.*"
+                                             + repr(shape).replace("(", r"\(").replace(")", r"\)")):
+            run(s=np.ones(shape), X=X_VAL)
+
+
+@pytest.mark.parametrize("value", [2.5, np.float64(2.5), np.array(2.5), np.float32(2.5), 2])
+def test_scalar_input_of_a_matrix_model_as_one_number(value):
+    model = symgrad.Model(sp.HadamardPower(s * X2, 2), wrt=[s, X2])
+    module = symgrad.compile(model)
+    out = module.forward(s=value, X=X_VAL)
+    assert np.allclose(out, (float(value) * X_VAL) ** 2)          # NumPy, by hand
+    assert_matches_oracles(model, module, {"s": float(value), "X": X_VAL})
+
+
+def test_scalar_inputs_of_a_scalar_model_still_broadcast():
+    model = symgrad.Model(s ** 2 * x, wrt=[s, x])
+    value, grads = symgrad.compile(model).value_and_grad(s=np.arange(3.0), x=np.ones((2, 1)))
+    assert value.shape == (2, 3) and np.allclose(grads["s"], 2 * np.arange(3.0) * 2)
+
+
+@pytest.mark.parametrize("shape", [(1,), (1, 1)])
+def test_scalar_input_of_a_matrix_model_as_one_entry_broadcasts_like_the_number(shape):
+    model = symgrad.Model(sp.HadamardPower(s * X2, 2), wrt=[s, X2])
+    module = symgrad.compile(model)
+    value, grads = module.value_and_grad(s=np.full(shape, 1.5), X=X_VAL)
+    assert value.shape == (2, 2) and np.allclose(value, (1.5 * X_VAL) ** 2)
+    assert np.shape(grads["s"]) == shape and np.allclose(grads["s"], np.sum(2 * 1.5 * X_VAL ** 2))
+    assert_matches_oracles(model, module, {"s": np.full(shape, 1.5), "X": X_VAL})
