@@ -222,6 +222,8 @@ class Lowering:
             return [x for pair in e.args for x in pair]
         if isinstance(e, (sp.OneMatrix, sp.ZeroMatrix, sp.Identity)):
             return []
+        if isinstance(e, sp.MatrixBase):  # an explicit matrix: its entries, row by row
+            return list(e)
         return list(e.args)
 
     def _handler(self, e):
@@ -456,6 +458,33 @@ class Lowering:
                 raise unsupported(e, "a slice of a symbolic dimension must be the whole axis")
         return self.G.op("slice", k[0], attr=tuple(axes))
 
+    def _lower_ImmutableDenseMatrix(self, e, k):
+        """An explicit matrix of scalar expressions (a Cholesky factor built from packed
+        parameters): the sum of its nonzero entries, each put in zeros of its shape (``onehot``,
+        whose gradient is that entry of the cotangent).  Meant for small matrices: one array each."""
+        G, shape = self.G, shape_of(e)
+        cols = shape[1]
+        # an entry of scalar inputs has a run-time shape, one entry in a model with matrices (see
+        # symgrad.model._numbers): its sum makes it 0-d, so that its gradient is one entry of
+        # the cotangent, never the cotangent broadcast like the matrix
+        parts = [G.op("onehot", n if n.shape == () else G.sum(n), attr=(shape, p // cols, p % cols))
+                 for p, n in enumerate(k) if not (n.op == "const" and n.attr == 0)]
+        return reduce(G.add, parts) if parts else G.bcast(G.const(0), shape)
+
+    def _lower_Shifted(self, e, k):  # x[i + c] of an indexed Sum (symgrad.indexed)
+        return self.G.op("shift", k[0], attr=(int(e.args[1]), int(e.args[2])))
+
+    def _lower_Window(self, e, k):
+        """A Sum over part of an axis (symgrad.indexed): the entries before ``lo`` and the last ``m``
+        are 0, selected away (a where: an infinite entry there never becomes a NaN)."""
+        G, F = self.G, k[0]
+        axis, lo, m = (int(a) for a in e.args[1:])
+        line = [1, 1]
+        line[axis] = F.shape[axis]
+        ones = G.bcast(G.const(1), tuple(line))
+        masks = [G.op("ne", G.op("shift", ones, attr=(axis, c)), G.const(0)) for c in (-lo, m) if c]
+        return G.where(reduce(lambda a, b: G.op("and", a, b), masks), F, G.const(0))
+
     def _lower_ElementwiseApplyFunction(self, e, k):
         f = e.function
         if isinstance(f, sp.Lambda):
@@ -488,7 +517,7 @@ def lower_model(model) -> Program:
         G.src.setdefault(input_nodes[i.name].id, (i.name,))
     return Program(name=model.name or "model", graph=G, out=out, inputs=inputs, input_nodes=input_nodes,
                    wrt=[str(w) for w in model.wrt], dims=[str(d) for d in model.dims],
-                   source_hash=model.source_hash(), src=G.src)
+                   source_hash=model.source_hash(), src=G.src, numbers=model.numbers)
 
 
 def _call_attr(spec, spec_of):

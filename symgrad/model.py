@@ -155,6 +155,26 @@ def _check_slices(expr) -> None:
         stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, sp.Basic))
 
 
+def _numbers(expr, inputs) -> tuple:
+    """Names of the scalar Symbols used inside a matrix expression or an indexed ``Sum`` (``s*X``,
+    ``applyfunc(lambda t: s*t)``, ``Sum(s*x[i], ...)``): each binds one number (a Python number, a
+    0-d array, or an array of one entry and at most two axes, which broadcasts like it).  A larger
+    array would be broadcast against the matrices' own axes (``s`` of shape ``(3,)`` times a 2 x 2
+    ``X``), which is no matrix expression's meaning: the module and the tape refuse it, naming the
+    input.  Outside matrices (``Trace(X.T*X) + s``) a scalar Symbol broadcasts as NumPy does."""
+    found, seen, stack = set(), set(), [(expr, False)]
+    while stack:
+        e, inside = stack.pop()
+        if (id(e), inside) in seen:
+            continue
+        seen.add((id(e), inside))
+        if isinstance(e, sp.Symbol) and inside and e in inputs:
+            found.add(e.name)
+        inside = inside or (isinstance(e, (sp.MatrixExpr, sp.Sum)) and not isinstance(e, sp.MatrixSymbol))
+        stack.extend((a, inside) for a in getattr(e, "args", ()) if isinstance(a, sp.Basic))
+    return tuple(sorted(found))
+
+
 def _dag_hash(expr) -> str:
     """sha256 of ``expr``'s structure: class names, atoms' ``srepr`` and the children's hashes,
     computed once per distinct object (post-order, explicit stack)."""
@@ -252,6 +272,7 @@ class Model:
         dup = sorted(n for n, k in collections.Counter(names).items() if k > 1)
         if dup:
             raise SymgradError(f"two different symbols share the name {dup[0]!r}")
+        self.numbers = _numbers(expr, set(self.inputs))
         self.domain = _check_domain(self, domain)
         from .program import derivatives as _derivatives
         try:
@@ -263,15 +284,6 @@ class Model:
     @property
     def is_matrix(self) -> bool:
         return isinstance(self.expr, sp.MatrixExpr)
-
-    @property
-    def scalars_are_numbers(self) -> bool:
-        """Whether a scalar Symbol must bind one number (a Python number, a 0-d array, or an array of
-        one entry and at most two axes, which broadcasts like it): in a model with matrices (a
-        MatrixSymbol input, a dimension, or a matrix value), a larger array would be broadcast
-        against the matrices' own axes (``s*X`` with ``s`` of shape ``(3,)``), which is no matrix
-        expression's meaning; so the module and the tape refuse it, naming the input."""
-        return bool(self.is_matrix or self.dims or any(isinstance(s, sp.MatrixSymbol) for s in self.inputs))
 
     @property
     def shape(self):

@@ -127,6 +127,9 @@ ii, jj, jx = sp.Symbol("i"), sp.Symbol("jj"), sp.Idx("j", d)
 
 MATRIX_ROWS = {
     "matmul_bias": (Z, [W, b]),
+    # shifted indices and sums over part of an axis, along both axes (shift, a where selects the part)
+    "shift": (sp.Sum(sp.tanh(X[ii + 1, jj]) * X[ii, jj - 1], (ii, 0, N - 2), (jj, 1, d - 1)), [X]),
+    "explicit_matrix": (sp.Matrix([[sp.exp(lam), 0], [lam, 1]]) * Q, [Q, lam]),  # onehot per entry
     "entry": (sp.exp(W[1, 0]) * b.T[1, 0] * X, [W, b]),       # integer indices into larger matrices
     "transpose": (sp.Transpose(Z) * X, [W, b, X]),
     "row_sum": (sp.OneMatrix(1, N) * Z.applyfunc(sp.tanh), [W, b]),
@@ -344,7 +347,8 @@ def test_indexed_sums_are_matrix_products_and_name_what_is_not():
     value, grads = symgrad.compile(model).value_and_grad(Xi=X_, ui=u_, yi=y_)
     assert rel_err(value, np.sum((X_ @ u_ - y_) ** 2) / 6) < 1e-14
     assert rel_err(grads["ui"], 2 * X_.T @ (X_ @ u_ - y_) / 6) < 1e-14
-    for expr, why in [(sp.Sum(xi[ii] * xi[ii + 1], (ii, 0, N - 1)), r"unsupported SymPy construct Sum: .*xi\[i \+ 1"),
+    for expr, why in [(sp.Sum(xi[ii] * xi[ii + 1], (ii, 0, N - 1)), r"xi .*run up to N and to N - 1.*shape=\(N,\)"),
+                      (sp.Sum(ci[ii] * ci[ii + 1], (ii, 0, 2)), r"ci\[i \+ 1\] runs past an end of ci \(length 3\)"),
                       (sp.Sum(sp.IndexedBase("T")[ii, ii, ii], (ii, 0, N - 1)), "IndexedBase T has 3 indices"),
                       (sp.Sum(xi[ii], (ii, 1, N)), r"length of axis 0 of the IndexedBase xi .*shape=\(N,\)")]:
         with pytest.raises(symgrad.SymgradError, match=why):

@@ -55,13 +55,13 @@ def _dims(arrays):
 
 _HELPER_NUMBERS = '''
 def _scalars(**values):
-    """Check that each scalar input is one number (an array of one entry and at most two axes
-    broadcasts like it): in a model with matrices a larger array would be broadcast against the
+    """Check that each scalar input used inside a matrix expression is one number (an array of one
+    entry and at most two axes broadcasts like it): a larger array would be broadcast against the
     matrices' own axes."""
     for name, x in values.items():
         if x.shape and (x.size != 1 or len(x.shape) > 2):  # (promoted: an array or a NumPy scalar)
-            raise ValueError(f"{MODEL}: input {name!r} is a scalar Symbol of a model with matrices, so it "
-                             f"must be one number (a 0-d array, or shape (1,) or (1, 1)), got shape {x.shape}")
+            raise ValueError(f"{MODEL}: input {name!r} is a scalar Symbol used inside a matrix expression, "
+                             f"so it must be one number (a 0-d array, or shape (1,) or (1, 1)), got shape {x.shape}")
 '''
 
 _HELPER_BUF = '''
@@ -638,7 +638,7 @@ def assemble(program, target) -> str:
         if inputs:
             names = ", ".join(local[n] for n in inputs)
             lines.append(f"_dt, {names} = _promote({names})")
-        scalars = [i.name for i in program.inputs if not i.is_matrix] if program.scalars_are_numbers else []
+        scalars = [i.name for i in program.inputs if i.name in program.numbers]
         if scalars:
             lines.append("_scalars(" + ", ".join(f"{n}={local[n]}" for n in scalars) + ")")
         if matrices:
