@@ -262,3 +262,18 @@ def test_unsupported_shifts_name_the_entry_as_written(body, bounds, why):
     x_ = sp.IndexedBase("x", shape=(n_,))
     with pytest.raises(SymgradError, match=why):
         symgrad.generate(symgrad.Model(sp.Sum(body(x_), (i, *bounds)), name="bad"), "numpy")
+
+
+def test_product_over_an_integer_dimension_written_out_entry_by_entry():
+    """SymPy writes (ones*tanh(v*r*Q)*ones)[0, 0] with Q 3 x 2 as Sums over Q[0, j], Q[1, j], Q[2, j]
+    (before: "SymPy writes a product over an integer dimension out entry by entry")."""
+    v = sp.MatrixSymbol("v", NS, 1)
+    r, Q = sp.MatrixSymbol("r", 1, 3), sp.MatrixSymbol("Q", 3, 2)
+    expr = (sp.OneMatrix(1, NS) * (v * r * Q).applyfunc(sp.tanh) * sp.OneMatrix(2, 1))[0, 0]
+    assert isinstance(expr, sp.Sum)
+    model = symgrad.Model(expr, wrt=[r, Q])
+    module = symgrad.compile(model)
+    rng = np.random.default_rng(6)
+    inputs = {"v": rng.standard_normal((4, 1)), "r": rng.standard_normal((1, 3)), "Q": rng.standard_normal((3, 2))}
+    assert module.forward(**inputs) == pytest.approx(np.tanh(inputs["v"] @ inputs["r"] @ inputs["Q"]).sum(), rel=1e-13)
+    assert_matches_oracles(model, module, inputs)
