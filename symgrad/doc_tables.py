@@ -28,7 +28,10 @@ def sympy_table() -> str:
 
 # lowering rules that serve a SymPy base class, and what users write that reaches them
 _SUBCLASSES = {"_lower_MinMaxBase": "`Max`, `Min`", "_lower_Relational": "`<`, `<=`, `>`, `>=`, `Eq`, `Ne`",
-               "_lower_Number": "integers, rationals, floats, `pi`, `E`", "_lower_Sum": "indexed sums over matrix entries"}
+               "_lower_Number": "integers, rationals, floats, `pi`, `E`", "_lower_Sum": "indexed sums over matrix entries",
+               "_lower_ImmutableDenseMatrix": "`sp.Matrix([[a, 0], [b, c]])` inside a matrix expression",
+               "_lower_Shifted": "made by `symgrad.indexed` of `x[i + 1]` in a `Sum`",
+               "_lower_Window": "made by `symgrad.indexed` of a `Sum` over part of an axis (`(i, 0, n - 2)`)"}
 
 
 def op_table() -> str:
@@ -66,7 +69,40 @@ def page() -> str:
         "",
         op_table(),
         "",
+        "## Semantics and refusals that no table shows",
+        "",
+        *_NOTES,
+        "",
     ])
+
+
+# what lowering and the Model check beyond the tables: each line is a rule a test holds
+_NOTES = [
+    "- **Scalar Symbols used inside a matrix expression or an indexed `Sum`** (`s*X`,",
+    "  `applyfunc(lambda t: s*t)`, `Sum(s*x[i], ...)`) bind one number: a Python number, a 0-d array,",
+    "  or an array of one entry with at most two axes (`(1,)`, `(1, 1)`), which broadcasts like the",
+    "  number. A larger array would be broadcast against the matrices' own axes, which no matrix",
+    "  expression means: the module and the tape raise a `ValueError` naming the input. Elsewhere",
+    "  (`Trace(X.T*X) + s`, any scalar model) a scalar Symbol binds an array of any shape and",
+    "  broadcasts as NumPy does.",
+    "- **Stepped slices** `M[a:b:s, ...]` need a step that divides `b - a`. SymPy's `MatrixSlice` floors",
+    "  `(b - a)/s`: `A[::2, :]` of 3 rows has shape `(1, 3)` to SymPy (row 0) but rows 0 and 2 to",
+    "  Python and NumPy. `Model(...)` refuses such a slice, naming it, SymPy's shape and the rows",
+    "  Python takes; take the rows one slice each (`A[0:1, :]`, `A[2:3, :]`).",
+    "- **Explicit matrices** `sp.Matrix([[exp(a), 0], [b, exp(c)]])` inside a matrix expression (a",
+    "  Cholesky factor from packed parameters): the sum of its nonzero entries, each put in zeros of",
+    "  its shape (`onehot`), so for small matrices. Indexed sums read a fixed row or column of a",
+    "  `MatrixSymbol` or `IndexedBase` (`means[k, 0]`, K and d integers) as that slice, and multiply",
+    "  out a square of a sum over three indices (`(X[i, j] - means[k, j])**2` summed over `j`).",
+    "- **Shifted indices**: `Sum(100*(x[i+1] - x[i]**2)**2 + (1 - x[i])**2, (i, 0, n - 2))` (Rosenbrock)",
+    "  is `x` shifted by one row (`shift`, zero past the end) against `x`, summed over the rows but the",
+    "  last (a `where` selects the others: an entry outside the part never reaches the value or the",
+    "  gradient); one compile serves every `n`. An index `k + c` must stay inside the axis for every `k`",
+    "  summed, a Sum's part must run from an integer to the end less an integer; `2*i` and `i + j` are",
+    "  refused, naming the entry as written (`x[2*i]`).",
+    "- **Complex constants**: a constant SymPy makes complex (`(-1)**Rational(1, 3)`, `exp(I*pi/3)`,",
+    "  `sqrt(-2)`, `log(-1)`, `acos(2)`) is an error naming the constant and the term it is in.",
+]
 
 
 if __name__ == "__main__":

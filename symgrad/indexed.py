@@ -25,6 +25,8 @@ in it (at most two of them: a row index and a column index).
   does not depend on ``k`` at all is multiplied by the number of terms.  The index that the fewest
   factors depend on goes first, so a flat ``Sum`` over several indices becomes a chain of products.
   A ``Sum`` over an ``Add`` is the sum of the sums of its terms; ``x**2`` is the product ``x*x``.
+  A product of a sum whose terms have more than two indices between them (``x[i, j] - m[k, j]``,
+  squared) is multiplied out first: each term is an array, the sum is not.
 * Any other function of entries (``exp``, ``Max``, ``Piecewise``, relations, powers, ...) is
   elementwise: it is applied to the arrays of its arguments with ``applyfunc`` when they are one
   array; a function of several different arrays (``Max(A[i, j], B[i, j])``) is lowered
@@ -35,8 +37,8 @@ in it (at most two of them: a row index and a column index).
 Limits.  A summation index must run over a whole dimension: ``(k, 0, n - 1)`` where ``n`` is the
 dimension of every matrix it indexes (symbolic bounds are compared symbolically, so ``d - 1``
 matches a dimension ``d``).  Not converted, and reported with the reason: an index shifted or
-scaled (``X[i + 1, 0]``); a fixed index into a dimension longer than 1 (``X[i, 2]``: this is what
-SymPy writes for a product over an *integer* dimension, which it expands entry by entry); a
+scaled (``X[i + 1, 0]``); a fixed index into a dimension longer than 1 of a matrix expression
+(``(A*B)[i, 2]``; of a MatrixSymbol it is that row or column, a slice: ``means[k, 0]``); a
 summation index used as a number; bounds that depend on another index; one index shared by three
 or more arrays that no elementwise product can merge (not a matrix product); a value with more
 than two free indices that must be one array.  :func:`lower_sum` turns these into the lowering's
@@ -54,6 +56,7 @@ import itertools
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
+from sympy.matrices.expressions.slice import MatrixSlice
 
 __all__ = ["NotMatrix", "sum_to_matrix", "lower_sum", "indexed_to_matrices"]
 
@@ -100,6 +103,11 @@ def _new(cls, *args):
 
 def _same(a, b) -> bool:
     return a == b or sp.expand(a - b) == 0
+
+
+def _user(e) -> str:
+    """An entry as the model wrote it: ``x[i + 1]`` of a column (an IndexedBase with one index)."""
+    return f"{e.parent}[{e.i}]" if e.j == 0 and e.parent.shape[1] == 1 else str(e)
 
 
 def _leaf(expr) -> _M:
@@ -157,6 +165,32 @@ def _broadcast_scalar(s, shape) -> _M:
                     _ones(1, cols) if cols != 1 else None)
         return _scaled(c, m)
     return _scaled(s, _ones(*shape))
+
+
+class Shifted(sp.MatrixExpr):
+    """``Shifted(M, axis, c)``: ``M`` moved by ``c`` along ``axis`` (entry ``p`` is ``M``'s ``p + c``,
+    0 past an end), for ``x[i + c]`` in a Sum; lowered to the ``shift`` op."""
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+
+class Window(sp.MatrixExpr):
+    """``Window(F, axis, lo, m)``: ``F`` with the entries before ``lo`` and the last ``m`` along
+    ``axis`` set to 0, for a Sum over part of an axis (``(i, 0, n - 2)``); lowered to a ``where``."""
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+
+def _offset(lo, hi, dim):
+    """``(lo, m)`` when ``lo..hi`` is a window of an axis of length ``dim``: ``lo >= 0`` and
+    ``m = dim - 1 - hi >= 0`` integers; else None."""
+    m = sp.expand(dim - 1 - hi)
+    ok = sp.sympify(lo).is_Integer and lo >= 0 and m.is_Integer and m >= 0
+    return (int(lo), int(m)) if ok else None
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -399,10 +433,18 @@ class _Converter:
                 continue
             factors = [f for f in factors if k not in f.indices]
             nodes = [self.factor_node(f) for f in inside]
-            for n in nodes:
-                if lo != 0 or not _same(hi + 1, n.dim(k)):
-                    raise NotMatrix(f"the bounds ({lo}, {hi}) of {k} do not span the dimension "
-                                    f"{n.dim(k)} of {n.m.expr}")
+            windows = {_offset(lo, hi, n.dim(k)) for n in nodes}
+            if len(windows) != 1 or None in windows:
+                n = next(n for n in nodes if _offset(lo, hi, n.dim(k)) is None) if None in windows else nodes[0]
+                raise NotMatrix(f"the bounds ({lo}, {hi}) of {k} do not span the dimension "
+                                f"{n.dim(k)} of {n.m.expr}, nor a part of it from an integer to the "
+                                f"end less an integer (0, {n.dim(k)} - 2)")
+            (window,) = windows
+            if window != (0, 0):  # a part of the axis: the product, 0 outside the part
+                n = self.elementwise_product(nodes) if len(nodes) > 1 else nodes[0]
+                axis = n.idx.index(k)
+                nodes = [_Node(_M(_new(Window, n.m.expr, sp.Integer(axis), *map(sp.Integer, window)), n.m.shape),
+                               n.idx)]
             out = self.contract(nodes, k)
             if isinstance(out, _Node):
                 factors.append(_Factor.of(out))
@@ -502,16 +544,18 @@ class _Converter:
         return self.elementwise(e, kids)
 
     def product(self, kids) -> _Val:
-        coeff, factors = _ONE, []
+        """The product of ``kids``; a sum of arrays with more than two indices between them, which
+        is no one array (``x[i, j] - m[k, j]``), is multiplied out term by term."""
+        products = [_Product(_ONE)]
         for k in kids:
             if k.is_scalar:
-                coeff = sp.Mul(coeff, k.scalar_expr())
-            elif len(k.terms) == 1:
-                coeff = sp.Mul(coeff, k.terms[0].coeff)
-                factors.extend(k.terms[0].factors)
+                parts = [_Product(k.scalar_expr())]
+            elif len(k.terms) == 1 or len(k.indices) > 2:
+                parts = k.terms
             else:
-                factors.append(_Factor.of(self.materialize(k)))
-        return _Val([_Product(coeff, factors)])
+                parts = [_Product(_ONE, [_Factor.of(self.materialize(k))])]
+            products = [_Product(sp.Mul(p.coeff, q.coeff), p.factors + q.factors) for p in products for q in parts]
+        return _Val(products)
 
     def elementwise(self, e, kids) -> _Val:
         args, leaves = [], {}
@@ -527,25 +571,48 @@ class _Converter:
             raise NotMatrix(f"{type(e).__name__} of entries with more than two free indices")
         return _Val([_Product(_ONE, [f])])
 
+    def shifted(self, ix):
+        """``(k, c)`` when the index ``ix`` is ``k + c``, ``k`` a summation index and ``c`` a
+        nonzero integer; else None."""
+        k, c = next(((s, sp.expand(ix - s)) for s in ix.free_symbols if s in self.ranges), (None, None))
+        return (k, int(c)) if k is not None and c.is_Integer and c != 0 else None
+
     def element(self, e) -> _Val:
-        M, idx = e.parent, (e.i, e.j)
+        M = e.parent
+        shifts = [None if ix in self.ranges else self.shifted(ix) for ix in (e.i, e.j)]
+        idx = tuple(sh[0] if sh else ix for sh, ix in zip(shifts, (e.i, e.j)))
         free = [k if k in self.ranges else None for k in idx]
         for k, ix in zip(free, idx):
             if k is None and self.has_index(ix):
-                raise NotMatrix(f"the index {ix} of {e} is not a plain summation index")
+                raise NotMatrix(f"the index {ix} of {_user(e)} is not a summation index plus an integer")
         if free == [None, None]:
             return _Val.scalar(e)
         if self.has_index(M):
             raise NotMatrix(f"a summation index inside the matrix expression {M}")
         m = _leaf(M)
+        if any(shifts) and (not isinstance(M, sp.MatrixSymbol) or free[0] == free[1]):
+            raise NotMatrix(f"{_user(e)}: a shifted index needs a MatrixSymbol or IndexedBase, off its diagonal")
         if free[0] is not None and free[0] == free[1]:  # the diagonal of a square matrix
             n = m.shape[0]
             if not _same(n, m.shape[1]):
                 raise NotMatrix(f"{e} is on the diagonal of a matrix that is not square")
             diag = _matmul(_elementwise(sp.HadamardProduct, [m, _leaf(sp.Identity(n))]), _ones(n, 1))
             return _Val.of(_Node(diag, (free[0], None), diag=M))
+        for axis, sh in enumerate(shifts):  # x[i + 1]: x shifted by 1, on i
+            if sh is not None:
+                (k, c), (lo, hi) = sh, self.ranges[sh[0]]
+                if _offset(lo + c, hi + c, m.shape[axis]) is None:
+                    raise NotMatrix(f"{_user(e)} runs past an end of {M} (length {m.shape[axis]}) for {k} "
+                                    f"from {lo} to {hi}")
+                m = _M(_new(Shifted, m.expr, sp.Integer(axis), sp.Integer(c)), m.shape)
         for axis, (k, ix) in enumerate(zip(free, idx)):
-            if k is None and not (ix == 0 and m.shape[axis] == 1):
+            if k is None and ix.is_Integer and isinstance(M, sp.MatrixSymbol) and m.shape[axis] != 1:
+                # a fixed row (column) of a summed entry, means[k, 0]: that row (column), a slice
+                whole = sp.Tuple(0, m.shape[1 - axis], 1)
+                part = sp.Tuple(ix, ix + 1, 1)
+                m = _M(_new(MatrixSlice, m.expr, *((part, whole) if axis == 0 else (whole, part))),
+                       (1, m.shape[1]) if axis == 0 else (m.shape[0], 1))
+            elif k is None and not (ix == 0 and m.shape[axis] == 1):
                 raise NotMatrix(f"{e} picks {'row' if axis == 0 else 'column'} {ix} of {M}, which has "
                                 f"{m.shape[axis]} (SymPy writes a product over an integer dimension "
                                 f"out entry by entry: give {M} a Symbol dimension, or build the "
@@ -608,17 +675,22 @@ def _walk(expr):
 
 
 def _axis_length(base, axis, indices, ranges, shape_hint):
-    """The length of ``base``'s ``axis``, read from the Sums whose indices run along it: ``hi + 1``
-    of an index summed from 0, which must be an integer or one Symbol, the same for every index."""
+    """The length of ``base``'s ``axis``, read from the Sums whose indices run along it: one past
+    the largest index, ``hi + c + 1`` of an index ``k + c`` summed up to ``hi`` (``n`` for ``x[i + 1]``
+    with ``i`` up to ``n - 2``), which must be an integer or one Symbol."""
     found = []
-    for k in indices:
-        lo_hi = ranges.get(k)
-        if lo_hi is not None and lo_hi[0] == 0 and not any(_same(lo_hi[1] + 1, n) for n in found):
-            found.append(lo_hi[1] + 1)
-    if len(found) == 1 and (found[0].is_Integer or found[0].is_Symbol):
-        return found[0]
-    why = (f"its indices run over {' and over '.join(f'0..{n - 1}' for n in found)}" if found
-           else "no Sum from 0 runs along it")
+    for ix in indices:
+        k = next((s for s in sp.sympify(ix).free_symbols if s in ranges), None)
+        c = sp.expand(ix - k) if k is not None else None
+        if c is not None and c.is_Integer:
+            end = sp.expand(ranges[k][1] + c + 1)
+            if not any(_same(end, n) for n in found):
+                found.append(end)
+    last = [n for n in found if all(sp.expand(n - o).is_nonnegative for o in found)]
+    if last and (last[0].is_Integer or last[0].is_Symbol):
+        return last[0]
+    why = (f"its indices run up to {' and to '.join(str(n - 1) for n in found)}" if found
+           else "no Sum runs along it")
     raise NotMatrix(f"the length of axis {axis} of the IndexedBase {base} cannot be read from the Sums ({why}): "
                     f"give it a shape, IndexedBase('{base}', shape={shape_hint})")
 

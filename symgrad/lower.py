@@ -12,6 +12,7 @@ from functools import reduce
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
+from sympy.core.numbers import ImaginaryUnit
 from sympy.matrices.expressions.slice import MatrixSlice
 
 from .ir import Graph, Node, mul_dims
@@ -33,6 +34,28 @@ def short(e, n: int = 70) -> str:
         stack.extend(getattr(stack.pop(), "args", ()))
     s = str(e).replace("\n", " ") if count <= 40 else f"{type(e).__name__}(...)"
     return s if len(s) <= n else s[: n - 3] + "..."
+
+
+_COMPLEX = object()  # the lowering of a constant that SymPy makes a complex number
+
+
+def _complex(e, inside=None) -> SymgradError:
+    where = f" in {short(inside)}" if inside is not None else ""
+    return unsupported(e, f"complex numbers are not supported: SymPy makes the constant {short(e)}{where} "
+                          f"the complex number {sp.N(e, 6)}")
+
+
+def _is_constant(e, kids, constant: set) -> bool:
+    """A number, or a scalar expression of numbers only, known from its arguments (SymPy's
+    ``is_number`` would walk it again, recursively); a constant's id is added to ``constant``."""
+    if isinstance(e, (sp.Number, sp.NumberSymbol, ImaginaryUnit)):
+        ok = True
+    else:
+        ok = (isinstance(e, sp.Expr) and not isinstance(e, (sp.MatrixExpr, sp.Sum)) and bool(kids)
+              and all(id(k) in constant for k in kids))
+    if ok:
+        constant.add(id(e))
+    return ok
 
 
 def unsupported(e, why: str = "") -> SymgradError:
@@ -148,6 +171,7 @@ class Lowering:
         # keyed by id(): hashing a deep SymPy expression recurses; equal sub-expressions that are
         # distinct objects still become one node, by the graph's interning
         memo: dict = {id(k): v for k, v in (env or {}).items()}
+        constant: set = set()  # ids of the constant sub-expressions lowered (numbers only)
         stack = [(expr, None)]
         while stack:
             e, handler = stack.pop()
@@ -159,11 +183,31 @@ class Lowering:
                 stack.extend((k, None) for k in reversed(kids) if id(k) not in memo)
                 continue
             nodes = [memo[id(k)] for k in kids]
-            node = handler(e, nodes)
-            memo[id(e)] = node
+            if _is_constant(e, kids, constant):
+                node = memo[id(e)] = self._constant_value(e, nodes, handler)
+                if node is _COMPLEX or _COMPLEX in nodes:
+                    continue
+            else:
+                bad = next((k for k, n in zip(kids, nodes) if n is _COMPLEX), None)
+                if bad is not None:
+                    raise _complex(bad, e)
+                node = memo[id(e)] = handler(e, nodes)
             if node.id not in self.G.src:
                 self.G.src[node.id] = provenance(e, kids, [n.id for n in nodes])
+        if memo[id(expr)] is _COMPLEX:
+            raise _complex(expr)
         return memo[id(expr)]
+
+    def _constant_value(self, e, nodes, handler):
+        """A constant sub-expression lowered, or ``_COMPLEX`` when SymPy makes it a complex number
+        (``(-1)**(1/3)``, ``exp(I*pi/3)``, ``sqrt(-2)``, ``acos(2)``): the error is raised where it
+        meets a symbol (or is the model), so that it names the whole constant, not the ``I`` in it,
+        and no fold ever computes a complex value."""
+        if e.is_extended_real is False:
+            return _COMPLEX
+        if any(n is _COMPLEX for n in nodes):  # real, of complex parts (re(exp(I*pi/3)))
+            return self.G.const(float(sp.N(e)))
+        return handler(e, nodes)
 
     # -- dispatch
     def _children(self, e) -> list:
@@ -178,6 +222,8 @@ class Lowering:
             return [x for pair in e.args for x in pair]
         if isinstance(e, (sp.OneMatrix, sp.ZeroMatrix, sp.Identity)):
             return []
+        if isinstance(e, sp.MatrixBase):  # an explicit matrix: its entries, row by row
+            return list(e)
         return list(e.args)
 
     def _handler(self, e):
@@ -412,6 +458,33 @@ class Lowering:
                 raise unsupported(e, "a slice of a symbolic dimension must be the whole axis")
         return self.G.op("slice", k[0], attr=tuple(axes))
 
+    def _lower_ImmutableDenseMatrix(self, e, k):
+        """An explicit matrix of scalar expressions (a Cholesky factor built from packed
+        parameters): the sum of its nonzero entries, each put in zeros of its shape (``onehot``,
+        whose gradient is that entry of the cotangent).  Meant for small matrices: one array each."""
+        G, shape = self.G, shape_of(e)
+        cols = shape[1]
+        # an entry of scalar inputs has a run-time shape, one entry in a model with matrices (see
+        # symgrad.model._numbers): its sum makes it 0-d, so that its gradient is one entry of
+        # the cotangent, never the cotangent broadcast like the matrix
+        parts = [G.op("onehot", n if n.shape == () else G.sum(n), attr=(shape, p // cols, p % cols))
+                 for p, n in enumerate(k) if not (n.op == "const" and n.attr == 0)]
+        return reduce(G.add, parts) if parts else G.bcast(G.const(0), shape)
+
+    def _lower_Shifted(self, e, k):  # x[i + c] of an indexed Sum (symgrad.indexed)
+        return self.G.op("shift", k[0], attr=(int(e.args[1]), int(e.args[2])))
+
+    def _lower_Window(self, e, k):
+        """A Sum over part of an axis (symgrad.indexed): the entries before ``lo`` and the last ``m``
+        are 0, selected away (a where: an infinite entry there never becomes a NaN)."""
+        G, F = self.G, k[0]
+        axis, lo, m = (int(a) for a in e.args[1:])
+        line = [1, 1]
+        line[axis] = F.shape[axis]
+        ones = G.bcast(G.const(1), tuple(line))
+        masks = [G.op("ne", G.op("shift", ones, attr=(axis, c)), G.const(0)) for c in (-lo, m) if c]
+        return G.where(reduce(lambda a, b: G.op("and", a, b), masks), F, G.const(0))
+
     def _lower_ElementwiseApplyFunction(self, e, k):
         f = e.function
         if isinstance(f, sp.Lambda):
@@ -444,4 +517,4 @@ def lower_model(model) -> Program:
         G.src.setdefault(input_nodes[i.name].id, (i.name,))
     return Program(name=model.name or "model", graph=G, out=out, inputs=inputs, input_nodes=input_nodes,
                    wrt=[str(w) for w in model.wrt], dims=[str(d) for d in model.dims],
-                   source_hash=model.source_hash(), src=G.src)
+                   source_hash=model.source_hash(), src=G.src, numbers=model.numbers)

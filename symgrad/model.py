@@ -131,6 +131,60 @@ def _head(e) -> str:
     return f"{type(e).__name__}{describe(spec)!r}"
 
 
+def _check_slices(expr) -> None:
+    """Refuse a stepped slice whose step does not divide its extent: SymPy's ``MatrixSlice`` gives
+    ``A[::2, :]`` of 3 rows the shape ``(1, 3)`` (it floors ``(stop - start)/step``) where Python,
+    NumPy and SymPy's explicit matrices take rows 0 and 2.  Every shape built on it is SymPy's, so
+    following it would drop a row silently; the compiler and the tape both read this check."""
+    from sympy.matrices.expressions.slice import MatrixSlice
+
+    seen, stack = set(), [expr]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, MatrixSlice):
+            for axis, (start, stop, step) in zip(("rows", "columns"), (e.rowslice, e.colslice)):
+                extent = sp.sympify(stop - start)
+                if step == 1 or (extent % step).is_zero:
+                    continue
+                if extent.is_Integer:
+                    took = list(range(start, stop, step))
+                    one = [f"{e.parent}[{k}:{k + 1}, :]" if axis == "rows" else f"{e.parent}[:, {k}:{k + 1}]"
+                           for k in took[:3]] + (["..."] if len(took) > 3 else [])
+                    took, kept = f"{axis} {', '.join(map(str, took))}", f"only {len(took) - 1} of them"
+                    fix = f"take the {axis} one slice each ({', '.join(one)}) or use a step that divides stop - start"
+                else:
+                    took = f"the {axis} {start}, {start} + {step}, ... below {stop}"
+                    kept = f"one fewer unless {step} divides {extent}"
+                    fix = f"use a step of 1, or integer bounds whose difference {step} divides"
+                raise SymgradError(
+                    f"the slice {e} takes {took} in Python and NumPy, but SymPy's MatrixSlice gives it "
+                    f"shape {e.shape} (it floors (stop - start)/step = ({extent})/{step}), {kept}: {fix}")
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, sp.Basic))
+
+
+def _numbers(expr, inputs) -> tuple:
+    """Names of the scalar Symbols used inside a matrix expression or an indexed ``Sum`` (``s*X``,
+    ``applyfunc(lambda t: s*t)``, ``Sum(s*x[i], ...)``): each binds one number (a Python number, a
+    0-d array, or an array of one entry and at most two axes, which broadcasts like it).  A larger
+    array would be broadcast against the matrices' own axes (``s`` of shape ``(3,)`` times a 2 x 2
+    ``X``), which is no matrix expression's meaning: the module and the tape refuse it, naming the
+    input.  Outside matrices (``Trace(X.T*X) + s``) a scalar Symbol broadcasts as NumPy does."""
+    found, seen, stack = set(), set(), [(expr, False)]
+    while stack:
+        e, inside = stack.pop()
+        if (id(e), inside) in seen:
+            continue
+        seen.add((id(e), inside))
+        if isinstance(e, sp.Symbol) and inside and e in inputs:
+            found.add(e.name)
+        inside = inside or (isinstance(e, (sp.MatrixExpr, sp.Sum)) and not isinstance(e, sp.MatrixSymbol))
+        stack.extend((a, inside) for a in getattr(e, "args", ()) if isinstance(a, sp.Basic))
+    return tuple(sorted(found))
+
+
 def _dag_hash(expr) -> str:
     """sha256 of ``expr``'s structure: class names (:func:`_head`), atoms' ``srepr`` and the
     children's hashes, computed once per distinct object (post-order, explicit stack)."""
@@ -189,6 +243,10 @@ class Model:
             expr, indexed = indexed_to_matrices(expr)
         except NotMatrix as exc:
             raise SymgradError(f"Model{' ' + name if name else ''}: {exc}") from None
+        try:
+            _check_slices(expr)
+        except SymgradError as exc:
+            raise SymgradError(f"Model{' ' + name if name else ''}: {exc}") from None
         self.expr = expr
         self.name = name
         found = leaves(expr)
@@ -224,6 +282,7 @@ class Model:
         dup = sorted(n for n, k in collections.Counter(names).items() if k > 1)
         if dup:
             raise SymgradError(f"two different symbols share the name {dup[0]!r}")
+        self.numbers = _numbers(expr, set(self.inputs))
         self.domain = _check_domain(self, domain)
         from .program import derivatives as _derivatives
         try:

@@ -137,7 +137,7 @@ def _fold_consts(name):
                 v = OPS[name].ev(*vals)
             except (ValueError, ZeroDivisionError, OverflowError):
                 return None
-            if isinstance(v, bool) or not math.isfinite(v):
+            if isinstance(v, (bool, complex)) or not math.isfinite(v):  # (-1.0) ** (1/3) is complex
                 return None
             return G.const(v)
         return None
@@ -864,6 +864,29 @@ def _unslice(g, shape, index, dtype):
     """Zeros of shape with g at [index]: the gradient of a slice of a matrix."""
     out = {m}.zeros(shape, dtype=dtype)
     out[index] = g
+    return out
+''')
+
+
+# -- shifts: x[i + c] of an indexed Sum, x moved by c along an axis (zeros where nothing moves in);
+# the adjoint of a shift by c is the shift by -c.  Sums over part of an axis mask the rest (where).
+def _shift_shape(a, attr=None):
+    if a is None or len(a) != 2:
+        raise SymgradError(f"a shift of shape {a}")
+    return a
+
+
+_reg("shift", _shift_shape, "_shift({0}, {attr[0]}, {attr[1]})",
+     lambda G, g, o, a: (G.op("shift", g, attr=(o.attr[0], -o.attr[1])),),
+     lambda G, a, attr=None: a if attr[1] == 0 else None,
+     jvp=_linear(lambda G, t, o: G.op("shift", t, attr=o.attr)), helper='''
+def _shift(x, axis, c):
+    """y with y[p] = x[p + c] along axis (rows 0, columns 1), 0 where p + c is past an end."""
+    out = {m}.zeros_like(x)
+    n = x.shape[axis]
+    if abs(c) < n:
+        to, src = (slice(0, n - c), slice(c, n)) if c >= 0 else (slice(-c, n), slice(0, n + c))
+        out[(slice(None),) * axis + (to,)] = x[(slice(None),) * axis + (src,)]
     return out
 ''')
 

@@ -70,10 +70,12 @@ class Program:
     jvp_out: Node | None = None                  # jvp: the tangent of out
     hvps: list | None = None                     # hvp: the tangent of each gradient (H v)
     rows_plan: object | None = None              # dask: how the value splits over rows (rows.RowPlan)
+    numbers: tuple = ()                          # scalar inputs that bind one number (Model.numbers)
 
     @property
     def matrices(self) -> list[Input]:
         return [i for i in self.inputs if i.is_matrix]
+
 
     def value_text(self, width: int = 300) -> str:
         return render(self.src, self.out.id, width) or "(value)"

@@ -223,7 +223,8 @@ RULES = {
 _NARY = {sp.Add, sp.Mul, MatAdd, HadamardProduct, MatMul, KroneckerProduct, sp.Max, sp.Min, sp.And, sp.Or}
 _LEAVES = (sp.Symbol, MatrixSymbol, sp.Number, sp.NumberSymbol, BooleanAtom, OneMatrix, ZeroMatrix,
            Identity)
-_SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPow, MatrixSlice)
+_SPECIAL = (sp.Piecewise, MatrixElement, sp.Sum, ElementwiseApplyFunction, MatPow, MatrixSlice,
+            sp.ImmutableDenseMatrix)
 
 
 # rules whose VJP is not elementwise (the cotangent's shape is not the arguments' broadcast shape)
@@ -277,6 +278,18 @@ def _real_lambertw(x):
     x = np.asarray(x)
     w = _sps().lambertw(x).real
     return np.where(x < -np.exp(-1.0), np.nan, w).astype(x.dtype)
+
+
+def _moved(x, axis, c, fill):
+    """``y[p] = x[p + c]`` along ``axis``, ``fill`` past an end."""
+    if c == 0:
+        return x
+    out = np.full(x.shape, fill, dtype=np.result_type(x, fill if fill else x.dtype))
+    n, keep = x.shape[axis], (slice(None),) * axis
+    if abs(c) < n:
+        to, src = (slice(0, n - c), slice(c, n)) if c > 0 else (slice(-c, n), slice(0, n + c))
+        out[keep + (to,)] = x[keep + (src,)]
+    return out
 
 
 def _off_origin(num, r2):
@@ -359,6 +372,8 @@ class _Recorder:
             return (e.parent,)
         if isinstance(e, sp.Sum):
             return (e.function,)
+        if isinstance(e, sp.ImmutableDenseMatrix):
+            return tuple(e)
         if isinstance(e, ElementwiseApplyFunction):
             return (e.expr,)
         if isinstance(e, MatPow):
@@ -442,6 +457,16 @@ class _Recorder:
             return out
         return Var(kids[0].value[index].copy(), (kids[0],), [lambda g: vjp(g, None, kids[0].value)])
 
+    def _ImmutableDenseMatrix(self, e, kids, env):
+        """An explicit matrix: its entries (each one number) in place; entry [i, j] gets g[i, j]."""
+        rows, cols = e.shape
+        for kid, entry in zip(kids, e):
+            if kid.value.size != 1:
+                raise _unsupported(e, f" (its entry {entry} has shape {kid.value.shape}, not one number)")
+        out = np.array([k.value.reshape(()) for k in kids], dtype=self.dtype).reshape(rows, cols)
+        return Var(out, kids, [lambda g, p=p, k=k: np.broadcast_to(g.reshape(-1)[p], k.value.shape)
+                               for p, k in enumerate(kids)])
+
     def _delta(self, e):
         """``KroneckerDelta(i, j, (lo, hi))`` (SymPy writes it for Identity inside an expanded
         product): 1 where the indices agree, on the summation indices' own axes."""
@@ -462,9 +487,21 @@ class _Recorder:
         return out.reshape(shape)
 
     def _MatrixElement(self, e, kids, env):
-        """``M[i, j]``: integer indices pick; a Sum's dummy index becomes that dummy's own axis."""
-        m = kids[0].value
-        idx = (e.i, e.j)
+        """``M[i, j]``: integer indices pick; a Sum's dummy index becomes that dummy's own axis; a
+        dummy plus an integer, ``x[i + 1]``, is ``M`` moved along that axis (NaN past the end, so an
+        entry outside ``M`` is never silently a number)."""
+        m, idx, shifts = kids[0].value, [e.i, e.j], [0, 0]
+        for a, ix in enumerate(idx):
+            k = next((s for s in ix.free_symbols if s in self.slots), None) if ix not in self.slots else None
+            if k is not None and sp.expand(ix - k).is_Integer:
+                idx[a], shifts[a] = k, int(sp.expand(ix - k))
+                m = _moved(m, a, shifts[a], np.nan)
+        if any(shifts):
+            inner = self._entries(e, m, idx, kids)
+            return Var(inner.value, kids, [lambda g: _moved(_moved(inner.vjps[0](g), 0, -shifts[0], 0), 1, -shifts[1], 0)])
+        return self._entries(e, m, idx, kids)
+
+    def _entries(self, e, m, idx, kids):
         sel = tuple(slice(None) if k in self.slots else self.size(k, e) for k in idx)
         syms = [k for k in idx if k in self.slots]
         if len(set(syms)) < len(syms):  # M[k, k]: the diagonal, on k's axis
@@ -543,6 +580,11 @@ def _record(model, inputs, wrt):
         raise SymgradError(f"model {model.name}: unexpected input(s) {', '.join(unknown)} "
                            f"(inputs are {', '.join(names)})")
     bound = {n: _bind(model, n, v) for n, v in inputs.items()}
+    for n, a in bound.items():
+        if n in model.numbers and (a.size != 1 or a.ndim > 2):  # (see symgrad.model._numbers)
+            raise ValueError(f"model {model.name}: input {n!r} is a scalar Symbol used inside a matrix "
+                             f"expression, so it must be one number (a 0-d array, or shape (1,) or "
+                             f"(1, 1)), got shape {a.shape}")
     dims = model.dim_values(bound)
     strong = [a.dtype for n, a in bound.items() if type(inputs[n]) not in (float, int, bool)]
     dtype = np.result_type(*strong) if strong else np.dtype(np.float64)

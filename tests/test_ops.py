@@ -127,6 +127,9 @@ ii, jj, jx = sp.Symbol("i"), sp.Symbol("jj"), sp.Idx("j", d)
 
 MATRIX_ROWS = {
     "matmul_bias": (Z, [W, b]),
+    # shifted indices and sums over part of an axis, along both axes (shift, a where selects the part)
+    "shift": (sp.Sum(sp.tanh(X[ii + 1, jj]) * X[ii, jj - 1], (ii, 0, N - 2), (jj, 1, d - 1)), [X]),
+    "explicit_matrix": (sp.Matrix([[sp.exp(lam), 0], [lam, 1]]) * Q, [Q, lam]),  # onehot per entry
     "entry": (sp.exp(W[1, 0]) * b.T[1, 0] * X, [W, b]),       # integer indices into larger matrices
     "transpose": (sp.Transpose(Z) * X, [W, b, X]),
     "row_sum": (sp.OneMatrix(1, N) * Z.applyfunc(sp.tanh), [W, b]),
@@ -143,8 +146,8 @@ MATRIX_ROWS = {
     "zero_matrix": (X * W + sp.ZeroMatrix(N, k), [W]),
     "matpow": (S ** 2, [S]),
     # slices: integer bounds and steps, or a whole (symbolic) axis; a returned slice is copied
-    "slice": (sp.Trace(Z[:, :1].T * Z[:, 1:2]) + sp.Trace(P[1:3, ::2].T * P[::2, 1:2]), [W, b, P]),
-    "slice_value": (P[1:, :] * lam + P[:3:2, :].T * P[:1, :], [P, lam]),  # SymPy's [:3:2] has 1 row
+    "slice": (sp.Trace(Z[:, :1].T * Z[:, 1:2]) + sp.Trace(P[1:3, 0:2:2].T * P[::2, 1:2]), [W, b, P]),
+    "slice_value": (P[1:, :] * lam + P[:2:2, :].T * P[:1, :], [P, lam]),  # steps divide the extents: NumPy = SymPy
     # diagonals: DiagMatrix of a column and of a row, DiagonalOf a square matrix
     "diag": (sp.Trace(sp.DiagMatrix(X * W * sp.OneMatrix(k, 1)) * sp.DiagMatrix(v)) * lam
              + sp.Trace(sp.DiagonalOf(S).T * S * sp.DiagonalOf(S)) + sp.Trace(sp.DiagMatrix(b) * W.T * W),
@@ -344,7 +347,8 @@ def test_indexed_sums_are_matrix_products_and_name_what_is_not():
     value, grads = symgrad.compile(model).value_and_grad(Xi=X_, ui=u_, yi=y_)
     assert rel_err(value, np.sum((X_ @ u_ - y_) ** 2) / 6) < 1e-14
     assert rel_err(grads["ui"], 2 * X_.T @ (X_ @ u_ - y_) / 6) < 1e-14
-    for expr, why in [(sp.Sum(xi[ii] * xi[ii + 1], (ii, 0, N - 1)), r"unsupported SymPy construct Sum: .*xi\[i \+ 1"),
+    for expr, why in [(sp.Sum(xi[ii] * xi[ii + 1], (ii, 0, N - 1)), r"xi .*run up to N and to N - 1.*shape=\(N,\)"),
+                      (sp.Sum(ci[ii] * ci[ii + 1], (ii, 0, 2)), r"ci\[i \+ 1\] runs past an end of ci \(length 3\)"),
                       (sp.Sum(sp.IndexedBase("T")[ii, ii, ii], (ii, 0, N - 1)), "IndexedBase T has 3 indices"),
                       (sp.Sum(xi[ii], (ii, 1, N)), r"length of axis 0 of the IndexedBase xi .*shape=\(N,\)")]:
         with pytest.raises(symgrad.SymgradError, match=why):

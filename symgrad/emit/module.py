@@ -53,6 +53,17 @@ def _dims(arrays):
     return tuple(dims[d] for d in DIMS)
 '''
 
+_HELPER_NUMBERS = '''
+def _scalars(**values):
+    """Check that each scalar input used inside a matrix expression is one number (an array of one
+    entry and at most two axes broadcasts like it): a larger array would be broadcast against the
+    matrices' own axes."""
+    for name, x in values.items():
+        if x.shape and (x.size != 1 or len(x.shape) > 2):  # (promoted: an array or a NumPy scalar)
+            raise ValueError(f"{MODEL}: input {name!r} is a scalar Symbol used inside a matrix expression, "
+                             f"so it must be one number (a 0-d array, or shape (1,) or (1, 1)), got shape {x.shape}")
+'''
+
 _HELPER_BUF = '''
 def _buf(t):
     """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
@@ -627,6 +638,9 @@ def assemble(program, target) -> str:
         if inputs:
             names = ", ".join(local[n] for n in inputs)
             lines.append(f"_dt, {names} = _promote({names})")
+        scalars = [i.name for i in program.inputs if i.name in program.numbers]
+        if scalars:
+            lines.append("_scalars(" + ", ".join(f"{n}={local[n]}" for n in scalars) + ")")
         if matrices:
             call = "_dims({" + ", ".join(f"{s.name!r}: {local[s.name]}" for s in matrices) + "})"
             if dim_local:
@@ -702,6 +716,8 @@ def assemble(program, target) -> str:
         text.append(_HELPER_PROMOTE.replace("{m}", m))
     if matrices:
         text.append(_HELPER_DIMS.replace("{m}", m))
+    if "_scalars(" in code:
+        text.append(_HELPER_NUMBERS.replace("{m}", m))
     text += [helper.replace("{m}", m) for helper in helpers.values()]
     if "_scratch" not in helpers:  # every module has it, so callers need not ask
         text.append(_NO_SCRATCH)
