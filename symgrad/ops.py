@@ -403,6 +403,10 @@ def _fold_log(G, a, attr=None):
         t = a.args[1].args[0]   # Maechler's log1mexp: each form where it keeps its digits
         return G.where(G.op("gt", t, G.const(-math.log(2))), G.call("log", G.neg(G.call("expm1", t))),
                        G.call("log1p", G.neg(a.args[1])))
+    if a.op == "add":  # log(exp(t1) + exp(t2) + ...): shift by the max, never overflow or underflow
+        shifted = _log_sum_exp(G, a)
+        if shifted is not None:
+            return shifted
     if a.op in ("add", "sub") and a.args[0].op == "const" and a.args[0].attr == 1:  # log(1 + x)
         return G.call("log1p", a.args[1] if a.op == "add" else G.neg(a.args[1]))
     if a.op == "det":  # log(det(A)): slogdet, never the overflowing det itself
@@ -410,6 +414,51 @@ def _fold_log(G, a, attr=None):
     if a.op == "sum" and a.args[0].op == "exp":  # log(sum(exp(z))): shift by the max, never overflow
         return G.op("logsumexp", a.args[0].args[0], attr=a.attr)
     return None
+
+
+def _add_terms(a) -> list:
+    """The terms of a tree of additions."""
+    return _add_terms(a.args[0]) + _add_terms(a.args[1]) if a.op == "add" else [a]
+
+
+def _exponent(G, t):
+    """``u`` with ``t = exp(u)``: of ``exp(u)``, ``c * exp(u)`` (``exp(u + log c)``) and a
+    constant ``c`` (``exp(log c)``), ``c > 0``; else None."""
+    if t.op == "exp":
+        return t.args[0]
+    if t.op == "mul" and t.args[1].op == "exp" and (_cval(t.args[0]) or 0) > 0:
+        return G.add(t.args[1].args[0], G.const(math.log(_cval(t.args[0]))))
+    if t.op == "const" and t.attr > 0:
+        return G.const(math.log(t.attr))
+    return None
+
+
+def _log_sum_exp(G, a):
+    """``log(exp(u1) + ... + exp(un))`` as ``m + log(exp(u1 - m) + ... + exp(un - m))``, ``m`` the
+    largest ``u``: a Gaussian mixture's log-likelihood far from every mean stays finite (the sum
+    of exponentials itself underflows to 0, or overflows), and so does its gradient, a softmax.
+    None unless every term is an exponential (two at least) or a positive constant."""
+    terms = _add_terms(a)
+    if sum(t.op == "exp" or (t.op == "mul" and t.args[1].op == "exp") for t in terms) < 2 \
+            or any(t.op not in ("exp", "mul", "const") for t in terms):
+        return None
+    us = [_exponent(G, t) for t in terms]
+    if any(u is None for u in us):
+        return None
+    # already shifted (this very rewrite's inner log): every exponent is u - m for one maximum m
+    firsts = {u.args[1].id if u.op == "sub" and u.args[1].op == "maximum" else None for u in us}
+    if len(firsts) == 1 and None not in firsts:
+        return None
+    m = us[0]
+    for u in us[1:]:
+        m = G.op("maximum", m, u)
+    shifted = [G.sub(u, m) for u in us]
+    if any(d.op != "sub" or d.args[1] is not m for d in shifted):  # a fold took one apart: no rewrite
+        return None
+    total = G.call("exp", shifted[0])
+    for d in shifted[1:]:
+        total = G.add(total, G.call("exp", d))
+    return G.add(m, G.call("log", total))
 
 
 def _one_minus_sq(G, x):
