@@ -23,7 +23,9 @@ gradient to the strictly larger argument only (so ``Max(x, 0)`` has derivative 0
 ``Abs'(0) = sign(0) = 0``, ``sign``, ``Heaviside`` and comparisons have derivative 0, and
 ``Piecewise`` differentiates the branch that is selected.  Second derivatives follow: they are
 derivatives of these rules, so piecewise-linear ops have second derivative 0 at and away from
-their kinks (``sign``'s derivative is 0), and a selection's masks guard every order.
+their kinks (``sign``'s derivative is 0), and a selection's masks guard every order.  A cotangent
+of exactly 0 meeting a partial that is infinite at a finite point (``1/x``, ``log``, ``sqrt`` at 0)
+contributes 0, as on the tape: the rules with such partials wrap their products in :func:`strong`.
 """
 from __future__ import annotations
 
@@ -309,6 +311,22 @@ def _fold_neg(G, a, attr=None):
     return negate(G, a)
 
 
+def strong(G, g, contribution):
+    """``contribution`` (the cotangent ``g`` times a partial that can be infinite or NaN at a finite
+    point: 1/x, log or sqrt at 0, asin at 1, a pole) made exactly 0 where ``g`` is 0: the tape's
+    strong-zero rule, so that a factor 0 upstream (``y*sqrt(x)`` at y = 0) or a branch not taken
+    gives 0, never 0 * inf = NaN.  Only the rules with such partials use it: each is a pass more."""
+    c = _cval(g)
+    if c is not None and c != 0:
+        return contribution
+    return G.where(G.op("eq", g, G.const(0)), G.const(0), contribution)
+
+
+def _nonzero(n) -> bool:
+    """True for a divisor that is never 0: a nonzero constant or a dimension (N in ``/ N``)."""
+    return _cval(n) not in (None, 0) or n.op == "dim"
+
+
 def _fold_pow(G, a, b, attr=None):
     e = _cval(b) if b.op == "const" else None
     if e is None:
@@ -327,14 +345,20 @@ def _fold_pow(G, a, b, attr=None):
 def _vjp_pow(G, g, out, a, b):
     if b.op == "const":
         c = b.attr
-        return G.mul(g, G.mul(G.const(c), G.op("pow", a, G.const(c - 1)))), None
+        da = G.mul(g, G.mul(G.const(c), G.op("pow", a, G.const(c - 1))))
+        return (da if c >= 1 else strong(G, g, da)), None  # a**(c - 1) is inf at a = 0 for c < 1
     # d a**b / db = a**b log(a), taken as 0 where a**b is 0 (its limit as a -> 0 for b > 0)
-    return (G.mul(g, G.mul(b, G.op("pow", a, G.sub(b, G.const(1))))),
-            G.mul(g, G.op("powlog", out, a)))
+    return (strong(G, g, G.mul(g, G.mul(b, G.op("pow", a, G.sub(b, G.const(1)))))),
+            strong(G, g, G.mul(g, G.op("powlog", out, a))))
 
 
 def _zero_grad(G, g, out, *args):
     return (None,) * len(args)
+
+
+def _vjp_div(G, g, out, a, b):
+    da, db = G.div(g, b), G.neg(G.div(G.mul(g, out), b))
+    return (da, db) if _nonzero(b) else (strong(G, g, da), strong(G, g, db))
 
 
 _ew("add", "{0} + {1}", lambda G, g, o, a, b: (g, g),
@@ -343,7 +367,7 @@ _ew("sub", "{0} - {1}", lambda G, g, o, a, b: (g, G.neg(g)),
     _chain(_fold_consts("sub"), _fold_sub), operator.sub, ufunc="subtract", c="({0} - {1})")
 _ew("mul", "{0} * {1}", lambda G, g, o, a, b: (G.mul(g, b), G.mul(g, a)),
     _chain(_fold_consts("mul"), _fold_mul), operator.mul, ufunc="multiply", c="({0} * {1})")
-_ew("div", "{0} / {1}", lambda G, g, o, a, b: (G.div(g, b), G.neg(G.div(G.mul(g, o), b))),
+_ew("div", "{0} / {1}", lambda G, g, o, a, b: _vjp_div(G, g, o, a, b),
     _chain(_fold_consts("div"), _fold_div), operator.truediv, ufunc="divide", c="({0} / {1})")
 _ew("neg", "-{0}", lambda G, g, o, a: (G.neg(g),), _fold_neg, operator.neg, ufunc="negative", c="(-{0})")
 # constant integer exponents print as multiplications in C: see cuda.c_pow
@@ -353,8 +377,8 @@ _ew("pow", "{0} ** {1}", _vjp_pow, _chain(_fold_consts("pow"), _fold_pow), opera
 def _vjp_powlog(G, g, out, p, a):
     """powlog(p, a) = p log(a), 0 where p is 0: its partials, masked the same way."""
     zero = G.op("eq", p, G.const(0))
-    return (Masked(G.mul(g, G.call("log", a)), zero, False),
-            Masked(G.div(G.mul(g, p), a), zero, False))
+    return (Masked(strong(G, g, G.mul(g, G.call("log", a))), zero, False),
+            Masked(strong(G, g, G.div(G.mul(g, p), a)), zero, False))
 
 
 _ew("powlog", "_powlog({0}, {1})", _vjp_powlog, c="({0} == (T)0 ? (T)0 : {0} * log({1}))", helper='''
@@ -379,6 +403,10 @@ def _fold_log(G, a, attr=None):
         t = a.args[1].args[0]   # Maechler's log1mexp: each form where it keeps its digits
         return G.where(G.op("gt", t, G.const(-math.log(2))), G.call("log", G.neg(G.call("expm1", t))),
                        G.call("log1p", G.neg(a.args[1])))
+    if a.op == "add":  # log(exp(t1) + exp(t2) + ...): shift by the max, never overflow or underflow
+        shifted = _log_sum_exp(G, a)
+        if shifted is not None:
+            return shifted
     if a.op in ("add", "sub") and a.args[0].op == "const" and a.args[0].attr == 1:  # log(1 + x)
         return G.call("log1p", a.args[1] if a.op == "add" else G.neg(a.args[1]))
     if a.op == "det":  # log(det(A)): slogdet, never the overflowing det itself
@@ -388,13 +416,58 @@ def _fold_log(G, a, attr=None):
     return None
 
 
+def _add_terms(a) -> list:
+    """The terms of a tree of additions."""
+    return _add_terms(a.args[0]) + _add_terms(a.args[1]) if a.op == "add" else [a]
+
+
+def _exponent(G, t):
+    """``u`` with ``t = exp(u)``: of ``exp(u)``, ``c * exp(u)`` (``exp(u + log c)``) and a
+    constant ``c`` (``exp(log c)``), ``c > 0``; else None."""
+    if t.op == "exp":
+        return t.args[0]
+    if t.op == "mul" and t.args[1].op == "exp" and (_cval(t.args[0]) or 0) > 0:
+        return G.add(t.args[1].args[0], G.const(math.log(_cval(t.args[0]))))
+    if t.op == "const" and t.attr > 0:
+        return G.const(math.log(t.attr))
+    return None
+
+
+def _log_sum_exp(G, a):
+    """``log(exp(u1) + ... + exp(un))`` as ``m + log(exp(u1 - m) + ... + exp(un - m))``, ``m`` the
+    largest ``u``: a Gaussian mixture's log-likelihood far from every mean stays finite (the sum
+    of exponentials itself underflows to 0, or overflows), and so does its gradient, a softmax.
+    None unless every term is an exponential (two at least) or a positive constant."""
+    terms = _add_terms(a)
+    if sum(t.op == "exp" or (t.op == "mul" and t.args[1].op == "exp") for t in terms) < 2 \
+            or any(t.op not in ("exp", "mul", "const") for t in terms):
+        return None
+    us = [_exponent(G, t) for t in terms]
+    if any(u is None for u in us):
+        return None
+    # already shifted (this very rewrite's inner log): every exponent is u - m for one maximum m
+    firsts = {u.args[1].id if u.op == "sub" and u.args[1].op == "maximum" else None for u in us}
+    if len(firsts) == 1 and None not in firsts:
+        return None
+    m = us[0]
+    for u in us[1:]:
+        m = G.op("maximum", m, u)
+    shifted = [G.sub(u, m) for u in us]
+    if any(d.op != "sub" or d.args[1] is not m for d in shifted):  # a fold took one apart: no rewrite
+        return None
+    total = G.call("exp", shifted[0])
+    for d in shifted[1:]:
+        total = G.add(total, G.call("exp", d))
+    return G.add(m, G.call("log", total))
+
+
 def _one_minus_sq(G, x):
     return G.sub(G.const(1), G.mul(x, x))
 
 
 _func("exp", lambda G, g, o, x: (G.mul(g, o),), math.exp, sympy=("exp",), c="exp({0})")
-_func("log", lambda G, g, o, x: (G.div(g, x),), math.log, sympy=("log",), c="log({0})", fold=_fold_log)
-_func("log1p", lambda G, g, o, x: (G.div(g, G.add(G.const(1), x)),), math.log1p, c="log1p({0})",
+_func("log", lambda G, g, o, x: (strong(G, g, G.div(g, x)),), math.log, sympy=("log",), c="log({0})", fold=_fold_log)
+_func("log1p", lambda G, g, o, x: (strong(G, g, G.div(g, G.add(G.const(1), x))),), math.log1p, c="log1p({0})",
       sympy=("log1p",))  # sympy.codegen.cfunctions.log1p, and log(1 + x) by _fold_log
 _func("expm1", lambda G, g, o, x: (G.mul(g, G.add(G.const(1), o)),), math.expm1, c="expm1({0})",
       sympy=("expm1",))  # sympy.codegen.cfunctions.expm1, and exp(x) - 1 by _fold_add/_fold_sub
@@ -405,19 +478,19 @@ _func("tan", lambda G, g, o, x: (G.mul(g, G.add(G.const(1), G.mul(o, o))),), mat
 _func("tanh", lambda G, g, o, x: (G.mul(g, _one_minus_sq(G, o)),), math.tanh, sympy=("tanh",), c="tanh({0})")
 _func("sinh", lambda G, g, o, x: (G.mul(g, G.call("cosh", x)),), math.sinh, sympy=("sinh",), c="sinh({0})")
 _func("cosh", lambda G, g, o, x: (G.mul(g, G.call("sinh", x)),), math.cosh, sympy=("cosh",), c="cosh({0})")
-_func("arcsin", lambda G, g, o, x: (G.div(g, G.call("sqrt", _one_minus_sq(G, x))),), math.asin,
+_func("arcsin", lambda G, g, o, x: (strong(G, g, G.div(g, G.call("sqrt", _one_minus_sq(G, x)))),), math.asin,
       sympy=("asin",), c="asin({0})")
-_func("arccos", lambda G, g, o, x: (G.neg(G.div(g, G.call("sqrt", _one_minus_sq(G, x)))),), math.acos,
+_func("arccos", lambda G, g, o, x: (strong(G, g, G.neg(G.div(g, G.call("sqrt", _one_minus_sq(G, x))))),), math.acos,
       sympy=("acos",), c="acos({0})")
 _func("arctan", lambda G, g, o, x: (G.div(g, G.add(G.const(1), G.mul(x, x))),), math.atan,
       sympy=("atan",), c="atan({0})")
 _func("arcsinh", lambda G, g, o, x: (G.div(g, G.call("sqrt", G.add(G.const(1), G.mul(x, x)))),), math.asinh,
       sympy=("asinh",), c="asinh({0})")
-_func("arccosh", lambda G, g, o, x: (G.div(g, G.call("sqrt", G.sub(G.mul(x, x), G.const(1)))),), math.acosh,
+_func("arccosh", lambda G, g, o, x: (strong(G, g, G.div(g, G.call("sqrt", G.sub(G.mul(x, x), G.const(1))))),), math.acosh,
       sympy=("acosh",), c="acosh({0})")
-_func("arctanh", lambda G, g, o, x: (G.div(g, _one_minus_sq(G, x)),), math.atanh,
+_func("arctanh", lambda G, g, o, x: (strong(G, g, G.div(g, _one_minus_sq(G, x))),), math.atanh,
       sympy=("atanh",), c="atanh({0})")
-_func("sqrt", lambda G, g, o, x: (G.div(g, G.mul(G.const(2), o)),), math.sqrt, c="sqrt({0})")
+_func("sqrt", lambda G, g, o, x: (strong(G, g, G.div(g, G.mul(G.const(2), o))),), math.sqrt, c="sqrt({0})")
 def _vjp_abs(G, g, out, x):
     """g sign(x), and a strong 0 at the kink x = 0 (masked like a selection): a NaN or infinite
     partial further down (atan2(v, v) at v = 0) never turns the policy's 0 into a NaN."""
@@ -441,14 +514,14 @@ _special("erf", lambda G, g, o, x: (G.mul(g, G.mul(G.const(2 / _SQRT_PI), G.call
          math.erf, sympy=("erf",), c="erf({0})")
 _special("erfc", lambda G, g, o, x: (G.mul(g, G.mul(G.const(-2 / _SQRT_PI), G.call("exp", G.neg(G.mul(x, x))))),),
          math.erfc, sympy=("erfc",), c="erfc({0})")
-_special("erfinv", lambda G, g, o, x: (G.mul(g, G.mul(G.const(_SQRT_PI / 2), G.call("exp", G.mul(o, o)))),),
+_special("erfinv", lambda G, g, o, x: (strong(G, g, G.mul(g, G.mul(G.const(_SQRT_PI / 2), G.call("exp", G.mul(o, o))))),),
          sympy=("erfinv",), c="erfinv({0})")
-_special("gamma", lambda G, g, o, x: (G.mul(g, G.mul(o, G.op("polygamma", x, attr=0))),),
+_special("gamma", lambda G, g, o, x: (strong(G, g, G.mul(g, G.mul(o, G.op("polygamma", x, attr=0)))),),
          math.gamma, sympy=("gamma",), c="tgamma({0})")
-_special("loggamma", lambda G, g, o, x: (G.mul(g, G.op("polygamma", x, attr=0)),),
+_special("loggamma", lambda G, g, o, x: (strong(G, g, G.mul(g, G.op("polygamma", x, attr=0))),),
          math.lgamma, sympy=("loggamma",), c="lgamma({0})", fn="gammaln")
 # polygamma(n, x), n a constant integer (digamma is n = 0); CUDA C has none: cupyx computes it
-_ew("polygamma", "_polygamma({attr}, {0})", lambda G, g, o, x: (G.mul(g, G.op("polygamma", x, attr=o.attr + 1)),),
+_ew("polygamma", "_polygamma({attr}, {0})", lambda G, g, o, x: (strong(G, g, G.mul(g, G.op("polygamma", x, attr=o.attr + 1))),),
     special="polygamma", helper='''
 def _polygamma(n, x):
     """polygamma(n, x) (digamma for n = 0) in x's floating type (SciPy's is float64 for n > 0)."""
@@ -469,14 +542,14 @@ def _of_order(f, n, x):
 def _vjp_bessel(sign):
     def vjp(G, g, out, x):
         lo, hi = G.op(out.op, x, attr=out.attr - 1), G.op(out.op, x, attr=out.attr + 1)
-        return G.mul(g, G.mul(G.const(0.5), G.add(lo, hi) if sign > 0 else G.sub(lo, hi))),
+        return strong(G, g, G.mul(g, G.mul(G.const(0.5), G.add(lo, hi) if sign > 0 else G.sub(lo, hi)))),
     return vjp
 
 
 def _vjp_expint(G, g, out, x):
     if out.attr == 1:
-        return G.neg(G.mul(g, G.div(G.call("exp", G.neg(x)), x))),
-    return G.neg(G.mul(g, G.op("expint", x, attr=out.attr - 1))),
+        return strong(G, g, G.neg(G.mul(g, G.div(G.call("exp", G.neg(x)), x)))),
+    return strong(G, g, G.neg(G.mul(g, G.op("expint", x, attr=out.attr - 1)))),
 
 
 _ew("besselj", "_of_order(_scipy_special.jv, {attr}, {0})", _vjp_bessel(-1), special="jv", helper=_ORDER_HELPER)
@@ -485,7 +558,7 @@ _ew("expint", "_of_order(_scipy_special.expn, {attr}, {0})", _vjp_expint, specia
 # the principal branch of Lambert's W, real: NaN below -1/e (where it is complex);
 # W' = W / (x (1 + W)) = 1 / (exp(W) (1 + W)), which is 1 at x = 0 without a special case
 _ew("lambertw", "_real_lambertw(_scipy_special.lambertw({0}), {0})",
-    lambda G, g, o, x: (G.div(g, G.mul(G.call("exp", o), G.add(G.const(1), o))),), special="lambertw", helper='''
+    lambda G, g, o, x: (strong(G, g, G.div(g, G.mul(G.call("exp", o), G.add(G.const(1), o)))),), special="lambertw", helper='''
 def _real_lambertw(w, x):
     """The real principal branch of Lambert's W from the complex value w = W(x): NaN below -1/e."""
     return {m}.where(x < -0.36787944117144233, {m}.nan, w.real).astype({m}.result_type(x), copy=False)
@@ -498,7 +571,7 @@ def _vjp_call(G, g, out, *args):
     if not partials:
         raise SymgradError(f"symgrad.Function {name} has no derivative: give derivative= "
                            "(a path, or a symgrad.Function for second derivatives)")
-    return tuple(G.mul(g, G.op("call", *args, attr=p)) for p in partials)
+    return tuple(strong(G, g, G.mul(g, G.op("call", *args, attr=p))) for p in partials)  # a user's partial may be inf
 
 
 _ew("call", None, _vjp_call)

@@ -153,8 +153,8 @@ RULES = {
     (sp.Pow, 2): _POW, (HadamardPower, 2): _POW,
     (MatMul, 2): (np.matmul, lambda g, a, x, y: _strong_matmul(g, y.T, x, False),
                   lambda g, a, x, y: _strong_matmul(g, y.T, x, True)),
-    (sp.Max, 2): (np.maximum, lambda g, a, x, y: g * (x > y), lambda g, a, x, y: g * (y > x)),
-    (sp.Min, 2): (np.minimum, lambda g, a, x, y: g * (x < y), lambda g, a, x, y: g * (y < x)),
+    (sp.Max, 2): (np.maximum, lambda g, a, x, y: _selected(x > y, g), lambda g, a, x, y: _selected(y > x, g)),
+    (sp.Min, 2): (np.minimum, lambda g, a, x, y: _selected(x < y, g), lambda g, a, x, y: _selected(y < x, g)),
     (sp.exp, 1): (np.exp, lambda g, a, x: g * a),
     (sp.log, 1): (np.log, lambda g, a, x: g / x),
     (cfunctions.log1p, 1): (np.log1p, lambda g, a, x: g / (1 + x)),
@@ -202,10 +202,10 @@ RULES = {
     (sp.re, 1): (np.real, lambda g, a, x: g), (sp.conjugate, 1): (np.conj, lambda g, a, x: g),
     (sp.im, 1): (lambda x: np.zeros_like(x), None), (sp.arg, 1): (np.angle, None),
     (sp.ITE, 3): (np.where, None, None, None),
-    (sp.Abs, 1): (np.abs, lambda g, a, x: g * np.sign(x)),
+    (sp.Abs, 1): (np.abs, lambda g, a, x: _selected(x != 0, g * np.sign(x))),
     (sp.sign, 1): (np.sign, None),
     (sp.Heaviside, 1): (lambda x: np.heaviside(x, 0.5), None),
-    (sp.Heaviside, 2): (np.heaviside, None, lambda g, a, x, h0: g * (x == 0)),  # H(0, h0) = h0
+    (sp.Heaviside, 2): (np.heaviside, None, lambda g, a, x, h0: _selected(x == 0, g)),  # H(0, h0) = h0
     (Transpose, 1): (np.transpose, lambda g, a, x: g.T),
     (Inverse, 1): (np.linalg.inv, lambda g, a, x: -a.T @ g @ a.T),
     (DiagMatrix, 1): (np.diagflat, lambda g, a, x: np.diagonal(g).reshape(x.shape)),
@@ -296,6 +296,12 @@ def _off_origin(num, r2):
     """``num / r2``, and 0 where ``r2`` is 0: atan2 at (0, 0) is a non-differentiable point."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(r2 == 0, np.zeros((), np.result_type(num, r2)), num / np.where(r2 == 0, 1, r2))
+
+
+def _selected(taken, g):
+    """``g`` where ``taken``, else exactly 0: a branch not selected gets 0 even from an infinite or
+    NaN cotangent (``g * taken`` would make inf * 0 = NaN), as the generated code's masks do."""
+    return np.where(taken, g, np.zeros((), np.result_type(g)))
 
 
 def _strong(vjp, g, ans, vals):

@@ -6,6 +6,7 @@ the array path and gives NumPy's inf/nan; the array path keeps its checks.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ import sympy as sp
 import symgrad
 from symgrad import tape
 from symgrad.emit import floats, load_source
+from symgrad.ops import OPS
 
 import test_ops as to
 from _oracles import rel_err
@@ -102,3 +104,76 @@ def test_matrices_special_functions_and_arrays_take_the_array_path():
     assert value.dtype == np.float32 and grads["y"].shape == (3,)  # float32 still float32
     with pytest.raises(ValueError):
         mod.value_and_grad(x=np.ones(3), y=np.ones(4))  # shapes that do not broadcast: still an error
+
+
+# -- every fast-path formula against its array twin, bit for bit (signed zeros, nan, inf) -----
+_SPECIAL = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e308, -1e308, 5e-324, -5e-324, 1e-300,
+            0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 1.0, -1.0, 2.0, -2.0, 3.0, 710.0, -710.0, 0.7]
+_LOGIC = {"where", "and", "or", "not"}  # arguments (the condition) that are booleans
+_EXACT = {"add", "sub", "mul", "div", "neg", "abs", "sqrt", "floor", "ceil", "sign", "maximum",
+          "minimum", "where", "powlog"}  # correctly rounded or exact: the same bits; libm functions: within _ULPS
+_ULPS = 4
+
+
+def _ordered(v: float) -> int:
+    """The float's bits as an integer that counts ulps across zero (-0.0 and +0.0 are 0 apart)."""
+    i = int(np.float64(v).view(np.int64))
+    return i if i >= 0 else -(i & 0x7FFFFFFFFFFFFFFF)
+
+
+def _namespace():
+    ns = {"math": math, "np": np}
+    for op in OPS.values():
+        if op.helper:
+            exec(op.helper.replace("{m}", "np"), ns)
+    return ns
+
+
+def _twins():
+    """(name, float formula, array template, arity) of every fast-path op, the integer powers
+    written as multiplications included."""
+    for name, text in floats.FLOAT.items():
+        arity = 1 + max(int(k) for k in "012" if "{%s}" % k in text)
+        yield name, text, OPS[name].code, arity
+    for k in range(1, floats._MAX_MULTIPLY + 1):
+        yield f"pow{k}", "(" + " * ".join(["{0}"] * k) + ")", "{0} ** %d" % k, 1
+
+
+def _differs(name, f, r) -> bool:
+    if isinstance(f, bool) or r.dtype == bool:
+        return bool(f) != bool(r)
+    f, r = float(f), float(r)
+    if math.isnan(f) or math.isnan(r):
+        return math.isnan(f) != math.isnan(r)
+    if math.copysign(1, f) != math.copysign(1, r):  # -0.0 vs 0.0 included
+        return True
+    return abs(_ordered(f) - _ordered(r)) > (0 if name in _EXACT else _ULPS)
+
+
+@pytest.mark.parametrize("name, text, code, arity", list(_twins()), ids=[t[0] for t in _twins()])
+def test_every_fast_path_formula_gives_its_array_twins_bits(name, text, code, arity):
+    """A completeness test: each row of floats.FLOAT (a new one included) is run on Python floats
+    and, as the array path runs it, on float64 arrays, at every combination of special values.
+    Where the formula raises, the module takes the array path (NumPy's answer by construction)."""
+    ns, args = _namespace(), [f"a{i}" for i in range(arity)]
+    bad = []
+    for vals in itertools.product(_SPECIAL, repeat=arity):
+        if name in _LOGIC:
+            vals = (vals[0] > 0, *vals[1:]) if name == "where" else tuple(v > 0 for v in vals)
+        try:
+            f = eval(text.format(*args), dict(ns, **dict(zip(args, vals))))
+        except (ArithmeticError, ValueError):
+            continue
+        arrays = {a: np.array([v], bool if type(v) is bool else np.float64) for a, v in zip(args, vals)}
+        with np.errstate(all="ignore"):
+            r = np.asarray(eval(code.format(*args, m="np"), dict(ns, **arrays))).reshape(-1)[0]
+        if _differs(name, f, r):
+            bad.append((vals, f, r))
+    assert not bad, (name, bad[:5])
+
+
+def test_a_fast_path_signed_zero_reaches_atan2_as_on_arrays():
+    mod = _module(sp.atan2(sp.ceiling(x), y), "signed")
+    for fn in (mod.forward, lambda **kw: mod.value_and_grad(**kw)[0]):
+        assert fn(x=-0.5, y=-1.0) == fn(x=np.array([-0.5]), y=np.array([-1.0]))[0] == -math.pi
+    assert math.copysign(1, mod.forward(x=-0.0, y=1.0)) == -1.0  # atan2(-0.0, 1) is -0.0

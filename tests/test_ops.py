@@ -258,6 +258,70 @@ def test_logsumexp_is_stable():
     assert rel_err(grads["b"], ((softmax - inputs["Y"]) / len(z)).sum(axis=0, keepdims=True)) < 1e-9
 
 
+# -- log of a sum of exponentials: a Gaussian mixture's log-likelihood far from its means --------
+_MUS = (-1.0, 0.5, 2.0)
+_WEIGHTS = (1, 2, sp.Rational(1, 2))  # c * exp(t) is exp(t + log c): the weighted mixture is one too
+
+
+def _mixture_terms(v, mus, weights):
+    return [w * sp.exp(-(v - m) ** 2 / 2) for w, m in zip(weights, mus)]
+
+
+def _mixture_oracle(points, weights):
+    """sum over the points of log(sum_k w_k exp(-(x - mu_k)**2 / 2)) and its gradient in each
+    mu_k, sum over the points of softmax_k * (x - mu_k), with mpmath at 60 digits (no underflow)."""
+    import mpmath as mp
+    mp.mp.dps = 60
+    value, grads = mp.mpf(0), [mp.mpf(0)] * 3
+    for p in points:
+        e = [mp.mpf(float(w)) * mp.exp(-(mp.mpf(p) - m) ** 2 / 2) for w, m in zip(weights, _MUS)]
+        value += mp.log(sum(e))
+        grads = [g + e_k / sum(e) * (mp.mpf(p) - m) for g, e_k, m in zip(grads, e, _MUS)]
+    return float(value), [float(g) for g in grads]
+
+
+@pytest.mark.parametrize("weights", [(1, 1, 1), _WEIGHTS])
+def test_log_of_a_sum_of_exponentials_is_stable_on_scalar_symbols(weights):
+    """log(exp(t1) + exp(t2) + exp(t3)), t_k = -(x - mu_k)**2 / 2, with x bound to an array of
+    points as far as 60 from every mean: the sum underflows to 0 (-inf, NaN gradient) unless the
+    rewrite shifts it by the largest t_k."""
+    m = sp.symbols("m1:4")
+    module = symgrad.compile(symgrad.Model(sp.log(sp.Add(*_mixture_terms(x, m, weights))), wrt=list(m)))
+    points = np.array([-60.0, -35.5, -1.0, 0.2, 1.7, 40.0, 61.0])
+    mus = dict(zip(("m1", "m2", "m3"), _MUS))
+    value, grads = module.value_and_grad(x=points, **mus)
+    want, want_grads = _mixture_oracle(points, weights)
+    assert np.all(np.isfinite(module.forward(x=points, **mus)))
+    assert rel_err(np.sum(module.forward(x=points, **mus)), want) < 1e-12
+    assert rel_err([grads[k] for k in mus], want_grads) < 1e-12
+    for p in (-60.0, 0.2, 61.0):  # Python floats: the fast path takes the same form
+        v, g = module.value_and_grad(x=p, **mus)
+        w, wg = _mixture_oracle([p], weights)
+        assert rel_err(v, w) < 1e-12 and rel_err([g[k] for k in mus], wg) < 1e-12
+
+
+def test_log_of_a_sum_of_exponentials_is_stable_over_columns():
+    """The same mixture over an N x 1 column (applyfunc), summed over its rows; and at moderate
+    points the gradient matches central differences of the module's value in float64."""
+    Xc = sp.MatrixSymbol("X", N, 1)
+    m = sp.symbols("m1:4")
+    cols = [(Xc - mk * sp.OneMatrix(N, 1)).applyfunc(lambda e: -e ** 2 / 2).applyfunc(sp.exp) for mk in m]
+    model = symgrad.Model((sp.OneMatrix(1, N) * (cols[0] + cols[1] + cols[2]).applyfunc(sp.log))[0, 0], wrt=list(m))
+    module = symgrad.compile(model)
+    mus = dict(zip(("m1", "m2", "m3"), _MUS))
+    far = np.array([[-60.0], [-35.5], [0.2], [40.0], [61.0]])
+    value, grads = module.value_and_grad(X=far, **mus)
+    want, want_grads = _mixture_oracle(far[:, 0], (1, 1, 1))
+    assert rel_err(value, want) < 1e-12 and rel_err([grads[k] for k in mus], want_grads) < 1e-12
+    near = np.array([[-1.3], [0.4], [2.2]])
+    _, grads = module.value_and_grad(X=near, **mus)
+    for k in mus:
+        h = 1e-6
+        up, down = dict(mus, **{k: mus[k] + h}), dict(mus, **{k: mus[k] - h})
+        fd = (module.forward(X=near, **up) - module.forward(X=near, **down)) / (2 * h)
+        assert abs(grads[k] - fd) < 1e-7 * max(1.0, abs(fd)), k
+
+
 def test_a_slice_past_a_symbolic_dimension_is_an_error():
     """NumPy cuts X[:, :2] short when X has one column; the module says so instead of summing less."""
     Xs = sp.MatrixSymbol("X", N, d)

@@ -129,6 +129,26 @@ ROWS = {
     # at (1, 3): value 1, d/dx = 3, d/dy = 1 * log 1 = 0
     "guarded_pow_dy": Row(x ** y, (x, y), {"x": a(0, 1), "y": a(2, 3)}, a(0, 1),
                           {"x": a(0, 3), "y": a(0, 0)}),
+    # a cotangent of exactly 0 meeting an infinite partial contributes 0, never 0 * inf = NaN:
+    # y*sqrt(x) at (0, 0): d/dx = y / (2 sqrt x) with y = 0 -> 0; d/dy = sqrt 0 = 0; at (4, 3):
+    # value 6, d/dx = 3/4, d/dy = 2
+    "zero_cotangent_sqrt": Row(y * sp.sqrt(x), (x, y), {"x": a(0, 4), "y": a(0, 3)}, a(0, 6),
+                               {"x": a(0, 0.75), "y": a(0, 2)}),
+    # Max(x, cosh(2 tanh(sqrt x))) at x = 0: cosh 0 = 1 is selected; its cotangent reaches sqrt
+    # through sinh(0) = 0, so sqrt'(0) = inf contributes 0; at x = 4, cosh(2 tanh 2) < 4: x, 1
+    "zero_cotangent_max_cosh": Row(sp.Max(x, sp.cosh(2 * sp.tanh(sp.sqrt(x)))), (x,), {"x": a(0, 4)},
+                                   a(1, 4), {"x": a(0, 1)}),
+    # y * asin(x) at (1, 0): asin'(1) = inf meets y = 0 -> 0; d/dy = asin 1 = pi/2; the cube root
+    # y * x**(1/3) at (0, 0): 0 and 0 (x**(-2/3) is inf at 0); at (1, 1): 1, 1/3, 1
+    "zero_cotangent_asin": Row(y * sp.asin(x), (x, y), {"x": a(1), "y": a(0)}, a(0),
+                               {"x": a(0), "y": a(np.pi / 2)}),
+    "zero_cotangent_cbrt": Row(y * x ** sp.Rational(1, 3), (x, y), {"x": a(0, 1), "y": a(0, 1)},
+                               a(0, 1), {"x": a(0, 1 / 3), "y": a(0, 1)}),
+    # an infinite cotangent meeting the argument of Max that is not selected: still exactly 0.
+    # acosh(Max(2y, xy)) at (-2, 1/2): Max(1, -1) = 1, acosh 1 = 0, acosh'(1) = inf reaches 2y
+    # (d/dy = 2 inf = inf) and not xy (d/dx = 0, never inf * 0 = NaN)
+    "infinite_cotangent_max": Row(sp.acosh(sp.Max(2 * y, x * y)), (x, y), {"x": a(-2), "y": a(0.5)},
+                                  a(0), {"x": a(0), "y": a(np.inf)}),
 }
 
 TARGETS = ["numpy", "cupy-shim", "cupy-gpu", "tape"]
