@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .diff import gradients
 from .emit import emit as _emit, target_named
 from .errors import SymgradError
-from .forward import tangents
-from .program import Program, derivatives
+from .kinds import KINDS, derivatives
+from .program import Program
 
 __all__ = ["Compiled", "build", "compile_file", "differentiate", "generate", "write_atomic"]
 
@@ -30,25 +29,17 @@ _LIBRARY_NAMES = {"cupy": "CuPy", "numba": "Numba", "dask": "Dask"}  # as their 
 
 def differentiate(program: Program, emit=("grad",)) -> Program:
     """Add the derivative nodes of the functions ``emit`` asks for (see
-    :func:`~symgrad.program.derivatives`), in place; returns ``program``.
+    :func:`~symgrad.kinds.derivatives`), in place; returns ``program``.
 
-    ``value_and_grad`` and ``vjp`` are reverse sweeps (``diff.py``) seeded with ones and with a
-    cotangent input; ``jvp`` is the forward sweep (``forward.py``) of the value along tangent
-    inputs, ``hvp`` the forward sweep of the gradient nodes along the same inputs."""
-    G, out = program.graph, program.out
+    Each kind builds its own nodes (``kinds.Kind.build``): ``value_and_grad`` and ``vjp`` are
+    reverse sweeps (``diff.py``) seeded with ones and with a cotangent input; ``jvp`` is the forward
+    sweep (``forward.py``) of the value along tangent inputs, ``hvp`` the forward sweep of the
+    gradient nodes along the same inputs."""
     program.derivatives = have = derivatives(emit)
-    wrt = [program.input_nodes[w] for w in program.wrt]
-    program.grads, program.cotangents = gradients(G, out, wrt)
-    if "vjp" in have:
-        program.cotangent = G.input(("cotangent",), out.shape)  # a tuple: never a symbol's name
-        program.vjp_grads, program.vjp_cotangents = gradients(G, out, wrt, seed=program.cotangent)
-    if "jvp" in have or "hvp" in have:
-        program.tangent_nodes = {w: G.input(("tangent", w), n.shape) for w, n in zip(program.wrt, wrt)}
-        seeds = {n.id: program.tangent_nodes[w] for w, n in zip(program.wrt, wrt)}
-        if "jvp" in have:
-            (program.jvp_out,) = tangents(G, [out], seeds)
-        if "hvp" in have:
-            program.hvps = tangents(G, program.grads, seeds)
+    for name in have:
+        build = KINDS[name].build
+        if build is not None:
+            program.derived[name] = build(program)
     return program
 
 

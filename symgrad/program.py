@@ -15,26 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import SymgradError
 from .ir import Graph, Node
-
-
-DERIVATIVES = ("grad", "vjp", "jvp", "jacobian", "hvp", "hessian")
-_NEEDS = {"jacobian": ("vjp", "jvp"), "hessian": ("hvp",)}  # the functions they call
-
-
-def derivatives(requested) -> tuple:
-    """The functions a module has for ``requested`` (names of DERIVATIVES, a sequence or a comma
-    separated string): always ``grad`` (``value_and_grad``), plus what the requested ones call, in
-    DERIVATIVES order; a SymgradError names an unknown one."""
-    if isinstance(requested, str):
-        requested = [r.strip() for r in requested.split(",") if r.strip()]
-    wanted = {"grad"}
-    for r in requested:
-        if r not in DERIVATIVES:
-            raise SymgradError(f"unknown derivative {r!r} (choose from {', '.join(DERIVATIVES)})")
-        wanted |= {r, *_NEEDS.get(r, ())}
-    return tuple(d for d in DERIVATIVES if d in wanted)
+from .kinds import DERIVATIVES, derivatives  # noqa: F401 - the registry's, re-exported
 
 
 @dataclass(frozen=True)
@@ -62,13 +44,8 @@ class Program:
     src: dict = field(default_factory=dict)      # node id -> provenance parts
     grads: list[Node] | None = None              # set by differentiate(): one per wrt name
     cotangents: dict = field(default_factory=dict)  # forward node id -> its total cotangent
-    derivatives: tuple = ("grad",)               # the module's functions beyond forward (DERIVATIVES)
-    cotangent: Node | None = None                # vjp: the cotangent input (shaped like out)
-    vjp_grads: list | None = None                # vjp: one per wrt name
-    vjp_cotangents: dict = field(default_factory=dict)
-    tangent_nodes: dict = field(default_factory=dict)  # jvp, hvp: wrt name -> its tangent input
-    jvp_out: Node | None = None                  # jvp: the tangent of out
-    hvps: list | None = None                     # hvp: the tangent of each gradient (H v)
+    derivatives: tuple = ("grad",)               # the module's functions beyond forward (kinds.KINDS)
+    derived: dict = field(default_factory=dict)  # kind name -> its nodes (kinds.Kind.build)
     rows_plan: object | None = None              # dask: how the value splits over rows (rows.RowPlan)
     numbers: tuple = ()                          # scalar inputs that bind one number (Model.numbers)
 

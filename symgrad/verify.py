@@ -94,6 +94,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .errors import SymgradError
+from .kinds import KINDS
 
 __all__ = ["CheckReport", "check", "inferred_domain", "input_shapes", "load_inputs", "rel_err",
            "resolve_inputs", "sample_inputs", "validate_inputs"]
@@ -669,9 +670,9 @@ class _Call:
     parts: dict = field(default_factory=dict)
 
 
-# what each function returns after the value: one label per part; a dict part is keyed by name
-_RETURNS = {"value_and_grad": ("grad",), "vjp": ("grad",), "jvp": ("tangent",),
-            "jacobian": ("jacobian",), "hvp": ("grad", "hvp"), "hessian": ("grad", "hessian")}
+# what each function returns after the value (kinds.Kind.returns): one label per part; a dict
+# part is keyed by name unless the kind says it is single
+_KIND_OF = {k.function_name: k for k in KINDS.values()}
 
 
 class _Ctx:
@@ -710,7 +711,8 @@ class _Ctx:
         changed = [k for k, a in before.items() if not _same(run.host({**args, **seeds}[k]), a)]
         if changed:
             report.problem(f"{fn} modified its inputs in place: {', '.join(changed)}", how)
-        labels = _RETURNS.get(fn, ())
+        kind = _KIND_OF.get(fn)
+        labels, single = (kind.returns, kind.single) if kind else ((), ())
         if fn == "forward":
             items, parts = [("value", out)], {}
         else:
@@ -718,9 +720,9 @@ class _Ctx:
                 value, *rest = out
                 if len(rest) != len(labels):
                     raise ValueError
-                parts = {label: dict(p) if label != "tangent" else p for label, p in zip(labels, rest)}
+                parts = {label: dict(p) if label not in single else p for label, p in zip(labels, rest)}
             except (TypeError, ValueError):
-                want = ", ".join(("value",) + tuple(f"{{{lb}s}}" if lb != "tangent" else lb for lb in labels))
+                want = ", ".join(("value",) + tuple(f"{{{lb}s}}" if lb not in single else lb for lb in labels))
                 report.problem(f"{fn} returned {type(out).__name__}, expected ({want})", how)
                 return None
             items = [("value", value)]
@@ -960,30 +962,53 @@ def _fd_check(ctx, inputs, grads, gscale):
 JAC_EXACT_MAX = 256   # a value of at most this many entries is checked against the tape's whole Jacobian
 
 
-def _derivative_checks(ctx, inputs, want_value, want_grads):
-    """Every function of the module's DERIVATIVES beyond value_and_grad, at ``inputs``, against
-    the tape: ``vjp`` with a random cotangent against the tape's exact VJP; ``jvp`` and ``jacobian``
-    against the tape's Jacobian (its VJPs of unit cotangents) or, for a value of more than
-    JAC_EXACT_MAX entries, through a random cotangent ``u`` (``u . J t == tape_vjp(u) . t``);
-    ``hvp`` and ``hessian`` (times a random direction) against central differences of the tape's
-    exact gradient (``tape.hvp``), and the Hessian's symmetry.  The gradients they return too
-    are compared with the tape."""
-    have = [d for d in getattr(ctx.module, "DERIVATIVES", ("grad",)) if d != "grad"]
-    if not have:
-        return
-    from . import tape
-    model, report, rng, wrt = ctx.model, ctx.report, ctx.fd_rng, ctx.wrt
-    x = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
-    u = rng.standard_normal(np.shape(want_value))
-    t = {k: rng.standard_normal(np.shape(x[k])) for k in wrt}
+class _Env:
+    """What the checks of one trial share: the inputs, a random cotangent ``u`` and direction
+    ``t``, the tape's results (each computed once, when a check first asks), and ``compare``."""
 
-    def compare(fn, what, got, want, tol, floor, against="tape"):
+    def __init__(self, ctx, inputs, want_value, want_grads):
+        self.ctx, self.inputs, self.want_value, self.want_grads = ctx, inputs, want_value, want_grads
+        self.model, self.report, self.wrt = ctx.model, ctx.report, ctx.wrt
+        self.x = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+        self.u = ctx.fd_rng.standard_normal(np.shape(want_value))
+        self.t = {k: ctx.fd_rng.standard_normal(np.shape(self.x[k])) for k in self.wrt}
+        self.exact = np.size(want_value) <= JAC_EXACT_MAX
+        self._memo = {}
+
+    def once(self, key, make):
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def jacobian(self):
+        """The tape's Jacobian (a value of at most JAC_EXACT_MAX entries), else None."""
+        from . import tape
+        return self.once("J", lambda: tape.jacobian(self.model, **self.x)[1] if self.exact else None)
+
+    def vjp_u(self):
+        """The tape's u^T J, for a larger value."""
+        from . import tape
+        return self.once("uJ", lambda: None if self.exact else tape.vjp(self.model, self.u, **self.x)[1])
+
+    def hvp_t(self):
+        """The tape's H t (central differences of its gradient) and the floor of errors in it."""
+        from . import tape
+
+        def make():
+            hv = tape.hvp(self.model, self.t, **self.x)[2]
+            floor = FLOOR * max([1.0] + [_maxabs(self.want_grads[k]) * _maxabs(self.t[k]) for k in self.wrt]
+                                + [_maxabs(h) for h in hv.values()])
+            return hv, floor
+        return self.once("Ht", make)
+
+    def compare(self, fn, what, got, want, tol, floor, against="tape"):
+        report = self.report
         if isinstance(want, dict):
             if got is None or sorted(got) != sorted(want):
                 report.problem(f"{fn}: {what} has keys {sorted(got or {})}, expected {sorted(want)}")
                 return
             for k in want:
-                compare(fn, f"{what} of {k}", got[k], want[k], tol, floor, against)
+                self.compare(fn, f"{what} of {k}", got[k], want[k], tol, floor, against)
             return
         if np.shape(got) != np.shape(want):
             report.problem(f"{fn}: {what} has shape {np.shape(got)}, expected {np.shape(want)}")
@@ -994,67 +1019,106 @@ def _derivative_checks(ctx, inputs, want_value, want_grads):
         if err > tol:
             report.error(f"{fn}: {what}", against, err, f"rtol {tol:g}")
 
-    def common(fn, c):
-        compare(fn, "value", c.value, want_value, report.rtol, FLOOR * max(1.0, _maxabs(want_value)))
+    def common(self, fn, c):
+        """The value, and the gradient of sum(value) a function returns beside its own part."""
+        report, want_value, want_grads = self.report, self.want_value, self.want_grads
+        self.compare(fn, "value", c.value, want_value, report.rtol, FLOOR * max(1.0, _maxabs(want_value)))
         if "grad" in c.parts and fn != "vjp":  # the gradient of sum(value), beside H v
-            compare(fn, "grad", c.grads, want_grads, report.rtol, _grad_floor(want_value, want_grads, FLOOR))
+            self.compare(fn, "grad", c.grads, want_grads, report.rtol, _grad_floor(want_value, want_grads, FLOOR))
 
+
+def _derivative_checks(ctx, inputs, want_value, want_grads):
+    """Every function of the module's DERIVATIVES beyond value_and_grad, at ``inputs``, checked
+    against the tape by its kind's check (``kinds.Kind.check``, the ``_check_<kind>`` below)."""
+    have = [d for d in getattr(ctx.module, "DERIVATIVES", ("grad",)) if d != "grad"]
+    if not have:
+        return
+    env = _Env(ctx, inputs, want_value, want_grads)
     with np.errstate(all="ignore"):
-        if "vjp" in have and (c := ctx.call("vjp", inputs, seed=u)) is not None:
-            common(fn := "vjp", c)
-            _, tg = tape.vjp(model, u, **x)
-            compare(fn, "grad", c.grads, tg, report.rtol, _grad_floor(want_value, tg, FLOOR))
-        if "jvp" in have or "jacobian" in have:
-            exact = np.size(want_value) <= JAC_EXACT_MAX
-            J = tape.jacobian(model, **x)[1] if exact else None
-            ut = None if exact else tape.vjp(model, u, **x)[1]
-        if "jvp" in have and (c := ctx.call("jvp", inputs, seed=t)) is not None:
-            common(fn := "jvp", c)
-            got = c.parts["tangent"]
-            if exact:
-                want = sum((np.tensordot(J[k], t[k], axes=t[k].ndim) for k in wrt), np.zeros(np.shape(want_value)))
-                compare(fn, "tangent", got, want, report.rtol, FLOOR * max(1.0, _maxabs(want)))
-            elif np.shape(got) != np.shape(want_value):
-                report.problem(f"jvp: tangent has shape {np.shape(got)}, expected {np.shape(want_value)}")
-            else:
-                dot = sum(float(np.sum(ut[k] * t[k])) for k in wrt)
-                compare(fn, "u . tangent", float(np.sum(u * got)), dot, report.rtol,
-                        FLOOR + float(np.linalg.norm(u) * np.linalg.norm(got)) * report.rtol)
-        if "jacobian" in have and (c := ctx.call("jacobian", inputs)) is not None:
-            common(fn := "jacobian", c)
-            got = c.parts["jacobian"]
-            if exact:
-                compare(fn, "jacobian", got, J, report.rtol, _grad_floor(want_value, J, FLOOR))
-            else:
-                contracted = {k: np.tensordot(u, got[k], axes=u.ndim) for k in got}
-                compare(fn, "u . jacobian", contracted, ut, report.rtol, _grad_floor(want_value, ut, FLOOR))
-        if "hvp" in have or "hessian" in have:
-            hv = tape.hvp(model, t, **x)[2]
-            hfloor = FLOOR * max([1.0] + [_maxabs(want_grads[k]) * _maxabs(t[k]) for k in wrt]
-                                 + [_maxabs(h) for h in hv.values()])
-        if "hvp" in have and (c := ctx.call("hvp", inputs, seed=t)) is not None:
-            common(fn := "hvp", c)
-            compare(fn, "hvp", c.parts["hvp"], hv, ctx.fd_rtol, hfloor, "finite differences of the tape's gradient")
-        if "hessian" in have and (c := ctx.call("hessian", inputs)) is not None:
-            common(fn := "hessian", c)
-            H, pairs = c.parts["hessian"], [(a, b) for a in wrt for b in wrt]
-            if sorted(H) != sorted(pairs):
-                report.problem(f"hessian: blocks {sorted(H)}, expected {pairs}")
-                return
-            shapes = {k: np.shape(x[k]) for k in wrt}
-            for a, b in pairs:
-                if np.shape(H[a, b]) != shapes[a] + shapes[b]:
-                    report.problem(f"hessian: block {(a, b)} has shape {np.shape(H[a, b])}, "
-                                   f"expected {shapes[a] + shapes[b]}")
-                    return
-            asym = max(rel_err(H[a, b].reshape(x[a].size, x[b].size), H[b, a].reshape(x[b].size, x[a].size).T)
-                       for a, b in pairs)
-            if asym > 1e-12:
-                report.error("hessian", "its transpose", asym, "1e-12")
-            Ht = {a: sum(np.tensordot(H[a, b], t[b], axes=t[b].ndim) if t[b].ndim else H[a, b] * t[b]
-                         for b in wrt) for a in wrt}
-            compare(fn, "hessian times a direction", Ht, hv, ctx.fd_rtol, hfloor,
-                    "finite differences of the tape's gradient")
+        for d in have:
+            if d in KINDS and KINDS[d].check:
+                KINDS[d].checker()(env)
+
+
+def _check_vjp(env):
+    """vjp with a random cotangent against the tape's exact VJP."""
+    from . import tape
+    if (c := env.ctx.call("vjp", env.inputs, seed=env.u)) is not None:
+        env.common("vjp", c)
+        _, tg = tape.vjp(env.model, env.u, **env.x)
+        env.compare("vjp", "grad", c.grads, tg, env.report.rtol, _grad_floor(env.want_value, tg, FLOOR))
+
+
+def _check_jvp(env):
+    """jvp against the tape's Jacobian, or, for a value of more than JAC_EXACT_MAX entries,
+    through a random cotangent u (``u . J t == tape_vjp(u) . t``)."""
+    report, t, wrt, want_value = env.report, env.t, env.wrt, env.want_value
+    if (c := env.ctx.call("jvp", env.inputs, seed=t)) is None:
+        return
+    env.common(fn := "jvp", c)
+    got = c.parts["tangent"]
+    if env.exact:
+        J = env.jacobian()
+        want = sum((np.tensordot(J[k], t[k], axes=t[k].ndim) for k in wrt), np.zeros(np.shape(want_value)))
+        env.compare(fn, "tangent", got, want, report.rtol, FLOOR * max(1.0, _maxabs(want)))
+    elif np.shape(got) != np.shape(want_value):
+        report.problem(f"jvp: tangent has shape {np.shape(got)}, expected {np.shape(want_value)}")
+    else:
+        ut = env.vjp_u()
+        dot = sum(float(np.sum(ut[k] * t[k])) for k in wrt)
+        env.compare(fn, "u . tangent", float(np.sum(env.u * got)), dot, report.rtol,
+                    FLOOR + float(np.linalg.norm(env.u) * np.linalg.norm(got)) * report.rtol)
+
+
+def _check_jacobian(env):
+    """jacobian against the tape's Jacobian, or through a random cotangent (as jvp)."""
+    if (c := env.ctx.call("jacobian", env.inputs)) is None:
+        return
+    env.common(fn := "jacobian", c)
+    got, u = c.parts["jacobian"], env.u
+    if env.exact:
+        J = env.jacobian()
+        env.compare(fn, "jacobian", got, J, env.report.rtol, _grad_floor(env.want_value, J, FLOOR))
+    else:
+        ut = env.vjp_u()
+        contracted = {k: np.tensordot(u, got[k], axes=u.ndim) for k in got}
+        env.compare(fn, "u . jacobian", contracted, ut, env.report.rtol, _grad_floor(env.want_value, ut, FLOOR))
+
+
+def _check_hvp(env):
+    """hvp against central differences of the tape's exact gradient (``tape.hvp``)."""
+    if (c := env.ctx.call("hvp", env.inputs, seed=env.t)) is not None:
+        env.common(fn := "hvp", c)
+        hv, hfloor = env.hvp_t()
+        env.compare(fn, "hvp", c.parts["hvp"], hv, env.ctx.fd_rtol, hfloor, "finite differences of the tape's gradient")
+
+
+def _check_hessian(env):
+    """hessian: its blocks' shapes, its symmetry, and times a random direction against
+    ``tape.hvp``."""
+    report, wrt, x, t = env.report, env.wrt, env.x, env.t
+    if (c := env.ctx.call("hessian", env.inputs)) is None:
+        return
+    env.common(fn := "hessian", c)
+    H, pairs = c.parts["hessian"], [(a, b) for a in wrt for b in wrt]
+    if sorted(H) != sorted(pairs):
+        report.problem(f"hessian: blocks {sorted(H)}, expected {pairs}")
+        return
+    shapes = {k: np.shape(x[k]) for k in wrt}
+    for a, b in pairs:
+        if np.shape(H[a, b]) != shapes[a] + shapes[b]:
+            report.problem(f"hessian: block {(a, b)} has shape {np.shape(H[a, b])}, "
+                           f"expected {shapes[a] + shapes[b]}")
+            return
+    asym = max(rel_err(H[a, b].reshape(x[a].size, x[b].size), H[b, a].reshape(x[b].size, x[a].size).T)
+               for a, b in pairs)
+    if asym > 1e-12:
+        report.error("hessian", "its transpose", asym, "1e-12")
+    Ht = {a: sum(np.tensordot(H[a, b], t[b], axes=t[b].ndim) if t[b].ndim else H[a, b] * t[b]
+                 for b in wrt) for a in wrt}
+    hv, hfloor = env.hvp_t()
+    env.compare(fn, "hessian times a direction", Ht, hv, env.ctx.fd_rtol, hfloor,
+                "finite differences of the tape's gradient")
 
 
 def _dot_products(ctx, inputs):

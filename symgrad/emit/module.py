@@ -33,6 +33,7 @@ from .buffers import plan
 from .floats import float_path
 from ..program import render
 from ..errors import SymgradError
+from ..kinds import KINDS, Names
 from .text import docstring, visible
 
 _HELPER_DIMS = '''
@@ -176,55 +177,6 @@ def _seeds(given, dt, what, shapes):
     return tuple(_seed(given[n], dt, f"{what}[{n!r}]", s) for n, s in shapes.items())
 '''
 
-_HELPER_JACOBIAN = '''
-def _jacobian(inputs):
-    """(value, {name: J}) with J.shape == value.shape + input.shape, as jax.jacrev lays it out:
-    one vjp per entry of the value, or one jvp per entry of the inputs, whichever are fewer."""
-    value = {m}.asarray(forward(**inputs))
-    shapes = {n: {m}.shape(inputs[n]) for n in WRT}
-    sizes = {n: math.prod(s) for n, s in shapes.items()}
-    J = {n: {m}.zeros((value.size, sizes[n]), value.dtype) for n in WRT}
-    if value.size <= sum(sizes.values()):
-        for k in range(value.size):
-            u = {m}.zeros(value.size, value.dtype)
-            u[k] = 1
-            _, g = vjp(u.reshape(value.shape), **inputs)
-            for n in WRT:
-                J[n][k] = {m}.asarray(g[n]).reshape(-1)
-    else:
-        for n in WRT:
-            for e in range(sizes[n]):
-                t = {w: {m}.zeros(s, value.dtype) for w, s in shapes.items()}
-                t[n].reshape(-1)[e] = 1
-                J[n][:, e] = {m}.asarray(jvp(t, **inputs)[1]).reshape(-1)
-    return value, {n: J[n].reshape(value.shape + shapes[n]) for n in WRT}
-'''
-
-_HELPER_HESSIAN = '''
-def _hessian(inputs):
-    """(value, grads, {(a, b): H_ab}): the dense Hessian of sum(value), one hvp per entry of the
-    inputs, made symmetric ((H + H.T) / 2, exact up to rounding), H_ab.shape == a.shape + b.shape."""
-    value, grads = value_and_grad(**inputs)
-    shapes = {n: {m}.shape(grads[n]) for n in WRT}
-    sizes = {n: math.prod(s) for n, s in shapes.items()}
-    dt = {m}.result_type(*grads.values()) if grads else {m}.float64
-    total, itemsize = sum(sizes.values()), {m}.zeros((), dt).itemsize
-    if total * total * itemsize > HESSIAN_MAX_BYTES:
-        raise ValueError(f"{MODEL}: the dense Hessian has {total} x {total} entries "
-                         f"({total * total * itemsize / 2**30:.3g} GiB, more than "
-                         f"HESSIAN_MAX_BYTES = {HESSIAN_MAX_BYTES}): use hvp, or raise the limit")
-    cols = {(a, b): {m}.zeros((sizes[a], sizes[b]), dt) for a in WRT for b in WRT}
-    for b in WRT:
-        for e in range(sizes[b]):
-            v = {w: {m}.zeros(s, dt) for w, s in shapes.items()}
-            v[b].reshape(-1)[e] = 1
-            hv = hvp(v, **inputs)[2]
-            for a in WRT:
-                cols[a, b][:, e] = {m}.asarray(hv[a]).reshape(-1)
-    H = {(a, b): ((cols[a, b] + cols[b, a].T) / 2).reshape(shapes[a] + shapes[b]) for a, b in cols}
-    return value, grads, H
-'''
-
 # special functions' modules, imported by a module whose code calls them (see ops._special)
 _SPECIAL_MODULES = {"_scipy_special": "scipy.special", "_cupyx_special": "cupyx.scipy.special"}
 
@@ -236,7 +188,8 @@ def release_scratch():
 # helpers of the emitter's own, emitted when a body calls them (ops bring theirs: OPS[...].helper)
 _EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_turns": _HELPER_TURNS, "_matmul": _HELPER_MATMUL,
                     "_matmul_work": _HELPER_MATMUL_WORK, "_seed": _HELPER_SEED,
-                    "_seeds": _HELPER_SEEDS, "_jacobian": _HELPER_JACOBIAN, "_hessian": _HELPER_HESSIAN}
+                    "_seeds": _HELPER_SEEDS,
+                    **{f"_{k.name}": k.helper for k in KINDS.values() if k.helper}}  # kinds' drivers
 
 _HELPER_ARGS = '''
 def _args(inputs):
@@ -591,6 +544,7 @@ class _Function:
     cot_of: dict | None = None   # adjoint node id -> forward node id (names b_t3)
     groups: tuple = ()           # how the returned roots after the value are grouped (sizes)
     unpack: bool = False         # seed_param is a tuple of the seeds' values, in seeds order
+    like_value: bool = False     # seed_param is one array shaped like the value (a cotangent)
 
 
 def assemble(program, target) -> str:
@@ -649,7 +603,7 @@ def assemble(program, target) -> str:
                 lines.append(call)
         if fn.unpack:
             lines.append(", ".join(fn.seeds.values()) + ("," if len(fn.seeds) == 1 else "") + f" = {fn.seed_param}")
-        elif fn.name == "vjp":
+        elif fn.like_value:
             (seed,) = fn.seeds.values()
             lines.append(f"{seed} = _seed({fn.seed_param}, _dt, 'cotangent', {_shape_text(b, program, out)})")
         elif fn.seeds:
@@ -692,7 +646,7 @@ def assemble(program, target) -> str:
     helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions,
                               layout.helpers if layout else ())
     code = "\n".join(bodies + list(helpers.values()))
-    imports = ((["import math"] if {"_jacobian", "_hessian"} & set(helpers) or re.search(r"(?<![\w.])math\.", code) else [])
+    imports = ((["import math"] if re.search(r"(?<![\w.])math\.", code) else [])
                + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
                + list(target.imports)
                + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
@@ -708,8 +662,7 @@ def assemble(program, target) -> str:
         text.append("_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first")
     if target.preamble:
         text.append(target.preamble)
-    if "_hessian" in helpers:
-        text.append("HESSIAN_MAX_BYTES = 2**30  # hessian() refuses a dense Hessian larger than this")
+    text += [line for k in KINDS.values() if f"_{k.name}" in helpers for line in k.constants]
     text.append("")
     if inputs:
         text.append(f"_F64, _F32 = {m}.dtype({m}.float64), {m}.dtype({m}.float32)")
@@ -730,49 +683,10 @@ def assemble(program, target) -> str:
 
 
 def _functions(program, namer, wrt_local, wrt_text) -> list[_Function]:
-    """The functions of the module, in the order they are printed."""
-    out, grads, name, wrt = program.out, program.grads, program.name, program.wrt
-    grad_names = {g.id: "grad_" + w for g, w in zip(grads, wrt_local)}
-    n = len(wrt)
-    fns = [_Function("forward", "fwd", [out], {}, f"Value of {name}."),
-           _Function("value_and_grad", "vag", [out] + grads, grad_names,
-                     f"Value of {name} and the gradients of its sum with respect to {wrt_text}.",
-                     cot_of=program.cotangents, groups=((n, wrt),))]
-    have = set(program.derivatives)
-    if "vjp" in have:
-        fns.append(_Function(
-            "vjp", "vjp", [out] + program.vjp_grads,
-            {g.id: "grad_" + w for g, w in zip(program.vjp_grads, wrt_local)},
-            f"Value of {name} and cotangent^T J for each of {wrt_text} (J: the Jacobian of the value); "
-            "value_and_grad is vjp with a cotangent of ones.",
-            namer.fresh("cotangent"), {program.cotangent.id: namer.fresh("cotangent_in")},
-            program.vjp_cotangents, ((n, wrt),)))
-    if "jvp" in have:
-        tangent_param = namer.fresh("tangents")
-        seeds = {program.tangent_nodes[w].id: namer.fresh("tan_" + lw) for w, lw in zip(wrt, wrt_local)}
-        fns.append(_Function("jvp", "jvp", [out, program.jvp_out], {program.jvp_out.id: "tangent_out"},
-                             f"Value of {name} and its directional derivative J t along tangents t "
-                             f"(a dict by name of {wrt_text}).", tangent_param, seeds, groups=((1, None),)))
-    if "jacobian" in have:
-        fns.append(_Function("jacobian", "", [], {},
-                             f"Value of {name} and its Jacobian with respect to each of {wrt_text}: "
-                             "J[name].shape == value.shape + input.shape (rows by vjp or columns by "
-                             "jvp, whichever are fewer)."))
-    if "hvp" in have:
-        vectors = namer.fresh("vectors")
-        seeds = {program.tangent_nodes[w].id: namer.fresh("v_" + lw) for w, lw in zip(wrt, wrt_local)}
-        fns.append(_Function(
-            "hvp", "hvp", [out] + grads + program.hvps,
-            {**grad_names, **{h.id: "hvp_" + w for h, w in zip(program.hvps, wrt_local)}},
-            f"Value of {name}, the gradients of its sum and the Hessian of its sum times the "
-            f"direction v (a dict by name of {wrt_text}), forward over reverse.",
-            vectors, seeds, program.cotangents, ((n, wrt), (n, wrt))))
-    if "hessian" in have:
-        fns.append(_Function("hessian", "", [], {},
-                             f"Value of {name}, its gradients and the dense Hessian of its sum: blocks "
-                             "H[(a, b)] of shape input_a.shape + input_b.shape for each pair of "
-                             f"{wrt_text}, symmetric; one hvp per entry of the inputs."))
-    return fns
+    """The functions of the module, in the order they are printed: forward, then one per kind."""
+    names = Names(namer, wrt_local, wrt_text)
+    return ([_Function("forward", "fwd", [program.out], {}, f"Value of {program.name}.")]
+            + [_Function(**KINDS[d].function(program, names)) for d in program.derivatives])
 
 
 def _user_modules(roots) -> dict:
@@ -835,15 +749,6 @@ def _read_only(n) -> bool:
     return n.op == "bcast" and n.args[0].shape not in (None, ())
 
 
-_SIGNATURES = {
-    "vjp": "vjp(cotangent, **inputs) -> (value, {name: cotangent^T J}); cotangent shaped like the value.",
-    "jvp": "jvp(tangents, **inputs) -> (value, J t); tangents: {name: array shaped like the input}.",
-    "jacobian": "jacobian(**inputs) -> (value, {name: J}), J.shape == value.shape + input.shape.",
-    "hvp": "hvp(vectors, **inputs) -> (value, grads, {name: H v}), H the Hessian of sum(value).",
-    "hessian": "hessian(**inputs) -> (value, grads, {(a, b): H_ab}), H_ab.shape == a.shape + b.shape.",
-}
-
-
 def _header(program, target, needs, more=()) -> str:
     described = ", ".join(f"{i.name} ({'x'.join(map(str, i.shape))})" if i.is_matrix
                           else f"{i.name} (scalar, broadcasts)" for i in program.inputs)
@@ -859,11 +764,11 @@ def _header(program, target, needs, more=()) -> str:
         "",
         "forward(**inputs) -> value",
         "value_and_grad(**inputs) -> (value, {name: gradient}), each gradient shaped like its input.",
-        *[_SIGNATURES[d] for d in program.derivatives if d in _SIGNATURES],
+        *[KINDS[d].signature for d in program.derivatives if KINDS[d].signature],
         *more,
         "At non-differentiable points (Max/Min ties, Abs and sign at 0, Heaviside, Piecewise boundaries)",
         "the derivative is taken as 0" + (", and second derivatives of piecewise-linear ops are 0"
-                                          if {"hvp", "hessian"} & set(program.derivatives) else "")
+                                          if any(KINDS[d].second_order for d in program.derivatives) else "")
         + f".  Needs only {' and '.join(needs)} at run time.",
         "",
     ]

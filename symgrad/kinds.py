@@ -1,0 +1,251 @@
+"""Derivative kinds: one registry entry per function a module may have beyond ``forward``.
+
+A :class:`Kind` says everything the stages need about one derivative function, side by side (as
+JAX registers a primitive): which kinds' functions it calls (``needs``), how its nodes are added
+to the graph (``build``, run by :func:`symgrad.pipeline.differentiate`), how it is printed
+(``function``: the fields of the emitted function; ``helper``: the module-level driver a function
+without nodes of its own calls; ``signature``: its header line), what it returns (``returns``,
+labels :mod:`symgrad.verify` reads the call by) and how it is checked against the tape (``check``:
+``"module:function"`` under ``symgrad``, resolved when a check runs, because verification sits
+above the compiler and imports NumPy and the tape; the check calls the tape's oracle it needs).
+
+Adding a kind is one entry here plus its check in ``verify.py`` (and a tape oracle there or in
+``tape.py`` when the tape has none yet).  Nothing here imports NumPy, SymPy or the emitters.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .diff import gradients
+from .errors import SymgradError
+from .forward import tangents
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str                       # as in --emit and a module's DERIVATIVES
+    function_name: str              # the module's function
+    needs: tuple = ()               # kinds whose functions it calls
+    build: Callable | None = None   # (program) -> its derived nodes (a dict), None: no nodes
+    function: Callable | None = None  # (program, names) -> the emitted function's fields
+    signature: str = ""             # the line the module's header gives it ("" for none)
+    returns: tuple = ()             # labels of what it returns after the value (a dict per label
+    #                                 unless the label is in ``single``)
+    single: tuple = ()              # labels of returned parts that are one array, not a dict
+    helper: str = ""                # module-level driver ``_<name>(inputs)`` (no nodes of its own)
+    constants: tuple = ()           # module constants the driver reads
+    second_order: bool = False      # the header notes piecewise-linear second derivatives
+    check: str = ""                 # "module:function" of its check against the tape
+    targets: tuple | None = None    # targets that have it (None: every target with these needs)
+
+    def checker(self):
+        """The check function (see the module docstring), imported on first use."""
+        module, _, fn = self.check.partition(":")
+        return getattr(importlib.import_module(f"symgrad.{module}"), fn)
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register(kind: Kind) -> Kind:
+    KINDS[kind.name] = kind
+    return kind
+
+
+def derivatives(requested) -> tuple:
+    """The kinds a module has for ``requested`` (names of KINDS, a sequence or a comma separated
+    string): always ``grad`` (``value_and_grad``), plus what the requested ones call, in registry
+    order; a SymgradError names an unknown one."""
+    if isinstance(requested, str):
+        requested = [r.strip() for r in requested.split(",") if r.strip()]
+    wanted = {"grad"}
+
+    def want(name):
+        if name not in wanted:
+            wanted.add(name)
+            for n in KINDS[name].needs:
+                want(n)
+    for r in requested:
+        if r not in KINDS:
+            raise SymgradError(f"unknown derivative {r!r} (choose from {', '.join(KINDS)})")
+        want(r)
+    return tuple(d for d in KINDS if d in wanted)
+
+
+# -- graph builders: each returns the nodes its function computes ---------------------------------
+def _wrt_nodes(program):
+    return [program.input_nodes[w] for w in program.wrt]
+
+
+def _build_grad(program):
+    program.grads, program.cotangents = gradients(program.graph, program.out, _wrt_nodes(program))
+    return {"grads": program.grads, "cotangents": program.cotangents}
+
+
+def _build_vjp(program):
+    G, out = program.graph, program.out
+    seed = G.input(("cotangent",), out.shape)  # a tuple: never a symbol's name
+    grads, cotangents = gradients(G, out, _wrt_nodes(program), seed=seed)
+    return {"seed": seed, "grads": grads, "cotangents": cotangents}
+
+
+def tangent_inputs(program) -> dict:
+    """wrt name -> its tangent input node (one set, shared by the forward-mode kinds)."""
+    return {w: program.graph.input(("tangent", w), n.shape) for w, n in zip(program.wrt, _wrt_nodes(program))}
+
+
+def _seeds(program):
+    nodes = tangent_inputs(program)
+    return nodes, {program.input_nodes[w].id: t for w, t in nodes.items()}
+
+
+def _build_jvp(program):
+    nodes, seeds = _seeds(program)
+    (out,) = tangents(program.graph, [program.out], seeds)
+    return {"seeds": nodes, "out": out}
+
+
+def _build_hvp(program):
+    nodes, seeds = _seeds(program)
+    return {"seeds": nodes, "hvps": tangents(program.graph, program.grads, seeds)}
+
+
+# -- emitted functions: the fields of emit.module._Function -----------------------------------------
+@dataclass
+class Names:
+    """What a kind's ``function`` may use to name things in the module."""
+    namer: object                   # emit.module.Namer of the module
+    wrt_local: list                 # the wrt inputs' local names, in WRT order
+    wrt_text: str                   # "x, y" (or "nothing") for docstrings
+    extra: dict = field(default_factory=dict)
+
+
+def _grad_names(program, names):
+    return {g.id: "grad_" + w for g, w in zip(program.grads, names.wrt_local)}
+
+
+def _fn_grad(program, names):
+    n = len(program.wrt)
+    return dict(name="value_and_grad", kernel="vag", roots=[program.out] + program.grads,
+                final=_grad_names(program, names),
+                doc=f"Value of {program.name} and the gradients of its sum with respect to {names.wrt_text}.",
+                cot_of=program.cotangents, groups=((n, program.wrt),))
+
+
+def _fn_vjp(program, names):
+    d, wl = program.derived["vjp"], names.wrt_local
+    return dict(name="vjp", kernel="vjp", roots=[program.out] + d["grads"],
+                final={g.id: "grad_" + w for g, w in zip(d["grads"], wl)},
+                doc=f"Value of {program.name} and cotangent^T J for each of {names.wrt_text} (J: the Jacobian of "
+                    "the value); value_and_grad is vjp with a cotangent of ones.",
+                seed_param=names.namer.fresh("cotangent"), seeds={d["seed"].id: names.namer.fresh("cotangent_in")},
+                cot_of=d["cotangents"], groups=((len(program.wrt), program.wrt),), like_value=True)
+
+
+def _fn_jvp(program, names):
+    d = program.derived["jvp"]
+    param = names.namer.fresh("tangents")
+    seeds = {d["seeds"][w].id: names.namer.fresh("tan_" + lw) for w, lw in zip(program.wrt, names.wrt_local)}
+    return dict(name="jvp", kernel="jvp", roots=[program.out, d["out"]], final={d["out"].id: "tangent_out"},
+                doc=f"Value of {program.name} and its directional derivative J t along tangents t "
+                    f"(a dict by name of {names.wrt_text}).",
+                seed_param=param, seeds=seeds, groups=((1, None),))
+
+
+def _fn_hvp(program, names):
+    d, wl, n = program.derived["hvp"], names.wrt_local, len(program.wrt)
+    vectors = names.namer.fresh("vectors")
+    seeds = {d["seeds"][w].id: names.namer.fresh("v_" + lw) for w, lw in zip(program.wrt, wl)}
+    return dict(name="hvp", kernel="hvp", roots=[program.out] + program.grads + d["hvps"],
+                final={**_grad_names(program, names), **{h.id: "hvp_" + w for h, w in zip(d["hvps"], wl)}},
+                doc=f"Value of {program.name}, the gradients of its sum and the Hessian of its sum times the "
+                    f"direction v (a dict by name of {names.wrt_text}), forward over reverse.",
+                seed_param=vectors, seeds=seeds, cot_of=program.cotangents,
+                groups=((n, program.wrt), (n, program.wrt)))
+
+
+def _driver(name, doc):
+    """A function with no nodes of its own: it calls the module's ``_<name>(inputs)`` helper."""
+    def function(program, names):
+        return dict(name=name, kernel="", roots=[], final={}, doc=doc(program, names))
+    return function
+
+
+_HELPER_JACOBIAN = '''
+def _jacobian(inputs):
+    """(value, {name: J}) with J.shape == value.shape + input.shape, as jax.jacrev lays it out:
+    one vjp per entry of the value, or one jvp per entry of the inputs, whichever are fewer."""
+    value = {m}.asarray(forward(**inputs))
+    shapes = {n: {m}.shape(inputs[n]) for n in WRT}
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    J = {n: {m}.zeros((value.size, sizes[n]), value.dtype) for n in WRT}
+    if value.size <= sum(sizes.values()):
+        for k in range(value.size):
+            u = {m}.zeros(value.size, value.dtype)
+            u[k] = 1
+            _, g = vjp(u.reshape(value.shape), **inputs)
+            for n in WRT:
+                J[n][k] = {m}.asarray(g[n]).reshape(-1)
+    else:
+        for n in WRT:
+            for e in range(sizes[n]):
+                t = {w: {m}.zeros(s, value.dtype) for w, s in shapes.items()}
+                t[n].reshape(-1)[e] = 1
+                J[n][:, e] = {m}.asarray(jvp(t, **inputs)[1]).reshape(-1)
+    return value, {n: J[n].reshape(value.shape + shapes[n]) for n in WRT}
+'''
+
+_HELPER_HESSIAN = '''
+def _hessian(inputs):
+    """(value, grads, {(a, b): H_ab}): the dense Hessian of sum(value), one hvp per entry of the
+    inputs, made symmetric ((H + H.T) / 2, exact up to rounding), H_ab.shape == a.shape + b.shape."""
+    value, grads = value_and_grad(**inputs)
+    shapes = {n: {m}.shape(grads[n]) for n in WRT}
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    dt = {m}.result_type(*grads.values()) if grads else {m}.float64
+    total, itemsize = sum(sizes.values()), {m}.zeros((), dt).itemsize
+    if total * total * itemsize > HESSIAN_MAX_BYTES:
+        raise ValueError(f"{MODEL}: the dense Hessian has {total} x {total} entries "
+                         f"({total * total * itemsize / 2**30:.3g} GiB, more than "
+                         f"HESSIAN_MAX_BYTES = {HESSIAN_MAX_BYTES}): use hvp, or raise the limit")
+    cols = {(a, b): {m}.zeros((sizes[a], sizes[b]), dt) for a in WRT for b in WRT}
+    for b in WRT:
+        for e in range(sizes[b]):
+            v = {w: {m}.zeros(s, dt) for w, s in shapes.items()}
+            v[b].reshape(-1)[e] = 1
+            hv = hvp(v, **inputs)[2]
+            for a in WRT:
+                cols[a, b][:, e] = {m}.asarray(hv[a]).reshape(-1)
+    H = {(a, b): ((cols[a, b] + cols[b, a].T) / 2).reshape(shapes[a] + shapes[b]) for a, b in cols}
+    return value, grads, H
+'''
+
+register(Kind("grad", "value_and_grad", build=_build_grad, function=_fn_grad, returns=("grad",),
+              check=""))
+register(Kind("vjp", "vjp", build=_build_vjp, function=_fn_vjp, returns=("grad",), check="verify:_check_vjp",
+              signature="vjp(cotangent, **inputs) -> (value, {name: cotangent^T J}); cotangent shaped like the value."))
+register(Kind("jvp", "jvp", build=_build_jvp, function=_fn_jvp, returns=("tangent",), single=("tangent",),
+              check="verify:_check_jvp",
+              signature="jvp(tangents, **inputs) -> (value, J t); tangents: {name: array shaped like the input}."))
+register(Kind("jacobian", "jacobian", needs=("vjp", "jvp"), returns=("jacobian",), helper=_HELPER_JACOBIAN,
+              function=_driver("jacobian", lambda p, n: (
+                  f"Value of {p.name} and its Jacobian with respect to each of {n.wrt_text}: "
+                  "J[name].shape == value.shape + input.shape (rows by vjp or columns by "
+                  "jvp, whichever are fewer).")),
+              check="verify:_check_jacobian",
+              signature="jacobian(**inputs) -> (value, {name: J}), J.shape == value.shape + input.shape."))
+register(Kind("hvp", "hvp", build=_build_hvp, function=_fn_hvp, returns=("grad", "hvp"), second_order=True,
+              check="verify:_check_hvp",
+              signature="hvp(vectors, **inputs) -> (value, grads, {name: H v}), H the Hessian of sum(value)."))
+register(Kind("hessian", "hessian", needs=("hvp",), returns=("grad", "hessian"), helper=_HELPER_HESSIAN,
+              constants=("HESSIAN_MAX_BYTES = 2**30  # hessian() refuses a dense Hessian larger than this",),
+              function=_driver("hessian", lambda p, n: (
+                  f"Value of {p.name}, its gradients and the dense Hessian of its sum: blocks "
+                  "H[(a, b)] of shape input_a.shape + input_b.shape for each pair of "
+                  f"{n.wrt_text}, symmetric; one hvp per entry of the inputs.")),
+              second_order=True, check="verify:_check_hessian",
+              signature="hessian(**inputs) -> (value, grads, {(a, b): H_ab}), H_ab.shape == a.shape + b.shape."))
+
+DERIVATIVES = tuple(KINDS)  # every kind's name, in registry order
