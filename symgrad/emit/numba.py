@@ -43,6 +43,8 @@ they do not spin against the BLAS threads of the products between loops.
 """
 from __future__ import annotations
 
+import builtins
+import keyword
 import math
 import re
 
@@ -71,6 +73,11 @@ _SCALAR = {
 }
 
 _MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
+
+# names a loop's parameter must not take: a builtin the loops call (range, type, min, abs, float), and
+# those whose "_"-prefixed local would be one of the loop's own (_T, _z, _i, _r, _lo, _hi, _c, _n,
+# _step; _v<k>: see _loop_name); such a parameter is suffixed with "_", in the loop only
+_LOOP_RESERVED = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"T", "z", "i", "r", "lo", "hi", "c", "n", "step"}
 
 PARALLEL_MIN = 1 << 18  # elements: a loop this long runs in parallel (see the module docstring)
 CHUNK = 1 << 13  # elements per parallel task
@@ -401,11 +408,11 @@ class NumbaBody(FusedBody):
 
     def _emit_loop(self, c: Cluster) -> None:
         ids, real = {m.id for m in c.members}, self.fusion.real
-        used = set()
+        used = set(_LOOP_RESERVED) | {self.m}
 
         def param(want: str, fallback: str) -> str:  # the body's names are never _-prefixed
             name = want if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", want) else fallback
-            while name in used:
+            while name in used or re.fullmatch(r"v\d+", name):
                 name += "_"
             used.add(name)
             return name
