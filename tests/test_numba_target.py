@@ -10,6 +10,10 @@
   library call in the IR), and run as Python under NUMBA_DISABLE_JIT;
 * the parallel loop (large inputs) agrees with the serial one; a second import loads the loops
   from Numba's cache instead of compiling.
+* an input named like a builtin, a loop's own local or a C function (range, type, i, T, erf...)
+  works on every target (numpy, numba, dask, cupy through the fake), against the tape; the
+  functions' bodies read no global outside module.BODY_GLOBALS;
+* an 80-term model matches the tape, and its loop's Numba IR is not inflated by the helpers.
 
 Numba compiles each loop on first use per argument types, which is most of this file's time: the
 inputs are small (serial loops) except in the one parallel test.  Skipped without Numba.

@@ -31,7 +31,7 @@ arithmetic that LLVM vectorises (Numba's ``np.exp``, ``np.log``, ``np.tanh`` are
 per element, which keeps the loop scalar).  Each is compiled once, for float64 (a float32 loop
 passes ``float(v)``), with ``forceinline``: LLVM inlines it into the loop, where it vectorises.
 Numba's own inlining (``inline="always"``) copied every helper into the loop's IR at each call:
-an 80-term model took 30-50 s to compile, 90% of it there.
+an 80-term model took 30-50 s to compile, about 90% of it there.
 
 ``_run`` lays the operands out.  A flat loop: an array of the loop's shape that is C-contiguous
 goes flat (a view), one of one element as a zero-stride view, any other is broadcast and copied
@@ -78,10 +78,12 @@ _SCALAR = {
 
 _MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
 
-# names a loop's parameter must not take: a builtin the loops call (range, type, min, abs, float), and
-# those whose "_"-prefixed local would be one of the loop's own (_T, _z, _i, _r, _lo, _hi, _c, _n,
-# _step; _v<k>: see _loop_name); such a parameter is suffixed with "_", in the loop only
-_LOOP_RESERVED = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"T", "z", "i", "r", "lo", "hi", "c", "n", "step"}
+# names a loop's parameter must not take: a builtin the loops call (range, type, min, abs, float),
+# and those whose "_"-prefixed local would be one of the loop's own (_T, _z, _i, _r, _lo, _hi, _c,
+# _n, _step; and _v<k>, which param() keeps v<k> from); such a parameter gets a "_" suffix, in the
+# loop only
+_LOOP_RESERVED = (frozenset(dir(builtins)) | frozenset(keyword.kwlist)
+                  | {"T", "z", "i", "r", "lo", "hi", "c", "n", "step"})
 
 PARALLEL_MIN = 1 << 18  # elements: a loop this long runs in parallel (see the module docstring)
 CHUNK = 1 << 13  # elements per parallel task
