@@ -10,12 +10,17 @@
   library call in the IR), and run as Python under NUMBA_DISABLE_JIT;
 * the parallel loop (large inputs) agrees with the serial one; a second import loads the loops
   from Numba's cache instead of compiling.
+* an input named like a builtin, a loop's own local or a C function (range, type, i, T, erf...)
+  works on every target (numpy, numba, dask, cupy through the fake), against the tape; the
+  functions' bodies read no global outside module.BODY_GLOBALS;
+* an 80-term model matches the tape, and its loop's Numba IR is not inflated by the helpers.
 
 Numba compiles each loop on first use per argument types, which is most of this file's time: the
 inputs are small (serial loops) except in the one parallel test.  Skipped without Numba.
 """
 from __future__ import annotations
 
+import inspect
 import pathlib
 import re
 import subprocess
@@ -376,3 +381,95 @@ print(numba.threading_layer(), os.environ.get("OMP_WAIT_POLICY"))
         assert re.search(r"OMP_WAIT_POLICY\s*=\s*'ACTIVE'", shown), shown[-2000:]
     else:
         assert re.search(r"GOMP_SPINCOUNT\s*=\s*'0'", shown), shown[-2000:]
+
+
+# -- inputs named like the generated code's own names --------------------------------------------
+# builtins the loops and bodies call, the loops' locals without their "_", module names, helpers
+_CLASHING = ["range", "type", "i", "np", "numba", "math", "min", "abs", "float", "T", "z", "n", "j", "out",
+             "r", "lo", "step", "v0", "in0", "_T", "_z", "erf", "sqrt", "ptrdiff_t", "xor"]
+
+
+def _clash_model(name):
+    a, b = sp.symbols(f"{name} other")
+    expr = sp.exp(a) * b + sp.sin(a * b) + sp.erf(a) + sp.sqrt(1 + b ** 2) + sp.Max(a, b) / (1 + a ** 2)
+    return symgrad.Model(expr, wrt=[a, b], name="clash")
+
+
+def _against_tape(mod, model, inputs, tol=1e-12):
+    value, grads = mod.value_and_grad(**inputs)
+    t_value, t_grads = ct.tape.value_and_grad(model, **{k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()})
+    assert rel_err(value, t_value) <= tol and rel_err(mod.forward(**inputs), t_value) <= tol
+    assert set(grads) == set(t_grads) and all(rel_err(grads[k], t_grads[k]) <= tol for k in grads), grads
+
+
+@pytest.mark.parametrize("name", _CLASHING)
+def test_an_input_named_like_a_generated_name_works_on_every_target(name, monkeypatch):
+    """Each target against the tape (the oracle), with arrays and with Python numbers: the loops
+    rename such a parameter (range_), the bodies such an input (type_), the CUDA kernels theirs."""
+    model = _clash_model(name)
+    arrays = {name: np.linspace(-0.9, 1.3, 7), "other": np.linspace(0.4, -1.1, 7)}
+    numbers = {name: 0.3, "other": -0.7}
+    for target in ("numpy", "numba", "dask"):
+        mod = load_source(symgrad.generate(model, target), f"clash_{target}")
+        _against_tape(mod, model, arrays)
+        _against_tape(mod, model, numbers)
+    monkeypatch.setitem(sys.modules, "cupy", ct.fake_cupy())
+    ct.FakeElementwiseKernel.registry = []
+    _against_tape(load_source(symgrad.generate(model, "cupy"), "clash_cupy"), model, arrays)
+    # the fake cupy interprets the C text and cannot see a parameter that hides a C function or
+    # a name of CuPy's loop around the body: no kernel variable is called, or is a C/CuPy name
+    for k in ct.FakeElementwiseKernel.registry:
+        variables = {n for _, n in k.ins + k.outs} | set(re.findall(r"\b(?:T|bool) (\w+) =", k.operation))
+        called = set(re.findall(r"\b([A-Za-z_]\w*)\(", k.operation))
+        assert not variables & (called | {"i", "T", "ptrdiff_t", "xor", "erf"}), (variables, k.operation)
+
+
+def test_the_bodies_read_no_global_an_input_could_hide():
+    """The globals that the functions taking the inputs read (apart from the array module and
+    _-names) are the ones module.BODY_GLOBALS keeps inputs from taking."""
+    import symtable
+    from symgrad.emit.module import BODY_GLOBALS
+
+    def read(table):
+        names = {s.get_name() for s in table.get_symbols() if s.is_global() or s.is_free()}
+        return names.union(*map(read, table.get_children()))
+
+    for target, alias in (("numpy", "np"), ("numba", "np"), ("cupy", "cp"), ("dask", "np")):
+        for key in ("corpus/seed003_f", "corpus/mlp_softmax_ce", "mixed/dynamic_times_trace", min(TAPE_MODELS)):
+            model = TAPE_MODELS[key][0]
+            emit = None if target == "dask" else "jacobian,hessian"
+            try:
+                source = symgrad.generate(model, target, emit=emit)
+            except symgrad.errors.SymgradError:  # dask: a model whose rows are coupled
+                continue
+            for fn in symtable.symtable(source, key, "exec").get_children():
+                if fn.get_type() == "function" and re.match(r"(?!_)|_block_", fn.get_name()):  # not a helper
+                    extra = {n for n in read(fn) if not n.startswith("_")} - BODY_GLOBALS - {alias}
+                    assert not extra, (target, key, fn.get_name(), extra)
+
+
+# -- a model of many independent terms: its first call ------------------------------------------
+def _many_terms(k=80):
+    """sum_k c_k f_k(a_k x + y, ...) over varied elementary functions (random models look so)."""
+    x, y = ct.to.x, ct.to.y
+    fs = [sp.sin, sp.cos, sp.exp, sp.tanh, lambda t: sp.log(1 + t ** 2), lambda t: sp.sqrt(1 + t ** 2), sp.atan,
+          lambda t: 1 / (1 + sp.exp(-t)), lambda t: sp.log(1 + sp.exp(t))]
+    args = [lambda j: sp.Rational(j % 7 + 1, 5) * x + y, lambda j: x * y / (j + 1), lambda j: x / 3 - y / (j + 2)]
+    terms = [sp.Float((j + 1) / 17) * fs[j % len(fs)](args[j % 3](j)) for j in range(k)]
+    return symgrad.Model(sp.Add(*terms), wrt=[x, y], name=f"terms{k}")
+
+
+def test_a_model_of_80_terms_matches_the_tape_and_its_loop_stays_small():
+    """Numba's own inlining of the math helpers (inline="always") copied _exp, _log, _tanh... into
+    a loop's IR at each call: an 80-term model took 30-50 s to compile its first call.  The
+    helpers are LLVM's to inline (forceinline): the loop's Numba IR stays a few statements per
+    line of its text (about 4; 17 with the helpers copied in)."""
+    model = _many_terms()
+    mod = load_source(symgrad.generate(model, "numba"), "terms80")
+    rng = np.random.default_rng(5)
+    inputs = {"x": rng.uniform(-1.5, 1.5, 50), "y": rng.uniform(-1.5, 1.5, 50)}
+    ct._compare(mod, model, inputs, 1e-9)
+    loop = mod._vag_k0_serial
+    statements = sum(len(b.body) for b in loop.overloads[loop.signatures[0]].type_annotation.blocks.values())
+    lines = len(inspect.getsource(loop.py_func).splitlines())
+    assert statements <= 8 * lines, (statements, lines)

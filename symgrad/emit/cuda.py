@@ -13,20 +13,23 @@ Semantics follow NumPy's where they differ from plain C: ``maximum``/``minimum``
 """
 from __future__ import annotations
 
+import re
+
 from ..ops import OPS
 
-
-
-
-# names a kernel variable must not take: C++ keywords, the table's functions, CuPy's own names
+# names a kernel variable must not take: C++ keywords (alternative tokens too), what CuPy's kernel
+# around the body uses (its loop index i, CUPY_FOR's ptrdiff_t), CUDA's names, and every function
+# the table's templates call (an input named erf would hide erf)
 RESERVED = frozenset("""
     T i auto bool break case char const continue default do double else enum extern float for goto
     if inline int long register return short signed sizeof static struct switch typedef union
     unsigned void volatile while true false new delete class this template typename operator
     namespace using private public protected friend virtual NULL INFINITY NAN
-    threadIdx blockIdx blockDim gridDim warpSize CIndexer CArray
-    exp log sin cos tan tanh sinh cosh asin acos atan asinh acosh atanh atan2 sqrt fabs pow fmax fmin log1p isnan
-""".split())
+    static_cast const_cast reinterpret_cast dynamic_cast nullptr constexpr decltype noexcept alignas
+    alignof char16_t char32_t wchar_t thread_local static_assert export mutable explicit asm catch
+    try throw typeid and or not xor bitand bitor compl and_eq or_eq xor_eq not_eq
+    ptrdiff_t size_t threadIdx blockIdx blockDim gridDim warpSize CIndexer CArray fmax fmin
+""".split()) | {name for op in OPS.values() if op.c for name in re.findall(r"\b([A-Za-z_]\w*)\(", op.c)}
 
 _MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
 

@@ -14,8 +14,9 @@ Work is one op per line.  A value whose array is dead after its last use lends t
 later value of the same shape (``t5 = np.add(t2, t4, out=t4)``, planned in ``buffers.py``):
 large elementwise work is bound by memory, and fresh memory costs a page fault per 4 KiB.
 
-Names: inputs keep their symbol's name wherever Python allows (keywords and other unusable names
-are mangled, and the functions then take ``**inputs``); forward temporaries are ``t<k>``, the
+Names: inputs keep their symbol's name wherever Python allows (keywords, the globals the bodies
+read -- ``BODY_GLOBALS`` -- and other unusable names are mangled, and the functions then take
+``**inputs``); forward temporaries are ``t<k>``, the
 adjoint of ``t<k>`` is ``b_t<k>``, the gradient of input ``W`` is ``grad_W``; any of these that
 would clash with an input is suffixed with ``_``.  Same model, same bytes.
 """
@@ -207,11 +208,19 @@ def _plain(name: str) -> bool:
             and unicodedata.normalize("NFKC", name) == name and not name.startswith("_"))
 
 
+# the globals that the generated functions' bodies read besides the array module (the plain-float
+# path's type(x), float(x), math.exp(x), ...): an input of one of these names is renamed inside the
+# functions (``type_``, the functions then take ``**inputs``); tests/test_numba_target.py checks
+# that the bodies read no other
+BODY_GLOBALS = frozenset({"ArithmeticError", "ValueError", "TypeError", "abs", "float", "int", "bool",
+                          "isinstance", "len", "max", "min", "slice", "type", "math"})
+
+
 class Namer:
     """One namespace of Python identifiers for a generated function body."""
 
-    def __init__(self):
-        self.used: set[str] = set()
+    def __init__(self, reserved=()):
+        self.used: set[str] = set(reserved)
 
     def fresh(self, want: str) -> str:
         name = want if _plain(want) else re.sub(r"\W", "_", unicodedata.normalize("NFKC", want))
@@ -552,7 +561,7 @@ def assemble(program, target) -> str:
     G, out, grads, name = program.graph, program.out, program.grads, program.name
     inputs = [i.name for i in program.inputs]
     wrt_names = program.wrt
-    namer = Namer()
+    namer = Namer(BODY_GLOBALS)
     local = {n: namer.fresh(n) for n in inputs}
     dim_local = {d: namer.fresh(d) for d in program.dims}
     m = target.alias  # the array module's name; an input may take it (then the module is np_)

@@ -28,7 +28,10 @@ under: ``_jit``); a module loaded from text (no file) compiles in memory.
 ``exp`` (and the sigmoid), ``expm1``, ``log``, ``log1p`` (and the softplus) and ``tanh`` in a
 loop are the module's ``_exp``, ``_expm1``, ``_log``, ``_log1p`` and ``_tanh``, written in
 arithmetic that LLVM vectorises (Numba's ``np.exp``, ``np.log``, ``np.tanh`` are a C library call
-per element, which keeps the loop scalar).
+per element, which keeps the loop scalar).  Each is compiled once, for float64 (a float32 loop
+passes ``float(v)``), with ``forceinline``: LLVM inlines it into the loop, where it vectorises.
+Numba's own inlining (``inline="always"``) copied every helper into the loop's IR at each call:
+an 80-term model took 30-50 s to compile, about 90% of it there.
 
 ``_run`` lays the operands out.  A flat loop: an array of the loop's shape that is C-contiguous
 goes flat (a view), one of one element as a zero-stride view, any other is broadcast and copied
@@ -43,6 +46,8 @@ they do not spin against the BLAS threads of the products between loops.
 """
 from __future__ import annotations
 
+import builtins
+import keyword
 import math
 import re
 
@@ -54,23 +59,31 @@ from .targets import TARGETS, Target
 
 # element-level templates that differ from the NumPy column (``{m}``: numpy's alias; arguments are
 # scalar locals or ``_T(...)`` literals): NaN-propagating extrema as NumPy's, selections as
-# conditional expressions, the helpers' formulas written out
+# conditional expressions, the helpers' formulas written out; the helpers take float64 also in a
+# float32 loop, so that each is compiled once
 _SCALAR = {
     "where": "({1} if {0} else {2})",
     "maximum": "({0} if ({0} > {1} or {m}.isnan({0})) else {1})",
     "minimum": "({0} if ({0} < {1} or {m}.isnan({0})) else {1})",
-    "exp": "_T(_exp({0}))",
-    "sigmoid": "(_T(1) / (_T(1) + _T(_exp(-{0}))))",
-    "log": "_T(_log({0}))",
-    "log1p": "_T(_log1p({0}))",
-    "expm1": "_T(_expm1({0}))",
-    "tanh": "_T(_tanh({0}))",
-    "softplus": "(({0} if {0} > _T(0) else _T(0)) + _T(_log1p(_exp(-abs({0})))))",  # logaddexp(0, x)
-    "powlog": "(_T(0) if {0} == _T(0) else {0} * _T(_log({1})))",
+    "exp": "_T(_exp(float({0})))",
+    "sigmoid": "(_T(1) / (_T(1) + _T(_exp(float(-{0})))))",
+    "log": "_T(_log(float({0})))",
+    "log1p": "_T(_log1p(float({0})))",
+    "expm1": "_T(_expm1(float({0})))",
+    "tanh": "_T(_tanh(float({0})))",
+    "softplus": "(({0} if {0} > _T(0) else _T(0)) + _T(_log1p(_exp(float(-abs({0}))))))",  # logaddexp(0, x)
+    "powlog": "(_T(0) if {0} == _T(0) else {0} * _T(_log(float({1}))))",
     "not": "(not {0})",
 }
 
 _MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
+
+# names a loop's parameter must not take: a builtin the loops call (range, type, min, abs, float),
+# and those whose "_"-prefixed local would be one of the loop's own (_T, _z, _i, _r, _lo, _hi, _c,
+# _n, _step; and _v<k>, which param() keeps v<k> from); such a parameter gets a "_" suffix, in the
+# loop only
+_LOOP_RESERVED = (frozenset(dir(builtins)) | frozenset(keyword.kwlist)
+                  | {"T", "z", "i", "r", "lo", "hi", "c", "n", "step"})
 
 PARALLEL_MIN = 1 << 18  # elements: a loop this long runs in parallel (see the module docstring)
 CHUNK = 1 << 13  # elements per parallel task
@@ -195,7 +208,7 @@ else:
 '''
 
 _HELPER_REDUCE = '''
-@_jit(inline="always")
+@_jit(forceinline=True)
 def _reduce(x):
     """(k, r) with x = k ln(2) + r, k an integer (as a float) and |r| <= ln(2)/2 (Cody-Waite:
     ln(2) in two parts, so that k ln(2) is exact); k is 0 for a nan x (r is nan)."""
@@ -205,7 +218,7 @@ def _reduce(x):
 '''
 
 _HELPER_EXP = '''
-@_jit(inline="always")
+@_jit(forceinline=True)
 def _exp(x):
     """exp(x) in float64 (for a float32 x too) within 1 ulp of NumPy's, in operations that LLVM
     vectorises -- Numba's exp calls the C library once per element: x = k ln(2) + r with
@@ -222,7 +235,7 @@ def _exp(x):
 ''' % _TAYLOR
 
 _HELPER_LOG = '''
-@_jit(inline="always")
+@_jit(forceinline=True)
 def _log(x):
     """log(x) in float64 (for a float32 x too) within 1 ulp of NumPy's, in operations that LLVM
     vectorises (fdlibm's method): x = 2**k m with sqrt(1/2) < m <= sqrt(2), read from x's bits (a
@@ -252,7 +265,7 @@ def _log(x):
 '''
 
 _HELPER_LOG1P = '''
-@_jit(inline="always")
+@_jit(forceinline=True)
 def _log1p(x):
     """log(1 + x) in float64, vectorised: log(u) x / (u - 1) with u = 1 + x rounded, which cancels
     u's rounding error (Goldberg, 1991: within a few ulp; x itself where u is 1)."""
@@ -267,7 +280,7 @@ def _log1p(x):
 _TAYLOR_EXPM1 = "\n".join([f"    p = {1 / math.factorial(14)!r}"]
                           + [f"    p = p * r + {1 / math.factorial(k)!r}" for k in range(13, 1, -1)])
 _HELPER_EXPM1 = '''
-@_jit(inline="always")
+@_jit(forceinline=True)
 def _expm1(x):
     """exp(x) - 1 in float64 (for a float32 x too) within 2 ulp of NumPy's expm1, vectorised:
     x = k ln(2) + r as in _exp, expm1(r) by its Taylor polynomial (no cancellation near 0), and
@@ -284,7 +297,7 @@ def _expm1(x):
 ''' % _TAYLOR_EXPM1
 
 _HELPER_TANH = '''
-@_jit(inline="always")
+@_jit(forceinline=True)
 def _tanh(x):
     """tanh(x) in float64 (for a float32 x too) within 3 ulp of NumPy's, vectorised:
     -expm1(-2|x|) / (expm1(-2|x|) + 2), with x's sign -- no cancellation (expm1(-2|x|) is in
@@ -401,11 +414,11 @@ class NumbaBody(FusedBody):
 
     def _emit_loop(self, c: Cluster) -> None:
         ids, real = {m.id for m in c.members}, self.fusion.real
-        used = set()
+        used = set(_LOOP_RESERVED) | {self.m}
 
         def param(want: str, fallback: str) -> str:  # the body's names are never _-prefixed
             name = want if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", want) else fallback
-            while name in used:
+            while name in used or re.fullmatch(r"v\d+", name):
                 name += "_"
             used.add(name)
             return name
