@@ -319,3 +319,144 @@ def test_ode_errors(fisher):
     ode.pack(A=np.ones((3, 1)))
     with pytest.raises(SymgradError, match="the right-hand side has 1 entries, the state \\['A'\\] has 3"):
         ode.fun(0.0, np.ones(3))
+
+
+# ---- to_torch ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fisher_vjp():
+    return symgrad.compile(fisher_model(), emit="vjp,jvp")
+
+
+def test_to_torch_matches_torch_autograd_of_the_same_formula(lsq):
+    torch = pytest.importorskip("torch")
+    d = {k: torch.from_numpy(a) for k, a in lsq_data(4).items()}
+    W, b = (d[k].clone().requires_grad_() for k in "Wb")
+    X = d["X"].clone().requires_grad_()                     # data: requires grad, gets none
+    loss = symgrad.to_torch(lsq)(W=W, b=b, X=X, Y=d["Y"])
+    loss.backward()
+    W2, b2 = (d[k].clone().requires_grad_() for k in "Wb")
+    ref = ((d["X"] @ W2 + b2 - d["Y"]) ** 2).sum()
+    ref.backward()
+    assert loss.dtype == torch.float64 and loss.shape == ref.shape
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(W.grad, W2.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b.grad, b2.grad, rtol=1e-12, atol=1e-12)
+    assert X.grad is None
+
+
+def test_to_torch_gradcheck_and_gradgradcheck(lsq_sq, fisher_vjp):
+    torch = pytest.importorskip("torch")
+    d = {k: torch.from_numpy(a) for k, a in lsq_data(5, dv=3, hv=3).items()}
+    f = symgrad.to_torch(lsq_sq)                            # W square: a transposed gradient fits its shape
+
+    def loss(W, b):
+        return f(W=W, b=b, X=d["X"], Y=d["Y"])
+    args = (d["W"].clone().requires_grad_(), d["b"].clone().requires_grad_())
+    assert torch.autograd.gradcheck(loss, args)
+    assert torch.autograd.gradgradcheck(loss, args)
+    # a matrix-valued model: the cotangent is a real vector
+    L = torch.from_numpy(laplacian(5))
+    g = symgrad.to_torch(fisher_vjp)
+    u = torch.linspace(0.1, 0.9, 5, dtype=torch.float64).reshape(5, 1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda u: g(u=u, L=L, D=0.3, k=2.0, t=0.1), (u,))
+
+
+def test_to_torch_forward_mode_uses_the_module_jvp(fisher_vjp):
+    torch = pytest.importorskip("torch")
+    import torch.autograd.forward_ad as fwAD
+    L = torch.from_numpy(laplacian(5))
+    u = torch.linspace(0.1, 0.9, 5, dtype=torch.float64).reshape(5, 1)
+    v = torch.from_numpy(np.random.default_rng(6).standard_normal((5, 1)))
+    f = symgrad.to_torch(fisher_vjp)
+    with fwAD.dual_level():
+        out = fwAD.unpack_dual(f(u=fwAD.make_dual(u, v), L=L, D=0.3, k=2.0, t=0.1))
+        ref = fwAD.unpack_dual((lambda w: 0.3 * L @ w + 2.0 * w ** 2 * (1 - w) * np.exp(-0.1))(
+            fwAD.make_dual(u, v)))
+    torch.testing.assert_close(out.primal, ref.primal, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(out.tangent, ref.tangent, rtol=1e-12, atol=1e-12)
+
+
+def test_to_torch_shares_cpu_memory_and_refuses_what_it_cannot_do(lsq):
+    torch = pytest.importorskip("torch")
+    d = {k: torch.from_numpy(a) for k, a in lsq_data().items()}
+    seen = {}
+
+    def forward(**inputs):
+        seen.update(inputs)
+        return lsq.forward(**inputs)
+    fake = types.SimpleNamespace(MODEL="fake", INPUTS=lsq.INPUTS, WRT=lsq.WRT, forward=forward,
+                                 value_and_grad=lsq.value_and_grad)   # no vjp, no hvp
+    f = symgrad.to_torch(fake)
+    W = d["W"].clone().requires_grad_()
+    loss = f(W=W, b=d["b"], X=d["X"], Y=d["Y"])
+    assert np.shares_memory(seen["X"], d["X"].numpy()) and np.shares_memory(seen["W"], W.detach().numpy())
+    (gW,) = torch.autograd.grad(loss, W, create_graph=True)     # a one-entry value: value_and_grad
+    torch.testing.assert_close(gW, 2 * d["X"].T @ (d["X"] @ d["W"] + d["b"] - d["Y"]), rtol=1e-12, atol=1e-12)
+    with pytest.raises(SymgradError, match="fake has no hvp\\(\\): compile it with emit=\"hvp\""):
+        torch.autograd.grad(gW.sum(), W)
+    with pytest.raises(TypeError, match="takes the inputs"):
+        f(W=W)
+
+
+def test_to_torch_cupy_module_on_cuda_tensors():
+    torch = pytest.importorskip("torch")
+    cupy = pytest.importorskip("cupy")
+    if not (torch.cuda.is_available() and cupy.is_available()):
+        pytest.skip("no CUDA device")
+    mod = symgrad.compile(lsq_model(), target="cupy", emit="vjp")
+    d = {k: torch.from_numpy(a).cuda() for k, a in lsq_data().items()}
+    W = d["W"].clone().requires_grad_()
+    loss = symgrad.to_torch(mod)(W=W, b=d["b"], X=d["X"], Y=d["Y"])
+    loss.backward()
+    torch.testing.assert_close(W.grad, 2 * d["X"].T @ (d["X"] @ d["W"] + d["b"] - d["Y"]), rtol=1e-10, atol=1e-10)
+
+
+# ---- to_jax -----------------------------------------------------------------------------------------
+@pytest.fixture
+def jax64():
+    jax = pytest.importorskip("jax")
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)                 # global: restored below
+    yield jax
+    jax.config.update("jax_enable_x64", old)
+
+
+def test_to_jax_grad_under_jit_matches_jax_autodiff_and_check_grads(jax64, lsq):
+    jax = jax64
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+    d = lsq_data(7)
+    f = symgrad.to_jax(lsq)
+
+    def ours(W, b):
+        return f(W=W, b=b, X=d["X"], Y=d["Y"])
+
+    def ref(W, b):
+        return ((jnp.asarray(d["X"]) @ W + b - d["Y"]) ** 2).sum()
+    val, grads = jax.jit(jax.value_and_grad(ours, argnums=(0, 1)))(d["W"], d["b"])
+    rval, rgrads = jax.value_and_grad(ref, argnums=(0, 1))(d["W"], d["b"])
+    assert val.dtype == jnp.float64 and float(val) == pytest.approx(float(rval), rel=1e-13)
+    for g, r in zip(grads, rgrads):
+        np.testing.assert_allclose(g, r, rtol=1e-12)
+    check_grads(ours, (d["W"], d["b"]), order=1, modes=["rev"])
+    # vmap over a batch of weight matrices (the callback loops over the batch)
+    Ws = np.stack([d["W"], 2 * d["W"], -d["W"]])
+    np.testing.assert_allclose(jax.vmap(ours, in_axes=(0, None))(Ws, d["b"]),
+                               jax.vmap(ref, in_axes=(0, None))(Ws, d["b"]), rtol=1e-13)
+    np.testing.assert_allclose(jax.vmap(jax.grad(ours), in_axes=(0, None))(Ws, d["b"]),
+                               jax.vmap(jax.grad(ref), in_axes=(0, None))(Ws, d["b"]), rtol=1e-12)
+
+
+def test_to_jax_vjp_of_a_matrix_valued_model(jax64, fisher_vjp):
+    jax = jax64
+    import jax.numpy as jnp
+    L = laplacian(5)
+    f = symgrad.to_jax(fisher_vjp)
+    u = np.linspace(0.1, 0.9, 5)[:, None]
+    c = np.random.default_rng(8).standard_normal((5, 1))
+    val, pull = jax.vjp(lambda u: f(u=u, L=L, D=0.3, k=2.0, t=0.1), u)
+    rval, rpull = jax.vjp(lambda u: 0.3 * jnp.asarray(L) @ u + 2.0 * u ** 2 * (1 - u) * jnp.exp(-0.1), u)
+    np.testing.assert_allclose(val, rval, rtol=1e-13)
+    np.testing.assert_allclose(pull(c)[0], rpull(c)[0], rtol=1e-12)
+    from jax.test_util import check_grads
+    check_grads(lambda u: f(u=u, L=L, D=0.3, k=2.0, t=0.1), (u,), order=1, modes=["rev"])
