@@ -61,7 +61,7 @@ def run(small: bool = False, quiet: bool = False):
             for p, g in zip((*layer.parameters(), w_, b_), mine):
                 p.grad = g
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     with torch.no_grad():
         acc = float(((torch.tanh(layer(X)) @ w_ + b_ > 0).double() == Y).double().mean())
     rep.check("loss falls", losses[-1] < 0.3 * losses[0], f"{losses[0]:.4f} -> {losses[-1]:.4f} in {steps} Adam steps")

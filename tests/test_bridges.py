@@ -111,6 +111,11 @@ def test_objective_layout_is_wrt_order_each_raveled_in_C_order(lsq):
     np.testing.assert_array_equal(back["W"], d["W"])
     back["W"][0, 0] = 99.0                                   # unpack's arrays are the caller's own
     assert x[2] == d["W"][0, 0]
+    one = symgrad.Objective(symgrad.compile(symgrad.Model(sp.Symbol("s") ** 2, name="one")))
+    s0 = np.array(2.0)
+    xs = one.pack(s=s0)
+    s0[()] = 5.0                                           # nor is pack's vector a view of its input
+    assert xs[0] == 2.0
 
 
 def test_objective_fun_jac_hess_hessp_against_hand_formulas(lsq):

@@ -88,7 +88,7 @@ class Layout:
             if shapes[n] != self.shapes[n]:
                 raise SymgradError(f"{self.owner}: {n!r} has shape {shapes[n]}, but the layout has "
                                    f"{self.shapes[n]} (fixed by the first pack)")
-        return self.flatten(arrays)
+        return np.array(self.flatten(arrays))          # never a view of the caller's array
 
     def vector(self, x, what: str = "x") -> np.ndarray:
         """A float64 copy of ``x`` (so a caller that changes ``x`` later changes nothing here)."""
@@ -104,8 +104,11 @@ class Layout:
         return {k: v[self._slices[k]].reshape(self.shapes[k]) for k in self.names}
 
     def flatten(self, arrays: dict) -> np.ndarray:
-        """A new 1-D float64 vector; C order whatever each array's memory layout."""
+        """A 1-D float64 vector, C order whatever each array's memory layout; new, or (for one
+        name) possibly a view of the array given, which the caller owns (contract 4c)."""
         self.ensure()
+        if len(self.names) == 1:
+            return np.ravel(np.asarray(arrays[self.names[0]], dtype=np.float64))
         return np.concatenate([np.ravel(np.asarray(arrays[k], dtype=np.float64)) for k in self.names])
 
 

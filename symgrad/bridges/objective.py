@@ -54,7 +54,8 @@ class Objective:
         key = v.tobytes()
         if key != self._key:
             value, grads = self.module.value_and_grad(**self._inputs(v))
-            self._value, self._grad = float(np.sum(value)), self.layout.flatten(grads)
+            self._value = float(value) if np.ndim(value) == 0 else float(np.sum(value))
+            self._grad = self.layout.flatten(grads)
             self._key = key
         return self._value, self._grad
 
