@@ -98,6 +98,15 @@ def counting(module, *functions):
     return ns
 
 
+def test_scipy_torch_and_jax_are_imported_only_when_used():
+    import subprocess
+    import sys
+    code = ("import sys, symgrad; symgrad.Objective, symgrad.OdeSystem; "
+            "print(sorted(m for m in ('scipy', 'torch', 'jax') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 # ---- Objective --------------------------------------------------------------------------------------
 def test_objective_layout_is_wrt_order_each_raveled_in_C_order(lsq):
     assert lsq.WRT == ("b", "W")
