@@ -65,7 +65,7 @@ class Layout:
         self.owner, self.names, self._infer = owner, tuple(names), infer
         self.shapes = None
 
-    def _set(self, shapes: dict) -> None:
+    def set_shapes(self, shapes: dict) -> None:
         self.shapes = dict(shapes)
         self.sizes = {n: math.prod(s) for n, s in self.shapes.items()}
         self.n = sum(self.sizes.values())
@@ -74,7 +74,7 @@ class Layout:
 
     def ensure(self) -> "Layout":
         if self.shapes is None:
-            self._set(self._infer())
+            self.set_shapes(self._infer())
         return self
 
     def pack(self, arrays: dict) -> np.ndarray:
@@ -83,7 +83,7 @@ class Layout:
             raise SymgradError(f"{self.owner}: pack() takes exactly {list(self.names)}, got {sorted(keys)}")
         shapes = {n: np.shape(arrays[n]) for n in self.names}
         if self.shapes is None:
-            self._set(shapes)
+            self.set_shapes(shapes)
         for n in self.names:
             if shapes[n] != self.shapes[n]:
                 raise SymgradError(f"{self.owner}: {n!r} has shape {shapes[n]}, but the layout has "

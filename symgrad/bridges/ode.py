@@ -51,7 +51,7 @@ class OdeSystem:
 
     def _vector(self, y) -> np.ndarray:
         if self.layout.shapes is None and self._shape_from_y:
-            self.layout._set({self.layout.names[0]: np.shape(y)})
+            self.layout.set_shapes({self.layout.names[0]: np.shape(y)})
         return self.layout.vector(y, "y")
 
     def _inputs(self, t, y) -> dict:
