@@ -402,14 +402,36 @@ def test_to_torch_shares_cpu_memory_and_refuses_what_it_cannot_do(lsq):
                                  value_and_grad=lsq.value_and_grad)   # no vjp, no hvp
     f = symgrad.to_torch(fake)
     W = d["W"].clone().requires_grad_()
-    loss = f(W=W, b=d["b"], X=d["X"], Y=d["Y"])
+    f(W=W.detach(), b=d["b"], X=d["X"], Y=d["Y"])
     assert np.shares_memory(seen["X"], d["X"].numpy()) and np.shares_memory(seen["W"], W.detach().numpy())
+    loss = f(W=W, b=d["b"], X=d["X"], Y=d["Y"])
     (gW,) = torch.autograd.grad(loss, W, create_graph=True)     # a one-entry value: value_and_grad
     torch.testing.assert_close(gW, 2 * d["X"].T @ (d["X"] @ d["W"] + d["b"] - d["Y"]), rtol=1e-12, atol=1e-12)
     with pytest.raises(SymgradError, match="fake has no hvp\\(\\): compile it with emit=\"hvp\""):
         torch.autograd.grad(gW.sum(), W)
     with pytest.raises(TypeError, match="takes the inputs"):
         f(W=W)
+
+
+def test_to_torch_training_step_is_one_value_and_grad(lsq):
+    """A loss whose parameters require grad: forward runs value_and_grad, backward only scales its
+    gradients (no second forward pass through vjp) -- by any cotangent, any number of times."""
+    torch = pytest.importorskip("torch")
+    d = {k: torch.from_numpy(a) for k, a in lsq_data(9).items()}
+    mod = counting(lsq, "forward", "value_and_grad", "vjp")
+    f = symgrad.to_torch(mod)
+    W = d["W"].clone().requires_grad_()
+    loss = f(W=W, b=d["b"], X=d["X"], Y=d["Y"])
+    (3 * loss).backward(retain_graph=True)
+    assert mod.calls == {"forward": 0, "value_and_grad": 1, "vjp": 0}
+    want = 2 * d["X"].T @ (d["X"] @ d["W"] + d["b"] - d["Y"])
+    torch.testing.assert_close(W.grad, 3 * want, rtol=1e-12, atol=1e-12)
+    loss.backward()                                        # again: the kept gradients are spent
+    torch.testing.assert_close(W.grad, 4 * want, rtol=1e-12, atol=1e-12)
+    assert mod.calls["vjp"] == 1
+    with torch.no_grad():
+        f(W=W, b=d["b"], X=d["X"], Y=d["Y"])
+    assert mod.calls["forward"] == 1 and mod.calls["value_and_grad"] == 1
 
 
 def test_to_torch_cupy_module_on_cuda_tensors():

@@ -4,8 +4,9 @@
     loss = f(W=W, b=b, X=X, Y=Y)       # keyword tensors in, the value as a tensor out
     loss.backward()                    # through the module's own vjp
 
-* Reverse mode runs the module's ``vjp`` (or, for a one-entry value, ``value_and_grad`` times the
-  incoming gradient).  Only wrt inputs get gradients; a data input that requires grad gets none.
+* Reverse mode runs the module's ``vjp``; for a one-entry value (a loss) whose wrt inputs require
+  grad, the forward call runs ``value_and_grad`` and backward scales its gradients (one forward
+  and one backward pass per training step, as with the module alone).  Only wrt inputs get gradients; a data input that requires grad gets none.
 * Double backward (``create_graph=True``, ``gradgradcheck``) runs the module's ``hvp``, for a
   one-entry value (``hvp`` is the Hessian of ``sum(value)``); third derivatives are refused.
 * Forward mode (``torch.autograd.forward_ad``) runs the module's ``jvp``.  ``torch.func`` transforms
@@ -101,26 +102,38 @@ def to_torch(module):
             return tuple(out)
 
     class Value(torch.autograd.Function):
-        @staticmethod
-        def forward(*args):
-            return tensor(module.forward(**arrays(args)))
+        """(with_grads, *inputs) -> value.  with_grads: a wrt tensor requires grad, so for a
+        one-entry value forward runs value_and_grad and keeps the gradients -- backward then only
+        scales them, and a training step costs one forward and one backward pass, as the module
+        alone does."""
 
         @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_forward(*save(ctx, inputs))
+        def forward(ctx, with_grads, *args):
+            ctx.save_for_forward(*save(ctx, args))
+            inputs, ctx.grads = arrays(args), None
+            if not with_grads:
+                return tensor(module.forward(**inputs))
+            value, grads = module.value_and_grad(**inputs)
+            if np.size(value) == 1:
+                ctx.grads = [tensor(grads[w]) for w in wrt]
+            return tensor(value)
 
         @staticmethod
         def backward(ctx, cotangent):
-            args = restore(ctx)
-            grads = Grads.apply(cotangent, *args)
-            out = [None] * len(names)
+            kept, ctx.grads = ctx.grads, None      # used once: torch may adopt them as .grad
+            if kept is not None and not torch.is_grad_enabled():
+                c = cotangent.reshape(())
+                grads = kept if bool(c == 1) else [c * g for g in kept]
+            else:                                  # a vjp (and, under create_graph, its hvp backward)
+                grads = Grads.apply(cotangent, *restore(ctx))
+            out = [None] * (1 + len(names))
             for w, g in zip(wrt, grads):
-                if ctx.needs_input_grad[at[w]]:
-                    out[at[w]] = g
+                if ctx.needs_input_grad[1 + at[w]]:
+                    out[1 + at[w]] = g
             return tuple(out)
 
         @staticmethod
-        def jvp(ctx, *tangents):
+        def jvp(ctx, _with_grads, *tangents):
             jvp = core.need(owner, module, "jvp")
             args = restore(ctx)
             for n, t in zip(names, tangents):
@@ -135,7 +148,9 @@ def to_torch(module):
     def call(**inputs):
         if set(inputs) != set(names):
             raise TypeError(f"{owner}: takes the inputs {list(names)} by keyword, got {sorted(inputs)}")
-        return Value.apply(*(inputs[n] for n in names))
+        with_grads = torch.is_grad_enabled() and any(
+            isinstance(inputs[w], torch.Tensor) and inputs[w].requires_grad for w in wrt)
+        return Value.apply(with_grads, *(inputs[n] for n in names))
 
     call.__name__ = call.__qualname__ = core.model_name(module)
     call.__doc__ = f"{core.model_name(module)}({', '.join(names)}) as a differentiable PyTorch function."
