@@ -4,7 +4,8 @@
 
 NAME: mlp (seed 002), fxy (seed 003), logsig (seed 001's -log(sigmoid(w x^2))), softmax (seed 004),
 second (HVPs and Hessians), compile (chain depths + 32x32 net), overhead (per-call cost on Python floats and small arrays), dask (the
---target dask module over row blocks: threads, LocalClusters of 1 and 2 workers).
+--target dask module over row blocks: threads, LocalClusters of 1 and 2 workers), bridges (Objective.fun_and_jac,
+solve_ivp with OdeSystem's Jacobian, a to_torch training step).
 ``--smoke`` uses tiny sizes and few rounds (what CI runs).  Progress goes to stderr, tables to stdout.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from benchmarks import harness
 SCRIPTS = {"mlp": "benchmarks.bench_mlp", "fxy": "benchmarks.bench_fxy", "logsig": "benchmarks.bench_logsig",
            "softmax": "benchmarks.bench_softmax", "second": "benchmarks.bench_second",
            "compile": "benchmarks.bench_compile", "overhead": "benchmarks.bench_overhead",
-           "dask": "benchmarks.bench_dask"}
+           "dask": "benchmarks.bench_dask", "bridges": "benchmarks.bench_bridges"}
 
 
 def main(argv=None):

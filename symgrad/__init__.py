@@ -6,6 +6,13 @@ Public API::
     mod = symgrad.compile(model, target="numpy")  # the generated module, imported
     value, grads = mod.value_and_grad(**inputs)
 
+Handing a module's derivatives to the tools that use them (contract 4f; SciPy, PyTorch and JAX are
+imported only when these are used)::
+
+    obj = symgrad.Objective(mod, X=X, y=y)        # fun/jac/hessp/hess of one flat vector: scipy.optimize
+    ode = symgrad.OdeSystem(mod, state="u", time="t", D=0.1)  # fun(t, y), jac(t, y): solve_ivp
+    f = symgrad.to_torch(mod); g = symgrad.to_jax(mod)        # differentiable through mod's vjp
+
 ``symgrad.tape`` is the independent numeric reverse-mode oracle; ``symgrad.verify`` and
 ``symgrad.testing`` compare generated modules with it and with finite differences.
 
@@ -25,11 +32,14 @@ if TYPE_CHECKING:
 from .errors import SymgradError
 
 __version__ = "0.1.0"
-__all__ = ["Function", "Model", "SymgradError", "compile", "generate", "load_models", "__version__"]
+__all__ = ["Function", "Model", "Objective", "OdeSystem", "SymgradError", "compile", "generate", "load_models",
+           "to_jax", "to_torch", "__version__"]
 
-_LAZY = {"Model": "model", "load_models": "model", "Function": "functions"}
+# imported when first used: SciPy, PyTorch and JAX only by the bridges that need them
+_LAZY = {"Model": "model", "load_models": "model", "Function": "functions", "Objective": "bridges.objective",
+         "OdeSystem": "bridges.ode", "to_torch": "bridges.to_torch", "to_jax": "bridges.to_jax"}
 _SUBMODULES = {"tape", "verify", "testing", "model", "pipeline", "lower", "emit", "diff", "ops", "ir", "program",
-               "forward", "cache"}
+               "forward", "cache", "bridges"}
 
 
 def __getattr__(name):

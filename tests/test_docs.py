@@ -50,6 +50,17 @@ def test_the_tutorial_runs(tmp_path):
     assert (tmp_path / "codegen_out" / "mlp_numpy.py").is_file()
 
 
+def test_the_bridges_page_runs(tmp_path):
+    for lib in ("scipy", "torch", "jax"):
+        pytest.importorskip(lib)
+    import jax
+    old = jax.config.jax_enable_x64                   # the page turns float64 on: a global setting
+    try:
+        assert run_blocks((ROOT / "docs" / "bridges.md").read_text(), tmp_path) == 4
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
 def test_the_readme_model_file_block_runs(tmp_path):
     text = (ROOT / "README.md").read_text()
     blocks = [body for lang, body in BLOCK.findall(text) if lang == "python"]
@@ -72,7 +83,7 @@ PRODUCED = {"codegen_out/mlp_numpy.py"}  # written by the commands a page shows
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/index.md", "docs/tutorial.md", "examples/README.md",
-                                  "benchmarks/README.md"])
+                                  "benchmarks/README.md", "docs/bridges.md"])
 def test_paths_the_docs_name_exist(page):
     text = (ROOT / page).read_text()
     here = (ROOT / page).parent

@@ -3,6 +3,7 @@
 * every ``examples/run_seedNNN.py`` script runs (small sizes) and all its comparisons pass;
 * the numbers the seeds print are checked here once more, against constants copied from the seeds;
 * seed 002's gradients are checked against an independent NumPy backprop written in this file;
+* the bridge examples (``run_scipy_glm``, ``run_stiff_ode``, ``run_torch_layer``) run at small sizes;
 * golden files: for every model in ``examples/seed*.py``, ``symgrad.generate(model, "numpy")`` must
   equal the committed ``codegen_out/<name>_numpy.py`` byte for byte.
 """
@@ -129,6 +130,28 @@ def test_second_order_example_from_committed_codegen():
     r = _run(EXAMPLES / "run_second_order.py", "--small", "--from-codegen")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "8 iterations" in r.stdout
+
+
+# ---- the bridges (contract 4f): scipy.optimize, solve_ivp and a PyTorch training loop -----------------
+def test_scipy_glm_example():
+    pytest.importorskip("scipy")
+    rep = _script("run_scipy_glm").run(small=True, quiet=True)
+    _assert_ok(rep)
+    assert {"trust-exact: w vs Newton/IRLS by hand", "trust-ncg: w vs Newton/IRLS by hand"} <= set(rep.values)
+
+
+def test_stiff_ode_example():
+    pytest.importorskip("scipy")
+    rep = _script("run_stiff_ode").run(small=True, quiet=True)
+    _assert_ok(rep)
+    assert rep.values["fewer rhs calls with the symbolic Jacobian"]
+
+
+def test_torch_layer_example():
+    pytest.importorskip("torch")
+    rep = _script("run_torch_layer").run(small=True, quiet=True)
+    _assert_ok(rep)
+    assert rep.values["loss falls"] and rep.values["training accuracy >= 95%"]
 
 
 # ---- the Dask target: gradient descent on data read block by block from disk, 2 worker processes --------
