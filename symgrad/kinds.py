@@ -279,7 +279,8 @@ def _sparsity(inputs, what):
 
 def sparsity_info(**inputs):
     """{"jacobian": {...}, "hessian": {...}} for the shapes of inputs, as the module has them: the
-    shape, stored entries (nnz) and colors (one derivative call each) of each sparse derivative."""
+    shape, stored entries (nnz) and colors (one derivative call each) of each sparse derivative,
+    and the ops its pattern takes as dense dependence (they have no rule of their own)."""
     out = {}
     for what in ("jacobian", "hessian"):
         if "sparse_" + what in DERIVATIVES:
@@ -289,6 +290,7 @@ def sparsity_info(**inputs):
                          "colors": int(colors.max()) + 1 if colors.size else 0}
             if what == "jacobian":
                 out[what]["by"] = plan[1]  # "columns" (jvp per color) or "rows" (vjp per color)
+            out[what]["dense_rule"] = _DENSE_RULE
     return out
 '''
 

@@ -226,12 +226,14 @@ def test_matrix_models_sparse_derivatives(case):
 
 # -- the extended Rosenbrock function --------------------------------------------------------------
 def rosenbrock(n):
-    """sum(100 (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2), x of shape (n, 1)."""
+    """The terms 100 (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2, x of shape (n, 1): the function is
+    their sum, whose Hessian sparse_hessian gives (a [0, 0] of a product with OneMatrix would have
+    SymPy write the sum out term by term, for an integer n)."""
     x = sp.MatrixSymbol("x", n, 1)
     a, b = x[1:, :], x[:-1, :]
     r = a - b.applyfunc(lambda t: t ** 2)
     terms = 100 * sp.HadamardProduct(r, r) + (sp.OneMatrix(n - 1, 1) - b).applyfunc(lambda t: t ** 2)
-    return symgrad.Model((sp.OneMatrix(1, n - 1) * terms)[0, 0], wrt=[x], name=f"rosenbrock{n}")
+    return symgrad.Model(terms, wrt=[x], name=f"rosenbrock{n}")
 
 
 def test_rosenbrock_hessian_is_tridiagonal_with_three_colors():
@@ -240,7 +242,9 @@ def test_rosenbrock_hessian_is_tridiagonal_with_three_colors():
     x = np.random.default_rng(0).standard_normal((12, 1))
     value, grads, H = mod.sparse_hessian(x=x)
     assert H.nnz == 3 * 12 - 2
-    assert mod.sparsity_info(x=x)["hessian"]["colors"] == 3
+    assert mod.sparse_jacobian(x=x)[1].nnz == 2 * 11  # term i: x[i] and x[i + 1]
+    info = mod.sparsity_info(x=x)
+    assert info["hessian"]["colors"] == 3 and info["jacobian"]["colors"] == 2
     np.testing.assert_allclose(H.toarray(), tape.dense_hessian(model, x=x)[1], rtol=1e-6, atol=1e-6)
     report = symgrad.verify.check(model, mod)
     assert report.ok, report.problems
@@ -276,7 +280,7 @@ def test_a_dense_hessian_pattern_warns():
 def test_generated_module_imports_only_numpy_scipy_sparse_and_the_standard_library():
     source = symgrad.generate(rosenbrock(6), emit=SPARSE)
     imports = sorted({ln for ln in source.splitlines() if ln.startswith(("import ", "from "))})
-    assert imports == ["import numpy as np", "import scipy.sparse as _sparse", "import warnings"]
+    assert imports == ["import numpy as np", "import scipy.sparse as _sparse", "import threading", "import warnings"]
     assert "def _star_color(" in source and "def _pattern_program(" in source
 
 
@@ -291,3 +295,67 @@ def test_targets_without_sparse_derivatives_refuse_them(target, tmp_path, capsys
                  str(tmp_path / "out.py")]) == 2
     assert "sparse_jacobian cannot be compiled for target" in capsys.readouterr().err
     assert not (tmp_path / "out.py").exists()
+
+
+def _fresh(model, target="numpy"):
+    from symgrad.emit import load_source
+    return load_source(symgrad.generate(model, target, emit=SPARSE), model.name)
+
+
+def test_check_catches_a_pattern_without_an_entry():
+    """symgrad.verify.check (what --check and --write-test files run): a Hessian pattern that lost
+    one off-diagonal pair, and a Jacobian pattern that lost one entry, are reported."""
+    model = rosenbrock(6)
+    assert symgrad.verify.check(model, _fresh(model)).ok
+    mod = _fresh(model)
+    plan = mod._hessian_plan
+
+    def without_one(H, n):
+        A = plan(H, n)[0].tolil()
+        A[2, 3] = A[3, 2] = False
+        A = sps.csr_matrix(A)
+        colors = mod._star_color(A)
+        return (A, colors) + mod._star_sources(A, colors)
+    mod._hessian_plan = without_one
+    report = symgrad.verify.check(model, mod)
+    assert not report.ok and any("sparse_hessian" in p for p in report.problems), report.problems
+    mod = _fresh(model)
+    jplan = mod._jacobian_plan
+    mod._jacobian_plan = lambda P: jplan(sps.csr_matrix(P.toarray() & ~np.eye(*P.shape, dtype=bool)))
+    report = symgrad.verify.check(model, mod)
+    assert any("sparse_jacobian: the pattern misses" in p for p in report.problems), report.problems
+
+
+def test_cli_check_and_verbose_report_the_sparse_functions(tmp_path, capsys):
+    from symgrad.cli import main
+    model = tmp_path / "rosen.py"
+    model.write_text("import sympy as sp\nimport symgrad\nx = sp.MatrixSymbol('x', 8, 1)\n"
+                     "r = x[1:, :] - x[:-1, :].applyfunc(lambda t: t**2)\n"
+                     "model = symgrad.Model(100 * sp.HadamardProduct(r, r), wrt=[x])\n")
+    assert main(["compile", str(model), "-o", str(tmp_path / "r.py"), "--emit", "sparse_jacobian,sparse_hessian",
+                 "--check", "-v"]) == 0
+    out, err = capsys.readouterr()
+    assert "sparse_jacobian" in out and "sparse_hessian" in out
+    assert "sparsity at x (8, 1): jacobian 7 x 8, 14 stored, 2 colors" in err
+    assert "hessian 8 x 8, 22 stored, 3 colors" in err
+
+
+def test_numba_modules_have_them_through_their_own_jvp_and_hvp():
+    pytest.importorskip("numba")
+    model = rosenbrock(7)
+    report = symgrad.verify.check(model, _fresh(model, "numba"))
+    assert report.ok and "sparse_hessian" in report.derivatives, report.problems
+
+
+def test_every_derivative_kind_is_complete():
+    """Each registry entry has an emitted function, a header line and a check against the tape;
+    a module asked for every kind has each kind's function and lists them in DERIVATIVES."""
+    from symgrad.kinds import KINDS
+    for kind in KINDS.values():
+        assert kind.function is not None
+        if kind.name != "grad":
+            assert kind.signature and callable(kind.checker()), kind.name
+    source = symgrad.generate(rosenbrock(4), emit=list(KINDS))
+    for kind in KINDS.values():
+        assert f"\ndef {kind.function_name}(" in source
+        assert kind.signature in source

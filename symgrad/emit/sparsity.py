@@ -84,7 +84,8 @@ def pattern_program(program, local: dict, dim_local: dict, shape_text) -> tuple[
     ]
     body = ["    " + ln for ln in lines]
     tail = [f"    return {names[program.out.id]}, H, _n"]
-    return "\n".join([h for h in head if h] + body + tail), sorted(set(dense))
+    rule = f"_DENSE_RULE = {tuple(sorted(set(dense)))!r}  # ops the pattern program takes as dense dependence\n\n\n"
+    return rule + "\n".join([h for h in head if h] + body + tail) + "\n", sorted(set(dense))
 
 
 def _dims_line(program, local, dim_local) -> str:
