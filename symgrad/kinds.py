@@ -306,23 +306,29 @@ def _sparse_jacobian(inputs):
     def along(mode, seed):
         if mode == "columns":
             return {m}.asarray(jvp(_unflatten(seed, names, shapes), **inputs)[1]).reshape(-1)
-        return _flatten(vjp(seed.reshape(value.shape), **inputs)[1], names, value.dtype)
+        return _flatten(vjp(seed.reshape(value.shape), **inputs)[1], names)
     return value, _jacobian_values(P, how, colors, along, value.dtype)
 '''
 
 _HELPER_SPARSE_HESSIAN = '''
 def _sparse_hessian(inputs):
     """(value, grads, H): H the CSR Hessian of sum(value) with respect to the variables, from one
-    hvp per color of a star coloring of its pattern."""
+    hvp per color of a star coloring of its pattern (the first hvp gives the value and gradients)."""
     A, colors, rows, cols = _sparsity(inputs, "hessian")
-    value, grads = value_and_grad(**inputs)
-    dt = {m}.result_type(*grads.values()) if grads else {m}.float64
+    if not A.nnz:
+        value, grads = value_and_grad(**inputs)
+        dt = {m}.result_type(*grads.values()) if grads else {m}.float64
+        return value, grads, _sparse.csr_matrix(A.shape, dtype=dt)
     names = WRT
     shapes = [{m}.shape(inputs[n]) for n in names]
+    first = []
 
     def hvp_of(v):
-        return _flatten(hvp(_unflatten(v, names, shapes), **inputs)[2], names, dt)
-    return value, grads, _hessian_values(A, colors, rows, cols, hvp_of, dt)
+        value, grads, hv = hvp(_unflatten(v, names, shapes), **inputs)
+        first.append((value, grads))
+        return _flatten(hv, names)
+    H = _hessian_values(A, colors, rows, cols, hvp_of)
+    return first[0] + (H,)
 '''
 
 

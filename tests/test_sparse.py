@@ -101,7 +101,7 @@ def test_star_recovery_is_exact(A, seed):
     Hd = Hd + Hd.T
     colors = R._star_color(A)
     rows, cols = R._star_sources(A, colors)
-    H = R._hessian_values(A, colors, rows, cols, lambda s: Hd @ s, np.float64)
+    H = R._hessian_values(A, colors, rows, cols, lambda s: Hd @ s)
     np.testing.assert_allclose(H.toarray(), Hd, rtol=1e-13, atol=1e-13)
 
 
@@ -280,7 +280,8 @@ def test_a_dense_hessian_pattern_warns():
 def test_generated_module_imports_only_numpy_scipy_sparse_and_the_standard_library():
     source = symgrad.generate(rosenbrock(6), emit=SPARSE)
     imports = sorted({ln for ln in source.splitlines() if ln.startswith(("import ", "from "))})
-    assert imports == ["import numpy as np", "import scipy.sparse as _sparse", "import threading", "import warnings"]
+    assert imports == ["import math", "import numpy as np", "import scipy.sparse as _sparse", "import threading",
+                       "import warnings"]
     assert "def _star_color(" in source and "def _pattern_program(" in source
 
 

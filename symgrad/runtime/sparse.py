@@ -25,6 +25,8 @@ edge a star of one edge), else ``B[j, color(i)]`` (then ``i`` is that only neigh
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as _sparse
 
@@ -297,7 +299,7 @@ def _hessian_plan(H, n):
 # -- evaluation ------------------------------------------------------------------------------------
 def _layout(shapes):
     """(offsets, n): where each wrt input's entries start among the n variables."""
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    sizes = [math.prod(s) for s in shapes]
     return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()[:-1], sum(sizes)
 
 
@@ -305,15 +307,15 @@ def _unflatten(x, names, shapes):
     """{name: array of its shape} from the variables' vector x."""
     out, at = {}, 0
     for name, shape in zip(names, shapes):
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         out[name] = x[at:at + size].reshape(shape)
         at += size
     return out
 
 
-def _flatten(d, names, dtype):
+def _flatten(d, names):
     """The variables' vector of the dict d (each by name, raveled in C order)."""
-    return np.concatenate([np.ravel(np.asarray(d[name], dtype=dtype)) for name in names] + [np.zeros(0, dtype)])
+    return np.concatenate([np.ravel(d[name]) for name in names]) if names else np.zeros(0)
 
 
 def _jacobian_values(P, how, colors, along, dtype):
@@ -330,14 +332,19 @@ def _jacobian_values(P, how, colors, along, dtype):
     else:
         B = np.stack([along("rows", s) for s in seeds], axis=0)
         data = B[colors[i], j]
-    return _sparse.csr_matrix((data.astype(dtype, copy=False), P.indices.copy(), P.indptr.copy()), shape=P.shape)
+    return _with_data(P, data.astype(dtype, copy=False))
 
 
-def _hessian_values(A, colors, rows, cols, hvp, dtype):
+def _with_data(P, data):
+    """A CSR matrix of P's structure (its own copy) holding data."""
+    M = P.copy()
+    M.data = data
+    return M
+
+
+def _hessian_values(A, colors, rows, cols, hvp):
     """The CSR Hessian of the symmetric pattern A (star colored) from one Hessian-vector
-    product per color: ``hvp(s)`` is H s."""
-    if not A.nnz:
-        return _sparse.csr_matrix(A.shape, dtype=dtype)
-    B = np.stack([hvp((colors == c).astype(dtype)) for c in range(int(colors.max()) + 1)], axis=1)
-    return _sparse.csr_matrix((B[rows, cols].astype(dtype, copy=False), A.indices.copy(), A.indptr.copy()),
-                              shape=A.shape)
+    product per color: ``hvp(s)`` is H s (A has entries: at least one color)."""
+    k = int(colors.max()) + 1
+    B = np.stack([hvp((colors == c).astype(np.float64)) for c in range(k)], axis=1)
+    return _with_data(A, B.ravel().take(rows * k + cols))
