@@ -8,8 +8,10 @@
   ``DIR/<name>_<target>.py``); ``-o`` names the file exactly and is accepted only when one model is
   compiled; ``-o -`` writes the module's source to stdout (and the other lines to stderr).  Prints
   one line per written module.  ``--emit`` adds derivative functions (vjp, jvp, jacobian, hvp,
-  hessian).  ``-v`` prints, on stderr, each phase's seconds and sizes: load (models), lower and
-  rewrite (IR nodes), differentiate (IR nodes), emit (lines), check (trials).
+  hessian, sparse_jacobian, sparse_hessian).  ``-v`` prints, on stderr, each phase's seconds and
+  sizes: load (models), lower and rewrite (IR nodes), differentiate (IR nodes), emit (lines),
+  check (trials); and for sparse derivatives their patterns' sizes and colors at the sizes
+  ``--check`` draws.
 * ``--check`` runs :func:`symgrad.verify.check` on each written module and prints its largest
   relative errors, then one line per failing property; ``--check-inputs FILE.npz`` (implies
   ``--check``) checks at the inputs saved in that file (``numpy.savez(FILE, x=..., X=...)``, one
@@ -69,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                            "missing inputs are drawn at random); implies --check")
     comp.add_argument("--emit", metavar="LIST",
                       help="derivative functions beside forward and value_and_grad: a comma separated "
-                           "subset of grad,vjp,jvp,jacobian,hvp,hessian (default: the model's own "
+                           "subset of grad,vjp,jvp,jacobian,hvp,hessian,sparse_jacobian,sparse_hessian (default: the model's own "
                            "derivatives=, else grad)")
     comp.add_argument("--write-test", action="store_true",
                       help="also write a pytest file test_<module>.py next to each module")

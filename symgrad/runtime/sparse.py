@@ -107,15 +107,18 @@ def _sp_where(H, c, a, b):
 
 
 def _sp_matmul(H, a, b):
-    """a @ b: entry (i, j) depends on row i of a and column j of b (selection matrices built by
-    kron); the product couples a[i, l] with b[l, j] (cross terms only)."""
+    """a @ b: entry (i, j) depends on row i of a and column j of b (the unions of a's rows and of
+    b's columns, by kron-built selection matrices, then repeated over the other index); the
+    product couples a[i, l] with b[l, j] (cross terms only)."""
     (r, k), (_, c) = a[1], b[1]
     n = a[0].shape[1]
     P = _sparse.csr_matrix((r * c, n), dtype=bool)
-    if a[0].nnz:  # row i*c + j selects a[i, :]
-        P = P + _sparse.kron(_sparse.identity(r, dtype=bool, format="csr"), np.ones((c, k), bool), format="csr") @ a[0]
-    if b[0].nnz:  # row i*c + j selects b[:, j]
-        P = P + _sparse.kron(np.ones((r, k), bool), _sparse.identity(c, dtype=bool, format="csr"), format="csr") @ b[0]
+    if a[0].nnz:  # row i of a, for each j
+        rows = _sparse.kron(_sparse.identity(r, dtype=bool, format="csr"), np.ones((1, k), bool), format="csr") @ a[0]
+        P = P + rows.tocsr()[np.repeat(np.arange(r), c)]
+    if b[0].nnz:  # column j of b, for each i
+        cols = _sparse.kron(np.ones((1, k), bool), _sparse.identity(c, dtype=bool, format="csr"), format="csr") @ b[0]
+        P = P + cols.tocsr()[np.tile(np.arange(c), r)]
     if H is not None and a[0].nnz and b[0].nnz:  # one row per (i, j, l): a[i, l] and b[l, j]
         i, j, l = (x.ravel() for x in np.meshgrid(np.arange(r), np.arange(c), np.arange(k), indexing="ij"))
         _sp_square(H, a[0][i * k + l], b[0][l * c + j])
@@ -266,15 +269,15 @@ def _star_sources(A, colors):
     single = (keys[at] == want) & (counts[at] == 1) if keys.size else np.zeros(i.size, bool)
     rows = np.where(single | ~off, lo, hi)
     cols = np.where(single | ~off, colors[hi], colors[lo])
-    order = np.lexsort((coo.col, coo.row))  # CSR order
-    return rows[order], cols[order]
+    return rows, cols  # in A's CSR order: tocoo keeps it
 
 
 # -- the plans the sparse functions run ---------------------------------------------------------
 def _jacobian_plan(P):
-    """How to evaluate a Jacobian of pattern P (value entries x variables): ``("columns",
-    colors)`` (one jvp per color of the columns) or ``("rows", colors)`` (one vjp per color of the
-    rows), the side whose coloring needs fewer colors at least (max entries per row / column)."""
+    """How to evaluate a Jacobian of pattern P (value entries x variables): ``(P, "columns",
+    colors)`` (one jvp per color of the columns) or ``(P, "rows", colors)`` (one vjp per color of
+    the rows), the side whose coloring needs fewer colors at least (the most entries in a row,
+    resp. a column), so a single row (a gradient) is one vjp."""
     P = _sparse.csr_matrix(P, dtype=bool)
     P.sort_indices()
     by_row = np.diff(P.indptr).max(initial=0)
