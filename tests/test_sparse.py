@@ -360,3 +360,12 @@ def test_every_derivative_kind_is_complete():
     for kind in KINDS.values():
         assert f"\ndef {kind.function_name}(" in source
         assert kind.signature in source
+
+
+def test_inputs_named_like_the_pattern_programs_own_names():
+    """Inputs named H, inputs, hessian, INPUTS, p0, np: the pattern program's locals and
+    parameters never take an input's name."""
+    H, inputs, hessian, INPUTS, p0, np_ = sp.symbols("H inputs hessian INPUTS p0 np")
+    model = symgrad.Model(sp.exp(H * inputs) + hessian ** 3 * INPUTS + sp.sin(p0 * np_), name="names")
+    report = symgrad.verify.check(model, _fresh(model))
+    assert report.ok and "sparse_hessian" in report.derivatives, report.problems

@@ -21,16 +21,16 @@ _LINEAR = {"add", "sub", "neg", "abs", "maximum", "minimum"}  # piecewise linear
 _HOW = {"mul": "mul", "div": "div"}
 # ops with a rule of their own besides the elementwise ones: node -> the call's text
 _RULES = {
-    "matmul": lambda n, a, s: f"_sp_matmul(H, {a[0]}, {a[1]})",
+    "matmul": lambda n, a, s: f"_sp_matmul(_H, {a[0]}, {a[1]})",
     "transpose": lambda n, a, s: f"_sp_transpose({a[0]})",
     "sum": lambda n, a, s: f"_sp_sum({a[0]}, {n.attr})",
-    "logsumexp": lambda n, a, s: f"_sp_reduce(H, {a[0]}, {n.attr})",
+    "logsumexp": lambda n, a, s: f"_sp_reduce(_H, {a[0]}, {n.attr})",
     "bcast": lambda n, a, s: f"_sp_broadcast({a[0]}, {s(n.shape)})",
     "item": lambda n, a, s: f"_sp_entry({a[0]}, 0, 0)",
     "entry": lambda n, a, s: f"_sp_entry({a[0]}, {n.attr[0]}, {n.attr[1]})",
     "slice": lambda n, a, s: f"_sp_slice({a[0]}, {tuple(tuple(x) for x in n.attr)!r})",
-    "trace": lambda n, a, s: f"_sp_dense(H, (), False, {a[0]})",  # a scalar: the dense rule is exact
-    "where": lambda n, a, s: f"_sp_where(H, {a[0]}, {a[1]}, {a[2]})",
+    "trace": lambda n, a, s: f"_sp_dense(_H, (), False, {a[0]})",  # a scalar: the dense rule is exact
+    "where": lambda n, a, s: f"_sp_where(_H, {a[0]}, {a[1]}, {a[2]})",
     "eye": lambda n, a, s: f"_sp_empty({s(n.shape)}, _n)",
     "const": lambda n, a, s: "_sp_empty((), _n)",
     "dim": lambda n, a, s: "_sp_empty((), _n)",
@@ -49,41 +49,43 @@ def pattern_program(program, local: dict, dim_local: dict, shape_text) -> tuple[
     for k, n in enumerate(topo_order([program.out])):
         a = [names[x.id] for x in n.args]
         if n.op == "input":
-            name = names[n.id] = "p_" + local[by_id[n.id]]
+            name = names[n.id] = "_p_" + local[by_id[n.id]]
             shape = f"{{m}}.shape({local[by_id[n.id]]})"
             call = (f"_sp_variable({shape}, _offsets[{wrt[n.id]}], _n)" if n.id in wrt
                     else f"_sp_empty({shape}, _n)")
             lines.append(f"{name} = {call}")
             continue
-        name = names[n.id] = f"p{k}"
+        name = names[n.id] = f"_p{k}"
         if n.op in _RULES:
             call = _RULES[n.op](n, a, shape_text)
         elif OPS[n.op].elementwise:
             how = ("zero" if OPS[n.op].vjp is _zero_grad else "linear" if n.op in _LINEAR
                    else _HOW.get(n.op, "nonlinear"))
-            call = f"_sp_ew(H, {how!r}, {', '.join(a)})"
+            call = f"_sp_ew(_H, {how!r}, {', '.join(a)})"
         else:
             dense.append(n.op)
-            call = f"_sp_dense(H, {shape_text(n.shape)}, {n.op not in _LINEAR_DENSE}, {', '.join(a)})"
+            call = f"_sp_dense(_H, {shape_text(n.shape)}, {n.op not in _LINEAR_DENSE}, {', '.join(a)})"
         lines.append(f"{name} = {call}  # {n.op}")
     wrt_shapes = ", ".join(f"{{m}}.shape({local[w]})" for w in program.wrt)
     params = ", ".join(local[i.name] for i in program.inputs)
+    values = ", ".join(f"_inputs[{i.name!r}]" for i in program.inputs)
     dims = _dims_line(program, local, dim_local)
     doc = ["(the value's pattern, the Hessian terms, n): one line per node of the value's graph,",
            "    each a rule of the runtime helpers _sp_* (which variables each entry depends on and,",
-           "    with hessian, which pairs of variables each nonlinear op couples)."]
+           "    with _hessian, which pairs of variables each nonlinear op couples: _H).  Locals",
+           "    start with _ (the inputs' names never do)."]
     if dense:
         doc.append(f"    Ops without a rule of their own, taken as dense dependence: {', '.join(sorted(set(dense)))}.")
     head = [
-        "def _pattern_program(inputs, hessian):",
+        "def _pattern_program(_inputs, _hessian):",
         '    """' + docstring(*doc) + '"""',
-        f"    {params}{',' if len(program.inputs) == 1 else ''} = (inputs[n] for n in INPUTS)" if program.inputs else "",
+        f"    {params}{',' if len(program.inputs) == 1 else ''} = {values}" if program.inputs else "",
         *([f"    {dims}"] if dims else []),
         f"    _offsets, _n = _layout([{wrt_shapes}])",
-        "    H = [] if hessian else None",
+        "    _H = [] if _hessian else None",
     ]
     body = ["    " + ln for ln in lines]
-    tail = [f"    return {names[program.out.id]}, H, _n"]
+    tail = [f"    return {names[program.out.id]}, _H, _n"]
     rule = f"_DENSE_RULE = {tuple(sorted(set(dense)))!r}  # ops the pattern program takes as dense dependence\n\n\n"
     return rule + "\n".join([h for h in head if h] + body + tail) + "\n", sorted(set(dense))
 
