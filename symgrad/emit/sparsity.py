@@ -79,7 +79,7 @@ def pattern_program(program, local: dict, dim_local: dict, shape_text) -> tuple[
     head = [
         "def _pattern_program(_inputs, _hessian):",
         '    """' + docstring(*doc) + '"""',
-        f"    {params}{',' if len(program.inputs) == 1 else ''} = {values}" if program.inputs else "",
+        f"    {params} = {values}" if program.inputs else "",
         *([f"    {dims}"] if dims else []),
         f"    _offsets, _n = _layout([{wrt_shapes}])",
         "    _H = [] if _hessian else None",
