@@ -369,3 +369,22 @@ def test_inputs_named_like_the_pattern_programs_own_names():
     model = symgrad.Model(sp.exp(H * inputs) + hessian ** 3 * INPUTS + sp.sin(p0 * np_), name="names")
     report = symgrad.verify.check(model, _fresh(model))
     assert report.ok and "sparse_hessian" in report.derivatives, report.problems
+
+
+def test_an_op_without_a_rule_is_dense_dependence_and_named(tmp_path, capsys):
+    """inv has no rule of its own: its entries depend on all of X's (never wrong), the block of y
+    stays diagonal, sparsity_info and -v name the op."""
+    X, y = sp.MatrixSymbol("X", 2, 2), sp.MatrixSymbol("y", 2, 1)
+    model = symgrad.Model(sp.Trace(X.I) + (y.T * y)[0, 0], wrt=[X, y], name="inv")
+    mod = _fresh(model)
+    inputs = {"X": np.array([[2.0, 0.3], [0.1, 1.5]]), "y": np.array([[0.5], [-1.0]])}
+    value, grads, H = mod.sparse_hessian(**inputs)
+    assert H.nnz == 16 + 2
+    np.testing.assert_allclose(H.toarray(), tape.dense_hessian(model, **inputs)[1], rtol=1e-6, atol=1e-8)
+    assert mod.sparsity_info(**inputs)["hessian"]["dense_rule"] == ("inv",)
+    path = tmp_path / "inv.py"
+    path.write_text("import sympy as sp\nimport symgrad\nX = sp.MatrixSymbol('X', 2, 2)\n"
+                    "model = symgrad.Model(sp.Trace(X.I), wrt=[X])\n")
+    from symgrad.cli import main
+    assert main(["compile", str(path), "-o", str(tmp_path / "m.py"), "--emit", "sparse_hessian", "-v"]) == 0
+    assert "taken as dense dependence (no rule of their own): inv" in capsys.readouterr().err
