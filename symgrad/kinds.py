@@ -3,8 +3,10 @@
 A :class:`Kind` says everything the stages need about one derivative function, side by side (as
 JAX registers a primitive): which kinds' functions it calls (``needs``), how its nodes are added
 to the graph (``build``, run by :func:`symgrad.pipeline.differentiate`), how it is printed
-(``function``: the fields of the emitted function; ``helper``: the module-level driver a function
-without nodes of its own calls; ``signature``: its header line), what it returns (``returns``,
+(``function``: the fields of the emitted function; ``helpers``: the module-level driver a
+function without nodes of its own calls, and what it calls; ``definitions``: module-level code
+printed from the model's graph; ``signature``: its header line), which targets have it
+(``targets``; a SymgradError names the others at compile time), what it returns (``returns``,
 labels :mod:`symgrad.verify` reads the call by) and how it is checked against the tape (``check``:
 ``"module:function"`` under ``symgrad``, resolved when a check runs, because verification sits
 above the compiler and imports NumPy and the tape; the check calls the tape's oracle it needs).
