@@ -3,7 +3,7 @@
     python -m benchmarks.run [--smoke] [--only NAME[,NAME]] [--unset-openblas-env] [--rounds R] [--out FILE]
 
 NAME: mlp (seed 002), fxy (seed 003), logsig (seed 001's -log(sigmoid(w x^2))), softmax (seed 004),
-second (HVPs and Hessians), compile (chain depths + 32x32 net), overhead (per-call cost on Python floats and small arrays), dask (the
+second (HVPs and Hessians), sparse (sparse Hessian of the extended Rosenbrock vs CasADi), compile (chain depths + 32x32 net), overhead (per-call cost on Python floats and small arrays), dask (the
 --target dask module over row blocks: threads, LocalClusters of 1 and 2 workers), bridges (Objective.fun_and_jac,
 solve_ivp with OdeSystem's Jacobian, a to_torch training step).
 ``--smoke`` uses tiny sizes and few rounds (what CI runs).  Progress goes to stderr, tables to stdout.
@@ -21,7 +21,7 @@ from benchmarks import harness
 SCRIPTS = {"mlp": "benchmarks.bench_mlp", "fxy": "benchmarks.bench_fxy", "logsig": "benchmarks.bench_logsig",
            "softmax": "benchmarks.bench_softmax", "second": "benchmarks.bench_second",
            "compile": "benchmarks.bench_compile", "overhead": "benchmarks.bench_overhead",
-           "dask": "benchmarks.bench_dask", "bridges": "benchmarks.bench_bridges"}
+           "dask": "benchmarks.bench_dask", "bridges": "benchmarks.bench_bridges", "sparse": "benchmarks.bench_sparse"}
 
 
 def main(argv=None):

@@ -8,8 +8,10 @@
   ``DIR/<name>_<target>.py``); ``-o`` names the file exactly and is accepted only when one model is
   compiled; ``-o -`` writes the module's source to stdout (and the other lines to stderr).  Prints
   one line per written module.  ``--emit`` adds derivative functions (vjp, jvp, jacobian, hvp,
-  hessian).  ``-v`` prints, on stderr, each phase's seconds and sizes: load (models), lower and
-  rewrite (IR nodes), differentiate (IR nodes), emit (lines), check (trials).
+  hessian, sparse_jacobian, sparse_hessian).  ``-v`` prints, on stderr, each phase's seconds and
+  sizes: load (models), lower and rewrite (IR nodes), differentiate (IR nodes), emit (lines),
+  check (trials); and for sparse derivatives their patterns' sizes and colors at the sizes
+  ``--check`` draws.
 * ``--check`` runs :func:`symgrad.verify.check` on each written module and prints its largest
   relative errors, then one line per failing property; ``--check-inputs FILE.npz`` (implies
   ``--check``) checks at the inputs saved in that file (``numpy.savez(FILE, x=..., X=...)``, one
@@ -69,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                            "missing inputs are drawn at random); implies --check")
     comp.add_argument("--emit", metavar="LIST",
                       help="derivative functions beside forward and value_and_grad: a comma separated "
-                           "subset of grad,vjp,jvp,jacobian,hvp,hessian (default: the model's own "
+                           "subset of grad,vjp,jvp,jacobian,hvp,hessian,sparse_jacobian,sparse_hessian (default: the model's own "
                            "derivatives=, else grad)")
     comp.add_argument("--write-test", action="store_true",
                       help="also write a pytest file test_<module>.py next to each module")
@@ -92,6 +94,32 @@ def _timings(job) -> str:
     return f"{job.model.name}: " + ", ".join(parts)
 
 
+def _sparsity(job) -> str:
+    """The sparse derivatives' patterns and colors at the sizes ``--check`` draws (they depend on
+    the dimensions, known only at call time)."""
+    import warnings
+    import numpy as np
+    from .emit import load_source
+    from .verify import sample_inputs
+    try:
+        module = load_source(job.source, job.model.name)
+        inputs = sample_inputs(job.model, np.random.default_rng(0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = module.sparsity_info(**inputs)
+    except Exception as exc:  # noqa: BLE001 - a report, not a check
+        return f"{job.model.name}: sparsity: not computed ({type(exc).__name__}: {exc})"
+    shapes = ", ".join(f"{k} {np.shape(v)}" for k, v in inputs.items())
+    parts = []
+    for what, i in info.items():
+        how = {"columns": ", one jvp each", "rows": ", one vjp each"}.get(i.get("by"), ", one hvp each")
+        parts.append(f"{what} {i['shape'][0]} x {i['shape'][1]}, {i['nnz']} stored, {i['colors']} colors{how}")
+    dense = next(iter(info.values()))["dense_rule"] if info else ()
+    note = (f"; taken as dense dependence (no rule of their own): {', '.join(dense)}" if dense
+            else "; every op by its own rule")
+    return f"{job.model.name}: sparsity at {shapes}: " + "; ".join(parts) + note
+
+
 def _compile(args) -> int:
     try:
         jobs = compile_file(args.model_file, target=args.target, output=args.output, only=args.model,
@@ -107,6 +135,8 @@ def _compile(args) -> int:
     for job in jobs:
         if args.verbose:
             print(_timings(job), file=sys.stderr)
+            if "def sparsity_info(" in job.source:
+                print(_sparsity(job), file=sys.stderr)
         if job.path is not None:
             print(_describe(job.model, job.path, job.source), file=info)
         if job.test_path is not None:

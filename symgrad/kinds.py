@@ -3,14 +3,17 @@
 A :class:`Kind` says everything the stages need about one derivative function, side by side (as
 JAX registers a primitive): which kinds' functions it calls (``needs``), how its nodes are added
 to the graph (``build``, run by :func:`symgrad.pipeline.differentiate`), how it is printed
-(``function``: the fields of the emitted function; ``helper``: the module-level driver a function
-without nodes of its own calls; ``signature``: its header line), what it returns (``returns``,
+(``function``: the fields of the emitted function; ``helpers``: the module-level driver a
+function without nodes of its own calls, and what it calls; ``definitions``: module-level code
+printed from the model's graph; ``signature``: its header line), which targets have it
+(``targets``; a SymgradError names the others at compile time), what it returns (``returns``,
 labels :mod:`symgrad.verify` reads the call by) and how it is checked against the tape (``check``:
 ``"module:function"`` under ``symgrad``, resolved when a check runs, because verification sits
 above the compiler and imports NumPy and the tape; the check calls the tape's oracle it needs).
 
 Adding a kind is one entry here plus its check in ``verify.py`` (and a tape oracle there or in
-``tape.py`` when the tape has none yet).  Nothing here imports NumPy, SymPy or the emitters.
+``tape.py`` when the tape has none yet).  Nothing here imports NumPy or SymPy; the sparse kinds'
+pattern program is printed by ``emit/sparsity.py``, imported when a module is emitted.
 """
 from __future__ import annotations
 
@@ -34,7 +37,9 @@ class Kind:
     returns: tuple = ()             # labels of what it returns after the value (a dict per label
     #                                 unless the label is in ``single``)
     single: tuple = ()              # labels of returned parts that are one array, not a dict
-    helper: str = ""                # module-level driver ``_<name>(inputs)`` (no nodes of its own)
+    helpers: tuple = ()             # module-level helpers: the driver ``_<name>(inputs)`` of a
+    #                                 function with no nodes of its own, and what it calls
+    definitions: Callable | None = None  # (program, names) -> {name: module-level code of this model}
     constants: tuple = ()           # module constants the driver reads
     second_order: bool = False      # the header notes piecewise-linear second derivatives
     check: str = ""                 # "module:function" of its check against the tape
@@ -119,7 +124,10 @@ class Names:
     namer: object                   # emit.module.Namer of the module
     wrt_local: list                 # the wrt inputs' local names, in WRT order
     wrt_text: str                   # "x, y" (or "nothing") for docstrings
-    extra: dict = field(default_factory=dict)
+    local: dict = field(default_factory=dict)      # input name -> its Python name
+    dim_local: dict = field(default_factory=dict)  # dimension name -> its Python name
+    shape_text: Callable | None = None             # a static shape -> its text
+    m: str = "np"                                  # the module's alias of its array module
 
 
 def _grad_names(program, names):
@@ -229,7 +237,7 @@ register(Kind("vjp", "vjp", build=_build_vjp, function=_fn_vjp, returns=("grad",
 register(Kind("jvp", "jvp", build=_build_jvp, function=_fn_jvp, returns=("tangent",), single=("tangent",),
               check="verify:_check_jvp",
               signature="jvp(tangents, **inputs) -> (value, J t); tangents: {name: array shaped like the input}."))
-register(Kind("jacobian", "jacobian", needs=("vjp", "jvp"), returns=("jacobian",), helper=_HELPER_JACOBIAN,
+register(Kind("jacobian", "jacobian", needs=("vjp", "jvp"), returns=("jacobian",), helpers=(_HELPER_JACOBIAN,),
               function=_driver("jacobian", lambda p, n: (
                   f"Value of {p.name} and its Jacobian with respect to each of {n.wrt_text}: "
                   "J[name].shape == value.shape + input.shape (rows by vjp or columns by "
@@ -239,7 +247,7 @@ register(Kind("jacobian", "jacobian", needs=("vjp", "jvp"), returns=("jacobian",
 register(Kind("hvp", "hvp", build=_build_hvp, function=_fn_hvp, returns=("grad", "hvp"), second_order=True,
               check="verify:_check_hvp",
               signature="hvp(vectors, **inputs) -> (value, grads, {name: H v}), H the Hessian of sum(value)."))
-register(Kind("hessian", "hessian", needs=("hvp",), returns=("grad", "hessian"), helper=_HELPER_HESSIAN,
+register(Kind("hessian", "hessian", needs=("hvp",), returns=("grad", "hessian"), helpers=(_HELPER_HESSIAN,),
               constants=("HESSIAN_MAX_BYTES = 2**30  # hessian() refuses a dense Hessian larger than this",),
               function=_driver("hessian", lambda p, n: (
                   f"Value of {p.name}, its gradients and the dense Hessian of its sum: blocks "
@@ -247,5 +255,106 @@ register(Kind("hessian", "hessian", needs=("hvp",), returns=("grad", "hessian"),
                   f"{n.wrt_text}, symmetric; one hvp per entry of the inputs.")),
               second_order=True, check="verify:_check_hessian",
               signature="hessian(**inputs) -> (value, grads, {(a, b): H_ab}), H_ab.shape == a.shape + b.shape."))
+
+
+# -- sparse derivatives: patterns from the graph, colorings, one jvp / hvp per color -----------------
+_HELPER_SPARSITY = '''
+_SPARSITY = {}  # (what, the inputs' shapes) -> its pattern and coloring, computed once per shapes
+
+
+def _sparsity(inputs, what):
+    """The pattern and coloring of the sparse "jacobian" or "hessian" for the inputs' shapes
+    (_pattern_program, then _jacobian_plan or _hessian_plan), cached; a warning, once, when the
+    Hessian pattern is dense."""
+    key = (what,) + tuple({m}.shape(inputs[n]) for n in INPUTS)
+    plan = _SPARSITY.get(key)
+    if plan is None:
+        value, H, n = _pattern_program(inputs, what == "hessian")
+        plan = _jacobian_plan(value[0]) if what == "jacobian" else _hessian_plan(H, n)
+        if _pattern_is_dense(plan[0]) and min(plan[0].shape) > 1:  # a gradient is dense by nature
+            colors = plan[2] if what == "jacobian" else plan[1]
+            warnings.warn(f"{MODEL}: the {what.capitalize()} pattern is dense ({plan[0].shape[0]} x "
+                          f"{plan[0].shape[1]}): {int(colors.max()) + 1} derivative calls", stacklevel=3)
+        _SPARSITY[key] = plan
+    return plan
+
+
+def sparsity_info(**inputs):
+    """{"jacobian": {...}, "hessian": {...}} for the shapes of inputs, as the module has them: the
+    shape, stored entries (nnz) and colors (one derivative call each) of each sparse derivative,
+    and the ops its pattern takes as dense dependence (they have no rule of their own)."""
+    out = {}
+    for what in ("jacobian", "hessian"):
+        if "sparse_" + what in DERIVATIVES:
+            plan = _sparsity(inputs, what)
+            colors = plan[2] if what == "jacobian" else plan[1]
+            out[what] = {"shape": plan[0].shape, "nnz": int(plan[0].nnz),
+                         "colors": int(colors.max()) + 1 if colors.size else 0}
+            if what == "jacobian":
+                out[what]["by"] = plan[1]  # "columns" (jvp per color) or "rows" (vjp per color)
+            out[what]["dense_rule"] = _DENSE_RULE
+    return out
+'''
+
+_HELPER_SPARSE_JACOBIAN = '''
+def _sparse_jacobian(inputs):
+    """(value, J): J the CSR Jacobian of the value raveled (rows) with respect to the variables
+    (columns), from one jvp per color of its columns or one vjp per color of its rows."""
+    P, how, colors = _sparsity(inputs, "jacobian")
+    value = {m}.asarray(forward(**inputs))
+    names = WRT
+    shapes = [{m}.shape(inputs[n]) for n in names]
+
+    def along(mode, seed):
+        if mode == "columns":
+            return {m}.asarray(jvp(_unflatten(seed, names, shapes), **inputs)[1]).reshape(-1)
+        return _flatten(vjp(seed.reshape(value.shape), **inputs)[1], names)
+    return value, _jacobian_values(P, how, colors, along, value.dtype)
+'''
+
+_HELPER_SPARSE_HESSIAN = '''
+def _sparse_hessian(inputs):
+    """(value, grads, H): H the CSR Hessian of sum(value) with respect to the variables, from one
+    hvp per color of a star coloring of its pattern (the first hvp gives the value and gradients)."""
+    A, colors, rows, cols = _sparsity(inputs, "hessian")
+    if not A.nnz:
+        value, grads = value_and_grad(**inputs)
+        dt = {m}.result_type(*grads.values()) if grads else {m}.float64
+        return value, grads, _sparse.csr_matrix(A.shape, dtype=dt)
+    names = WRT
+    shapes = [{m}.shape(inputs[n]) for n in names]
+    first = []
+
+    def hvp_of(v):
+        value, grads, hv = hvp(_unflatten(v, names, shapes), **inputs)
+        first.append((value, grads))
+        return _flatten(hv, names)
+    H = _hessian_values(A, colors, rows, cols, hvp_of)
+    return first[0] + (H,)
+'''
+
+
+def _pattern_definitions(program, names):
+    from .emit.sparsity import pattern_program  # the emitter's: kinds sits below it
+    text, _ = pattern_program(program, names.local, names.dim_local, names.shape_text)
+    text = text.replace("{m}", names.m)
+    return {"_pattern_program": text}
+
+
+register(Kind("sparse_jacobian", "sparse_jacobian", needs=("vjp", "jvp"), returns=("jacobian",),
+              single=("jacobian",), helpers=(_HELPER_SPARSE_JACOBIAN, _HELPER_SPARSITY), definitions=_pattern_definitions,
+              function=_driver("sparse_jacobian", lambda p, n: (
+                  f"Value of {p.name} and its Jacobian with respect to {n.wrt_text} as a scipy.sparse CSR "
+                  "matrix of shape (value.size, n): only entries that can be non-zero are stored.")),
+              check="verify:_check_sparse_jacobian", targets=("numpy", "numba"),
+              signature="sparse_jacobian(**inputs) -> (value, J), J CSR (value.size, n) over the raveled wrt inputs."))
+register(Kind("sparse_hessian", "sparse_hessian", needs=("hvp",), returns=("grad", "hessian"),
+              single=("hessian",), helpers=(_HELPER_SPARSE_HESSIAN, _HELPER_SPARSITY), definitions=_pattern_definitions,
+              function=_driver("sparse_hessian", lambda p, n: (
+                  f"Value of {p.name}, its gradients and the Hessian of its sum with respect to {n.wrt_text} "
+                  "as a scipy.sparse CSR matrix of shape (n, n): only entries that can be non-zero are stored.")),
+              second_order=True, check="verify:_check_sparse_hessian", targets=("numpy", "numba"),
+              signature="sparse_hessian(**inputs) -> (value, grads, H), H CSR (n, n) over the raveled wrt inputs."))
+
 
 DERIVATIVES = tuple(KINDS)  # every kind's name, in registry order

@@ -53,6 +53,10 @@ def build(model, emit=None, timings: dict | None = None, target: str = "numpy") 
     from .model import deep_recursion
     clock = _Clock(timings)
     emit = derivatives(emit if emit is not None else model.derivatives)
+    for d in emit:
+        if KINDS[d].targets is not None and target not in KINDS[d].targets:
+            raise SymgradError(f"{d} cannot be compiled for target {target} (it can for "
+                               f"{', '.join(KINDS[d].targets)})")
     layout = target_named(target).layout
     with deep_recursion():
         program = lower_model(model)

@@ -679,3 +679,31 @@ def hvp(model, vectors: dict, /, *, step: float = 1e-3, **inputs) -> tuple[np.nd
     d1, d2 = diff(h), diff(h / 2)
     return value, grads, {k: (4 * d2[k] - d1[k]) / 3 for k in d1}
 
+
+
+# -- the layout of sparse derivatives: variables are the wrt inputs raveled in C order, side by side --
+def dense_jacobian(model, /, **inputs) -> tuple[np.ndarray, np.ndarray]:
+    """``(value, J)``: :func:`jacobian` as one ``(value.size, n)`` array over the variables (the
+    oracle of ``sparse_jacobian``): exact."""
+    value, J = jacobian(model, **inputs)
+    blocks = [np.reshape(J[str(w)], (value.size, -1)) for w in model.wrt]
+    return value, np.hstack(blocks) if blocks else np.zeros((value.size, 0))
+
+
+def dense_hessian(model, /, **inputs) -> tuple[np.ndarray, np.ndarray]:
+    """``(value, H)``: the Hessian of ``sum(value)`` as one ``(n, n)`` array over the variables,
+    one :func:`hvp` (differences of the exact gradient) per variable (the oracle of
+    ``sparse_hessian``)."""
+    x = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    value, grads = value_and_grad(model, **x)
+    names = [str(w) for w in model.wrt]
+    shapes = [np.shape(grads[k]) for k in names]
+    sizes = [int(np.prod(s)) for s in shapes]
+    n, cols = sum(sizes), []
+    for e in range(n):
+        flat = np.zeros(n)
+        flat[e] = 1
+        parts = np.split(flat, np.cumsum(sizes)[:-1])
+        hv = hvp(model, {k: p.reshape(s) for k, p, s in zip(names, parts, shapes)}, **x)[2]
+        cols.append(np.concatenate([np.ravel(hv[k]) for k in names] + [np.zeros(0)]))
+    return value, np.stack(cols, axis=1) if cols else np.zeros((0, 0))

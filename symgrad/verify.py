@@ -1172,6 +1172,91 @@ def _dot_products(ctx, inputs):
                    norm(v) * norm(w) * max([1.0] + [_maxabs(h) for h in (*hv.values(), *hw.values())]))
 
 
+SPARSE_DENSE_MAX = 64  # sparse_hessian is compared entry by entry with the tape's up to this many variables
+
+
+def _call_sparse(env, fn):
+    """``module.fn(**inputs)``, its matrix checked to be a CSR matrix of real numbers (the last
+    returned part), or None after a problem is reported."""
+    try:
+        with np.errstate(all="ignore"):
+            out = getattr(env.ctx.module, fn)(**env.inputs)
+    except Exception as exc:  # noqa: BLE001 - a crashing module is a failed check
+        env.report.problem(f"{fn} raised {type(exc).__name__}: {exc}")
+        return None
+    M = out[-1]
+    if getattr(M, "format", None) != "csr" or np.dtype(M.dtype).kind != "f":
+        env.report.problem(f"{fn} returned {type(M).__name__} of {getattr(M, 'dtype', '?')}, expected a "
+                           "scipy.sparse CSR matrix of floats")
+        return None
+    return out
+
+
+def _check_pattern(env, fn, M, want, floor):
+    """Every entry of ``want`` (the tape's dense matrix) larger than ``floor`` is stored in ``M``."""
+    stored = np.zeros(M.shape, bool)
+    coo = M.tocoo()
+    stored[coo.row, coo.col] = True
+    missing = np.argwhere((np.abs(want) > floor) & ~stored)
+    if missing.size:
+        env.report.problem(f"{fn}: the pattern misses {len(missing)} entries that are non-zero here, e.g. "
+                           f"{tuple(int(v) for v in missing[0])} = {want[tuple(missing[0])]:.3g}")
+
+
+def _check_sparse_jacobian(env):
+    """sparse_jacobian: a CSR matrix (value.size, n) equal to the tape's exact Jacobian (for a
+    value of at most JAC_EXACT_MAX entries; else through a random cotangent), whose pattern holds
+    every entry that is non-zero at these inputs."""
+    from . import tape
+    if (out := _call_sparse(env, fn := "sparse_jacobian")) is None:
+        return
+    value, J = out
+    env.compare(fn, "value", np.asarray(value, dtype=np.float64), env.want_value, env.report.rtol,
+                FLOOR * max(1.0, _maxabs(env.want_value)))
+    n = sum(np.size(env.x[k]) for k in env.wrt)
+    if J.shape != (np.size(env.want_value), n):
+        env.report.problem(f"{fn}: J has shape {J.shape}, expected {(np.size(env.want_value), n)}")
+        return
+    if env.exact:
+        want = tape.dense_jacobian(env.model, **env.x)[1]
+        floor = FLOOR * max(1.0, _maxabs(want))
+        env.compare(fn, "J", J.toarray(), want, env.report.rtol, floor)
+        _check_pattern(env, fn, J, want, floor)
+    else:
+        ut = env.vjp_u()
+        want = np.concatenate([np.ravel(ut[k]) for k in env.wrt])
+        env.compare(fn, "u^T J", J.T @ env.u.ravel(), want, env.report.rtol, FLOOR * max(1.0, _maxabs(want)))
+
+
+def _check_sparse_hessian(env):
+    """sparse_hessian: a symmetric CSR matrix (n, n); times a random direction it is the tape's
+    H t (differences of its exact gradient); up to SPARSE_DENSE_MAX variables, entry by entry the
+    tape's dense Hessian, and its pattern holds every entry that is non-zero at these inputs."""
+    from . import tape
+    if (out := _call_sparse(env, fn := "sparse_hessian")) is None:
+        return
+    value, grads, H = out
+    c = _Call([], np.asarray(value, dtype=np.float64), {k: np.asarray(g, dtype=np.float64) for k, g in grads.items()},
+              {"grad": grads})
+    env.common(fn, c)
+    n = sum(np.size(env.x[k]) for k in env.wrt)
+    if H.shape != (n, n):
+        env.report.problem(f"{fn}: H has shape {H.shape}, expected {(n, n)}")
+        return
+    if (H != H.T).nnz:
+        env.report.problem(f"{fn}: H is not symmetric")
+    hv, hfloor = env.hvp_t()
+    t = np.concatenate([np.ravel(env.t[k]) for k in env.wrt] + [np.zeros(0)])
+    want = np.concatenate([np.ravel(hv[k]) for k in env.wrt] + [np.zeros(0)])
+    env.compare(fn, "H times a direction", H @ t, want, env.ctx.fd_rtol, hfloor,
+                "finite differences of the tape's gradient")
+    if n <= SPARSE_DENSE_MAX:
+        dense = tape.dense_hessian(env.model, **env.x)[1]
+        floor = env.ctx.fd_rtol * max(1.0, _maxabs(dense))
+        env.compare(fn, "H", H.toarray(), dense, env.ctx.fd_rtol, floor, "finite differences of the tape's gradient")
+        _check_pattern(env, fn, H, dense, floor)
+
+
 # -- one trial and the ways of calling -------------------------------------------------------------
 def _trial(ctx, inputs):
     report = ctx.report

@@ -32,4 +32,6 @@ def test_smoke_benchmarks_print_tables():
     # the second-derivative table: symgrad's hvp / hessian rows are the reference of their check
     second = [ln for ln in out.splitlines() if "symgrad (generated hvp / hessian)" in ln]
     assert len(second) == 3 and all("(reference)" in ln for ln in second), second
+    sparse = [ln for ln in out.splitlines() if "symgrad sparse_hessian" in ln]
+    assert len(sparse) == 1 and "(reference)" in sparse[0], sparse
     assert "| error (" not in out, out

@@ -23,6 +23,7 @@ would clash with an input is suffixed with ``_``.  Same model, same bytes.
 from __future__ import annotations
 
 import keyword
+import types
 from dataclasses import dataclass, field
 import re
 import unicodedata
@@ -32,6 +33,7 @@ from ..ir import DimProduct, topo_order
 from ..ops import OPS, is_bool, slice_text
 from .buffers import plan
 from .floats import float_path
+from .sparsity import runtime_helpers
 from ..program import render
 from ..errors import SymgradError
 from ..kinds import KINDS, Names
@@ -179,7 +181,8 @@ def _seeds(given, dt, what, shapes):
 '''
 
 # special functions' modules, imported by a module whose code calls them (see ops._special)
-_SPECIAL_MODULES = {"_scipy_special": "scipy.special", "_cupyx_special": "cupyx.scipy.special"}
+_SPECIAL_MODULES = {"_scipy_special": "scipy.special", "_cupyx_special": "cupyx.scipy.special",
+                    "_sparse": "scipy.sparse"}
 
 _NO_SCRATCH = '''
 def release_scratch():
@@ -190,7 +193,8 @@ def release_scratch():
 _EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_turns": _HELPER_TURNS, "_matmul": _HELPER_MATMUL,
                     "_matmul_work": _HELPER_MATMUL_WORK, "_seed": _HELPER_SEED,
                     "_seeds": _HELPER_SEEDS,
-                    **{f"_{k.name}": k.helper for k in KINDS.values() if k.helper}}  # kinds' drivers
+                    **{re.search(r"^def (\w+)\(", h, re.M).group(1): h for k in KINDS.values() for h in k.helpers},
+                    **{re.search(r"^def (\w+)\(", h, re.M).group(1): h for h in runtime_helpers()}}
 
 _HELPER_ARGS = '''
 def _args(inputs):
@@ -576,7 +580,9 @@ def assemble(program, target) -> str:
     described: dict = {}
     wrt_text = ", ".join(wrt_names) or "nothing"
     layout = target.layout
-    functions = (layout.functions if layout else _functions)(program, namer, wrt_local, wrt_text)
+    names = Names(namer, wrt_local, wrt_text, local, dim_local,
+                  lambda shape: Body.shape(types.SimpleNamespace(dim_names=dim_local), shape), m)
+    functions = layout.functions(program, namer, wrt_local, wrt_text) if layout else _functions(program, names)
     user_modules = _user_modules([r for fn in functions for r in fn.roots])
 
     def body(fn: _Function) -> Body:
@@ -652,11 +658,16 @@ def assemble(program, target) -> str:
         texts += [f"    return {returns(returned)}", ""]
         definitions.update(b.definitions)
         bodies += lines
+    for d in program.derivatives:  # module-level code of the model's own that a kind's driver calls
+        if KINDS[d].definitions is not None:
+            definitions.update(KINDS[d].definitions(program, names))
     helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions,
                               layout.helpers if layout else ())
     code = "\n".join(bodies + list(helpers.values()))
     imports = ((["import math"] if re.search(r"(?<![\w.])math\.", code) else [])
-               + (["import threading"] if "_scratch" in helpers else []) + [f"import {target.module} as {m}"]
+               + (["import threading"] if "_scratch" in helpers else [])
+               + (["import warnings"] if re.search(r"(?<![\w.])warnings\.", code) else [])
+               + [f"import {target.module} as {m}"]
                + list(target.imports)
                + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
                + [f"import {mod} as {alias}" for mod, alias in user_modules.items()])
@@ -691,9 +702,8 @@ def assemble(program, target) -> str:
     return "\n".join(text)
 
 
-def _functions(program, namer, wrt_local, wrt_text) -> list[_Function]:
+def _functions(program, names) -> list[_Function]:
     """The functions of the module, in the order they are printed: forward, then one per kind."""
-    names = Names(namer, wrt_local, wrt_text)
     return ([_Function("forward", "fwd", [program.out], {}, f"Value of {program.name}.")]
             + [_Function(**KINDS[d].function(program, names)) for d in program.derivatives])
 
