@@ -6,6 +6,8 @@ differences: never from the compiler under test.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -251,6 +253,32 @@ def test_a_part_of_an_axis_never_reads_past_it():
         value, grads = module.value_and_grad(x=v)
     assert value == pytest.approx(sum(np.log(v[t + 1, 0]) * v[t, 0] for t in range(3)), rel=1e-13)
     assert np.all(np.isfinite(grads["x"]))
+    assert_matches_oracles(model, module, {"x": v})
+
+
+@pytest.mark.parametrize("target", ["numpy", "numba"])
+def test_a_part_of_an_axis_is_never_computed_from_the_padding(target):
+    """Before: the shifted x is 0 past its end, and log(0), 1/0 were computed there (then selected
+    away): a divide-by-zero warning on every call at valid inputs, a FloatingPointError under
+    np.seterr(all="raise").  Now those entries are computed from entries inside the part."""
+    pytest.importorskip(target)
+    x_ = sp.IndexedBase("x")
+    body = sp.log(x_[i + 1]) / x_[i - 1] + sp.sqrt(x_[i - 1]) * sp.log(x_[i + 1] - x_[i])
+    model = symgrad.Model(sp.Sum(body, (i, 1, n_ - 2)), name="padding")
+    module = symgrad.compile(model, target, emit=["grad", "jvp", "hvp"])
+    v = np.array([[0.5], [2.0], [3.0], [4.5], [6.0]])           # increasing: log(x[i+1] - x[i]) defined
+    u = np.array([[0.3], [-1.0], [0.7], [0.2], [-0.4]])
+    want = sum(np.log(v[t + 1, 0]) / v[t - 1, 0] + np.sqrt(v[t - 1, 0]) * np.log(v[t + 1, 0] - v[t, 0])
+               for t in range(1, 4))
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grads = module.value_and_grad(x=v)
+        forward = module.forward(x=v)
+        jvp = module.jvp({"x": u}, x=v)
+        hvp = module.hvp({"x": u}, x=v)
+    assert value == pytest.approx(want, rel=1e-13) and forward == pytest.approx(want, rel=1e-13)
+    assert np.all(np.isfinite(hvp[-1]["x"]))
+    assert float(np.ravel(jvp[-1])[0]) == pytest.approx(float(np.sum(grads["x"] * u)), rel=1e-12)
     assert_matches_oracles(model, module, {"x": v})
 
 
