@@ -606,6 +606,9 @@ class _Converter:
                                     f"from {lo} to {hi}")
                 m = _M(_new(Shifted, m.expr, sp.Integer(axis), sp.Integer(c)), m.shape)
         for axis, (k, ix) in enumerate(zip(free, idx)):
+            if k is None and ix.is_Integer and ix < 0:  # SymPy keeps M[i, -1] as written: no slice of it
+                raise NotMatrix(f"{_user(e)} has the negative index {ix}: write the "
+                                f"{'row' if axis == 0 else 'column'} counted from 0")
             if k is None and ix.is_Integer and isinstance(M, sp.MatrixSymbol) and m.shape[axis] != 1:
                 # a fixed row (column) of a summed entry, means[k, 0]: that row (column), a slice
                 whole = sp.Tuple(0, m.shape[1 - axis], 1)

@@ -282,6 +282,18 @@ def test_a_part_of_an_axis_is_never_computed_from_the_padding(target):
     assert_matches_oracles(model, module, {"x": v})
 
 
+@pytest.mark.parametrize("entry", [
+    lambda: sp.IndexedBase("X", shape=(NS, 2))[i, -1],
+    lambda: sp.MatrixSymbol("X", NS, 2)[i, -1],
+    lambda: sp.MatrixSymbol("X", 2, NS)[-1, i],
+])
+def test_a_negative_fixed_index_under_a_sum_is_refused(entry):
+    """Before: X[i, -1] became the slice X[:, -1:0], empty: a bare NumPy ValueError from matmul at
+    call time ("mismatch in its core dimension")."""
+    with pytest.raises(SymgradError, match=r"X\[.*-1.*negative index -1"):
+        symgrad.generate(symgrad.Model(sp.Sum(entry() ** 2, (i, 0, NS - 1)), name="neg"), "numpy")
+
+
 @pytest.mark.parametrize("body, bounds, why", [
     (lambda x_: x_[2 * i], (0, n_ - 1), r"x\[2\*i\].*summation index plus an integer"),
     (lambda x_: x_[i + 2] * x_[i], (0, n_ - 2), r"x\[i \+ 2\] runs past an end"),
