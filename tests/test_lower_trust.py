@@ -294,6 +294,24 @@ def test_a_negative_fixed_index_under_a_sum_is_refused(entry):
         symgrad.generate(symgrad.Model(sp.Sum(entry() ** 2, (i, 0, NS - 1)), name="neg"), "numpy")
 
 
+def test_two_sums_over_one_dummy_with_other_bounds_read_their_own_lengths():
+    """Before: the lengths of IndexedBases without a shape were read from one range per dummy (the
+    last Sum's), so A's rows came out n, not m: "dimension m ... is not a dimension of any
+    MatrixSymbol input"."""
+    x_, A_ = sp.IndexedBase("x"), sp.IndexedBase("A")
+    m_ = sp.Symbol("m")
+    expr = (sp.Sum(A_[i + 1, j] * A_[i, j] ** 2, (i, 0, m_ - 2), (j, 0, n_ - 1))
+            + sp.Sum(sp.log(x_[i + 1]) * x_[i], (i, 0, n_ - 2)))
+    model = symgrad.Model(expr, name="twodummies")
+    module = symgrad.compile(model)
+    rng = np.random.default_rng(8)
+    inputs = {"A": rng.uniform(0.5, 2.0, (3, 5)), "x": rng.uniform(0.5, 2.0, (5, 1))}
+    A, v = inputs["A"], inputs["x"][:, 0]
+    want = np.sum(A[1:] * A[:-1] ** 2) + np.sum(np.log(v[1:]) * v[:-1])
+    assert module.forward(**inputs) == pytest.approx(want, rel=1e-13)
+    assert_matches_oracles(model, module, inputs)
+
+
 @pytest.mark.parametrize("body, bounds, why", [
     (lambda x_: x_[2 * i], (0, n_ - 1), r"x\[2\*i\].*summation index plus an integer"),
     (lambda x_: x_[i + 2] * x_[i], (0, n_ - 2), r"x\[i \+ 2\] runs past an end"),
