@@ -606,6 +606,9 @@ class _Converter:
                                     f"from {lo} to {hi}")
                 m = _M(_new(Shifted, m.expr, sp.Integer(axis), sp.Integer(c)), m.shape)
         for axis, (k, ix) in enumerate(zip(free, idx)):
+            if k is None and ix.is_Integer and ix < 0:  # SymPy keeps M[i, -1] as written: no slice of it
+                raise NotMatrix(f"{_user(e)} has the negative index {ix}: write the "
+                                f"{'row' if axis == 0 else 'column'} counted from 0")
             if k is None and ix.is_Integer and isinstance(M, sp.MatrixSymbol) and m.shape[axis] != 1:
                 # a fixed row (column) of a summed entry, means[k, 0]: that row (column), a slice
                 whole = sp.Tuple(0, m.shape[1 - axis], 1)
@@ -674,12 +677,33 @@ def _walk(expr):
         stack.extend(e.args)
 
 
-def _axis_length(base, axis, indices, ranges, shape_hint):
+def _scoped_entries(expr, idx, ranges):
+    """``(entry, ranges)`` for every ``Indexed`` entry of ``expr``: the ranges of the summation
+    indices of the Sums around it (the innermost one of an index wins) over ``ranges`` (the Idx
+    ranges), so that two Sums over one dummy ``i`` with other bounds each read their own."""
+    out, seen, stack = [], set(), [(expr, ranges)]
+    while stack:
+        e, scope = stack.pop()
+        key = (id(e), tuple(sorted(scope.items(), key=str)))
+        if key in seen or not isinstance(e, sp.Basic):
+            continue
+        seen.add(key)
+        if isinstance(e, sp.Indexed):
+            out.append((e, scope))
+            continue
+        if isinstance(e, sp.Sum):
+            scope = {**scope, **{sp.sympify(lim[0]).xreplace(idx): (lim[1], lim[2])
+                                 for lim in e.limits if len(lim) == 3}}
+        stack.extend((a, scope) for a in e.args)
+    return out
+
+
+def _axis_length(base, axis, indices, shape_hint):
     """The length of ``base``'s ``axis``, read from the Sums whose indices run along it: one past
     the largest index, ``hi + c + 1`` of an index ``k + c`` summed up to ``hi`` (``n`` for ``x[i + 1]``
     with ``i`` up to ``n - 2``), which must be an integer or one Symbol."""
     found = []
-    for ix in indices:
+    for ix, ranges in indices:  # an index and the ranges of the Sums around it
         k = next((s for s in sp.sympify(ix).free_symbols if s in ranges), None)
         c = sp.expand(ix - k) if k is not None else None
         if c is not None and c.is_Integer:
@@ -708,19 +732,14 @@ def indexed_to_matrices(expr):
     if not entries:
         return expr, {}
     idx = {e: e.label for e in nodes if isinstance(e, sp.Idx)}
-    ranges = {}
-    for e in nodes:
-        if isinstance(e, sp.Sum):
-            ranges.update({sp.sympify(lim[0]).xreplace(idx): (lim[1], lim[2]) for lim in e.limits if len(lim) == 3})
-    for i, label in idx.items():  # an Idx carries its own range
-        if i.lower is not None:
-            ranges.setdefault(label, (i.lower, i.upper))
+    # an Idx carries its own range
+    own = {label: (i.lower, i.upper) for i, label in idx.items() if i.lower is not None}
     by_base: dict = {}
-    for e in entries:
-        by_base.setdefault(e.base, []).append(tuple(sp.sympify(k).xreplace(idx) for k in e.indices))
+    for e, ranges in _scoped_entries(expr, idx, own):
+        by_base.setdefault(e.base, []).append((tuple(sp.sympify(k).xreplace(idx) for k in e.indices), ranges))
     matrices, subs = {}, dict(idx)
     for base, uses in sorted(by_base.items(), key=lambda kv: str(kv[0])):
-        ranks = {len(u) for u in uses}
+        ranks = {len(u) for u, _ in uses}
         if len(ranks) > 1 or max(ranks) > 2:
             raise NotMatrix(f"the IndexedBase {base} has {' and '.join(map(str, sorted(ranks)))} indices: "
                             "one (a column) or two (a matrix)")
@@ -731,7 +750,7 @@ def indexed_to_matrices(expr):
             shape = tuple(base.shape)
         else:
             hint = "(N,)" if rank == 1 else "(N, d)"
-            shape = tuple(_axis_length(base, a, [u[a] for u in uses], ranges, hint) for a in range(rank))
+            shape = tuple(_axis_length(base, a, [(u[a], r) for u, r in uses], hint) for a in range(rank))
         M = sp.MatrixSymbol(str(base.label), *(shape + (1,) * (2 - rank)))
         matrices[base] = matrices[base.label] = M
     for e in entries:

@@ -15,10 +15,10 @@ from sympy.matrices.expressions.matexpr import MatrixElement
 from sympy.core.numbers import ImaginaryUnit
 from sympy.matrices.expressions.slice import MatrixSlice
 
-from .ir import Graph, Node, mul_dims
+from .ir import ONE, Graph, Node, mul_dims
 from .program import Input, Program
 from .errors import SymgradError
-from .ops import OPS, size
+from .ops import OPS, size, window_mask
 
 _FUNCTIONS = {cls: op.name for op in OPS.values() for cls in op.sympy}  # SymPy class name -> op
 _RELATIONS = {"StrictGreaterThan": "gt", "GreaterThan": "ge", "StrictLessThan": "lt",
@@ -56,6 +56,27 @@ def _is_constant(e, kids, constant: set) -> bool:
     if ok:
         constant.add(id(e))
     return ok
+
+
+def _clamped(G, F, axis, lo, m):
+    """``F`` with each argument of its elementwise part clamped to the window ``lo``, ``m`` along
+    ``axis`` (see the op ``clamp``): through transposes and broadcasts, never into a matmul."""
+    memo: dict = {}
+
+    def walk(n, ax):
+        if not n.shape or n.shape[ax] == ONE:  # a number, or a line broadcast along the axis
+            return n
+        if (n.id, ax) not in memo:
+            if OPS[n.op].elementwise:
+                memo[n.id, ax] = G.op(n.op, *(walk(a, ax) for a in n.args), attr=n.attr)
+            elif n.op == "transpose":
+                memo[n.id, ax] = G.T(walk(n.args[0], 1 - ax))
+            elif n.op == "bcast" and n.args[0].shape:
+                memo[n.id, ax] = G.bcast(walk(n.args[0], ax), n.shape)
+            else:
+                memo[n.id, ax] = G.op("clamp", n, attr=(ax, lo, m))
+        return memo[n.id, ax]
+    return walk(F, axis)
 
 
 def unsupported(e, why: str = "") -> SymgradError:
@@ -476,14 +497,11 @@ class Lowering:
 
     def _lower_Window(self, e, k):
         """A Sum over part of an axis (symgrad.indexed): the entries before ``lo`` and the last ``m``
-        are 0, selected away (a where: an infinite entry there never becomes a NaN)."""
+        are 0, selected away (a where: an infinite entry there never becomes a NaN), and computed
+        from the entries inside (``clamp``): never from a shifted x's padding."""
         G, F = self.G, k[0]
         axis, lo, m = (int(a) for a in e.args[1:])
-        line = [1, 1]
-        line[axis] = F.shape[axis]
-        ones = G.bcast(G.const(1), tuple(line))
-        masks = [G.op("ne", G.op("shift", ones, attr=(axis, c)), G.const(0)) for c in (-lo, m) if c]
-        return G.where(reduce(lambda a, b: G.op("and", a, b), masks), F, G.const(0))
+        return G.where(window_mask(G, F.shape, axis, lo, m), _clamped(G, F, axis, lo, m), G.const(0))
 
     def _lower_ElementwiseApplyFunction(self, e, k):
         f = e.function

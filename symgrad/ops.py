@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
+from functools import reduce
 from typing import Callable, NamedTuple
 
 from .ir import ONE, DimProduct, broadcast_shapes, mul_dims
@@ -961,6 +962,35 @@ def _shift(x, axis, c):
         to, src = (slice(0, n - c), slice(c, n)) if c >= 0 else (slice(-c, n), slice(0, n + c))
         out[(slice(None),) * axis + (to,)] = x[(slice(None),) * axis + (src,)]
     return out
+''')
+
+
+def window_mask(G, shape, axis, lo, m):
+    """True inside a Window (``symgrad.indexed``): along ``axis`` of ``shape``, all but the first
+    ``lo`` and the last ``m`` entries; a line that broadcasts over the other axis."""
+    line = [1, 1]
+    line[axis] = shape[axis]
+    ones = G.bcast(G.const(1), tuple(line))
+    masks = [G.op("ne", G.op("shift", ones, attr=(axis, c)), G.const(0)) for c in (-lo, m) if c]
+    return reduce(lambda a, b: G.op("and", a, b), masks)
+
+
+# -- clamps: inside a Window, the entries of an argument outside it are copies of its nearest entry
+# inside (clip of the position), so that a shifted x[i + 1] is never evaluated at its padding 0
+# (log(0): a warning, a FloatingPointError under np.seterr) -- the where selects them away.  The
+# VJP is the cotangent inside the window: the window's where makes every cotangent 0 outside it,
+# where that is the exact adjoint.
+_reg("clamp", _shift_shape, "_clamp({0}, {attr[0]}, {attr[1]}, {attr[2]})",
+     lambda G, g, o, a: (G.where(window_mask(G, o.shape, *o.attr), g, G.const(0)),),
+     lambda G, a, attr=None: a if attr[1] == attr[2] == 0 else None,
+     jvp=_linear(lambda G, t, o: G.op("clamp", t, attr=o.attr)), helper='''
+def _clamp(x, axis, lo, m):
+    """y with y[p] = x[min(max(p, lo), n - 1 - m)] along axis (rows 0, columns 1); a copy."""
+    n = x.shape[axis]
+    at = {m}.arange(n)
+    if n - 1 - m >= lo:
+        at = {m}.clip(at, lo, n - 1 - m)
+    return {m}.take(x, at, axis=axis)
 ''')
 
 

@@ -12,6 +12,7 @@ Lowering is the only stage that reads SymPy; the rewrites run as the graph is bu
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,8 @@ class _Clock:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # a name of this call's own: threads (and processes) writing one path at once never share it
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     try:
         with open(tmp, "x", encoding="utf-8", newline="\n") as fh:
             fh.write(text)

@@ -146,7 +146,10 @@ def input_shapes(model, sizes=None) -> dict:
 
 
 def _has_matrices(model) -> bool:
-    return bool(model.is_matrix or model.dims or any(isinstance(s, sp.MatrixSymbol) for s in model.inputs))
+    """Matrices in the model: then its scalar inputs are drawn and called as one number each (the
+    scalars of an explicit ``sp.Matrix`` must be, ``Model.numbers``, even with no MatrixSymbol)."""
+    return bool(model.is_matrix or model.dims or getattr(model, "numbers", ())
+                or any(isinstance(s, sp.MatrixSymbol) for s in model.inputs))
 
 
 # -- where a model is defined ------------------------------------------------------------------------

@@ -170,7 +170,8 @@ class FakeElementwiseKernel:
 
 _CUPY_NAMES = ["asarray", "array", "shape", "result_type", "promote_types", "full", "eye", "zeros",
                "zeros_like", "broadcast_to", "trace", "sum", "exp", "log", "ndarray", "float32", "float64",
-               "linalg", "diagflat", "diagonal", "where", "nan", "kron", "einsum", "dtype"]  # cupy.linalg: inv, det, slogdet, solve
+               "linalg", "diagflat", "diagonal", "where", "nan", "kron", "einsum", "dtype",
+               "arange", "clip", "take"]  # cupy.linalg: inv, det, slogdet, solve
 
 
 def _fake_cupyx():

@@ -224,3 +224,39 @@ def test_a_fallback_folder_others_can_write_is_never_used(folder, tmp_path, monk
 def test_a_keyword_in_a_function_path_is_a_clear_error(impl, derivative, bad):
     with pytest.raises(SymgradError, match=rf"{re.escape(repr(bad))} has the Python keyword"):
         symgrad.Function("f", impl, derivative=derivative)
+
+
+# -- review: compiles of one model at once in threads of one process ------------------------------
+def test_threads_compiling_one_model_at_once_share_the_cache_folder(folder, monkeypatch):
+    """Before: write_atomic's temporary file was named by the process id only, so a second thread
+    found it there (FileExistsError) and deleted it under the first: both 'could not write the
+    module cache' and fell back to the temp folder, then to unpicklable in-memory modules."""
+    import threading
+    from symgrad import pipeline
+    model = symgrad.Model(sp.sin(x) * x, name="threads")
+    symgrad.generate(model, "numpy")                  # SymPy's caches warm: the threads race on the write
+    gate, real = threading.Barrier(4), os.replace
+
+    def replace(a, b):                                # every thread holds its temporary file at once
+        gate.wait(timeout=10)
+        return real(a, b)
+    monkeypatch.setattr(pipeline.os, "replace", replace)
+    modules, errors = [], []
+
+    def go():
+        try:
+            modules.append(symgrad.compile(model))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    with warnings.catch_warnings(record=True) as caught:   # once, here: it is not thread-safe
+        warnings.simplefilter("always")
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert not [str(w.message) for w in caught]
+    assert [Path(m.__file__).parent for m in modules] == [folder] * 4
+    assert not list(folder.glob(".*.tmp"))
+    assert modules[0].forward(x=X0) == pytest.approx(np.sin(X0) * X0, rel=1e-15)

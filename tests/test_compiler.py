@@ -317,7 +317,8 @@ def test_compiled_modules_are_real_cached_modules(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(symgrad, "generate", lambda *a, **k: calls.append(a) or "")
     assert symgrad.compile(model).forward(x=1.0) == np.e and not calls
-    monkeypatch.undo()
+    monkeypatch.undo()   # (the fallback stays the test's own: clear() empties it too)
+    monkeypatch.setattr(cache, "_fallback_dir", lambda: tmp_path / "fallback")
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SYMGRAD_CACHE", "1")
     assert symgrad.compile(model, emit="hvp").hvp({"x": 1.0}, x=0.0)[2]["x"] == 2.0
@@ -327,6 +328,7 @@ def test_compiled_modules_are_real_cached_modules(tmp_path, monkeypatch):
     monkeypatch.setattr(symgrad, "generate", lambda *a, **k: "MODEL = 'regenerated'\n")
     assert symgrad.compile(model).MODEL == "regenerated"
     monkeypatch.undo()
+    monkeypatch.setattr(cache, "_fallback_dir", lambda: tmp_path / "fallback")
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(cache, "_fallback_dir", lambda: tmp_path / "fallback")  # not the shared one
     assert cache.clear() == 2 and not list((tmp_path / "cache").glob("*.py"))

@@ -6,6 +6,8 @@ differences: never from the compiler under test.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -252,6 +254,62 @@ def test_a_part_of_an_axis_never_reads_past_it():
     assert value == pytest.approx(sum(np.log(v[t + 1, 0]) * v[t, 0] for t in range(3)), rel=1e-13)
     assert np.all(np.isfinite(grads["x"]))
     assert_matches_oracles(model, module, {"x": v})
+
+
+@pytest.mark.parametrize("target", ["numpy", "numba"])
+def test_a_part_of_an_axis_is_never_computed_from_the_padding(target):
+    """Before: the shifted x is 0 past its end, and log(0), 1/0 were computed there (then selected
+    away): a divide-by-zero warning on every call at valid inputs, a FloatingPointError under
+    np.seterr(all="raise").  Now those entries are computed from entries inside the part."""
+    pytest.importorskip(target)
+    x_ = sp.IndexedBase("x")
+    body = sp.log(x_[i + 1]) / x_[i - 1] + sp.sqrt(x_[i - 1]) * sp.log(x_[i + 1] - x_[i])
+    model = symgrad.Model(sp.Sum(body, (i, 1, n_ - 2)), name="padding")
+    module = symgrad.compile(model, target, emit=["grad", "jvp", "hvp"])
+    v = np.array([[0.5], [2.0], [3.0], [4.5], [6.0]])           # increasing: log(x[i+1] - x[i]) defined
+    u = np.array([[0.3], [-1.0], [0.7], [0.2], [-0.4]])
+    want = sum(np.log(v[t + 1, 0]) / v[t - 1, 0] + np.sqrt(v[t - 1, 0]) * np.log(v[t + 1, 0] - v[t, 0])
+               for t in range(1, 4))
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grads = module.value_and_grad(x=v)
+        forward = module.forward(x=v)
+        jvp = module.jvp({"x": u}, x=v)
+        hvp = module.hvp({"x": u}, x=v)
+    assert value == pytest.approx(want, rel=1e-13) and forward == pytest.approx(want, rel=1e-13)
+    assert np.all(np.isfinite(hvp[-1]["x"]))
+    assert float(np.ravel(jvp[-1])[0]) == pytest.approx(float(np.sum(grads["x"] * u)), rel=1e-12)
+    assert_matches_oracles(model, module, {"x": v})
+
+
+@pytest.mark.parametrize("entry", [
+    lambda: sp.IndexedBase("X", shape=(NS, 2))[i, -1],
+    lambda: sp.MatrixSymbol("X", NS, 2)[i, -1],
+    lambda: sp.MatrixSymbol("X", 2, NS)[-1, i],
+])
+def test_a_negative_fixed_index_under_a_sum_is_refused(entry):
+    """Before: X[i, -1] became the slice X[:, -1:0], empty: a bare NumPy ValueError from matmul at
+    call time ("mismatch in its core dimension")."""
+    with pytest.raises(SymgradError, match=r"X\[.*-1.*negative index -1"):
+        symgrad.generate(symgrad.Model(sp.Sum(entry() ** 2, (i, 0, NS - 1)), name="neg"), "numpy")
+
+
+def test_two_sums_over_one_dummy_with_other_bounds_read_their_own_lengths():
+    """Before: the lengths of IndexedBases without a shape were read from one range per dummy (the
+    last Sum's), so A's rows came out n, not m: "dimension m ... is not a dimension of any
+    MatrixSymbol input"."""
+    x_, A_ = sp.IndexedBase("x"), sp.IndexedBase("A")
+    m_ = sp.Symbol("m")
+    expr = (sp.Sum(A_[i + 1, j] * A_[i, j] ** 2, (i, 0, m_ - 2), (j, 0, n_ - 1))
+            + sp.Sum(sp.log(x_[i + 1]) * x_[i], (i, 0, n_ - 2)))
+    model = symgrad.Model(expr, name="twodummies")
+    module = symgrad.compile(model)
+    rng = np.random.default_rng(8)
+    inputs = {"A": rng.uniform(0.5, 2.0, (3, 5)), "x": rng.uniform(0.5, 2.0, (5, 1))}
+    A, v = inputs["A"], inputs["x"][:, 0]
+    want = np.sum(A[1:] * A[:-1] ** 2) + np.sum(np.log(v[1:]) * v[:-1])
+    assert module.forward(**inputs) == pytest.approx(want, rel=1e-13)
+    assert_matches_oracles(model, module, inputs)
 
 
 @pytest.mark.parametrize("body, bounds, why", [

@@ -503,3 +503,18 @@ def test_write_pytest_output_runs_under_pytest(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "1 failed, 1 passed" in proc.stdout, proc.stdout + proc.stderr
     assert "test_bad_square.py" in proc.stdout and "grad of x" in proc.stdout
+
+
+def test_scalars_only_inside_an_explicit_matrix_are_drawn_as_one_number_each():
+    """Review: a model of scalars in an explicit sp.Matrix (no MatrixSymbol) was drawn like a scalar
+    model, shape (4,) per input, which the module refuses (they must be one number): check raised
+    a ValueError instead of checking."""
+    a, b, c = sp.symbols("a b c")
+    E = sp.Matrix([[a, b], [c, a]])
+    model = Model(Trace(E * E) + sp.log(sp.Determinant(E * E.T)), name="explicit")
+    assert input_shapes(model) == {"a": (), "b": (), "c": ()}
+    report = check(model, symgrad.compile(model))
+    assert report.ok, report.summary()
+    v = {"a": 0.9, "b": -0.4, "c": 0.3}                  # by hand: tr(E^2) + log(det(E)^2)
+    want = 2 * v["a"] ** 2 + 2 * v["b"] * v["c"] + np.log((v["a"] ** 2 - v["b"] * v["c"]) ** 2)
+    assert symgrad.compile(model).forward(**v) == pytest.approx(want, rel=1e-13)
