@@ -330,7 +330,6 @@ def test_compiled_modules_are_real_cached_modules(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(cache, "_fallback_dir", lambda: tmp_path / "fallback")
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(cache, "_fallback_dir", lambda: tmp_path / "fallback")  # not the shared one
     assert cache.clear() == 2 and not list((tmp_path / "cache").glob("*.py"))
 
 
