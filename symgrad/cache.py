@@ -40,6 +40,14 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import sympy
+
+from ._version import __version__
+from .emit import load_source, target_named
+from .pipeline import generate, write_atomic
+from .program import derivatives
+from .rewrites import Rewriter
+
 PACKAGE = "symgrad._generated"
 _CODE_HASH: str | None = None
 _SEAL = "\n# symgrad module cache: sha256 "   # the last line: the hash of the source above it
@@ -102,13 +110,11 @@ def _code_hash() -> str:
     return _CODE_HASH
 
 
-def stem(model, target: str, emit) -> str:
-    """``<name>_<target>_<key>``: a Python identifier, and the cache file's name."""
-    import sympy
-
-    from . import __version__
+def stem(model, target: str, emit, rewrites_off=()) -> str:
+    """``<name>_<target>_<key>``: a Python identifier, and the cache file's name (``rewrites_off``:
+    the names of the rewrites switched off, sorted)."""
     key = hashlib.sha256("|".join([model.source_hash(), target, ",".join(emit), __version__,
-                                   sympy.__version__, _code_hash()]).encode()).hexdigest()[:16]
+                                   sympy.__version__, _code_hash(), *rewrites_off]).encode()).hexdigest()[:16]
     name = re.sub(r"\W", "_", str(model.name or "model"), flags=re.ASCII)[:40]
     return f"m_{name}_{target}_{key}"
 
@@ -138,7 +144,6 @@ def _read(path: Path) -> str | None:
 def _write(path: Path, source: str, private: bool) -> None:
     """Write ``source`` and its sealing line to ``path``; ``private``: only into a folder of
     this user's that no one else can write (an OSError otherwise)."""
-    from .pipeline import write_atomic
     if private:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _private(path.parent):
@@ -156,12 +161,22 @@ def _warn(folder: Path, exc: OSError, instead: str) -> None:
                   "(set SYMGRAD_CACHE_DIR to a writable folder)", RuntimeWarning, stacklevel=4)
 
 
-def load(model, target: str, emit, generate):
+def compile_model(model, target: str = "numpy", emit=None, *, rewrites_off=None):
+    """``symgrad.compile``: the generated module of ``model``, imported -- written to the module
+    cache (``$SYMGRAD_CACHE_DIR``, reused across processes) and imported from there, so that
+    ``inspect``, tracebacks and pickling see a real module.  ``emit`` names its derivative
+    functions (``("grad", "vjp", "jvp", "jacobian", "hvp", "hessian")``, any subset; default: the
+    model's ``derivatives``); ``rewrites_off`` switches rewrites off (:mod:`symgrad.rewrites`)."""
+    target_named(target)
+    off = Rewriter(rewrites_off).off  # with $SYMGRAD_REWRITES_OFF's; an unknown name is an error here
+    return load(model, target, emit, lambda: generate(model, target, emit, rewrites_off=off), sorted(off))
+
+
+def load(model, target: str, emit, generate, rewrites_off=()):
     """The module of ``model``: from the cache, or ``generate()``-d, written there and imported.
     Each call returns a fresh module object (registered under its importable name)."""
-    from .program import derivatives
     emit = derivatives(emit if emit is not None else model.derivatives)
-    name = stem(model, target, emit)
+    name = stem(model, target, emit, rewrites_off)
     reuse = os.environ.get("SYMGRAD_CACHE", "1").strip().lower() not in ("0", "off", "false", "no")
     folders = [cache_dir(), _fallback_dir()]
     for folder in folders if reuse else ():
@@ -179,7 +194,6 @@ def load(model, target: str, emit, generate):
             _warn(folder, exc, instead)
             continue
         return _import(name, path, source)
-    from .emit import load_source
     return load_source(source, f"{model.name or 'model'}_{target}")
 
 

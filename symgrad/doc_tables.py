@@ -6,6 +6,7 @@ table (``symgrad/ops.py``) and the lowering (``symgrad/lower.py``).
 """
 from __future__ import annotations
 
+from .lower import Lowering
 from .ops import OPS, BOOL_OPS
 
 
@@ -16,7 +17,6 @@ def _code(text) -> str:
 def sympy_table() -> str:
     """SymPy constructs the lowering reads: one row per ``Lowering._lower_<Class>`` and per
     function class that the op table names."""
-    from .lower import Lowering
     rows = [(name.removeprefix("_lower_"), f"`Lowering.{name}`" + (f": {_SUBCLASSES[name]}" if name in _SUBCLASSES else ""))
             for name in sorted(vars(Lowering)) if name.startswith("_lower_")]
     rows += [(cls, f"elementwise op `{op.name}`") for op in OPS.values() for cls in op.sympy]
