@@ -38,7 +38,8 @@ class Rewrite:
 
     @property
     def doc(self) -> str:
-        return (self.fn.__doc__ or "").strip().splitlines()[0] if self.fn.__doc__ else ""
+        """What it does: its docstring's first paragraph, on one line."""
+        return " ".join((self.fn.__doc__ or "").strip().split("\n\n")[0].split())
 
     def applies_to(self, op: str) -> bool:
         return op in self.ops or (ELEMENTWISE in self.ops and OPS[op].elementwise)
