@@ -1,4 +1,5 @@
-"""The module cache of :func:`symgrad.compile`: generated modules as files, imported as modules.
+"""The module cache of :func:`symgrad.compile` (:func:`compile_model`): generated modules as files,
+imported as modules.
 
 ``symgrad.compile(model)`` writes the generated source to ``cache_dir()/<name>_<target>_<key>.py``
 (atomically) and imports it as ``symgrad._generated.<name>_<target>_<key>``: a real module, so
@@ -6,8 +7,9 @@
 process started with ``spawn`` imports the same name from the same folder).  The key hashes
 everything the source depends on -- the model (expression, ``wrt``, name, and each
 ``symgrad.Function``'s module paths, through its derivative Functions: ``Model.source_hash``), its
-derivative functions (``emit``, by default the model's ``derivatives``), the target, the symgrad
-and SymPy versions and symgrad's own code -- so a file found under its key is the source
+derivative functions (``emit``, by default the model's ``derivatives``), the target, the rewrites
+switched off (``rewrites_off=``, ``$SYMGRAD_REWRITES_OFF``), the symgrad and SymPy versions and
+symgrad's own code -- so a file found under its key is the source
 ``generate`` would write, and another process, or a later run, imports it without compiling again.
 (The key is not a hash of the generated source: that would mean generating it on every call.)
 

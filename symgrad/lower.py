@@ -205,7 +205,7 @@ class Lowering:
         """A constant sub-expression lowered, or ``_COMPLEX`` when SymPy makes it a complex number
         (``(-1)**(1/3)``, ``exp(I*pi/3)``, ``sqrt(-2)``, ``acos(2)``): the error is raised where it
         meets a symbol (or is the model), so that it names the whole constant, not the ``I`` in it,
-        and no fold ever computes a complex value."""
+        and no rewrite ever computes a complex value."""
         if e.is_extended_real is False:
             return _COMPLEX
         if any(n is _COMPLEX for n in nodes):  # real, of complex parts (re(exp(I*pi/3)))

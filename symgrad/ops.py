@@ -148,18 +148,14 @@ def _vjp_div(G, g, out, a, b):
     return (da, db) if _nonzero(b) else (strong(G, g, da), strong(G, g, db))
 
 
-_ew("add", "{0} + {1}", lambda G, g, o, a, b: (g, g),
-    operator.add, ufunc="add", c="({0} + {1})")
-_ew("sub", "{0} - {1}", lambda G, g, o, a, b: (g, G.neg(g)),
-    operator.sub, ufunc="subtract", c="({0} - {1})")
+_ew("add", "{0} + {1}", lambda G, g, o, a, b: (g, g), operator.add, ufunc="add", c="({0} + {1})")
+_ew("sub", "{0} - {1}", lambda G, g, o, a, b: (g, G.neg(g)), operator.sub, ufunc="subtract", c="({0} - {1})")
 _ew("mul", "{0} * {1}", lambda G, g, o, a, b: (G.mul(g, b), G.mul(g, a)),
     operator.mul, ufunc="multiply", c="({0} * {1})")
-_ew("div", "{0} / {1}", lambda G, g, o, a, b: _vjp_div(G, g, o, a, b),
-    operator.truediv, ufunc="divide", c="({0} / {1})")
+_ew("div", "{0} / {1}", _vjp_div, operator.truediv, ufunc="divide", c="({0} / {1})")
 _ew("neg", "-{0}", lambda G, g, o, a: (G.neg(g),), operator.neg, ufunc="negative", c="(-{0})")
 # constant integer exponents print as multiplications in C: see cuda.c_pow
-_ew("pow", "{0} ** {1}", _vjp_pow, operator.pow,
-    ufunc="power", c="pow({0}, {1})")
+_ew("pow", "{0} ** {1}", _vjp_pow, operator.pow, ufunc="power", c="pow({0}, {1})")
 # out * log(a) with 0 where out is 0: the derivative of a**b in b, built only by pow's rule
 def _vjp_powlog(G, g, out, p, a):
     """powlog(p, a) = p log(a), 0 where p is 0: its partials, masked the same way."""
