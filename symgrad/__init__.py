@@ -16,54 +16,47 @@ imported only when these are used)::
 ``symgrad.tape`` is the independent numeric reverse-mode oracle; ``symgrad.verify`` and
 ``symgrad.testing`` compare generated modules with it and with finite differences.
 
-The compiler core (``ir``, ``ops``, ``diff``, ``program``, ``emit``) imports no SymPy, so a pickled
+This module only re-exports: ``compile`` is :func:`symgrad.cache.compile_model`, ``generate``
+:func:`symgrad.pipeline.generate`.  They are imported when first used, so that the compiler core
+(``ir``, ``ops``, ``rewrites``, ``diff``, ``program``, ``emit``) imports no SymPy: a pickled
 Program can be emitted where SymPy is not installed; the model side (``Model``, ``tape``,
 ``verify``...) needs it.
 """
 from __future__ import annotations
 
 import importlib
-import types
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .model import Model
-
+from ._version import __version__
 from .errors import SymgradError
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .bridges.objective import Objective  # noqa: F401
+    from .bridges.ode import OdeSystem  # noqa: F401
+    from .bridges.to_jax import to_jax  # noqa: F401
+    from .bridges.to_torch import to_torch  # noqa: F401
+    from .cache import compile_model as compile  # noqa: A001, F401
+    from .functions import Function  # noqa: F401
+    from .model import Model, load_models  # noqa: F401
+    from .pipeline import generate  # noqa: F401
+
 __all__ = ["Function", "Model", "Objective", "OdeSystem", "SymgradError", "compile", "generate", "load_models",
            "to_jax", "to_torch", "__version__"]
 
-# imported when first used: SciPy, PyTorch and JAX only by the bridges that need them
-_LAZY = {"Model": "model", "load_models": "model", "Function": "functions", "Objective": "bridges.objective",
-         "OdeSystem": "bridges.ode", "to_torch": "bridges.to_torch", "to_jax": "bridges.to_jax"}
+# name -> (module, its name there): imported on first use (see the module docstring); SciPy, PyTorch
+# and JAX only by the bridges that need them
+_LAZY = {"Model": ("model", "Model"), "load_models": ("model", "load_models"), "Function": ("functions", "Function"),
+         "compile": ("cache", "compile_model"), "generate": ("pipeline", "generate"),
+         "Objective": ("bridges.objective", "Objective"), "OdeSystem": ("bridges.ode", "OdeSystem"),
+         "to_torch": ("bridges.to_torch", "to_torch"), "to_jax": ("bridges.to_jax", "to_jax")}
 _SUBMODULES = {"tape", "verify", "testing", "model", "pipeline", "lower", "emit", "diff", "ops", "ir", "program",
-               "forward", "cache", "bridges"}
+               "forward", "cache", "rewrites", "bridges", "kinds"}
 
 
 def __getattr__(name):
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'symgrad' has no attribute {name!r}")
-
-
-def generate(model: "Model", target: str = "numpy", emit: "str | Sequence[str] | None" = None) -> str:
-    """Return the source text of the generated module for ``model``; ``emit`` names its
-    derivative functions (``("grad", "vjp", "jvp", "jacobian", "hvp", "hessian")``, any subset;
-    default: the model's ``derivatives``)."""
-    from .pipeline import generate as _generate
-    return _generate(model, target, emit)
-
-
-def compile(model: "Model", target: str = "numpy",  # noqa: A001 - the contract's name
-            emit: "str | Sequence[str] | None" = None) -> "types.ModuleType":
-    """The generated module of ``model``, imported: written to the module cache
-    (:mod:`symgrad.cache`: ``$SYMGRAD_CACHE_DIR``, reused across processes) and imported from
-    there, so that ``inspect``, tracebacks and pickling see a real module."""
-    from .cache import load
-    from .emit import target_named
-    target_named(target)
-    return load(model, target, emit, lambda: generate(model, target, emit))

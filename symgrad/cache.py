@@ -1,4 +1,5 @@
-"""The module cache of :func:`symgrad.compile`: generated modules as files, imported as modules.
+"""The module cache of :func:`symgrad.compile` (:func:`compile_model`): generated modules as files,
+imported as modules.
 
 ``symgrad.compile(model)`` writes the generated source to ``cache_dir()/<name>_<target>_<key>.py``
 (atomically) and imports it as ``symgrad._generated.<name>_<target>_<key>``: a real module, so
@@ -6,8 +7,9 @@
 process started with ``spawn`` imports the same name from the same folder).  The key hashes
 everything the source depends on -- the model (expression, ``wrt``, name, and each
 ``symgrad.Function``'s module paths, through its derivative Functions: ``Model.source_hash``), its
-derivative functions (``emit``, by default the model's ``derivatives``), the target, the symgrad
-and SymPy versions and symgrad's own code -- so a file found under its key is the source
+derivative functions (``emit``, by default the model's ``derivatives``), the target, the rewrites
+switched off (``rewrites_off=``, ``$SYMGRAD_REWRITES_OFF``), the symgrad and SymPy versions and
+symgrad's own code -- so a file found under its key is the source
 ``generate`` would write, and another process, or a later run, imports it without compiling again.
 (The key is not a hash of the generated source: that would mean generating it on every call.)
 
@@ -39,6 +41,14 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+
+import sympy
+
+from ._version import __version__
+from .emit import load_source, target_named
+from .pipeline import generate, write_atomic
+from .program import derivatives
+from .rewrites import Rewriter
 
 PACKAGE = "symgrad._generated"
 _CODE_HASH: str | None = None
@@ -102,13 +112,11 @@ def _code_hash() -> str:
     return _CODE_HASH
 
 
-def stem(model, target: str, emit) -> str:
-    """``<name>_<target>_<key>``: a Python identifier, and the cache file's name."""
-    import sympy
-
-    from . import __version__
+def stem(model, target: str, emit, rewrites_off=()) -> str:
+    """``<name>_<target>_<key>``: a Python identifier, and the cache file's name (``rewrites_off``:
+    the names of the rewrites switched off, sorted)."""
     key = hashlib.sha256("|".join([model.source_hash(), target, ",".join(emit), __version__,
-                                   sympy.__version__, _code_hash()]).encode()).hexdigest()[:16]
+                                   sympy.__version__, _code_hash(), *rewrites_off]).encode()).hexdigest()[:16]
     name = re.sub(r"\W", "_", str(model.name or "model"), flags=re.ASCII)[:40]
     return f"m_{name}_{target}_{key}"
 
@@ -138,7 +146,6 @@ def _read(path: Path) -> str | None:
 def _write(path: Path, source: str, private: bool) -> None:
     """Write ``source`` and its sealing line to ``path``; ``private``: only into a folder of
     this user's that no one else can write (an OSError otherwise)."""
-    from .pipeline import write_atomic
     if private:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _private(path.parent):
@@ -156,12 +163,22 @@ def _warn(folder: Path, exc: OSError, instead: str) -> None:
                   "(set SYMGRAD_CACHE_DIR to a writable folder)", RuntimeWarning, stacklevel=4)
 
 
-def load(model, target: str, emit, generate):
+def compile_model(model, target: str = "numpy", emit=None, *, rewrites_off=None):
+    """``symgrad.compile``: the generated module of ``model``, imported -- written to the module
+    cache (``$SYMGRAD_CACHE_DIR``, reused across processes) and imported from there, so that
+    ``inspect``, tracebacks and pickling see a real module.  ``emit`` names its derivative
+    functions (``("grad", "vjp", "jvp", "jacobian", "hvp", "hessian")``, any subset; default: the
+    model's ``derivatives``); ``rewrites_off`` switches rewrites off (:mod:`symgrad.rewrites`)."""
+    target_named(target)
+    off = Rewriter(rewrites_off).off  # with $SYMGRAD_REWRITES_OFF's; an unknown name is an error here
+    return load(model, target, emit, lambda: generate(model, target, emit, rewrites_off=off), sorted(off))
+
+
+def load(model, target: str, emit, generate, rewrites_off=()):
     """The module of ``model``: from the cache, or ``generate()``-d, written there and imported.
     Each call returns a fresh module object (registered under its importable name)."""
-    from .program import derivatives
     emit = derivatives(emit if emit is not None else model.derivatives)
-    name = stem(model, target, emit)
+    name = stem(model, target, emit, rewrites_off)
     reuse = os.environ.get("SYMGRAD_CACHE", "1").strip().lower() not in ("0", "off", "false", "no")
     folders = [cache_dir(), _fallback_dir()]
     for folder in folders if reuse else ():
@@ -179,7 +196,6 @@ def load(model, target: str, emit, generate):
             _warn(folder, exc, instead)
             continue
         return _import(name, path, source)
-    from .emit import load_source
     return load_source(source, f"{model.name or 'model'}_{target}")
 
 

@@ -10,8 +10,10 @@
   one line per written module.  ``--emit`` adds derivative functions (vjp, jvp, jacobian, hvp,
   hessian, sparse_jacobian, sparse_hessian).  ``-v`` prints, on stderr, each phase's seconds and
   sizes: load (models), lower and rewrite (IR nodes), differentiate (IR nodes), emit (lines),
-  check (trials); and for sparse derivatives their patterns' sizes and colors at the sizes
-  ``--check`` draws.
+  check (trials); for sparse derivatives their patterns' sizes and colors at the sizes ``--check``
+  draws; and each rewrite that fired (:mod:`symgrad.rewrites`: stage, phase and name, the node it
+  rewrote as the model wrote it, what replaced it); ``SYMGRAD_REWRITES_OFF=name,name`` switches
+  rewrites off.
 * ``--check`` runs :func:`symgrad.verify.check` on each written module and prints its largest
   relative errors, then one line per failing property; ``--check-inputs FILE.npz`` (implies
   ``--check``) checks at the inputs saved in that file (``numpy.savez(FILE, x=..., X=...)``, one
@@ -31,10 +33,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from ._version import __version__
 from .emit import TARGETS
 from .errors import SymgradError
-from .pipeline import compile_file
+from .jobs import compile_file
 
 
 class UserError(Exception):
@@ -61,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                            "default codegen_out/<name>_<target>.py")
     comp.add_argument("--out-dir", metavar="DIR", help="write <name>_<target>.py files here instead of codegen_out/")
     comp.add_argument("-v", "--verbose", action="store_true",
-                      help="print each phase's time and size on stderr (load, lower, differentiate, emit, check)")
+                      help="print each phase's time and size on stderr (load, lower, differentiate, emit, check), "
+                           "and each rewrite that fired: the node it rewrote and what replaced it")
     comp.add_argument("--target", choices=sorted(TARGETS), default="numpy", help="array library of the module")
     comp.add_argument("--model", metavar="NAME", help="compile only this model (its name or variable)")
     comp.add_argument("--check", action="store_true",
@@ -124,7 +127,7 @@ def _compile(args) -> int:
     try:
         jobs = compile_file(args.model_file, target=args.target, output=args.output, only=args.model,
                             check=args.check, check_inputs=args.check_inputs, write_test=args.write_test,
-                            emit=args.emit, out_dir=args.out_dir)
+                            emit=args.emit, out_dir=args.out_dir, trace=args.verbose)
     except SymgradError as exc:
         raise UserError(str(exc)) from None
     to_stdout = args.output == "-"
@@ -137,6 +140,8 @@ def _compile(args) -> int:
             print(_timings(job), file=sys.stderr)
             if "def sparsity_info(" in job.source:
                 print(_sparsity(job), file=sys.stderr)
+            for line in job.rewrites:
+                print(f"  rewrite {line}", file=sys.stderr)
         if job.path is not None:
             print(_describe(job.model, job.path, job.source), file=info)
         if job.test_path is not None:

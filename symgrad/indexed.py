@@ -41,7 +41,7 @@ scaled (``X[i + 1, 0]``); a fixed index into a dimension longer than 1 of a matr
 (``(A*B)[i, 2]``; of a MatrixSymbol it is that row or column, a slice: ``means[k, 0]``); a
 summation index used as a number; bounds that depend on another index; one index shared by three
 or more arrays that no elementwise product can merge (not a matrix product); a value with more
-than two free indices that must be one array.  :func:`lower_sum` turns these into the lowering's
+than two free indices that must be one array.  ``Lowering._lower_Sum`` turns these into the lowering's
 ``unsupported SymPy construct Sum: ...`` error, which names the ``Sum``.
 
 Every walk here is iterative (explicit stack, memoised by object), and matrix expressions are built
@@ -58,7 +58,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 from sympy.matrices.expressions.slice import MatrixSlice
 
-__all__ = ["NotMatrix", "sum_to_matrix", "lower_sum", "indexed_to_matrices"]
+__all__ = ["NotMatrix", "sum_to_matrix", "indexed_to_matrices"]
 
 _ONE, _ZERO = sp.S.One, sp.S.Zero
 
@@ -646,22 +646,6 @@ def sum_to_matrix(expr):
     conv = _Converter()
     result = conv.convert(expr)
     return result, conv.bindings
-
-
-def lower_sum(lowering, e):
-    """Lower the indexed ``Sum`` ``e`` with ``lowering`` (a :class:`symgrad.lower.Lowering`);
-    one that cannot be converted is the lowering's ``unsupported`` error, naming ``e``."""
-    from .lower import unsupported
-
-    try:
-        result, bindings = sum_to_matrix(e)
-    except NotMatrix as exc:
-        raise unsupported(e, str(exc)) from None
-    env: dict = {}
-    for P, body, args in bindings:
-        inner = {t: lowering.lower(m, env) for t, m in args.items()}
-        env[P] = lowering.lower(body, {**env, **inner})
-    return lowering.lower(result, env)
 
 
 # -- IndexedBase: its entries as the entries of a MatrixSymbol ---------------------------------------

@@ -12,8 +12,10 @@ The IR knows nothing of SymPy: lowering (``lower.py``) is the one place that rea
 
 A :class:`Graph` interns nodes: building the same ``(op, args, attr)`` twice returns the same
 node, so common sub-expressions -- within the forward pass, within the backward pass and across
-the two -- are one node by construction.  Before interning, the op's fold rule (see ``ops.py``)
-may rewrite the node into a simpler one (constant folding, algebraic identities, stable forms).
+the two -- are one node by construction.  Before interning, the graph's rewriter
+(:mod:`symgrad.rewrites`) may rewrite the node into a simpler one (constant folding, algebraic
+identities, stable forms).  The graph is given the op table's shape rule and the rewriter: the IR
+imports neither.
 Every walk over the graph is iterative, so depth never meets Python's recursion limit.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 from .errors import SymgradError
 
 ONE = 1
-MAX_FOLD_DEPTH = 64  # folds nested deeper than this intern their node unrewritten
+MAX_FOLD_DEPTH = 64  # rewrites nested deeper than this intern their node unrewritten
 
 
 class Node:
@@ -108,40 +110,42 @@ def topo_order(roots) -> list[Node]:
 
 class Graph:
     """Builds interned nodes.  ``G.op(name, *args, attr=...)`` is the one constructor; the
-    convenience builders (``G.add``, ``G.mul``, ...) are thin wrappers used by the rules."""
+    convenience builders (``G.add``, ``G.mul``, ...) are thin wrappers used by the rules.
 
-    def __init__(self):
+    ``shape_of(name, *arg_shapes, attr=...)`` is the op table's shape rule (``ops.shape_of``);
+    ``rewriter(G, name, args, attr)`` returns a replacement node or None (``rewrites.Rewriter``;
+    None: no rewrites).  ``symgrad.rewrites.graph()`` makes the graph the compiler uses."""
+
+    def __init__(self, shape_of, rewriter=None):
+        self.shape_of, self.rewriter = shape_of, rewriter
         self._table: dict = {}
-        self._folded: dict = {}  # key -> the node its fold rewrote it to
-        self._folding: set = set()  # keys whose fold is running (a cycle guard)
+        self._folded: dict = {}  # key -> the node a rewrite replaced it with
+        self._folding: set = set()  # keys whose rewriting is running (a cycle guard)
         self.src: dict[int, str] = {}  # node id -> SymPy sub-expression it came from (for comments)
 
     def op(self, name: str, *args: Node, attr=None) -> Node:
-        """The node ``name(*args)``: its op's fold (rewrite) when one applies, else interned.
+        """The node ``name(*args)``: the rewriter's replacement when it has one, else interned.
 
-        Rewriting terminates by construction: a fold never sees the node it is rewriting again
-        (a rule that would undo another, directly or through others, finds its own key on the
-        stack and the node is interned as it is), the nesting of folds is bounded, and each key
+        Rewriting terminates by construction: a rewrite never sees the node it is rewriting again
+        (a rewrite that would undo another, directly or through others, finds its own key on the
+        stack and the node is interned as it is), the nesting of rewrites is bounded, and each key
         is rewritten once (its result is remembered)."""
-        from .ops import OPS  # ops builds on ir; the import is here to keep ir free of the table
-
         key = (name, tuple(a.id for a in args), attr)
         node = self._table.get(key) or self._folded.get(key)
         if node is not None:
             return node
-        spec = OPS[name]
-        if spec.fold is not None and key not in self._folding and len(self._folding) < MAX_FOLD_DEPTH:
+        if self.rewriter is not None and key not in self._folding and len(self._folding) < MAX_FOLD_DEPTH:
             self._folding.add(key)
             try:
-                folded = spec.fold(self, *args, attr=attr)
+                folded = self.rewriter(self, name, args, attr)
             finally:
                 self._folding.discard(key)
             if folded is not None:
                 self._folded[key] = folded
                 return folded
-        node = self._table.get(key)  # a fold below may have interned this very key on a cycle
+        node = self._table.get(key)  # a rewrite below may have interned this very key on a cycle
         if node is None:
-            shape = spec.shape(*[a.shape for a in args], attr=attr)
+            shape = self.shape_of(name, *[a.shape for a in args], attr=attr)
             node = self._table[key] = Node(name, tuple(args), attr, shape, len(self._table))
         return node
 

@@ -18,7 +18,10 @@ from sympy.matrices.expressions.slice import MatrixSlice
 from .ir import ONE, Graph, Node, mul_dims
 from .program import Input, Program
 from .errors import SymgradError
+from .functions import describe
+from .indexed import NotMatrix, sum_to_matrix
 from .ops import OPS, size, window_mask
+from .rewrites import graph
 
 _FUNCTIONS = {cls: op.name for op in OPS.values() for cls in op.sympy}  # SymPy class name -> op
 _RELATIONS = {"StrictGreaterThan": "gt", "GreaterThan": "ge", "StrictLessThan": "lt",
@@ -223,7 +226,7 @@ class Lowering:
         """A constant sub-expression lowered, or ``_COMPLEX`` when SymPy makes it a complex number
         (``(-1)**(1/3)``, ``exp(I*pi/3)``, ``sqrt(-2)``, ``acos(2)``): the error is raised where it
         meets a symbol (or is the model), so that it names the whole constant, not the ``I`` in it,
-        and no fold ever computes a complex value."""
+        and no rewrite ever computes a complex value."""
         if e.is_extended_real is False:
             return _COMPLEX
         if any(n is _COMPLEX for n in nodes):  # real, of complex parts (re(exp(I*pi/3)))
@@ -249,7 +252,6 @@ class Lowering:
 
     def _handler(self, e):
         if getattr(type(e), "_symgrad_spec", None) is not None:  # a symgrad.Function
-            from .functions import describe
             return lambda e, k: self.G.op("call", *k, attr=describe(type(e)._symgrad_spec))
         for cls in type(e).__mro__:
             h = getattr(self, f"_lower_{cls.__name__}", None)
@@ -516,8 +518,15 @@ class Lowering:
         """An indexed ``Sum`` -- what SymPy makes of ``(E.T*E)[0, 0]`` -- turned back into matrix
         operations by :mod:`symgrad.indexed`; one that is not a written-out matrix expression is
         an error naming it."""
-        from .indexed import lower_sum
-        return lower_sum(self, e)
+        try:
+            result, bindings = sum_to_matrix(e)
+        except NotMatrix as exc:
+            raise unsupported(e, str(exc)) from None
+        env: dict = {}
+        for P, body, args in bindings:
+            inner = {t: self.lower(m, env) for t, m in args.items()}
+            env[P] = self.lower(body, {**env, **inner})
+        return self.lower(result, env)
 
 
 def lower(G: Graph, model) -> Node:
@@ -525,9 +534,10 @@ def lower(G: Graph, model) -> Node:
     return Lowering(G, model.dims).lower(model.expr)
 
 
-def lower_model(model) -> Program:
-    """The model as a :class:`~symgrad.program.Program`: the only SymPy-reading step."""
-    G = Graph()
+def lower_model(model, rewriter=None) -> Program:
+    """The model as a :class:`~symgrad.program.Program`: the only SymPy-reading step.  Its graph
+    is built with ``rewriter`` (default: every registered rewrite, see :mod:`symgrad.rewrites`)."""
+    G = graph(rewriter)
     inputs = [Input(str(s), leaf_shape(s)) for s in model.inputs]
     out = lower(G, model)
     input_nodes = {i.name: G.input(i.name, i.shape) for i in inputs}  # the nodes lowering made

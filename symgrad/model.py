@@ -29,6 +29,9 @@ import numpy as np
 import sympy as sp
 
 from .errors import SymgradError
+from .functions import describe
+from .indexed import NotMatrix, indexed_to_matrices
+from .kinds import derivatives as _derivatives
 
 __all__ = ["Model", "SymgradError", "load_models"]
 
@@ -127,7 +130,6 @@ def _head(e) -> str:
     spec = getattr(type(e), "_symgrad_spec", None)
     if spec is None:
         return type(e).__name__
-    from .functions import describe
     return f"{type(e).__name__}{describe(spec)!r}"
 
 
@@ -238,7 +240,6 @@ class Model:
             raise SymgradError(f"Model expr is not a SymPy expression: {expr!r} ({exc})") from None
         if not isinstance(expr, sp.Basic):
             raise SymgradError(f"Model expr is not a SymPy expression: {expr!r}")
-        from .indexed import NotMatrix, indexed_to_matrices
         try:  # an IndexedBase's entries are the entries of a MatrixSymbol of its name
             expr, indexed = indexed_to_matrices(expr)
         except NotMatrix as exc:
@@ -284,7 +285,6 @@ class Model:
             raise SymgradError(f"two different symbols share the name {dup[0]!r}")
         self.numbers = _numbers(expr, set(self.inputs))
         self.domain = _check_domain(self, domain)
-        from .program import derivatives as _derivatives
         try:
             self.derivatives = _derivatives(derivatives)
         except SymgradError as exc:

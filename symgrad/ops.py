@@ -3,8 +3,6 @@
 Each :class:`Op` row gives
 
 * ``shape(*arg_shapes, attr)`` -- the static shape rule;
-* ``fold(G, *args, attr)``      -- an optional rewrite applied when the node is built (constant
-  folding, identities, numerically stable forms); returns a replacement node or ``None``;
 * ``vjp(G, g, out, *args)``     -- the symbolic reverse-mode rule: given the cotangent ``g`` of the
   node ``out``, one cotangent per argument (``None``: no gradient flows).  Rules build IR with the
   graph's builders and never un-broadcast: summing a cotangent down to its argument's shape and
@@ -17,6 +15,9 @@ Each :class:`Op` row gives
   elementwise op needs none: its Jacobian is diagonal, so its VJP rule, given an argument's
   tangent in place of the cotangent, is that argument's share of the output's tangent.  One VJP
   rule per elementwise op thus carries both modes, and the second derivatives built from them.
+
+The rewrites applied as nodes are built (constant folding, identities, stable forms) are not part
+of an op's row: they are named functions in :mod:`symgrad.rewrites`, registered per op and phase.
 
 Non-differentiable points: every derivative is 0 at a tie or a kink -- ``Max(x, y)`` passes the
 gradient to the strictly larger argument only (so ``Max(x, 0)`` has derivative 0 at 0, like ReLU),
@@ -46,7 +47,6 @@ class Op:
     shape: Callable
     code: str | Callable | None
     vjp: Callable | None = None
-    fold: Callable | None = None
     ev: Callable | None = None
     elementwise: bool = False
     sympy: tuple = ()            # SymPy function classes (by name) that lower to this op, one argument each
@@ -69,53 +69,28 @@ class Masked(NamedTuple):
     taken: bool = True
 
 
-def _reg(name, shape, code, vjp=None, fold=None, ev=None, elementwise=False, **fields):
-    if elementwise:
-        hoist = _chain(_hoist_transpose(name), _hoist_bcast(name))
-        fold = hoist if fold is None else _chain(hoist, fold)
-    OPS[name] = Op(name, shape, code, vjp, fold, ev, elementwise, **fields)
+def _reg(name, shape, code, vjp=None, ev=None, elementwise=False, **fields):
+    OPS[name] = Op(name, shape, code, vjp, ev, elementwise, **fields)
 
 
-def _ew(name, code, vjp, fold=None, ev=None, **fields):
-    """An elementwise op; by default its fold is constant folding with ``ev``."""
-    if fold is None and ev is not None:
-        fold = _fold_consts(name)
-    _reg(name, _ew_shape, code, vjp, fold, ev, True, **fields)
+def shape_of(name: str, *shapes, attr=None):
+    """The shape of ``name(*args)`` from its arguments' shapes (the op's shape rule): what
+    :class:`~symgrad.ir.Graph` is given to build nodes with."""
+    return OPS[name].shape(*shapes, attr=attr)
 
 
-def _func(name, vjp, ev, *, sympy=(), c=None, fold=None, **fields):
+def _ew(name, code, vjp, ev=None, **fields):
+    """An elementwise op (``ev``: its float function, for constant folding)."""
+    _reg(name, _ew_shape, code, vjp, ev, True, **fields)
+
+
+def _func(name, vjp, ev, *, sympy=(), c=None, **fields):
     """A one-argument function printed ``{m}.<name>(x)`` (NumPy's name), with out=."""
     fields.setdefault("ufunc", name)
-    _ew(name, fields.pop("code", f"{{m}}.{name}({{0}})"), vjp,
-        _chain(_fold_consts(name), fold) if fold else None, ev, sympy=sympy, c=c, **fields)
+    _ew(name, fields.pop("code", f"{{m}}.{name}({{0}})"), vjp, ev, sympy=sympy, c=c, **fields)
 
 
-def _hoist_bcast(name):
-    """``f(bcast(a, s), c) = bcast(f(a, c), s)`` when no argument has a shape of its own: the
-    work is done on the small values, and broadcasting stays an explicit node."""
-    def fold(G, *args, attr=None):
-        if (any(a.op == "bcast" for a in args)
-                and all(a.op == "bcast" or a.shape in (None, ()) for a in args)):
-            shape = OPS[name].shape(*[a.shape for a in args], attr=attr)
-            return G.bcast(G.op(name, *[a.args[0] if a.op == "bcast" else a for a in args], attr=attr), shape)
-        return None
-    return fold
-
-
-def _hoist_transpose(name):
-    """``f(A.T, B.T, c) = f(A, B, c).T``: SymPy pushes transposes down to the leaves (``E.T`` of
-    ``X*W + b`` is ``W.T*X.T + b.T``); hoisting them back up makes both spellings one node, so the
-    forward value is computed once however often the model transposes it."""
-    def fold(G, *args, attr=None):
-        if (any(a.op == "transpose" for a in args)
-                and all(a.op == "transpose" or a.shape in (None, ()) for a in args)):
-            return G.T(G.op(name, *[a.args[0] if a.op == "transpose" else a for a in args], attr=attr))
-        return None
-    return fold
-
-
-# -- helpers for folds -------------------------------------------------------------------------
-def _cval(n):
+def const_value(n):
     """The float value of a constant node (or of a broadcast constant), else None."""
     if n.op == "const":
         return n.attr
@@ -124,134 +99,9 @@ def _cval(n):
     return None
 
 
-def _same_shape_as(n, *args):
-    """True when broadcasting ``args`` gives exactly ``n``'s shape (so ``n`` may replace the op)."""
-    try:
-        return broadcast_shapes(*(a.shape for a in args)) == n.shape
-    except SymgradError:
-        return False
-
-
-def _fold_consts(name):
-    def fold(G, *args, attr=None):
-        vals = [a.attr for a in args]
-        if all(a.op == "const" for a in args):
-            try:
-                v = OPS[name].ev(*vals)
-            except (ValueError, ZeroDivisionError, OverflowError):
-                return None
-            if isinstance(v, (bool, complex)) or not math.isfinite(v):  # (-1.0) ** (1/3) is complex
-                return None
-            return G.const(v)
-        return None
-    return fold
-
-
-def _chain(*folds):
-    def fold(G, *args, attr=None):
-        for f in folds:
-            r = f(G, *args, attr=attr)
-            if r is not None:
-                return r
-        return None
-    return fold
-
-
-def negate(G, x):
-    """``-x`` with the sign pushed into constants, negations, differences and sums of those."""
-    if x.op == "const":
-        return G.const(-x.attr)
-    if x.op == "neg":
-        return x.args[0]
-    if x.op == "sub":
-        return G.sub(x.args[1], x.args[0])
-    if x.op == "add":
-        a, b = x.args
-        if a.op in ("neg", "const"):
-            return G.sub(negate(G, a), b)
-        if b.op in ("neg", "const"):
-            return G.sub(negate(G, b), a)
-    if x.op == "mul" and x.args[0].op == "const":
-        return G.mul(G.const(-x.args[0].attr), x.args[1])
-    return None
-
-
 # -- elementwise arithmetic --------------------------------------------------------------------
 def _ew_shape(*shapes, attr=None):
     return broadcast_shapes(*shapes)
-
-
-def _fold_add(G, a, b, attr=None):
-    if a is b:
-        return G.mul(G.const(2), a)
-    if _cval(a) == 0 and _same_shape_as(b, a, b):
-        return b
-    if _cval(b) == 0 and _same_shape_as(a, a, b):
-        return a
-    if b.op == "neg":
-        return G.sub(a, b.args[0])
-    if a.op == "neg":
-        return G.sub(b, a.args[0])
-    if a.op == "const" and a.attr == -1 and b.op == "exp":  # exp(x) - 1, as SymPy writes it
-        return G.call("expm1", b.args[0])
-    if b.op == "const" and a.op != "const":
-        return G.add(b, a)
-    return _canonical_sum(G, a, b, 1)
-
-
-def _terms(n, sign, out, limit):
-    """The signed terms of a chain of add/sub nodes (into ``out``); False past ``limit`` terms."""
-    stack = [(n, sign)]
-    while stack:
-        n, sign = stack.pop()
-        if n.op in ("add", "sub"):
-            a, b = n.args
-            stack += [(b, sign if n.op == "add" else -sign), (a, sign)]
-        else:
-            out.append((sign, n))
-        if len(out) + len(stack) > limit:
-            return False
-    return True
-
-
-_MAX_TERMS = 32  # longer sums keep the order they were written in
-
-
-def _canonical_sum(G, a, b, sign):
-    """``a + sign*b`` as one canonical chain: constants first, then terms by node id, so that
-    equal sums are one node however the model ordered them (``t + (b - y)`` and ``b + (t - y)``)."""
-    terms: list = []
-    ok = _terms(a, 1, terms, _MAX_TERMS)
-    mine = list(terms)  # a's own terms, in the order a has them
-    if not (ok and _terms(b, sign, terms, _MAX_TERMS)) or len(terms) < 3:
-        if len(terms) == 2 and sign == 1 and a.op != "const" and b.op != "const" and b.id < a.id:
-            return G.add(b, a)  # two terms: the smaller id first
-        return None
-    canon = sorted(terms, key=lambda t: (t[1].op != "const", t[1].id, -t[0]))
-    head = next((i for i, (sg, _) in enumerate(canon) if sg > 0), None)
-    if head is None:
-        return None  # all negative: left as written (negate() handles signs)
-    order = [canon[head]] + canon[:head] + canon[head + 1:]
-    if mine == order[:-1] and order[-1] == (sign, b):
-        return None  # already canonical
-    acc = order[0][1]
-    for sg, t in order[1:]:
-        acc = G.add(acc, t) if sg > 0 else G.sub(acc, t)
-    return acc
-
-
-def _fold_sub(G, a, b, attr=None):
-    if a.op == "exp" and b.op == "const" and b.attr == 1:  # exp(x) - 1
-        return G.call("expm1", a.args[0])
-    if _cval(b) == 0 and _same_shape_as(a, a, b):
-        return a
-    if _cval(a) == 0 and _same_shape_as(b, a, b):
-        return G.neg(b)
-    if b.op == "neg":
-        return G.add(a, b.args[0])
-    if a.op == "neg":  # signs travel outwards until an add or sub absorbs them: no pass of their own
-        return G.neg(G.add(a.args[0], b))
-    return _canonical_sum(G, a, b, -1)
 
 
 BOOL_OPS = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and", "or", "not"})
@@ -264,60 +114,12 @@ def is_bool(n) -> bool:
     return n.op in BOOL_OPS
 
 
-def _fold_mul(G, a, b, attr=None):
-    if b.op == "const" and a.op != "const":
-        return G.mul(b, a)
-    for c, x in ((a, b), (b, a)):  # a broadcast number times a full-shaped x: the plain number
-        if c.op == "bcast" and c.args[0].op == "const" and _same_shape_as(x, a, b):
-            return G.mul(c.args[0], x)
-    for c, mask in ((a, b), (b, a)):  # a number times a mask: a select, in the inputs' float type
-        if is_bool(mask) and (c.op == "const" or (c.op == "bcast" and c.args[0].op == "const")):
-            return G.where(mask, c, G.const(0))
-    if _cval(a) == 1 and _same_shape_as(b, a, b):
-        return b
-    if _cval(b) == 1 and _same_shape_as(a, a, b):
-        return a
-    if a.op == "const":
-        if a.attr == -1:
-            return G.neg(b)
-        if b.op == "mul" and b.args[0].op == "const":
-            return G.mul(G.const(a.attr * b.args[0].attr), b.args[1])
-        if b.op == "neg":
-            return G.mul(G.const(-a.attr), b.args[0])
-    elif a.op == "neg" or b.op == "neg":
-        return G.neg(G.mul(a.args[0], b) if a.op == "neg" else G.mul(a, b.args[0]))
-    elif b.id < a.id and b.op != "const":
-        return G.mul(b, a)
-    for s, m in ((a, b), (b, a)):  # scalar factors first: s * (c * x) is (s * c) * x, one pass
-        s = s.args[0] if s.op == "bcast" else s  # (only for an array x: among scalars it would cycle)
-        if (s.shape == () and m.op == "mul" and m.args[0].shape == () and m.args[1].shape != ()
-                and _same_shape_as(m, a, b)):
-            return G.mul(G.mul(s, m.args[0]), m.args[1])
-    return None
-
-
-def _fold_div(G, a, b, attr=None):
-    if _cval(b) == 1 and _same_shape_as(a, a, b):
-        return a
-    if a.op == "neg" or b.op == "neg":
-        return G.neg(G.div(a.args[0], b) if a.op == "neg" else G.div(a, b.args[0]))
-    # 1 / (1 + exp(u)) is sigmoid(-u): stable, and its derivative reuses the forward value
-    if _cval(a) == 1 and b.op == "add" and _cval(b.args[0]) == 1 and b.args[1].op == "exp":
-        u = b.args[1].args[0]
-        return G.call("sigmoid", G.neg(u))
-    return None
-
-
-def _fold_neg(G, a, attr=None):
-    return negate(G, a)
-
-
 def strong(G, g, contribution):
     """``contribution`` (the cotangent ``g`` times a partial that can be infinite or NaN at a finite
     point: 1/x, log or sqrt at 0, asin at 1, a pole) made exactly 0 where ``g`` is 0: the tape's
     strong-zero rule, so that a factor 0 upstream (``y*sqrt(x)`` at y = 0) or a branch not taken
     gives 0, never 0 * inf = NaN.  Only the rules with such partials use it: each is a pass more."""
-    c = _cval(g)
+    c = const_value(g)
     if c is not None and c != 0:
         return contribution
     return G.where(G.op("eq", g, G.const(0)), G.const(0), contribution)
@@ -325,22 +127,7 @@ def strong(G, g, contribution):
 
 def _nonzero(n) -> bool:
     """True for a divisor that is never 0: a nonzero constant or a dimension (N in ``/ N``)."""
-    return _cval(n) not in (None, 0) or n.op == "dim"
-
-
-def _fold_pow(G, a, b, attr=None):
-    e = _cval(b) if b.op == "const" else None
-    if e is None:
-        return None
-    if e == 1:
-        return a
-    if e == 0.5:
-        return G.call("sqrt", a)
-    if e == -1:
-        return G.div(G.const(1), a)
-    if e == -0.5:
-        return G.div(G.const(1), G.call("sqrt", a))
-    return None
+    return const_value(n) not in (None, 0) or n.op == "dim"
 
 
 def _vjp_pow(G, g, out, a, b):
@@ -362,18 +149,14 @@ def _vjp_div(G, g, out, a, b):
     return (da, db) if _nonzero(b) else (strong(G, g, da), strong(G, g, db))
 
 
-_ew("add", "{0} + {1}", lambda G, g, o, a, b: (g, g),
-    _chain(_fold_consts("add"), _fold_add), operator.add, ufunc="add", c="({0} + {1})")
-_ew("sub", "{0} - {1}", lambda G, g, o, a, b: (g, G.neg(g)),
-    _chain(_fold_consts("sub"), _fold_sub), operator.sub, ufunc="subtract", c="({0} - {1})")
+_ew("add", "{0} + {1}", lambda G, g, o, a, b: (g, g), operator.add, ufunc="add", c="({0} + {1})")
+_ew("sub", "{0} - {1}", lambda G, g, o, a, b: (g, G.neg(g)), operator.sub, ufunc="subtract", c="({0} - {1})")
 _ew("mul", "{0} * {1}", lambda G, g, o, a, b: (G.mul(g, b), G.mul(g, a)),
-    _chain(_fold_consts("mul"), _fold_mul), operator.mul, ufunc="multiply", c="({0} * {1})")
-_ew("div", "{0} / {1}", lambda G, g, o, a, b: _vjp_div(G, g, o, a, b),
-    _chain(_fold_consts("div"), _fold_div), operator.truediv, ufunc="divide", c="({0} / {1})")
-_ew("neg", "-{0}", lambda G, g, o, a: (G.neg(g),), _fold_neg, operator.neg, ufunc="negative", c="(-{0})")
+    operator.mul, ufunc="multiply", c="({0} * {1})")
+_ew("div", "{0} / {1}", _vjp_div, operator.truediv, ufunc="divide", c="({0} / {1})")
+_ew("neg", "-{0}", lambda G, g, o, a: (G.neg(g),), operator.neg, ufunc="negative", c="(-{0})")
 # constant integer exponents print as multiplications in C: see cuda.c_pow
-_ew("pow", "{0} ** {1}", _vjp_pow, _chain(_fold_consts("pow"), _fold_pow), operator.pow,
-    ufunc="power", c="pow({0}, {1})")
+_ew("pow", "{0} ** {1}", _vjp_pow, operator.pow, ufunc="power", c="pow({0}, {1})")
 # out * log(a) with 0 where out is 0: the derivative of a**b in b, built only by pow's rule
 def _vjp_powlog(G, g, out, p, a):
     """powlog(p, a) = p log(a), 0 where p is 0: its partials, masked the same way."""
@@ -391,87 +174,16 @@ def _powlog(p, a):
 
 
 # -- elementwise functions ---------------------------------------------------------------------
-def _fold_log(G, a, attr=None):
-    if a.op == "exp":
-        return a.args[0]
-    if a.op == "sigmoid":  # log(sigmoid(t)) = -softplus(-t)
-        return G.neg(G.call("softplus", G.neg(a.args[0])))
-    if a.op == "sub" and _cval(a.args[0]) == 1 and a.args[1].op == "sigmoid":  # log(1 - sigmoid(t))
-        return G.neg(G.call("softplus", a.args[1].args[0]))
-    if a.op == "add" and _cval(a.args[0]) == 1 and a.args[1].op == "exp":  # log(1 + exp(t))
-        return G.call("softplus", a.args[1].args[0])
-    if a.op == "sub" and _cval(a.args[0]) == 1 and a.args[1].op == "exp":  # log(1 - exp(t)), t < 0
-        t = a.args[1].args[0]   # Maechler's log1mexp: each form where it keeps its digits
-        return G.where(G.op("gt", t, G.const(-math.log(2))), G.call("log", G.neg(G.call("expm1", t))),
-                       G.call("log1p", G.neg(a.args[1])))
-    if a.op == "add":  # log(exp(t1) + exp(t2) + ...): shift by the max, never overflow or underflow
-        shifted = _log_sum_exp(G, a)
-        if shifted is not None:
-            return shifted
-    if a.op in ("add", "sub") and a.args[0].op == "const" and a.args[0].attr == 1:  # log(1 + x)
-        return G.call("log1p", a.args[1] if a.op == "add" else G.neg(a.args[1]))
-    if a.op == "det":  # log(det(A)): slogdet, never the overflowing det itself
-        return G.op("logdet", a.args[0])
-    if a.op == "sum" and a.args[0].op == "exp":  # log(sum(exp(z))): shift by the max, never overflow
-        return G.op("logsumexp", a.args[0].args[0], attr=a.attr)
-    return None
-
-
-def _add_terms(a) -> list:
-    """The terms of a tree of additions."""
-    return _add_terms(a.args[0]) + _add_terms(a.args[1]) if a.op == "add" else [a]
-
-
-def _exponent(G, t):
-    """``u`` with ``t = exp(u)``: of ``exp(u)``, ``c * exp(u)`` (``exp(u + log c)``) and a
-    constant ``c`` (``exp(log c)``), ``c > 0``; else None."""
-    if t.op == "exp":
-        return t.args[0]
-    if t.op == "mul" and t.args[1].op == "exp" and (_cval(t.args[0]) or 0) > 0:
-        return G.add(t.args[1].args[0], G.const(math.log(_cval(t.args[0]))))
-    if t.op == "const" and t.attr > 0:
-        return G.const(math.log(t.attr))
-    return None
-
-
-def _log_sum_exp(G, a):
-    """``log(exp(u1) + ... + exp(un))`` as ``m + log(exp(u1 - m) + ... + exp(un - m))``, ``m`` the
-    largest ``u``: a Gaussian mixture's log-likelihood far from every mean stays finite (the sum
-    of exponentials itself underflows to 0, or overflows), and so does its gradient, a softmax.
-    None unless every term is an exponential (two at least) or a positive constant."""
-    terms = _add_terms(a)
-    if sum(t.op == "exp" or (t.op == "mul" and t.args[1].op == "exp") for t in terms) < 2 \
-            or any(t.op not in ("exp", "mul", "const") for t in terms):
-        return None
-    us = [_exponent(G, t) for t in terms]
-    if any(u is None for u in us):
-        return None
-    # already shifted (this very rewrite's inner log): every exponent is u - m for one maximum m
-    firsts = {u.args[1].id if u.op == "sub" and u.args[1].op == "maximum" else None for u in us}
-    if len(firsts) == 1 and None not in firsts:
-        return None
-    m = us[0]
-    for u in us[1:]:
-        m = G.op("maximum", m, u)
-    shifted = [G.sub(u, m) for u in us]
-    if any(d.op != "sub" or d.args[1] is not m for d in shifted):  # a fold took one apart: no rewrite
-        return None
-    total = G.call("exp", shifted[0])
-    for d in shifted[1:]:
-        total = G.add(total, G.call("exp", d))
-    return G.add(m, G.call("log", total))
-
-
 def _one_minus_sq(G, x):
     return G.sub(G.const(1), G.mul(x, x))
 
 
 _func("exp", lambda G, g, o, x: (G.mul(g, o),), math.exp, sympy=("exp",), c="exp({0})")
-_func("log", lambda G, g, o, x: (strong(G, g, G.div(g, x)),), math.log, sympy=("log",), c="log({0})", fold=_fold_log)
+_func("log", lambda G, g, o, x: (strong(G, g, G.div(g, x)),), math.log, sympy=("log",), c="log({0})")
 _func("log1p", lambda G, g, o, x: (strong(G, g, G.div(g, G.add(G.const(1), x))),), math.log1p, c="log1p({0})",
-      sympy=("log1p",))  # sympy.codegen.cfunctions.log1p, and log(1 + x) by _fold_log
+      sympy=("log1p",))  # sympy.codegen.cfunctions.log1p, and log(1 + x) by rewrites.stabilize.log1p
 _func("expm1", lambda G, g, o, x: (G.mul(g, G.add(G.const(1), o)),), math.expm1, c="expm1({0})",
-      sympy=("expm1",))  # sympy.codegen.cfunctions.expm1, and exp(x) - 1 by _fold_add/_fold_sub
+      sympy=("expm1",))  # sympy.codegen.cfunctions.expm1, and exp(x) - 1 by rewrites.stabilize.expm1
 _func("sin", lambda G, g, o, x: (G.mul(g, G.call("cos", x)),), math.sin, sympy=("sin",), c="sin({0})")
 _func("cos", lambda G, g, o, x: (G.neg(G.mul(g, G.call("sin", x))),), math.cos, sympy=("cos",), c="cos({0})")
 _func("tan", lambda G, g, o, x: (G.mul(g, G.add(G.const(1), G.mul(o, o))),), math.tan,
@@ -508,7 +220,7 @@ _SQRT_PI = math.sqrt(math.pi)
 
 def _special(name, vjp, ev=None, *, sympy=(), c=None, fn=None):
     fn = fn or name
-    _ew(name, f"_scipy_special.{fn}({{0}})", vjp, None, ev, sympy=sympy, c=c, special=fn)
+    _ew(name, f"_scipy_special.{fn}({{0}})", vjp, ev, sympy=sympy, c=c, special=fn)
 
 
 _special("erf", lambda G, g, o, x: (G.mul(g, G.mul(G.const(2 / _SQRT_PI), G.call("exp", G.neg(G.mul(x, x))))),),
@@ -611,24 +323,10 @@ def _vjp_extremum(cmp):
     return vjp
 
 
-def _fold_where(G, c, a, b, attr=None):
-    if a is b and _same_shape_as(a, c, a, b):
-        return a
-    if c.op == "const":
-        return a if c.attr else b
-    # a select between a boolean and True/False (SymPy's ITE, or a Piecewise of conditions) is logic:
-    # the value stays boolean, never a float 0/1 that a later select would take as its condition
-    if is_bool(a) and b.op == "const" and b.attr in (0, 1):
-        return G.op("and", c, a) if b.attr == 0 else G.op("or", G.op("not", c), a)
-    if is_bool(b) and a.op == "const" and a.attr in (0, 1):
-        return G.op("and", G.op("not", c), b) if a.attr == 0 else G.op("or", c, b)
-    return None
-
-
 # NumPy's maximum/minimum propagate NaN; C's comparisons do not: the templates say so
-_ew("maximum", "{m}.maximum({0}, {1})", _vjp_extremum("gt"), None, max, ufunc="maximum",
+_ew("maximum", "{m}.maximum({0}, {1})", _vjp_extremum("gt"), max, ufunc="maximum",
     c="(({0} > {1} || isnan({0})) ? {0} : {1})")
-_ew("minimum", "{m}.minimum({0}, {1})", _vjp_extremum("lt"), None, min, ufunc="minimum",
+_ew("minimum", "{m}.minimum({0}, {1})", _vjp_extremum("lt"), min, ufunc="minimum",
     c="(({0} < {1} || isnan({0})) ? {0} : {1})")
 
 
@@ -640,10 +338,10 @@ def _vjp_arctan2(G, g, out, y, x):
     return Masked(G.div(G.mul(g, x), r2), off), Masked(G.neg(G.div(G.mul(g, y), r2)), off)
 
 
-_ew("arctan2", "{m}.arctan2({0}, {1})", _vjp_arctan2, None, math.atan2, ufunc="arctan2", c="atan2({0}, {1})")
+_ew("arctan2", "{m}.arctan2({0}, {1})", _vjp_arctan2, math.atan2, ufunc="arctan2", c="atan2({0}, {1})")
 _ew("where", "{m}.where({0}, {1}, {2})",
     lambda G, g, o, c, a, b: (None, Masked(g, c, True), Masked(g, c, False)),
-    _fold_where, ufunc="_where", c="({0} ? {1} : {2})", helper='''
+    ufunc="_where", c="({0} ? {1} : {2})", helper='''
 def _where(c, a, b, out=None):
     """where(c, a, b), written into out when given (out may be a's or b's own array).  Where the
     other branch is a literal 0.0 (a ReLU's adjoint), out's bits are multiplied by c as unsigned
@@ -672,7 +370,7 @@ for _name, _code, _c, _ev in [("gt", "{0} > {1}", "({0} > {1})", operator.gt),
                               ("and", "{m}.logical_and({0}, {1})", "({0} && {1})", None),
                               ("or", "{m}.logical_or({0}, {1})", "({0} || {1})", None),
                               ("not", "{m}.logical_not({0})", "(!{0})", None)]:
-    _reg(_name, _ew_shape, _code, _zero_grad, None, _ev, True, c=_c)
+    _reg(_name, _ew_shape, _code, _zero_grad, _ev, True, c=_c)
 
 
 # -- leaves ------------------------------------------------------------------------------------
@@ -699,29 +397,6 @@ def _matmul_shape(a, b, attr=None):
     return (a[0], b[1])
 
 
-def _scalar_bcast(n):
-    """The scalar ``s`` when ``n`` is a matrix of equal entries ``s`` (OneMatrix, bcast), else None."""
-    if n.op == "bcast" and n.args[0].shape in ((), None):
-        return n.args[0]
-    return None
-
-
-def _fold_matmul(G, a, b, attr=None):
-    # a matrix of equal entries (OneMatrix, a broadcast scalar) times B is a scaled column sum
-    sa, sb = _scalar_bcast(a), _scalar_bcast(b)
-    if sa is not None:
-        return G.mul(sa, G.bcast(G.sum(b, 0), (a.shape[0], b.shape[1])))
-    if sb is not None:
-        return G.mul(sb, G.bcast(G.sum(a, 1), (a.shape[0], b.shape[1])))
-    if a.op == "eye":
-        return b
-    if b.op == "eye":
-        return a
-    if a.op == "transpose" and b.op == "transpose":
-        return G.T(G.matmul(b.args[0], a.args[0]))
-    return _fold_matmul_inv(G, a, b)
-
-
 def _sum_shape(a, attr=None):
     if attr is None:
         return ()
@@ -730,65 +405,13 @@ def _sum_shape(a, attr=None):
     return (ONE, a[1]) if attr == 0 else (a[0], ONE)
 
 
-def _fold_sum(G, a, attr=None):
-    if a.shape == ():
-        return a
-    if a.op == "transpose":
-        return G.sum(a.args[0]) if attr is None else G.T(G.sum(a.args[0], 1 - attr))
-    if attr is not None and a.shape is not None and a.shape[attr] == ONE:
-        return a
-    if a.op == "bcast":  # summing a broadcast value is a multiplication by the broadcast size
-        x = a.args[0]
-        axes = (0, 1) if attr is None else (attr,)
-        if x.shape in (None, ()) or all(x.shape[i] == ONE for i in axes):
-            for i in axes:
-                x = G.mul(size(G, a.shape[i]), x)
-            if attr is None:
-                return G.sum(x)
-            keep = list(a.shape)
-            keep[attr] = ONE
-            return G.bcast(x, keep)
-    return None
-
-
 def _vjp_sum(G, g, out, a):
     return (G.bcast(g, a.shape) if a.shape is not None else g),
-
-
-def _fold_transpose(G, a, attr=None):
-    if a.op == "transpose":
-        return a.args[0]
-    if a.op == "bcast" and a.args[0].shape in ((), None):
-        return G.bcast(a.args[0], a.shape[::-1])
-    return None
-
-
-def _fold_bcast(G, a, attr=None):
-    if a.shape == attr:
-        return a
-    if a.op == "transpose":
-        return G.T(G.bcast(a.args[0], attr[::-1]))
-    if a.op == "bcast":
-        return G.bcast(a.args[0], attr)
-    return None
 
 
 def _bcast_shape(a, attr=None):
     broadcast_shapes(a, attr, where=" (broadcast)")
     return attr
-
-
-def _fold_trace(G, a, attr=None):
-    if a.op == "transpose":
-        return G.op("trace", a.args[0])
-    if a.op == "matmul":  # tr(A B) = sum(A * B.T): never form the n x n product
-        x, y = a.args
-        return G.sum(G.mul(x, G.T(y)))
-    if a.shape[0] == ONE:
-        return G.op("item", a)
-    return None
-
-
 
 
 def _square_of(what, same=False):
@@ -845,10 +468,10 @@ def _linear(build):
     return lambda G, t, out, a: t[0] and build(G, full(G, t[0], a), out)
 
 
-_reg("matmul", _matmul_shape, "{0} @ {1}", _vjp_matmul, _fold_matmul, ufunc="matmul", jvp=_jvp_matmul)
+_reg("matmul", _matmul_shape, "{0} @ {1}", _vjp_matmul, ufunc="matmul", jvp=_jvp_matmul)
 _reg("transpose", lambda a, attr=None: (a[1], a[0]), "{0}.T",
-     lambda G, g, o, a: (G.T(g),), _fold_transpose, jvp=_linear(lambda G, t, o: G.T(t)))
-_reg("sum", _sum_shape, None, _vjp_sum, _fold_sum, jvp=_linear(lambda G, t, o: G.sum(t, o.attr)))
+     lambda G, g, o, a: (G.T(g),), jvp=_linear(lambda G, t, o: G.T(t)))
+_reg("sum", _sum_shape, None, _vjp_sum, jvp=_linear(lambda G, t, o: G.sum(t, o.attr)))
 _reg("logsumexp", _sum_shape, "_logsumexp({0}, {attr})",
      lambda G, g, o, z: (G.mul(g, G.call("exp", G.sub(z, o))),),
      jvp=lambda G, t, o, z: t[0] and G.sum(G.mul(G.call("exp", G.sub(z, o)), t[0]), o.attr), helper='''
@@ -858,10 +481,9 @@ def _logsumexp(z, axis):
     out = m + {m}.log({m}.exp(z - m).sum(axis=axis, keepdims=True))
     return out if axis is not None else out[0, 0]
 ''')  # its VJP is g * softmax(z)
-_reg("bcast", _bcast_shape, None, lambda G, g, o, a: (g,), _fold_bcast,
+_reg("bcast", _bcast_shape, None, lambda G, g, o, a: (g,),
      jvp=lambda G, t, o, a: t[0] and G.bcast(t[0], o.attr))
 _reg("item", _one_by_one, "{0}[0, 0]", lambda G, g, o, a: (G.bcast(g, a.shape),),
-     lambda G, a, attr=None: G.op("item", a.args[0]) if a.op == "transpose" else None,
      jvp=_linear(lambda G, t, o: G.op("item", t)))
 def _entry_shape(a, attr=None):
     i, j = attr
@@ -872,7 +494,6 @@ def _entry_shape(a, attr=None):
 
 _reg("entry", _entry_shape, "{0}[{attr[0]}, {attr[1]}]",  # M[i, j]: SymPy writes small products out
      lambda G, g, o, a: (G.op("onehot", g, attr=(a.shape,) + o.attr),),
-     lambda G, a, attr=None: G.op("entry", a.args[0], attr=attr[::-1]) if a.op == "transpose" else None,
      jvp=_linear(lambda G, t, o: G.op("entry", t, attr=o.attr)))
 # the cotangent of an entry: zeros of the matrix's shape with g at [i, j] (printed by the emitter)
 _reg("onehot", lambda g, attr=None: attr[0], None,
@@ -885,7 +506,7 @@ def _onehot(g, shape, i, j, dtype):
     return out
 ''')
 _reg("trace", _square_of("trace"), "{m}.trace({0})",
-     lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),), _fold_trace,
+     lambda G, g, o, a: (G.mul(g, G.op("eye", attr=a.shape[0])),),
      jvp=_linear(lambda G, t, o: G.op("trace", t)))
 _reg("eye", lambda attr=None: (attr, attr), None, jvp=lambda G, t, o: None)
 
@@ -952,7 +573,6 @@ def _shift_shape(a, attr=None):
 
 _reg("shift", _shift_shape, "_shift({0}, {attr[0]}, {attr[1]})",
      lambda G, g, o, a: (G.op("shift", g, attr=(o.attr[0], -o.attr[1])),),
-     lambda G, a, attr=None: a if attr[1] == 0 else None,
      jvp=_linear(lambda G, t, o: G.op("shift", t, attr=o.attr)), helper='''
 def _shift(x, axis, c):
     """y with y[p] = x[p + c] along axis (rows 0, columns 1), 0 where p + c is past an end."""
@@ -1057,16 +677,6 @@ def _kron_b(g, a):
 # -- linear algebra: inverse, determinant, log-determinant (slogdet), and solves ---------------------
 def _inv_T(G, a):
     return G.T(G.op("inv", a))
-
-
-def _fold_matmul_inv(G, a, b):
-    """``inv(A) @ B`` is ``solve(A, B)`` and ``B @ inv(A)`` is ``solve(A.T, B.T).T``: an inverse is
-    formed only where the inverse itself is wanted."""
-    if a.op == "inv":
-        return G.op("solve", a.args[0], b)
-    if b.op == "inv":
-        return G.T(G.op("solve", G.T(b.args[0]), G.T(a)))
-    return None
 
 
 def _solve_shape(a, b, attr=None):

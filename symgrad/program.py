@@ -1,7 +1,7 @@
 """The program between lowering and the emitters: a graph and plain facts, no SymPy.
 
 Lowering (``lower.py``) is the one stage that reads SymPy.  It returns a :class:`Program`;
-differentiation (``diff.py``), the rewrites folded into the graph (``ops.py``) and the emitters
+differentiation (``diff.py``), the rewrites applied as the graph is built (``rewrites/``) and the emitters
 (``emit/``) read only this -- ints, strings and IR nodes -- so a Program can be pickled and emitted
 where SymPy is not installed.
 
@@ -48,6 +48,7 @@ class Program:
     derived: dict = field(default_factory=dict)  # kind name -> its nodes (kinds.Kind.build)
     rows_plan: object | None = None              # dask: how the value splits over rows (rows.RowPlan)
     numbers: tuple = ()                          # scalar inputs that bind one number (Model.numbers)
+    lowered_rewrites: int = 0                    # rewrites that fired in lowering (pipeline.fired_lines)
 
     @property
     def matrices(self) -> list[Input]:

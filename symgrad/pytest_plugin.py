@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from .errors import SymgradError
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("symgrad")
@@ -46,7 +48,6 @@ def symgrad_check():
 
 class ModelFile(pytest.File):
     def collect(self):
-        from .errors import SymgradError
         from .model import load_models
         try:
             models = load_models(self.path)
@@ -65,7 +66,7 @@ class ModelItem(pytest.Item):
     def runtest(self):
         if self.error is not None:
             raise SymgradCheckFailed(self.error)
-        from . import compile as _compile
+        from .cache import compile_model as _compile
         target = self.config.getoption("symgrad_target")
         _check(self.model, _compile(self.model, target=target))
 

@@ -22,6 +22,7 @@ import os
 import re
 from pathlib import Path
 
+from .cache import compile_model as _compile
 from .emit.text import docstring
 from .model import Model, SymgradError, load_models
 from .verify import CheckReport, check
@@ -71,7 +72,6 @@ def assert_matches_tape(model_or_module_path, model=None, *, name: str | None = 
                         **check_kw) -> CheckReport:
     """Check a Model (compiled in memory) or a generated module file; return the CheckReport."""
     if isinstance(model_or_module_path, Model):
-        from . import compile as _compile
         model = model_or_module_path
         module = _compile(model, target)
     else:
@@ -84,7 +84,6 @@ def assert_matches_tape(model_or_module_path, model=None, *, name: str | None = 
 
 def check_model_file(path, *, target: str = "numpy", **check_kw) -> list[CheckReport]:
     """Compile and check every model in the model file at ``path``; return the CheckReports."""
-    from . import compile as _compile
     reports = [check(m, _compile(m, target), **check_kw) for m in load_models(path)]
     _raise_unless_ok(reports)
     return reports

@@ -93,6 +93,8 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.matexpr import MatrixElement
 
+from . import tape
+from .cache import compile_model
 from .errors import SymgradError
 from .kinds import KINDS
 
@@ -347,7 +349,6 @@ DOMAIN_ERRORS = (FloatingPointError, ZeroDivisionError, OverflowError, np.linalg
 
 def _domain(model, inputs) -> str:
     """'clean', 'warned' (finite, but a floating-point warning on the way) or 'bad'."""
-    from . import tape
     try:
         with np.errstate(divide="raise", over="raise", invalid="raise", under="ignore"):
             if _finite(*tape.value_and_grad(model, **inputs)):
@@ -841,7 +842,6 @@ def _as_f64(inputs) -> dict:
 
 
 def _tape(model, inputs):
-    from . import tape
     with np.errstate(all="ignore"):
         return tape.value_and_grad(model, **_as_f64(inputs))
 
@@ -985,17 +985,14 @@ class _Env:
 
     def jacobian(self):
         """The tape's Jacobian (a value of at most JAC_EXACT_MAX entries), else None."""
-        from . import tape
         return self.once("J", lambda: tape.jacobian(self.model, **self.x)[1] if self.exact else None)
 
     def vjp_u(self):
         """The tape's u^T J, for a larger value."""
-        from . import tape
         return self.once("uJ", lambda: None if self.exact else tape.vjp(self.model, self.u, **self.x)[1])
 
     def hvp_t(self):
         """The tape's H t (central differences of its gradient) and the floor of errors in it."""
-        from . import tape
 
         def make():
             hv = tape.hvp(self.model, self.t, **self.x)[2]
@@ -1045,7 +1042,6 @@ def _derivative_checks(ctx, inputs, want_value, want_grads):
 
 def _check_vjp(env):
     """vjp with a random cotangent against the tape's exact VJP."""
-    from . import tape
     if (c := env.ctx.call("vjp", env.inputs, seed=env.u)) is not None:
         env.common("vjp", c)
         _, tg = tape.vjp(env.model, env.u, **env.x)
@@ -1387,8 +1383,7 @@ def check(model, module=None, *, seed=0, trials=2, rtol=1e-6, fd_rtol=1e-5, floa
     path; each is one trial (inputs it leaves out are drawn).  See the module docstring."""
     sets = _input_sets(model, inputs)
     if module is None:
-        from . import compile as _compile
-        module = _compile(model)
+        module = compile_model(model)
     report = CheckReport(model=str(model.name), target=str(getattr(module, "TARGET", "?")),
                          trials=len(sets) if sets else trials, rtol=rtol, fd_rtol=fd_rtol)
     for const, want in (("INPUTS", model.inputs), ("WRT", model.wrt)):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad import cli, pipeline
+from symgrad import cli, jobs
 
 TWO_MODELS = """
 import sympy as sp
@@ -130,7 +130,7 @@ def test_check_reports_the_dot_product_test(work, capsys):
 
 
 def test_check_failure_exits_1(work, capsys, monkeypatch):
-    monkeypatch.setattr(pipeline, "generate", lambda model, target, **kw: WRONG_SOURCE)
+    monkeypatch.setattr(jobs, "generate", lambda model, target, **kw: WRONG_SOURCE)
     code, out, _ = run(capsys, "compile", "two.py", "--model", "square", "--check")
     assert code == 1
     assert "FAILED square [numpy]" in out and "grad of x" in out
@@ -146,7 +146,7 @@ def test_check_of_det_inverse_and_solve_models_passes(work, capsys):
 
 def test_check_of_det_still_fails_a_wrong_gradient(work, capsys, monkeypatch):
     (work / "linalg.py").write_text(LINALG)
-    monkeypatch.setattr(pipeline, "generate", lambda model, target, **kw: WRONG_LOGDET)
+    monkeypatch.setattr(jobs, "generate", lambda model, target, **kw: WRONG_LOGDET)
     code, out, _ = run(capsys, "compile", "linalg.py", "--model", "logdet", "--check")
     assert code == 1 and "FAILED logdet [numpy]" in out and "grad of S: relative error vs tape" in out
 
@@ -191,7 +191,7 @@ def test_internal_compiler_error_is_still_a_clean_message(work, capsys, monkeypa
     def boom(model, target, **kw):
         raise KeyError("Foo")
 
-    monkeypatch.setattr(pipeline, "generate", boom)
+    monkeypatch.setattr(jobs, "generate", boom)
     user_error(capsys, work, "compile", "layer.py", match="layer.py: layer: cannot compile for target numpy")
 
 
@@ -255,7 +255,7 @@ def test_check_inputs_supply_the_domain(work, capsys):
 
 
 def test_check_inputs_can_fail_a_wrong_module(work, capsys, monkeypatch):
-    monkeypatch.setattr(pipeline, "generate", lambda model, target, **kw: WRONG_SOURCE)
+    monkeypatch.setattr(jobs, "generate", lambda model, target, **kw: WRONG_SOURCE)
     np.savez(work / "at.npz", x=np.array([1.0, 2.0]), y=np.array([3.0, -1.0]))
     code, out, _ = run(capsys, "compile", "two.py", "--model", "square", "--check-inputs", "at.npz")
     assert code == 1 and "FAILED square [numpy]" in out and "grad of x: relative error vs tape" in out

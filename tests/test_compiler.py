@@ -315,7 +315,7 @@ def test_compiled_modules_are_real_cached_modules(tmp_path, monkeypatch):
     assert out.returncode == 0 and out.stdout.strip() == "0.0", out.stderr
     # a second compile reads the file instead of compiling; another emit set is another file
     calls = []
-    monkeypatch.setattr(symgrad, "generate", lambda *a, **k: calls.append(a) or "")
+    monkeypatch.setattr(cache, "generate", lambda *a, **k: calls.append(a) or "")
     assert symgrad.compile(model).forward(x=1.0) == np.e and not calls
     monkeypatch.undo()   # (the fallback stays the test's own: clear() empties it too)
     monkeypatch.setattr(cache, "_fallback_dir", lambda: tmp_path / "fallback")
@@ -325,7 +325,7 @@ def test_compiled_modules_are_real_cached_modules(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").glob("*.py"))) == 2
     # with reuse off, the module is generated again (a compiler patched at run time shows)
     monkeypatch.setenv("SYMGRAD_CACHE", "0")
-    monkeypatch.setattr(symgrad, "generate", lambda *a, **k: "MODEL = 'regenerated'\n")
+    monkeypatch.setattr(cache, "generate", lambda *a, **k: "MODEL = 'regenerated'\n")
     assert symgrad.compile(model).MODEL == "regenerated"
     monkeypatch.undo()
     monkeypatch.setattr(cache, "_fallback_dir", lambda: tmp_path / "fallback")

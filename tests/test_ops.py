@@ -13,9 +13,10 @@ from sympy.codegen import cfunctions
 
 import symgrad
 from symgrad.diff import gradients
-from symgrad.ir import Graph, topo_order
+from symgrad.ir import topo_order
 from symgrad.lower import leaf_shape, lower
 from symgrad.ops import OPS
+from symgrad.rewrites import graph
 
 from _oracles import assert_matches_oracles, rel_err
 
@@ -227,7 +228,7 @@ def test_matrix_float32():
 
 def _ops_of(expr, wrt):
     model = symgrad.Model(expr, wrt=wrt)
-    G = Graph()
+    G = graph()
     out = lower(G, model)
     grads, _ = gradients(G, out, [G.input(w.name, leaf_shape(w)) for w in model.wrt])
     return {n.op for n in topo_order([out] + grads)}

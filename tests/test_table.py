@@ -97,14 +97,14 @@ assert "sympy" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is
 
 def test_compiler_core_imports_no_sympy():
     code = ("import sys; sys.modules['sympy'] = None\n"
-            "import symgrad.ir, symgrad.ops, symgrad.diff, symgrad.program, symgrad.emit, symgrad.errors\n")
+            "import symgrad.ir, symgrad.ops, symgrad.rewrites, symgrad.diff, symgrad.program, symgrad.emit, symgrad.errors\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_equal_sums_are_one_node_however_ordered():
-    from symgrad.ir import Graph
-    G = Graph()
+    from symgrad.rewrites import graph
+    G = graph()
     t, b, y = (G.input(n, (4, 1)) for n in "tby")
     one = G.add(t, G.sub(b, y))
     assert G.add(b, G.sub(t, y)) is one and G.sub(G.add(t, b), y) is one and G.add(G.sub(t, y), b) is one
@@ -120,3 +120,69 @@ def test_log1p_and_expm1_rewrites():
     value, grads = module.value_and_grad(x=tiny)
     assert np.allclose(value, [np.log(1e-12), -np.exp(-50.0)], rtol=1e-9, atol=0)
     assert np.allclose(grads["x"], -np.exp(tiny) / -np.expm1(tiny), rtol=1e-9)
+
+
+# -- every table of elementwise ops, against the op table: an op a table lacks is listed with why ------
+_SCIPY = {"erf", "erfc", "erfinv", "gamma", "loggamma", "polygamma", "besselj", "besseli", "expint", "lambertw"}
+_NO_PLAIN_FORM = {  # op -> why the Python-float fast path and Numba's loops have no form of it
+    **{name: "a scipy.special function: math's forms differ from SciPy's by more than a few ulp, and "
+             "Numba cannot call SciPy" for name in _SCIPY},
+    "call": "a user's symgrad.Function: a call into the user's module, printed by the emitter",
+}
+_NO_C = {  # op -> why the CuPy target's kernels have no CUDA C template of it
+    "besselj": "CUDA C has none: cupyx.scipy.special has orders 0 and 1 only (the target refuses others)",
+    "besseli": "as besselj",
+    "expint": "CUDA C has none: cupyx.scipy.special.expn is called",
+    "polygamma": "CUDA C has none: cupyx.scipy.special.polygamma is called",
+    "lambertw": "CUDA C has none: the target refuses it",
+    "call": "a user's symgrad.Function runs on the host",
+}
+# op -> the tape's rule (SymPy class, arity) that computes the same value; the tape reads SymPy
+_TAPE = {"add": (sp.Add, 2), "sub": (sp.Add, 2), "mul": (sp.Mul, 2), "div": (sp.Mul, 2), "neg": (sp.Mul, 2),
+         "pow": (sp.Pow, 2), "sqrt": (sp.Pow, 2), "maximum": (sp.Max, 2), "minimum": (sp.Min, 2),
+         "arctan2": (sp.atan2, 2), "where": (sp.ITE, 3), "gt": (sp.StrictGreaterThan, 2), "ge": (sp.GreaterThan, 2),
+         "lt": (sp.StrictLessThan, 2), "le": (sp.LessThan, 2), "eq": (sp.Equality, 2), "ne": (sp.Unequality, 2),
+         "and": (sp.And, 2), "or": (sp.Or, 2), "not": (sp.Not, 1), "polygamma": (sp.polygamma, 2),
+         "besselj": (sp.besselj, 2), "besseli": (sp.besseli, 2), "expint": (sp.expint, 2), "lambertw": (sp.LambertW, 1)}
+_NOT_ON_TAPE = {  # op -> why the tape has no rule of its own for it
+    "sigmoid": "made by a rewrite of 1/(1 + exp(-t)): the tape computes the SymPy form",
+    "softplus": "made by rewrites of log(1 + exp(t)): the tape computes the SymPy form",
+    "powlog": "built by pow's derivative rule only",
+    "call": "a user's symgrad.Function: the tape calls the user's function and partials (tape._user_rule)",
+}
+
+
+def _sympy_class(name):
+    return getattr(sp, name, None) or getattr(cfunctions, name)
+
+
+def test_the_float_fast_path_table_is_complete():
+    from symgrad.emit.floats import FLOAT
+    assert not set(FLOAT) - set(ELEMENTWISE), "FLOAT names ops that are not elementwise ops"
+    assert sorted(set(ELEMENTWISE) - set(FLOAT)) == sorted(_NO_PLAIN_FORM), \
+        "an elementwise op without a Python-float form in emit/floats.py FLOAT: add it, or list it with why"
+
+
+def test_the_numba_scalar_table_is_complete():
+    from symgrad.emit.numba import _SCALAR, numba_fusable
+    assert not set(_SCALAR) - set(ELEMENTWISE)
+    assert sorted(n for n in ELEMENTWISE if not numba_fusable(n)) == sorted(_NO_PLAIN_FORM)
+    for name in ELEMENTWISE:  # a fused op's element template: Numba's own, or the NumPy one of an ufunc
+        if numba_fusable(name):
+            assert name in _SCALAR or OPS[name].code.startswith(("{m}.", "{0}", "-{0}")), name
+
+
+def test_the_cuda_c_column_is_complete():
+    assert sorted(n for n in ELEMENTWISE if OPS[n].c is None) == sorted(_NO_C)
+
+
+def test_the_tape_has_a_rule_for_every_elementwise_op():
+    from symgrad import tape
+    for name in ELEMENTWISE:
+        if name in _NOT_ON_TAPE:
+            continue
+        keys = [(_sympy_class(c), 1) for c in OPS[name].sympy] or [_TAPE.get(name)]
+        assert keys != [None], f"{name}: name its tape rule in _TAPE, or list it in _NOT_ON_TAPE with why"
+        for key in keys:
+            assert key in tape.RULES, f"{name}: the tape has no rule {key}"
+    assert not set(_TAPE) & set(_NOT_ON_TAPE) and set(_TAPE) | set(_NOT_ON_TAPE) <= set(ELEMENTWISE)

@@ -30,6 +30,7 @@ body for a per-call saving that is small beside its work).
 from __future__ import annotations
 
 from ..ops import is_bool
+from .text import literal as _literal
 
 _MAX_MULTIPLY = 4  # x**e for integer 0 < e <= this is written as multiplications
 # a body longer than this gets no fast path: per-call overhead matters for small models, and a
@@ -66,7 +67,6 @@ def float_path(order, roots, inputs: dict, returns, m: str = "np") -> list[str] 
 NumPy's alias).  None where some node has no float form."""
     if not inputs or any(n.op == "input" and n.shape is not None for n in order) or is_bool(roots[0]):
         return None
-    from .module import _literal
     names = {i: f"_f_{name}" for i, name in inputs.items()}
     body, k = [], 0
     for n in order:

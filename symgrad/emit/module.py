@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import re
 import unicodedata
 
-from .. import __version__
+from .._version import __version__
 from ..ir import DimProduct, topo_order
 from ..ops import OPS, is_bool, slice_text
 from .buffers import plan
@@ -37,7 +37,7 @@ from .sparsity import runtime_helpers
 from ..program import render
 from ..errors import SymgradError
 from ..kinds import KINDS, Names
-from .text import docstring, visible
+from .text import docstring, literal as _literal, visible
 
 _HELPER_DIMS = '''
 def _dims(arrays):
@@ -236,16 +236,6 @@ class Namer:
             name += "_"
         self.used.add(name)
         return name
-
-
-def _literal(v: float, as_int: bool = False) -> str:
-    if as_int and float(v).is_integer() and abs(v) < 2**53:
-        s = str(int(v))
-    elif v != v or v in (float("inf"), float("-inf")):
-        s = {"nan": "float('nan')", "inf": "float('inf')", "-inf": "-float('inf')"}[repr(v)]
-    else:
-        s = repr(float(v))
-    return f"({s})" if s.startswith("-") else s
 
 
 class Body:

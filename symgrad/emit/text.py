@@ -11,7 +11,7 @@ docstring needs on top; :func:`c_comment` is stricter still (CUDA C inside a Pyt
 """
 from __future__ import annotations
 
-__all__ = ["visible", "docstring", "c_comment"]
+__all__ = ["visible", "docstring", "c_comment", "literal"]
 
 
 def _escape(ch: str) -> str:
@@ -43,3 +43,14 @@ def c_comment(text: str) -> str:
     while "??" in out:
         out = out.replace("??", "?")
     return out
+
+
+def literal(v: float, as_int: bool = False) -> str:
+    """A float as Python source: ``0.5``, ``(-2.0)``, ``float('inf')`` (``as_int``: ``3`` for 3.0)."""
+    if as_int and float(v).is_integer() and abs(v) < 2**53:
+        s = str(int(v))
+    elif v != v or v in (float("inf"), float("-inf")):
+        s = {"nan": "float('nan')", "inf": "float('inf')", "-inf": "-float('inf')"}[repr(v)]
+    else:
+        s = repr(float(v))
+    return f"({s})" if s.startswith("-") else s
