@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+
+import numpy as np
 
 from ._version import __version__
-from .emit import TARGETS
+from .emit import TARGETS, load_source
 from .errors import SymgradError
 from .jobs import compile_file
+from .verify import sample_inputs
 
 
 class UserError(Exception):
@@ -100,10 +104,6 @@ def _timings(job) -> str:
 def _sparsity(job) -> str:
     """The sparse derivatives' patterns and colors at the sizes ``--check`` draws (they depend on
     the dimensions, known only at call time)."""
-    import warnings
-    import numpy as np
-    from .emit import load_source
-    from .verify import sample_inputs
     try:
         module = load_source(job.source, job.model.name)
         inputs = sample_inputs(job.model, np.random.default_rng(0))

@@ -1206,7 +1206,6 @@ def _check_sparse_jacobian(env):
     """sparse_jacobian: a CSR matrix (value.size, n) equal to the tape's exact Jacobian (for a
     value of at most JAC_EXACT_MAX entries; else through a random cotangent), whose pattern holds
     every entry that is non-zero at these inputs."""
-    from . import tape
     if (out := _call_sparse(env, fn := "sparse_jacobian")) is None:
         return
     value, J = out
@@ -1231,7 +1230,6 @@ def _check_sparse_hessian(env):
     """sparse_hessian: a symmetric CSR matrix (n, n); times a random direction it is the tape's
     H t (differences of its exact gradient); up to SPARSE_DENSE_MAX variables, entry by entry the
     tape's dense Hessian, and its pattern holds every entry that is non-zero at these inputs."""
-    from . import tape
     if (out := _call_sparse(env, fn := "sparse_hessian")) is None:
         return
     value, grads, H = out
