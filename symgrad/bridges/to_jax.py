@@ -9,7 +9,9 @@ for a one-entry value), so ``jax.grad``/``jax.vjp`` work.  Forward mode (``jax.j
 available (a ``custom_vjp`` function has none).  Inputs that are not wrt get a zero cotangent.
 
 The value's shape and dtype are found by running ``forward`` on zeros of the inputs' shapes and
-dtypes once per distinct set of shapes (at trace time under ``jit``).  Under ``jax.vmap`` the
+dtypes (on a fixed random draw where zeros raise: the inverse of a zero matrix) once per
+distinct set of shapes (at trace time under ``jit``).  Reverse mode of a value of several entries
+without the module's ``vjp`` is a SymgradError when traced.  Under ``jax.vmap`` the
 callback loops over the batch (``vmap_method="sequential"``, always correct); other values are
 passed to ``jax.pure_callback`` as given: ``"broadcast_all"`` suits a module whose value is
 elementwise in every input *and* whose every input is batched the same way.
@@ -33,9 +35,7 @@ def to_jax(module, vmap_method: str = "sequential"):
     def value_spec(args):
         key = tuple((a.shape, np.dtype(a.dtype)) for a in args)
         if key not in specs:
-            zeros = {n: np.zeros(s, d) for n, (s, d) in zip(names, key)}
-            with np.errstate(all="ignore"):
-                v = np.asarray(module.forward(**zeros))
+            v = _probe(module, names, key)
             specs[key] = jax.ShapeDtypeStruct(v.shape, jax.dtypes.canonicalize_dtype(v.dtype))
         return specs[key]
 
@@ -47,18 +47,20 @@ def to_jax(module, vmap_method: str = "sequential"):
         spec = value_spec(args)
 
         def forward(*a):
-            return np.asarray(module.forward(**dict(zip(names, a))), spec.dtype).reshape(spec.shape)
+            return np.asarray(module.forward(**dict(zip(names, a))), spec.dtype)
         return callback(forward, spec, *args)
 
     def f_fwd(*args):
         return f(*args), args
 
     def f_bwd(args, cotangent):
+        if not hasattr(module, "vjp") and np.size(cotangent) != 1:   # here, not inside the callback
+            core.need(owner, module, "vjp")
         grad_specs = tuple(jax.ShapeDtypeStruct(args[at[w]].shape, args[at[w]].dtype) for w in wrt)
 
         def backward(c, *a):
             grads = core.vjp(owner, module, c, dict(zip(names, a)))
-            return tuple(np.asarray(grads[w], s.dtype).reshape(s.shape) for w, s in zip(wrt, grad_specs))
+            return tuple(np.asarray(grads[w], s.dtype) for w, s in zip(wrt, grad_specs))
         grads = dict(zip(wrt, callback(backward, grad_specs, cotangent, *args)))
         return tuple(grads[n] if n in grads else jnp.zeros_like(a) for n, a in zip(names, args))
 
@@ -77,3 +79,17 @@ def to_jax(module, vmap_method: str = "sequential"):
     call.__doc__ = f"{core.model_name(module)}({', '.join(names)}) as a differentiable JAX function."
     call.module = module
     return call
+
+
+def _probe(module, names, key):
+    """The module's value on inputs of the shapes and dtypes ``key``: on zeros, or where zeros
+    raise (the inverse or solve of a zero matrix), on a fixed random draw."""
+    rng = np.random.default_rng(0)
+    fills = (lambda s, d: np.zeros(s, d), lambda s, d: np.asarray(rng.standard_normal(s), d))
+    for k, fill in enumerate(fills):
+        try:
+            with np.errstate(all="ignore"):
+                return np.asarray(module.forward(**{n: fill(s, d) for n, (s, d) in zip(names, key)}))
+        except Exception:  # noqa: BLE001 - whatever the module raises; the last fill's error is the user's
+            if k == len(fills) - 1:
+                raise

@@ -1,0 +1,74 @@
+"""A hostile user's review of the bridges (contract 4f) and the sparse derivatives (4e).
+
+Oracles, none of them the code under test: the same formula written in NumPy / jax.numpy and
+differentiated by JAX; the tape (``symgrad.tape``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad
+from symgrad import tape
+from symgrad.errors import SymgradError
+
+d = sp.Symbol("d", integer=True, positive=True)
+
+
+@pytest.fixture
+def jax64():
+    jax = pytest.importorskip("jax")
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)                 # global: restored below
+    yield jax
+    jax.config.update("jax_enable_x64", old)
+
+
+# ---- to_jax -----------------------------------------------------------------------------------------
+def test_to_jax_of_a_model_with_an_inverse(jax64):
+    """The value's shape was found by running forward on zeros: inv(0) is a LinAlgError, so every
+    model with an inverse or a solve failed in to_jax, under jit or not."""
+    jax, jnp = jax64, pytest.importorskip("jax.numpy")
+    W, v = sp.MatrixSymbol("W", d, d), sp.MatrixSymbol("v", d, 1)
+    mod = symgrad.compile(symgrad.Model((v.T * W.inv() * v)[0, 0], wrt=[W, v], name="inv_quad"), emit="vjp")
+    f = symgrad.to_jax(mod)
+    rng = np.random.default_rng(0)
+    Wv, vv = rng.standard_normal((3, 3)) + 3 * np.eye(3), rng.standard_normal((3, 1))
+
+    def ref(W, v):
+        return (v.T @ jnp.linalg.solve(W, v))[0, 0]
+    assert float(f(W=Wv, v=vv)) == pytest.approx(float(ref(Wv, vv)), rel=1e-13)
+    grads = jax.jit(jax.grad(lambda W, v: f(W=W, v=v), argnums=(0, 1)))(Wv, vv)
+    for g, r in zip(grads, jax.grad(ref, argnums=(0, 1))(Wv, vv)):
+        np.testing.assert_allclose(g, r, rtol=1e-11)
+
+
+def test_to_jax_broadcast_all_vmap_of_an_elementwise_module(jax64):
+    """vmap_method="broadcast_all" hands the whole batch to one call: the callbacks reshaped the
+    batched value and gradients to the unbatched shape (a ValueError inside the callback)."""
+    jax, jnp = jax64, pytest.importorskip("jax.numpy")
+    a, b = sp.symbols("a b")
+    mod = symgrad.compile(symgrad.Model(sp.exp(a) * b ** 2, wrt=[a, b], name="ew_bcast"), emit="vjp")
+    f = symgrad.to_jax(mod, vmap_method="broadcast_all")
+
+    def ref(a, b):
+        return jnp.exp(a) * b ** 2
+    A, B = np.linspace(0, 1, 5), np.linspace(1, 2, 5)
+    np.testing.assert_allclose(jax.vmap(lambda a, b: f(a=a, b=b))(A, B), ref(A, B), rtol=1e-14)
+    grads = jax.jit(jax.vmap(jax.grad(lambda a, b: f(a=a, b=b), argnums=(0, 1))))(A, B)
+    for g, r in zip(grads, jax.vmap(jax.grad(ref, argnums=(0, 1)))(A, B)):
+        np.testing.assert_allclose(g, r, rtol=1e-14)
+    # one input batched, the other not (broadcast to the batch)
+    np.testing.assert_allclose(jax.vmap(lambda a: f(a=a, b=2.0))(A), ref(A, 2.0), rtol=1e-14)
+
+
+def test_to_jax_grad_of_an_array_value_without_vjp_is_a_clear_error(jax64):
+    """Without vjp, reverse mode of an array value raised inside the host callback: a
+    JaxRuntimeError 'INTERNAL: CpuCallback error' with the SymgradError buried in its text."""
+    jax = jax64
+    v = sp.MatrixSymbol("v", d, 1)
+    f = symgrad.to_jax(symgrad.compile(symgrad.Model(v.applyfunc(sp.exp), wrt=[v], name="exp_novjp")))
+    np.testing.assert_allclose(f(v=np.zeros((3, 1))), np.ones((3, 1)))        # forward is fine
+    with pytest.raises(SymgradError, match=r'has no vjp\(\).*emit="vjp"'):
+        jax.grad(lambda v: f(v=v).sum())(np.ones((3, 1)))
