@@ -72,3 +72,37 @@ def test_to_jax_grad_of_an_array_value_without_vjp_is_a_clear_error(jax64):
     np.testing.assert_allclose(f(v=np.zeros((3, 1))), np.ones((3, 1)))        # forward is fine
     with pytest.raises(SymgradError, match=r'has no vjp\(\).*emit="vjp"'):
         jax.grad(lambda v: f(v=v).sum())(np.ones((3, 1)))
+
+
+# ---- to_torch ---------------------------------------------------------------------------------------
+def test_to_torch_array_value_runs_forward_and_vjp_not_value_and_grad():
+    """A wrt tensor requiring grad made every forward call run value_and_grad, whose gradients
+    (of sum(value)) an array value never uses: a backward pass wasted on each call (its backward
+    then ran vjp).  After the first call for a set of shapes, forward runs forward."""
+    torch = pytest.importorskip("torch")
+    N, h = sp.symbols("N h", integer=True, positive=True)
+    X, W = sp.MatrixSymbol("X", N, d), sp.MatrixSymbol("W", d, h)
+    mod = symgrad.compile(symgrad.Model((X * W).applyfunc(sp.tanh), wrt=[W], name="tanh_layer"), emit="vjp")
+    calls = {"forward": 0, "value_and_grad": 0, "vjp": 0}
+
+    class Counting:
+        MODEL, INPUTS, WRT, SHAPES = mod.MODEL, mod.INPUTS, mod.WRT, mod.SHAPES
+
+        def __getattr__(self, name):
+            if name not in calls:
+                raise AttributeError(name)
+
+            def call(*args, **kwargs):
+                calls[name] += 1
+                return getattr(mod, name)(*args, **kwargs)
+            return call
+    f = symgrad.to_torch(Counting())
+    rng = np.random.default_rng(4)
+    Xt, W0 = torch.from_numpy(rng.standard_normal((6, 3))), rng.standard_normal((3, 2))
+    for step in range(3):
+        W = torch.tensor(W0, requires_grad=True)
+        f(X=Xt, W=W).square().sum().backward()
+        Wr = torch.tensor(W0, requires_grad=True)
+        torch.tanh(Xt @ Wr).square().sum().backward()                  # torch's own autograd
+        torch.testing.assert_close(W.grad, Wr.grad, rtol=1e-12, atol=1e-12)
+    assert calls == {"forward": 2, "value_and_grad": 1, "vjp": 3}

@@ -101,21 +101,27 @@ def to_torch(module):
                     out[1 + at[w]] = cotangent.reshape(()) * tensor(hv[w])
             return tuple(out)
 
+    sizes = {}  # the inputs' shapes -> the value's size, learnt at the first call
+
     class Value(torch.autograd.Function):
         """(with_grads, *inputs) -> value.  with_grads: a wrt tensor requires grad, so for a
         one-entry value forward runs value_and_grad and keeps the gradients -- backward then only
         scales them, and a training step costs one forward and one backward pass, as the module
-        alone does."""
+        alone does.  A value of several entries (known from the first call for these shapes)
+        runs forward: its backward is a vjp."""
 
         @staticmethod
         def forward(ctx, with_grads, *args):
             ctx.save_for_forward(*save(ctx, args))
             inputs, ctx.grads = arrays(args), None
-            if not with_grads:
-                return tensor(module.forward(**inputs))
-            value, grads = module.value_and_grad(**inputs)
-            if np.size(value) == 1:
-                ctx.grads = [tensor(grads[w]) for w in wrt]
+            shapes = tuple(np.shape(a) for a in inputs.values())
+            if not with_grads or sizes.get(shapes, 1) != 1:
+                value = module.forward(**inputs)
+            else:
+                value, grads = module.value_and_grad(**inputs)
+                if np.size(value) == 1:
+                    ctx.grads = [tensor(grads[w]) for w in wrt]
+            sizes[shapes] = int(np.size(value))
             return tensor(value)
 
         @staticmethod
