@@ -9,8 +9,10 @@ The value minimised is ``sum(value)`` (the value itself when it is a scalar): th
 gradient, HVP and Hessian the module computes (contract 4a), so a model of per-sample losses over
 arrays is its total loss.  ``fun`` computes the gradient too and both are kept for the last ``x``
 (keyed on its bytes): SciPy asks for ``fun`` and then ``jac`` at the same point, and that is one
-``value_and_grad`` call.  Nothing here imports SciPy: ``hess`` returns the module's own
-``scipy.sparse`` matrix when the module has ``sparse_hessian``.
+``value_and_grad`` call.  The fixed inputs are held as given (not copied): after changing one in
+place, make a new Objective, or the value kept for the last ``x`` is the old data's.  Nothing
+here imports SciPy: ``hess`` returns the module's own ``scipy.sparse`` matrix when the module has
+``sparse_hessian``.
 """
 from __future__ import annotations
 
