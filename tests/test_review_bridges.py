@@ -106,3 +106,19 @@ def test_to_torch_array_value_runs_forward_and_vjp_not_value_and_grad():
         torch.tanh(Xt @ Wr).square().sum().backward()                  # torch's own autograd
         torch.testing.assert_close(W.grad, Wr.grad, rtol=1e-12, atol=1e-12)
     assert calls == {"forward": 2, "value_and_grad": 1, "vjp": 3}
+
+
+# ---- Objective --------------------------------------------------------------------------------------
+def test_objective_pack_after_shapes_were_inferred_says_where_they_came_from():
+    """fun before pack infers the shapes (a scalar Symbol is a scalar); a later pack with another
+    shape said '(fixed by the first pack)', of a pack that never ran."""
+    W, v, a = sp.MatrixSymbol("W", d, d), sp.MatrixSymbol("v", d, 1), sp.Symbol("a")
+    mod = symgrad.compile(symgrad.Model((v.T * W * v)[0, 0] + a ** 2, wrt=[W, a], name="quad_a"))
+    obj = symgrad.Objective(mod, v=np.ones((3, 1)))
+    assert obj.fun(np.r_[np.eye(3).ravel(), 2.0]) == pytest.approx(7.0)
+    with pytest.raises(SymgradError, match=r"'a' has shape \(2,\).*\(\).*before any pack.*pack\(\) first"):
+        obj.pack(W=np.eye(3), a=np.ones(2))
+    obj = symgrad.Objective(mod, v=np.ones((3, 1)))
+    obj.pack(W=np.eye(3), a=np.ones(2))
+    with pytest.raises(SymgradError, match=r"'a' has shape \(\), but the layout has \(2,\) \(fixed by the first pack\)"):
+        obj.pack(W=np.eye(3), a=1.0)

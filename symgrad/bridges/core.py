@@ -65,8 +65,9 @@ class Layout:
         self.owner, self.names, self._infer = owner, tuple(names), infer
         self.shapes = None
 
-    def set_shapes(self, shapes: dict) -> None:
-        self.shapes = dict(shapes)
+    def set_shapes(self, shapes: dict, fixed_by: str) -> None:
+        """``fixed_by``: where the shapes came from, for the error of a later pack of others."""
+        self.shapes, self._fixed_by = dict(shapes), fixed_by
         self.sizes = {n: math.prod(s) for n, s in self.shapes.items()}
         self.n = sum(self.sizes.values())
         bounds = np.cumsum([0] + [self.sizes[k] for k in self.names])
@@ -74,7 +75,8 @@ class Layout:
 
     def ensure(self) -> "Layout":
         if self.shapes is None:
-            self.set_shapes(self._infer())
+            self.set_shapes(self._infer(), "read from the module's SHAPES and the bound inputs before any "
+                                           "pack: to lay out other shapes, call pack() first")
         return self
 
     def pack(self, arrays: dict) -> np.ndarray:
@@ -83,11 +85,11 @@ class Layout:
             raise SymgradError(f"{self.owner}: pack() takes exactly {list(self.names)}, got {sorted(keys)}")
         shapes = {n: np.shape(arrays[n]) for n in self.names}
         if self.shapes is None:
-            self.set_shapes(shapes)
+            self.set_shapes(shapes, "fixed by the first pack")
         for n in self.names:
             if shapes[n] != self.shapes[n]:
                 raise SymgradError(f"{self.owner}: {n!r} has shape {shapes[n]}, but the layout has "
-                                   f"{self.shapes[n]} (fixed by the first pack)")
+                                   f"{self.shapes[n]} ({self._fixed_by})")
         return np.array(self.flatten(arrays))          # never a view of the caller's array
 
     def vector(self, x, what: str = "x") -> np.ndarray:

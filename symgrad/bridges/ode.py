@@ -51,7 +51,7 @@ class OdeSystem:
 
     def _vector(self, y) -> np.ndarray:
         if self.layout.shapes is None and self._shape_from_y:
-            self.layout.set_shapes({self.layout.names[0]: np.shape(y)})
+            self.layout.set_shapes({self.layout.names[0]: np.shape(y)}, "the shape of y at the first call")
         return self.layout.vector(y, "y")
 
     def _inputs(self, t, y) -> dict:
