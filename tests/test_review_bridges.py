@@ -59,8 +59,10 @@ def test_to_jax_broadcast_all_vmap_of_an_elementwise_module(jax64):
     grads = jax.jit(jax.vmap(jax.grad(lambda a, b: f(a=a, b=b), argnums=(0, 1))))(A, B)
     for g, r in zip(grads, jax.vmap(jax.grad(ref, argnums=(0, 1)))(A, B)):
         np.testing.assert_allclose(g, r, rtol=1e-14)
-    # one input batched, the other not (broadcast to the batch)
+    # one input batched, the other not (broadcast to the batch; its gradient summed over it)
     np.testing.assert_allclose(jax.vmap(lambda a: f(a=a, b=2.0))(A), ref(A, 2.0), rtol=1e-14)
+    g = jax.grad(lambda b: jax.vmap(lambda a: f(a=a, b=b))(A).sum())(2.0)
+    assert float(g) == pytest.approx(float(jax.grad(lambda b: ref(A, b).sum())(2.0)), rel=1e-14)
 
 
 def test_to_jax_grad_of_an_array_value_without_vjp_is_a_clear_error(jax64):

@@ -13,8 +13,8 @@ dtypes (on a fixed random draw where zeros raise: the inverse of a zero matrix) 
 distinct set of shapes (at trace time under ``jit``).  Reverse mode of a value of several entries
 without the module's ``vjp`` is a SymgradError when traced.  Under ``jax.vmap`` the
 callback loops over the batch (``vmap_method="sequential"``, always correct); other values are
-passed to ``jax.pure_callback`` as given: ``"broadcast_all"`` suits a module whose value is
-elementwise in every input *and* whose every input is batched the same way.
+passed to ``jax.pure_callback`` as given: ``"broadcast_all"`` (the unbatched inputs broadcast
+to the batch) suits a module whose value is elementwise in every input.
 """
 from __future__ import annotations
 
