@@ -14,8 +14,6 @@ pytest.importorskip("scipy")
 a, b, x = sp.symbols("a b x")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/sparse.py _sp_where: the pattern takes the shape of the "
-                   "branches only, not of the condition (left to the sparsity rules' owner)")
 @pytest.mark.parametrize("expr, wrt", [
     (sp.Piecewise((a, x > 0), (2 * a, True)), [a]),                       # J (1, 1) for a value of 4 entries
     (sp.Piecewise((a ** 2 * b, x > 0), (sp.exp(a), True)), [a, b]),       # ValueError in the driver

@@ -101,9 +101,11 @@ def _sp_ew(H, how, *ps):
 
 
 def _sp_where(H, c, a, b):
-    """where(c, a, b): linear in the branches; the condition carries no derivative."""
-    return _sp_union(a, b) if (a[0].nnz or b[0].nnz) else _sp_empty(np.broadcast_shapes(c[1], a[1], b[1]),
-                                                                    a[0].shape[1])
+    """where(c, a, b): linear in the branches; the condition carries no derivative but its shape
+    (scalar branches picked by a condition on an array give an array)."""
+    shape = np.broadcast_shapes(c[1], a[1], b[1])
+    out = _sp_union(a, b)
+    return out if out[1] == shape else _sp_broadcast(out, shape)
 
 
 def _sp_matmul(H, a, b):
