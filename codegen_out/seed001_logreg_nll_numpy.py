@@ -156,16 +156,16 @@ def _seeds(given, dt, what, shapes):
 
 def _bmatmul(a, b):
     """a @ b where one of them has a leading batch axis (3-D) and the other is a matrix: one GEMM
-    with the batch folded into the matrix's free axis (NumPy's matmul would loop over it)."""
+    with the batch folded into a free axis where it can be (NumPy's matmul would loop over it)."""
+    if a.shape[-1] == 1:  # a product over one column is the outer product (the same multiplications)
+        return a * b
     if a.ndim == 3 and b.ndim == 2:
         B, r, k = a.shape
-        return (np.ascontiguousarray(a).reshape(B * r, k) @ b).reshape(B, r, b.shape[1])
+        return (a.reshape(B * r, k) @ b).reshape(B, r, b.shape[1])  # a view where a's layout allows
     if a.ndim == 2 and b.ndim == 3:
         B, k, c = b.shape
-        if c == 1:  # a stack of columns: (B, k) @ a.T, a C-ordered stack (B, r, 1) without a copy
-            return (b.reshape(B, k) @ a.T).reshape(B, a.shape[0], 1)
-        out = a @ np.ascontiguousarray(b.transpose(1, 0, 2)).reshape(k, B * c)
-        return out.reshape(a.shape[0], B, c).transpose(1, 0, 2)
+        if c == 1:  # a stack of columns: (a @ S.T).T for S (B, k), in the orientation OpenBLAS runs faster
+            return (a @ b.reshape(B, k).T).T.reshape(B, a.shape[0], 1)
     return np.matmul(a, b)
 
 
@@ -236,7 +236,7 @@ def _hvp_batched(_S, _inputs):
     t15 = np.multiply(t10, t14, out=t10)
     _n = _S['w'].shape[0]
     _step = max(1, BATCH_MAX_BYTES // (_dt.itemsize * max(1, 1 * math.prod((1, N)) + 1 * math.prod((1, k)) + 4 * math.prod((N, 1)) + 1 * math.prod((k, 1)))))
-    _r0 = np.empty((_n,) + (k, 1), _dt)
+    _r0 = np.empty((_n,) + (k, 1), _dt) if _step < _n or True else None
     for _lo in range(0, _n, _step):
         _s0 = np.asarray(_S['w'][_lo:_lo + _step], dtype=_dt)
         _b = _s0.shape[0]

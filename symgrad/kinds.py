@@ -190,11 +190,12 @@ def _jacobian(inputs):
     value = {m}.asarray(forward(**inputs))
     shapes = {n: {m}.shape(inputs[n]) for n in WRT}
     sizes = {n: math.prod(s) for n, s in shapes.items()}
-    J = {n: {m}.zeros((value.size, sizes[n]), value.dtype) for n in WRT}
+    J = {}
     if value.size <= sum(sizes.values()):
         if _vjp_batched is not None:
             g = _vjp_batched({"cotangent": {m}.eye(value.size, dtype=value.dtype).reshape((-1,) + value.shape)}, inputs)
             return value, {n: g[n].reshape(value.shape + shapes[n]) for n in WRT}
+        J = {n: {m}.zeros((value.size, sizes[n]), value.dtype) for n in WRT}
         for k in range(value.size):
             u = {m}.zeros(value.size, value.dtype)
             u[k] = 1
@@ -203,11 +204,12 @@ def _jacobian(inputs):
                 J[n][k] = {m}.asarray(g[n]).reshape(-1)
     else:
         for n in WRT:
-            if _jvp_batched is not None:
+            if _jvp_batched is not None:  # J's columns as rows of a fresh array: returned as its transpose
                 t = {w: {m}.zeros((sizes[n],) + s, value.dtype) for w, s in shapes.items()}
                 t[n].reshape(sizes[n], sizes[n])[...] = {m}.eye(sizes[n], dtype=value.dtype)
-                J[n][...] = _jvp_batched(t, inputs)["out"].reshape(sizes[n], value.size).T
+                J[n] = _jvp_batched(t, inputs)["out"].reshape(sizes[n], value.size).T
                 continue
+            J[n] = {m}.zeros((value.size, sizes[n]), value.dtype)
             for e in range(sizes[n]):
                 t = {w: {m}.zeros(s, value.dtype) for w, s in shapes.items()}
                 t[n].reshape(-1)[e] = 1
@@ -261,16 +263,16 @@ def _hessian(inputs):
 _HELPER_BMATMUL = '''
 def _bmatmul(a, b):
     """a @ b where one of them has a leading batch axis (3-D) and the other is a matrix: one GEMM
-    with the batch folded into the matrix's free axis (NumPy's matmul would loop over it)."""
+    with the batch folded into a free axis where it can be (NumPy's matmul would loop over it)."""
+    if a.shape[-1] == 1:  # a product over one column is the outer product (the same multiplications)
+        return a * b
     if a.ndim == 3 and b.ndim == 2:
         B, r, k = a.shape
-        return ({m}.ascontiguousarray(a).reshape(B * r, k) @ b).reshape(B, r, b.shape[1])
+        return (a.reshape(B * r, k) @ b).reshape(B, r, b.shape[1])  # a view where a's layout allows
     if a.ndim == 2 and b.ndim == 3:
         B, k, c = b.shape
-        if c == 1:  # a stack of columns: (B, k) @ a.T, a C-ordered stack (B, r, 1) without a copy
-            return (b.reshape(B, k) @ a.T).reshape(B, a.shape[0], 1)
-        out = a @ {m}.ascontiguousarray(b.transpose(1, 0, 2)).reshape(k, B * c)
-        return out.reshape(a.shape[0], B, c).transpose(1, 0, 2)
+        if c == 1:  # a stack of columns: (a @ S.T).T for S (B, k), in the orientation OpenBLAS runs faster
+            return (a @ b.reshape(B, k).T).T.reshape(B, a.shape[0], 1)
     return {m}.matmul(a, b)
 '''
 

@@ -88,10 +88,10 @@ def batched_function(program, names, fname: str, seeds: dict, roots: list, keys:
     per = " + ".join(f"{c} * math.prod({s})" for s, c in sorted(sizes.items())) or "1"
     out.append(f"    _step = max(1, BATCH_MAX_BYTES // (_dt.itemsize * max(1, {per})))")
     results = {}
-    for j, (key, r) in enumerate(zip(keys, roots)):
+    for j, (key, r) in enumerate(zip(keys, roots)):  # filled chunk by chunk (one chunk: see below)
         results[key] = f"_r{j}"
-        out.append(f"    _r{j} = {m}.empty((_n,) + {m}.shape({text[r.id]}), _dt)"
-                   if r.id not in batched else f"    _r{j} = {m}.empty((_n,) + {names.shape_text(r.shape)}, _dt)")
+        shape = f"{m}.shape({text[r.id]})" if r.id not in batched else names.shape_text(r.shape)
+        out.append(f"    _r{j} = {m}.empty((_n,) + {shape}, _dt) if _step < _n or {r.id not in owned} else None")
     out.append("    for _lo in range(0, _n, _step):")
     for key, s in seed_names.items():
         out.append(f"        {s} = {m}.asarray(_S[{key!r}][_lo:_lo + _step], dtype=_dt)")
@@ -99,7 +99,12 @@ def batched_function(program, names, fname: str, seeds: dict, roots: list, keys:
     out += ["        " + ln for ln in lines]
     for key, r in zip(keys, roots):
         value = text[r.id] if r.id in batched else "0.0"
-        out.append(f"        {results[key]}[_lo:_lo + {_B}] = {value}")
+        fill = f"{results[key]}[_lo:_lo + {_B}] = {value}"
+        if r.id in owned:  # a fresh array: the whole stack when it is one chunk
+            out += [f"        if {_B} == _n:", f"            {results[key]} = {value}", "        else:",
+                    f"            {fill}"]
+        else:
+            out.append(f"        {fill}")
     stacks = "{" + ", ".join(f"{k!r}: {v}" for k, v in results.items()) + "}"
     out.append(f"    return [{', '.join(extra_texts)}], {stacks}" if extras else f"    return {stacks}")
     return "\n".join(out).replace("{m}", m) + "\n"
