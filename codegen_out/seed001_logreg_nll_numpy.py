@@ -236,7 +236,7 @@ def _hvp_batched(_S, _inputs):
     t15 = np.multiply(t10, t14, out=t10)
     _n = _S['w'].shape[0]
     _step = max(1, BATCH_MAX_BYTES // (_dt.itemsize * max(1, 1 * math.prod((1, N)) + 1 * math.prod((1, k)) + 4 * math.prod((N, 1)) + 1 * math.prod((k, 1)))))
-    _r0 = np.empty((_n,) + (k, 1), _dt) if _step < _n or True else None
+    _r0 = np.empty((_n,) + (k, 1), _dt)
     for _lo in range(0, _n, _step):
         _s0 = np.asarray(_S['w'][_lo:_lo + _step], dtype=_dt)
         _b = _s0.shape[0]

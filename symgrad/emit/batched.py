@@ -91,7 +91,8 @@ def batched_function(program, names, fname: str, seeds: dict, roots: list, keys:
     for j, (key, r) in enumerate(zip(keys, roots)):  # filled chunk by chunk (one chunk: see below)
         results[key] = f"_r{j}"
         shape = f"{m}.shape({text[r.id]})" if r.id not in batched else names.shape_text(r.shape)
-        out.append(f"    _r{j} = {m}.empty((_n,) + {shape}, _dt) if _step < _n or {r.id not in owned} else None")
+        alloc = f"{m}.empty((_n,) + {shape}, _dt)"
+        out.append(f"    _r{j} = {alloc} if _step < _n else None" if r.id in owned else f"    _r{j} = {alloc}")
     out.append("    for _lo in range(0, _n, _step):")
     for key, s in seed_names.items():
         out.append(f"        {s} = {m}.asarray(_S[{key!r}][_lo:_lo + _step], dtype=_dt)")
