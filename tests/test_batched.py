@@ -6,7 +6,8 @@ sweep with a leading batch axis.
 * seed 001's logistic NLL and seed 002's MLP (matrix parameters, ReLU, bias broadcasts): the batched
   sweep is there, and equals the tape; a vector-valued model's Jacobian by rows (batched vjp) and by
   columns (batched jvp); chunks of directions (a tiny ``BATCH_MAX_BYTES``) give the same matrices;
-* an op without a batched form (kron) leaves the function ``None``, named, and the loop still works.
+* an op without a batched form (kron) leaves the function ``None``, named, and the loop still works;
+* a stack that several nodes read is never written over by the in-place reuse of dead stacks.
 """
 from __future__ import annotations
 
@@ -134,3 +135,16 @@ def test_an_op_without_a_batched_form_loops():
     mod = symgrad.compile(model, emit="jacobian,hessian")
     rng = np.random.default_rng(3)
     check_against_tape(model, mod, {"A": rng.standard_normal((2, 2)), "B": rng.standard_normal((2, 2))})
+
+
+def test_a_stack_used_twice_is_never_written_over():
+    """sin(z) + z**2 + z * exp(z) of z = X w: the tangent of z feeds several products; a product
+    written into a stack that a later node still reads would change the Hessian."""
+    N, k = sp.symbols("N k")
+    X, w = sp.MatrixSymbol("X", N, k), sp.MatrixSymbol("w", k, 1)
+    body = (X * w).applyfunc(lambda t: sp.sin(t) + t ** 2 + t * sp.exp(t))
+    model = symgrad.Model((sp.OneMatrix(1, N) * body)[0, 0], wrt=[w], name="twice")
+    mod = symgrad.compile(model, emit="jacobian,hessian")
+    assert mod._hvp_batched is not None
+    rng = np.random.default_rng(4)
+    check_against_tape(model, mod, {"X": rng.standard_normal((9, 3)) / 2, "w": rng.standard_normal((3, 1))})
