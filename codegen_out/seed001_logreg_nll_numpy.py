@@ -154,28 +154,101 @@ def _seeds(given, dt, what, shapes):
     return tuple(_seed(given[n], dt, f"{what}[{n!r}]", s) for n, s in shapes.items())
 
 
+def _bmatmul(a, b):
+    """a @ b where one of them has a leading batch axis (3-D) and the other is a matrix: one GEMM
+    with the batch folded into a free axis where it can be (NumPy's matmul would loop over it)."""
+    if a.shape[-1] == 1:  # a product over one column is the outer product (the same multiplications)
+        return a * b
+    if a.ndim == 3 and b.ndim == 2:
+        B, r, k = a.shape
+        return (a.reshape(B * r, k) @ b).reshape(B, r, b.shape[1])  # a view where a's layout allows
+    if a.ndim == 2 and b.ndim == 3:
+        B, k, c = b.shape
+        if c == 1:  # a stack of columns: (a @ S.T).T for S (B, k), in the orientation OpenBLAS runs faster
+            return (a @ b.reshape(B, k).T).T.reshape(B, a.shape[0], 1)
+    return np.matmul(a, b)
+
+
 def _hessian(inputs):
     """(value, grads, {(a, b): H_ab}): the dense Hessian of sum(value), one hvp per entry of the
-    inputs, made symmetric ((H + H.T) / 2, exact up to rounding), H_ab.shape == a.shape + b.shape."""
-    value, grads = value_and_grad(**inputs)
-    shapes = {n: np.shape(grads[n]) for n in WRT}
+    inputs (all of them, and the value and gradients, in one batched sweep where the module has
+    one), made symmetric ((H + H.T) / 2, exact up to rounding), H_ab.shape == a.shape + b.shape."""
+    batched = _hvp_batched is not None and WRT
+    if batched:
+        shapes = {n: np.shape(inputs[n]) for n in WRT}
+        dt = _promote(*(inputs[n] for n in INPUTS))[0]
+    else:
+        value, grads = value_and_grad(**inputs)
+        shapes = {n: np.shape(grads[n]) for n in WRT}
+        dt = np.result_type(*grads.values()) if grads else np.float64
     sizes = {n: math.prod(s) for n, s in shapes.items()}
-    dt = np.result_type(*grads.values()) if grads else np.float64
     total, itemsize = sum(sizes.values()), np.zeros((), dt).itemsize
     if total * total * itemsize > HESSIAN_MAX_BYTES:
         raise ValueError(f"{MODEL}: the dense Hessian has {total} x {total} entries "
                          f"({total * total * itemsize / 2**30:.3g} GiB, more than "
                          f"HESSIAN_MAX_BYTES = {HESSIAN_MAX_BYTES}): use hvp, or raise the limit")
     cols = {(a, b): np.zeros((sizes[a], sizes[b]), dt) for a in WRT for b in WRT}
-    for b in WRT:
-        for e in range(sizes[b]):
-            v = {w: np.zeros(s, dt) for w, s in shapes.items()}
-            v[b].reshape(-1)[e] = 1
-            hv = hvp(v, **inputs)[2]
-            for a in WRT:
-                cols[a, b][:, e] = np.asarray(hv[a]).reshape(-1)
+    if batched:  # direction j is e_j of all the variables: H e_j for every j at once
+        starts = {w: sum(sizes[u] for u in WRT[:k]) for k, w in enumerate(WRT)}
+        v = {w: np.zeros((total,) + s, dt) for w, s in shapes.items()}
+        for w in WRT:
+            v[w].reshape(total, sizes[w])[starts[w]:starts[w] + sizes[w]] = np.eye(sizes[w], dtype=dt)
+        (value, *g), hv = _hvp_batched(v, inputs)
+        grads = dict(zip(WRT, g))
+        for a in WRT:
+            for b in WRT:
+                cols[a, b][...] = hv[a][starts[b]:starts[b] + sizes[b]].reshape(sizes[b], sizes[a]).T
+    else:
+        for b in WRT:
+            for e in range(sizes[b]):
+                v = {w: np.zeros(s, dt) for w, s in shapes.items()}
+                v[b].reshape(-1)[e] = 1
+                hv = hvp(v, **inputs)[2]
+                for a in WRT:
+                    cols[a, b][:, e] = np.asarray(hv[a]).reshape(-1)
     H = {(a, b): ((cols[a, b] + cols[b, a].T) / 2).reshape(shapes[a] + shapes[b]) for a, b in cols}
     return value, grads, H
+
+
+BATCH_MAX_BYTES = 2**27  # the batched sweeps of hessian/jacobian take directions in chunks of this size
+
+def _hvp_batched(_S, _inputs):
+    """{key: stack} of the seeds' stack _S[key] (a leading axis of directions): the derived
+    nodes, batched (see symgrad/emit/batched.py)."""
+    w, Phi, y = _inputs['w'], _inputs['Phi'], _inputs['y']
+    _dt, w, Phi, y = _promote(w, Phi, y)
+    N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
+    t0 = 2.0 * y  # 2*y
+    t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
+    t2 = _matmul(Phi, w)  # Phi*w
+    t3 = np.multiply(t1, t2, out=t2)  # (-ones(N, 1) + 2*y)*Phi*w
+    t4 = np.negative(t3, out=t3)  # -(-ones(N, 1) + 2*y)*Phi*w
+    t5 = np.logaddexp(0.0, t4)
+    t6 = np.negative(t5, out=t5)  # log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w)))
+    t7 = t6.sum(axis=0, keepdims=True)  # ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w)))
+    t8 = t7[0, 0]  # tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w))))
+    t9 = -t8  # -tr(ones(1, N)*log(1/(1 + exp(-(-ones(N, 1) + 2*y)*Phi*w))))
+    t10 = _sigmoid(t4, out=t4)
+    t11 = np.multiply(t1, t10, out=t6)
+    t12 = np.negative(t11, out=t11)
+    t13 = t12.T @ Phi
+    t14 = np.subtract(1.0, t10, out=t12)
+    t15 = np.multiply(t10, t14, out=t10)
+    _n = _S['w'].shape[0]
+    _step = max(1, BATCH_MAX_BYTES // (_dt.itemsize * max(1, 1 * math.prod((1, N)) + 1 * math.prod((1, k)) + 4 * math.prod((N, 1)) + 1 * math.prod((k, 1)))))
+    _r0 = np.empty((_n,) + (k, 1), _dt)
+    for _lo in range(0, _n, _step):
+        _s0 = np.asarray(_S['w'][_lo:_lo + _step], dtype=_dt)
+        _b = _s0.shape[0]
+        _u0 = _bmatmul(Phi, _s0)
+        _u1 = np.multiply(t1, _u0, out=_u0)
+        _u2 = np.multiply(_u1, t15, out=_u1)
+        _u3 = np.multiply(t1, _u2, out=_u2)
+        _u4 = np.swapaxes(_u3, -1, -2)
+        _u5 = _bmatmul(_u4, Phi)
+        _u6 = np.swapaxes(_u5, -1, -2)
+        _r0[_lo:_lo + _b] = _u6
+    return [t9, t13.T], {'w': _r0}
 
 
 def forward(*, w, Phi, y):

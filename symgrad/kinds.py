@@ -128,6 +128,7 @@ class Names:
     dim_local: dict = field(default_factory=dict)  # dimension name -> its Python name
     shape_text: Callable | None = None             # a static shape -> its text
     m: str = "np"                                  # the module's alias of its array module
+    target: str = "numpy"                          # the target's name
 
 
 def _grad_names(program, names):
@@ -184,12 +185,17 @@ def _driver(name, doc):
 _HELPER_JACOBIAN = '''
 def _jacobian(inputs):
     """(value, {name: J}) with J.shape == value.shape + input.shape, as jax.jacrev lays it out:
-    one vjp per entry of the value, or one jvp per entry of the inputs, whichever are fewer."""
+    rows by vjp (one per entry of the value) or columns by jvp (one per entry of the inputs),
+    whichever are fewer; all of them in one batched sweep where the module has one."""
     value = {m}.asarray(forward(**inputs))
     shapes = {n: {m}.shape(inputs[n]) for n in WRT}
     sizes = {n: math.prod(s) for n, s in shapes.items()}
-    J = {n: {m}.zeros((value.size, sizes[n]), value.dtype) for n in WRT}
+    J = {}
     if value.size <= sum(sizes.values()):
+        if _vjp_batched is not None:
+            g = _vjp_batched({"cotangent": {m}.eye(value.size, dtype=value.dtype).reshape((-1,) + value.shape)}, inputs)
+            return value, {n: g[n].reshape(value.shape + shapes[n]) for n in WRT}
+        J = {n: {m}.zeros((value.size, sizes[n]), value.dtype) for n in WRT}
         for k in range(value.size):
             u = {m}.zeros(value.size, value.dtype)
             u[k] = 1
@@ -198,6 +204,12 @@ def _jacobian(inputs):
                 J[n][k] = {m}.asarray(g[n]).reshape(-1)
     else:
         for n in WRT:
+            if _jvp_batched is not None:  # J's columns as rows of a fresh array: returned as its transpose
+                t = {w: {m}.zeros((sizes[n],) + s, value.dtype) for w, s in shapes.items()}
+                t[n].reshape(sizes[n], sizes[n])[...] = {m}.eye(sizes[n], dtype=value.dtype)
+                J[n] = _jvp_batched(t, inputs)["out"].reshape(sizes[n], value.size).T
+                continue
+            J[n] = {m}.zeros((value.size, sizes[n]), value.dtype)
             for e in range(sizes[n]):
                 t = {w: {m}.zeros(s, value.dtype) for w, s in shapes.items()}
                 t[n].reshape(-1)[e] = 1
@@ -208,27 +220,106 @@ def _jacobian(inputs):
 _HELPER_HESSIAN = '''
 def _hessian(inputs):
     """(value, grads, {(a, b): H_ab}): the dense Hessian of sum(value), one hvp per entry of the
-    inputs, made symmetric ((H + H.T) / 2, exact up to rounding), H_ab.shape == a.shape + b.shape."""
-    value, grads = value_and_grad(**inputs)
-    shapes = {n: {m}.shape(grads[n]) for n in WRT}
+    inputs (all of them, and the value and gradients, in one batched sweep where the module has
+    one), made symmetric ((H + H.T) / 2, exact up to rounding), H_ab.shape == a.shape + b.shape."""
+    batched = _hvp_batched is not None and WRT
+    if batched:
+        shapes = {n: {m}.shape(inputs[n]) for n in WRT}
+        dt = _promote(*(inputs[n] for n in INPUTS))[0]
+    else:
+        value, grads = value_and_grad(**inputs)
+        shapes = {n: {m}.shape(grads[n]) for n in WRT}
+        dt = {m}.result_type(*grads.values()) if grads else {m}.float64
     sizes = {n: math.prod(s) for n, s in shapes.items()}
-    dt = {m}.result_type(*grads.values()) if grads else {m}.float64
     total, itemsize = sum(sizes.values()), {m}.zeros((), dt).itemsize
     if total * total * itemsize > HESSIAN_MAX_BYTES:
         raise ValueError(f"{MODEL}: the dense Hessian has {total} x {total} entries "
                          f"({total * total * itemsize / 2**30:.3g} GiB, more than "
                          f"HESSIAN_MAX_BYTES = {HESSIAN_MAX_BYTES}): use hvp, or raise the limit")
     cols = {(a, b): {m}.zeros((sizes[a], sizes[b]), dt) for a in WRT for b in WRT}
-    for b in WRT:
-        for e in range(sizes[b]):
-            v = {w: {m}.zeros(s, dt) for w, s in shapes.items()}
-            v[b].reshape(-1)[e] = 1
-            hv = hvp(v, **inputs)[2]
-            for a in WRT:
-                cols[a, b][:, e] = {m}.asarray(hv[a]).reshape(-1)
+    if batched:  # direction j is e_j of all the variables: H e_j for every j at once
+        starts = {w: sum(sizes[u] for u in WRT[:k]) for k, w in enumerate(WRT)}
+        v = {w: {m}.zeros((total,) + s, dt) for w, s in shapes.items()}
+        for w in WRT:
+            v[w].reshape(total, sizes[w])[starts[w]:starts[w] + sizes[w]] = {m}.eye(sizes[w], dtype=dt)
+        (value, *g), hv = _hvp_batched(v, inputs)
+        grads = dict(zip(WRT, g))
+        for a in WRT:
+            for b in WRT:
+                cols[a, b][...] = hv[a][starts[b]:starts[b] + sizes[b]].reshape(sizes[b], sizes[a]).T
+    else:
+        for b in WRT:
+            for e in range(sizes[b]):
+                v = {w: {m}.zeros(s, dt) for w, s in shapes.items()}
+                v[b].reshape(-1)[e] = 1
+                hv = hvp(v, **inputs)[2]
+                for a in WRT:
+                    cols[a, b][:, e] = {m}.asarray(hv[a]).reshape(-1)
     H = {(a, b): ((cols[a, b] + cols[b, a].T) / 2).reshape(shapes[a] + shapes[b]) for a, b in cols}
     return value, grads, H
 '''
+
+
+_HELPER_BMATMUL = '''
+def _bmatmul(a, b):
+    """a @ b where one of them has a leading batch axis (3-D) and the other is a matrix: one GEMM
+    with the batch folded into a free axis where it can be (NumPy's matmul would loop over it)."""
+    if a.shape[-1] == 1:  # a product over one column is the outer product (the same multiplications)
+        return a * b
+    if a.ndim == 3 and b.ndim == 2:
+        B, r, k = a.shape
+        return (a.reshape(B * r, k) @ b).reshape(B, r, b.shape[1])  # a view where a's layout allows
+    if a.ndim == 2 and b.ndim == 3:
+        B, k, c = b.shape
+        if c == 1:  # a stack of columns: (a @ S.T).T for S (B, k), in the orientation OpenBLAS runs faster
+            return (a @ b.reshape(B, k).T).T.reshape(B, a.shape[0], 1)
+    return {m}.matmul(a, b)
+'''
+
+_HELPER_BSUM_TO = '''
+def _bsum_to(g, x, value):
+    """_sum_to for a stack g ((B,) + a shape): broadcast each like the value, sum to x's shape."""
+    sv, sx = {m}.shape(value), {m}.shape(x)
+    g = {m}.broadcast_to(g.reshape(g.shape[:1] + (1,) * (len(sv) + 1 - g.ndim) + g.shape[1:]), g.shape[:1] + sv)
+    if len(sv) > len(sx):
+        g = g.sum(axis=tuple(range(1, 1 + len(sv) - len(sx))))
+    axes = tuple(1 + i for i, (p, q) in enumerate(zip(sx, g.shape[1:])) if p == 1 and q != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+'''
+
+_HELPER_BPLACE = '''
+def _bplace(g, shape, index, dtype):
+    """Zeros of (B,) + shape with the stack g at [:, index] (onehot and unslice, batched)."""
+    out = {m}.zeros(g.shape[:1] + tuple(shape), dtype=dtype)
+    out[(slice(None),) + tuple(index)] = g
+    return out
+'''
+
+# the run-time helpers of the batched sweeps (symgrad/emit/batched.py)
+BATCHED_HELPERS = (_HELPER_BMATMUL, _HELPER_BSUM_TO, _HELPER_BPLACE)
+
+_BATCH_CONSTANT = "BATCH_MAX_BYTES = 2**27  # the batched sweeps of hessian/jacobian take directions in chunks of this size"
+
+
+def _batched_definitions(kinds):
+    """The module-level batched sweeps (emit/batched.py) of the derived nodes of ``kinds``."""
+    def definitions(program, names):
+        from .emit.batched import batched_function  # the emitter's: kinds sits below it
+        out = {"BATCH_MAX_BYTES": _BATCH_CONSTANT}
+        for kind in kinds:
+            d = program.derived[kind]
+            extras = ()
+            if kind == "hvp":
+                seeds, roots, keys = d["seeds"], d["hvps"], list(program.wrt)
+                extras = [program.out] + list(program.grads)
+            elif kind == "jvp":
+                seeds, roots, keys = d["seeds"], [d["out"]], ["out"]
+            else:
+                seeds, roots, keys = {"cotangent": d["seed"]}, d["grads"], list(program.wrt)
+            out[f"_{kind}_batched"] = batched_function(program, names, f"_{kind}_batched", seeds, roots, keys, extras)
+        return out
+    return definitions
+
 
 register(Kind("grad", "value_and_grad", build=_build_grad, function=_fn_grad, returns=("grad",),
               check=""))
@@ -237,7 +328,8 @@ register(Kind("vjp", "vjp", build=_build_vjp, function=_fn_vjp, returns=("grad",
 register(Kind("jvp", "jvp", build=_build_jvp, function=_fn_jvp, returns=("tangent",), single=("tangent",),
               check="verify:_check_jvp",
               signature="jvp(tangents, **inputs) -> (value, J t); tangents: {name: array shaped like the input}."))
-register(Kind("jacobian", "jacobian", needs=("vjp", "jvp"), returns=("jacobian",), helpers=(_HELPER_JACOBIAN,),
+register(Kind("jacobian", "jacobian", needs=("vjp", "jvp"), returns=("jacobian",),
+              helpers=(_HELPER_JACOBIAN, *BATCHED_HELPERS), definitions=_batched_definitions(("vjp", "jvp")),
               function=_driver("jacobian", lambda p, n: (
                   f"Value of {p.name} and its Jacobian with respect to each of {n.wrt_text}: "
                   "J[name].shape == value.shape + input.shape (rows by vjp or columns by "
@@ -247,7 +339,8 @@ register(Kind("jacobian", "jacobian", needs=("vjp", "jvp"), returns=("jacobian",
 register(Kind("hvp", "hvp", build=_build_hvp, function=_fn_hvp, returns=("grad", "hvp"), second_order=True,
               check="verify:_check_hvp",
               signature="hvp(vectors, **inputs) -> (value, grads, {name: H v}), H the Hessian of sum(value)."))
-register(Kind("hessian", "hessian", needs=("hvp",), returns=("grad", "hessian"), helpers=(_HELPER_HESSIAN,),
+register(Kind("hessian", "hessian", needs=("hvp",), returns=("grad", "hessian"),
+              helpers=(_HELPER_HESSIAN, *BATCHED_HELPERS), definitions=_batched_definitions(("hvp",)),
               constants=("HESSIAN_MAX_BYTES = 2**30  # hessian() refuses a dense Hessian larger than this",),
               function=_driver("hessian", lambda p, n: (
                   f"Value of {p.name}, its gradients and the dense Hessian of its sum: blocks "

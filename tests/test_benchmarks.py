@@ -30,8 +30,8 @@ def test_smoke_benchmarks_print_tables():
     assert any("hand NumPy" in ln and ratio.search(ln) for ln in out.splitlines())
     assert "MISMATCH" not in out
     # the second-derivative table: symgrad's hvp / hessian rows are the reference of their check
-    second = [ln for ln in out.splitlines() if "symgrad (generated hvp / hessian)" in ln]
-    assert len(second) == 3 and all("(reference)" in ln for ln in second), second
+    second = [ln for ln in out.splitlines() if "symgrad (generated hvp / hessian / jacobian)" in ln]
+    assert len(second) == 5 and all("(reference)" in ln for ln in second), second
     sparse = [ln for ln in out.splitlines() if "symgrad sparse_hessian" in ln]
     assert len(sparse) == 1 and "(reference)" in sparse[0], sparse
     assert "| error (" not in out, out

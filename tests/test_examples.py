@@ -3,7 +3,8 @@
 * every ``examples/run_seedNNN.py`` script runs (small sizes) and all its comparisons pass;
 * the numbers the seeds print are checked here once more, against constants copied from the seeds;
 * seed 002's gradients are checked against an independent NumPy backprop written in this file;
-* the bridge examples (``run_scipy_glm``, ``run_stiff_ode``, ``run_torch_layer``) run at small sizes;
+* the bridge examples (``run_scipy_glm``, ``run_stiff_ode``, ``run_torch_layer``, ``run_sparse_rosenbrock``,
+  ``run_sparse_ode``) run at small sizes;
 * golden files: for every model in ``examples/seed*.py``, ``symgrad.generate(model, "numpy")`` must
   equal the committed ``codegen_out/<name>_numpy.py`` byte for byte.
 """
@@ -145,6 +146,22 @@ def test_stiff_ode_example():
     rep = _script("run_stiff_ode").run(small=True, quiet=True)
     _assert_ok(rep)
     assert rep.values["fewer rhs calls with the symbolic Jacobian"]
+
+
+def test_sparse_rosenbrock_example():
+    """trust-constr with sparse_hessian reaches x = 1 (small n; the script's default is 10^5)."""
+    pytest.importorskip("scipy")
+    rep = _script("run_sparse_rosenbrock").run(small=True, quiet=True)
+    _assert_ok(rep)
+    assert rep.values["trust-constr converged"] and rep.values["2 x 2 blocks"]
+
+
+def test_sparse_ode_example():
+    """BDF with sparse_jacobian: the same solution as the dense jacobian and SciPy's differencing."""
+    pytest.importorskip("scipy")
+    rep = _script("run_sparse_ode").run(small=True, quiet=True)
+    _assert_ok(rep)
+    assert rep.values["fewer rhs calls than dense differencing"]
 
 
 def test_torch_layer_example():

@@ -388,3 +388,109 @@ def test_an_op_without_a_rule_is_dense_dependence_and_named(tmp_path, capsys):
     from symgrad.cli import main
     assert main(["compile", str(path), "-o", str(tmp_path / "m.py"), "--emit", "sparse_hessian", "-v"]) == 0
     assert "taken as dense dependence (no rule of their own): inv" in capsys.readouterr().err
+
+
+# -- rules of their own: shift, a window's where, diag, diagonal, onehot, kron, solve --------------
+@pytest.mark.parametrize("axis, c", [(0, 1), (0, -1), (0, 2), (1, 1), (1, -2), (0, 5), (1, -3)])
+def test_shift_rule_selects_the_shifted_entries(axis, c):
+    """Entry p along axis depends on x's p + c, on nothing past an end (by explicit loops)."""
+    p = R._sp_variable((4, 3), 0, 12)
+    want = np.full((4, 3), -1)
+    for r in range(4):
+        for q in range(3):
+            rr, qq = (r + c, q) if axis == 0 else (r, q + c)
+            if 0 <= rr < 4 and 0 <= qq < 3:
+                want[r, q] = rr * 3 + qq
+    np.testing.assert_array_equal(_ids(R._sp_shift(p, axis, c)), want)
+
+
+def test_diag_diagonal_onehot_and_kron_rules_against_numpy():
+    v = R._sp_variable((3, 1), 0, 3)
+    ids = np.arange(3)
+    np.testing.assert_array_equal(_ids(R._sp_diag(v)), np.where(np.eye(3, dtype=bool), ids, -1))
+    m = R._sp_variable((3, 3), 0, 9)
+    np.testing.assert_array_equal(_ids(R._sp_diagonal(m))[:, 0], np.diagonal(np.arange(9).reshape(3, 3)))
+    want = np.full((2, 3), -1)
+    want[1, 2] = 4
+    np.testing.assert_array_equal(_ids(R._sp_onehot(R._sp_variable((), 4, 5), (2, 3), 1, 2)), want)
+    a, b = R._sp_variable((2, 3), 0, 10), R._sp_variable((2, 2), 6, 10)
+    H = []
+    P, shape = R._sp_kron(H, a, b)
+    got = P.toarray()
+    ia = np.kron(np.arange(6).reshape(2, 3), np.ones((2, 2), int)).ravel()     # A's entry of each
+    ib = np.kron(np.ones((2, 3), int), np.arange(6, 10).reshape(2, 2)).ravel()  # B's entry of each
+    want = np.zeros((24, 10), bool)
+    want[np.arange(24), ia] = want[np.arange(24), ib] = True
+    assert shape == (4, 6) and (got == want).all()
+    Hp = R._sp_hessian(H, 10).toarray()
+    assert Hp[0, 6] and Hp[5, 9] and not Hp[0, 1] and not Hp[6, 7] and not Hp[0, 0]
+
+
+def _indexed_rosenbrock():
+    i, n = sp.Idx("i"), sp.Symbol("n")
+    x = sp.IndexedBase("x")
+    return symgrad.Model(sp.Sum(100 * (x[i + 1] - x[i] ** 2) ** 2 + (1 - x[i]) ** 2, (i, 0, n - 2)), name="rosen_ix")
+
+
+def test_indexed_rosenbrock_hessian_is_tridiagonal_with_three_colors_at_every_n():
+    """The textbook Sum with x[i + 1]: one module for every n, no op taken as dense, a
+    tridiagonal pattern and 3 hvps; the values equal the tape's Hessian."""
+    model = _indexed_rosenbrock()
+    mod = symgrad.compile(model, emit=SPARSE)
+    for n in (4, 7, 12, 2000):
+        x = np.random.default_rng(n).uniform(-1.5, 1.5, (n, 1))
+        value, grads, H = mod.sparse_hessian(x=x)
+        tri = np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= 1
+        info = mod.sparsity_info(x=x)["hessian"]
+        assert info["colors"] == 3 and info["dense_rule"] == () and H.nnz == 3 * n - 2
+        if n <= 12:
+            assert (_stored(H) == tri).all()
+            np.testing.assert_allclose(H.toarray(), tape.dense_hessian(model, x=x)[1], rtol=1e-6, atol=1e-6)
+    report = symgrad.verify.check(model, mod)
+    assert report.ok, report.problems
+
+
+def test_a_window_selects_its_branch_entry_by_entry():
+    """Sum(exp(x[i]) x[i + 1], (i, 1, n - 2)): the where of the window takes the first entry out,
+    so the gradient's pattern has no x[0] (the union of the branches had it).  The Hessian terms
+    of the nodes inside the window are not masked (x[0] couples at the border: docs/sparse.md)."""
+    i, n = sp.Idx("i"), sp.Symbol("n")
+    x = sp.IndexedBase("x")
+    model = symgrad.Model(sp.Sum(sp.exp(x[i]) * x[i + 1], (i, 1, n - 2)), name="window")
+    mod = symgrad.compile(model, emit=SPARSE)
+    v = np.random.default_rng(3).uniform(-1, 1, (6, 1))
+    _, J = mod.sparse_jacobian(x=v)
+    assert _stored(J).tolist() == [[False] + [True] * 5]
+    np.testing.assert_allclose(J.toarray(), tape.dense_jacobian(model, x=v)[1], rtol=1e-12, atol=0)
+    _, _, H = mod.sparse_hessian(x=v)
+    np.testing.assert_allclose(H.toarray(), tape.dense_hessian(model, x=v)[1], rtol=1e-6, atol=1e-6)
+    assert H.nnz == 3 * 6 - 2
+
+
+def test_kron_diag_and_solve_models_against_the_tape():
+    """Each pattern is what the op can touch (counted by hand) and the values equal the tape's."""
+    A, B = sp.MatrixSymbol("A", 2, 2), sp.MatrixSymbol("B", 2, 3)
+    v, M, b = sp.MatrixSymbol("v", 3, 1), sp.MatrixSymbol("M", 3, 3), sp.MatrixSymbol("b", 3, 2)
+    rng = np.random.default_rng(7)
+    cases = [
+        # kron(A, B): each entry one A and one B entry; H couples A with B only (4 x 6 pairs, both ways)
+        (symgrad.Model(sp.KroneckerProduct(A, B), wrt=[A, B], name="kron"),
+         {"A": rng.standard_normal((2, 2)), "B": rng.standard_normal((2, 3))}, 2 * 24, 2 * 4 * 6),
+        # diag(v) exp'd: exp of the diagonal only (zeros elsewhere are exp(0) = 1, no variable)
+        (symgrad.Model(sp.DiagMatrix(v).applyfunc(sp.exp), wrt=[v], name="diagexp"),
+         {"v": rng.standard_normal((3, 1))}, 3, 3),
+        # solve(M, b): column j of the value depends on M and b[:, j]; b's entries never couple
+        (symgrad.Model(M.inv() * b, wrt=[M, b], name="solve"),
+         {"M": rng.standard_normal((3, 3)) + 4 * np.eye(3), "b": rng.standard_normal((3, 2))},
+         6 * (9 + 3), 81 + 2 * 9 * 6),
+    ]
+    for model, inputs, jnnz, hnnz in cases:
+        mod = _fresh(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, J = mod.sparse_jacobian(**inputs)
+            _, _, H = mod.sparse_hessian(**inputs)
+        assert mod.sparsity_info(**inputs)["hessian"]["dense_rule"] == (), model.name
+        assert (J.nnz, H.nnz) == (jnnz, hnnz), (model.name, J.nnz, H.nnz)
+        np.testing.assert_allclose(J.toarray(), tape.dense_jacobian(model, **inputs)[1], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(H.toarray(), tape.dense_hessian(model, **inputs)[1], rtol=1e-5, atol=1e-6)

@@ -571,7 +571,7 @@ def assemble(program, target) -> str:
     wrt_text = ", ".join(wrt_names) or "nothing"
     layout = target.layout
     names = Names(namer, wrt_local, wrt_text, local, dim_local,
-                  lambda shape: Body.shape(types.SimpleNamespace(dim_names=dim_local), shape), m)
+                  lambda shape: Body.shape(types.SimpleNamespace(dim_names=dim_local), shape), m, target.name)
     functions = layout.functions(program, namer, wrt_local, wrt_text) if layout else _functions(program, names)
     user_modules = _user_modules([r for fn in functions for r in fn.roots])
 

@@ -12,7 +12,7 @@ import inspect
 import re
 
 from ..ir import topo_order
-from ..ops import OPS, _zero_grad
+from ..ops import BOOL_OPS, OPS, _zero_grad
 from ..runtime import sparse as _runtime
 from .text import docstring
 
@@ -31,12 +31,23 @@ _RULES = {
     "slice": lambda n, a, s: f"_sp_slice({a[0]}, {tuple(tuple(x) for x in n.attr)!r})",
     "trace": lambda n, a, s: f"_sp_dense(_H, (), False, {a[0]})",  # a scalar: the dense rule is exact
     "where": lambda n, a, s: f"_sp_where(_H, {a[0]}, {a[1]}, {a[2]})",
+    "shift": lambda n, a, s: f"_sp_shift({a[0]}, {n.attr[0]}, {n.attr[1]})",
+    "diag": lambda n, a, s: f"_sp_diag({a[0]})",
+    "diagonal": lambda n, a, s: f"_sp_diagonal({a[0]})",
+    "onehot": lambda n, a, s: f"_sp_onehot({a[0]}, {s(n.attr[0])}, {n.attr[1]}, {n.attr[2]})",
+    "kron": lambda n, a, s: f"_sp_kron(_H, {a[0]}, {a[1]})",
+    "solve": lambda n, a, s: f"_sp_solve(_H, {a[0]}, {a[1]})",
+    "zeros_like": lambda n, a, s: f"_sp_empty({a[0]}[1], _n)",
     "eye": lambda n, a, s: f"_sp_empty({s(n.shape)}, _n)",
     "const": lambda n, a, s: "_sp_empty((), _n)",
     "dim": lambda n, a, s: "_sp_empty((), _n)",
 }
-# ops without a rule whose value is linear in their arguments (the dense rule adds no Hessian term)
-_LINEAR_DENSE = {"diag", "diagonal", "onehot", "unslice", "sum_to", "zeros_like"}
+# ops without a rule whose value is linear in their arguments (the dense rule adds no Hessian term);
+# these and the rest (inv, det, logdet: every entry depends on every entry of a general matrix) are
+# named in docs/sparse.md
+_LINEAR_DENSE = {"unslice", "sum_to", "kron_a", "kron_b"}
+# ops whose value a node that depends on no input is built of (a window's condition: runtime _sp_value)
+_KNOWN = {"const", "bcast", "shift"} | BOOL_OPS
 
 
 def pattern_program(program, local: dict, dim_local: dict, shape_text) -> tuple[str, list[str]]:
@@ -46,7 +57,9 @@ def pattern_program(program, local: dict, dim_local: dict, shape_text) -> tuple[
     names, lines, dense = {}, [], []
     wrt = {program.input_nodes[w].id: k for k, w in enumerate(program.wrt)}
     by_id = {program.input_nodes[i.name].id: i.name for i in program.inputs}
-    for k, n in enumerate(topo_order([program.out])):
+    order = topo_order([program.out])
+    known = dict.fromkeys(_known_conditions(order))  # node id -> the name of its value, once written
+    for k, n in enumerate(order):
         a = [names[x.id] for x in n.args]
         if n.op == "input":
             name = names[n.id] = "_p_" + local[by_id[n.id]]
@@ -56,7 +69,13 @@ def pattern_program(program, local: dict, dim_local: dict, shape_text) -> tuple[
             lines.append(f"{name} = {call}")
             continue
         name = names[n.id] = f"_p{k}"
-        if n.op in _RULES:
+        if n.id in known:
+            known[n.id] = f"_v{k}"
+            attr = "" if n.attr is None else f", attr={shape_text(n.attr) if n.op == 'bcast' else repr(n.attr)}"
+            lines.append(f"_v{k} = _sp_value({n.op!r}{''.join(', ' + known[x.id] for x in n.args)}{attr})")
+        if n.op == "where" and known.get(n.args[0].id):
+            call = f"_sp_where(_H, {a[0]}, {a[1]}, {a[2]}, {known[n.args[0].id]})"
+        elif n.op in _RULES:
             call = _RULES[n.op](n, a, shape_text)
         elif OPS[n.op].elementwise:
             how = ("zero" if OPS[n.op].vjp is _zero_grad else "linear" if n.op in _LINEAR
@@ -88,6 +107,25 @@ def pattern_program(program, local: dict, dim_local: dict, shape_text) -> tuple[
     tail = [f"    return {names[program.out.id]}, _H, _n"]
     rule = f"_DENSE_RULE = {tuple(sorted(set(dense)))!r}  # ops the pattern program takes as dense dependence\n\n\n"
     return rule + "\n".join([h for h in head if h] + body + tail) + "\n", sorted(set(dense))
+
+
+def _known_conditions(order) -> set:
+    """The nodes that ``where`` conditions depending on no input are made of (a window's mask):
+    the pattern program computes their values (``_sp_value``), so that each entry of such a
+    ``where`` depends on its selected branch only."""
+    free = set()
+    for n in order:
+        if n.op in _KNOWN and all(x.id in free for x in n.args):
+            free.add(n.id)
+    by_id = {n.id: n for n in order}
+    stack = [n.args[0].id for n in order if n.op == "where" and n.args[0].id in free]
+    needed = set()
+    while stack:
+        i = stack.pop()
+        if i not in needed:
+            needed.add(i)
+            stack.extend(x.id for x in by_id[i].args)
+    return needed
 
 
 def _dims_line(program, local, dim_local) -> str:

@@ -47,8 +47,13 @@ def _sp_variable(shape, offset, n):
 
 def _sp_rows(p, index, shape):
     """Pattern of a value whose entry e is entry index[e] of p's value (a selection, a
-    broadcast or a permutation of it), shaped ``shape``."""
-    return p[0][np.asarray(index, dtype=np.int64).ravel()], tuple(shape)
+    broadcast or a permutation of it), shaped ``shape``; index -1: an entry that is 0 (no row)."""
+    index = np.asarray(index, dtype=np.int64).ravel()
+    P = p[0]
+    if index.size and index.min() < 0:  # select an appended empty row for the zeros
+        P = _sparse.vstack([P, _sparse.csr_matrix((1, P.shape[1]), dtype=bool)], format="csr")
+        index = np.where(index < 0, P.shape[0] - 1, index)
+    return P[index], tuple(shape)
 
 
 def _sp_broadcast(p, shape):
@@ -100,12 +105,110 @@ def _sp_ew(H, how, *ps):
     return out
 
 
-def _sp_where(H, c, a, b):
+def _sp_where(H, c, a, b, known=None):
     """where(c, a, b): linear in the branches; the condition carries no derivative but its shape
-    (scalar branches picked by a condition on an array give an array)."""
+    (scalar branches picked by a condition on an array give an array).  ``known``:
+    the condition's value when it depends on no input (a Sum over part of an axis, a window):
+    each entry then depends on its own branch only."""
     shape = np.broadcast_shapes(c[1], a[1], b[1])
-    out = _sp_union(a, b)
-    return out if out[1] == shape else _sp_broadcast(out, shape)
+    if not (a[0].nnz or b[0].nnz):
+        return _sp_empty(shape, a[0].shape[1])
+    if known is None:
+        out = _sp_union(a, b)
+        return out if out[1] == shape else _sp_broadcast(out, shape)
+    pick = np.broadcast_to(np.asarray(known, dtype=bool), shape).ravel()
+    full = [_sp_broadcast(p, shape)[0] if p[1] != shape else p[0] for p in (a, b)]
+    keep = [_sparse.diags(m.astype(bool), format="csr", dtype=bool) for m in (pick, ~pick)]
+    return (keep[0] @ full[0] + keep[1] @ full[1]).tocsr(), tuple(shape)
+
+
+def _sp_value(op, *args, attr=None):
+    """The value of a node that depends on no input (a window's condition), for ``_sp_where``:
+    the few ops such a condition is built of."""
+    if op == "const":
+        return np.asarray(attr)
+    if op == "bcast":
+        return np.broadcast_to(args[0], attr)
+    if op == "shift":
+        x = np.asarray(args[0])
+        return _sp_pick(x, _sp_shifted(x.shape, *attr)).reshape(x.shape)
+    logic = {"ne": np.not_equal, "eq": np.equal, "gt": np.greater, "ge": np.greater_equal, "lt": np.less,
+             "le": np.less_equal, "and": np.logical_and, "or": np.logical_or, "not": np.logical_not}
+    return logic[op](*args)
+
+
+def _sp_pick(x, index):
+    """x's entries at index (C order), 0 where index is -1."""
+    flat = np.append(np.ravel(x), np.zeros(1, dtype=np.asarray(x).dtype))
+    index = np.asarray(index, dtype=np.int64)
+    return flat[np.where(index < 0, flat.size - 1, index)]
+
+
+def _sp_shifted(shape, axis, c):
+    """For shift(x, axis, c) of x shaped ``shape``: the entry of x each entry is (C order), -1
+    past an end (entry p along axis is x's p + c)."""
+    ids = np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape)
+    n = shape[axis]
+    p = np.arange(n) + c
+    inside = (p >= 0) & (p < n)
+    moved = np.take(ids, np.clip(p, 0, max(n - 1, 0)), axis=axis)
+    mask = inside.reshape((-1, 1) if axis == 0 else (1, -1))
+    return np.where(mask, moved, -1)
+
+
+def _sp_shift(p, axis, c):
+    """shift(x, axis, c): entry p along axis is x's p + c, 0 (no dependence) past an end."""
+    return _sp_rows(p, _sp_shifted(p[1], axis, c), p[1])
+
+
+def _sp_diag(p):
+    """DiagMatrix of a column or row v of length k: entry (i, i) is v's i, the rest 0."""
+    k = int(np.prod(p[1], dtype=np.int64))
+    index = np.full((k, k), -1, dtype=np.int64)
+    index[np.arange(k), np.arange(k)] = np.arange(k)
+    return _sp_rows(p, index, (k, k))
+
+
+def _sp_diagonal(p):
+    """The diagonal of a square matrix, as a column."""
+    k = p[1][0]
+    return _sp_rows(p, np.arange(k) * (k + 1), (k, 1))
+
+
+def _sp_onehot(p, shape, i, j):
+    """Zeros of ``shape`` with the 0-d (or one-entry) p at [i, j]."""
+    index = np.full(shape, -1, dtype=np.int64)
+    index[i, j] = 0
+    return _sp_rows(p, index, shape)
+
+
+def _sp_kron(H, a, b):
+    """kron(A, B), B of shape (p, q): entry (i p + k, j q + l) is A[i, j] B[k, l], the two of which
+    it depends on (cross terms only, as for a product)."""
+    (r, c), (p, q) = a[1], b[1]
+    i, k, j, l = (x.ravel() for x in np.meshgrid(np.arange(r), np.arange(p), np.arange(c), np.arange(q),
+                                                  indexing="ij"))  # C order of the (r p, c q) value
+    shape = (r * p, c * q)
+    ea, eb = _sp_rows(a, i * c + j, shape)[0], _sp_rows(b, k * q + l, shape)[0]
+    if H is not None and a[0].nnz and b[0].nnz:
+        _sp_square(H, ea, eb)
+    return (ea + eb).tocsr(), shape
+
+
+def _sp_solve(H, a, b):
+    """solve(A, B): column j of the solution depends on all of A and on column j of B; it is
+    nonlinear in A (A's variables couple with each other and with B's), linear in B."""
+    (k, _), (_, c) = a[1], b[1]
+    used = np.zeros(a[0].shape[1], bool)
+    used[a[0].indices] = True
+    rowA = _sparse.csr_matrix(used.reshape(1, -1))
+    colB = _sp_sum((b[0], b[1]), 0)[0] if b[0].nnz else _sparse.csr_matrix((c, a[0].shape[1]), dtype=bool)
+    if H is not None and rowA.nnz:
+        _sp_square(H, rowA)
+        for j in range(c):  # A with column j of B
+            _sp_square(H, rowA, colB[j])
+    per_col = (colB + _sparse.csr_matrix(np.ones((c, 1), bool)) @ rowA).tocsr()
+    return _sp_rows((per_col, (c,)), np.tile(np.arange(c), k), (k, c))
 
 
 def _sp_matmul(H, a, b):
