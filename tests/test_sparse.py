@@ -404,6 +404,21 @@ def test_shift_rule_selects_the_shifted_entries(axis, c):
     np.testing.assert_array_equal(_ids(R._sp_shift(p, axis, c)), want)
 
 
+@pytest.mark.parametrize("axis, lo, m", [(0, 0, 1), (0, 1, 1), (1, 1, 0), (0, 2, 2), (0, 3, 3)])
+def test_clamp_rule_copies_the_nearest_entry_inside_the_window(axis, lo, m):
+    """Entry p along axis depends on x's entry at p clipped into [lo, n - 1 - m] (by explicit
+    loops; a window with no entry inside leaves x as it is, as the op's _clamp does)."""
+    p = R._sp_variable((5, 4), 0, 20)
+    n = (5, 4)[axis]
+    want = np.zeros((5, 4), int)
+    for r in range(5):
+        for q in range(4):
+            k = (r, q)[axis]
+            k = min(max(k, lo), n - 1 - m) if n - 1 - m >= lo else k
+            want[r, q] = (k * 4 + q) if axis == 0 else (r * 4 + k)
+    np.testing.assert_array_equal(_ids(R._sp_clamp(p, axis, lo, m)), want)
+
+
 def test_diag_diagonal_onehot_and_kron_rules_against_numpy():
     v = R._sp_variable((3, 1), 0, 3)
     ids = np.arange(3)
@@ -452,8 +467,9 @@ def test_indexed_rosenbrock_hessian_is_tridiagonal_with_three_colors_at_every_n(
 
 def test_a_window_selects_its_branch_entry_by_entry():
     """Sum(exp(x[i]) x[i + 1], (i, 1, n - 2)): the where of the window takes the first entry out,
-    so the gradient's pattern has no x[0] (the union of the branches had it).  The Hessian terms
-    of the nodes inside the window are not masked (x[0] couples at the border: docs/sparse.md)."""
+    so the gradient's pattern has no x[0] (the union of the branches had it).  The window's
+    arguments are clamped (entries outside it copy the nearest inside), so the Hessian's pattern
+    is exact too: exp(x_i) x_(i+1) for i = 1..4 has 4 diagonal and 8 off-diagonal entries."""
     i, n = sp.Idx("i"), sp.Symbol("n")
     x = sp.IndexedBase("x")
     model = symgrad.Model(sp.Sum(sp.exp(x[i]) * x[i + 1], (i, 1, n - 2)), name="window")
@@ -464,7 +480,10 @@ def test_a_window_selects_its_branch_entry_by_entry():
     np.testing.assert_allclose(J.toarray(), tape.dense_jacobian(model, x=v)[1], rtol=1e-12, atol=0)
     _, _, H = mod.sparse_hessian(x=v)
     np.testing.assert_allclose(H.toarray(), tape.dense_hessian(model, x=v)[1], rtol=1e-6, atol=1e-6)
-    assert H.nnz == 3 * 6 - 2
+    exact = np.zeros((6, 6), bool)
+    exact[np.arange(1, 5), np.arange(1, 5)] = exact[np.arange(1, 5), np.arange(2, 6)] = True
+    exact |= exact.T
+    assert (_stored(H) == exact).all()
 
 
 def test_kron_diag_and_solve_models_against_the_tape():

@@ -32,6 +32,7 @@ _RULES = {
     "trace": lambda n, a, s: f"_sp_dense(_H, (), False, {a[0]})",  # a scalar: the dense rule is exact
     "where": lambda n, a, s: f"_sp_where(_H, {a[0]}, {a[1]}, {a[2]})",
     "shift": lambda n, a, s: f"_sp_shift({a[0]}, {n.attr[0]}, {n.attr[1]})",
+    "clamp": lambda n, a, s: f"_sp_clamp({a[0]}, {n.attr[0]}, {n.attr[1]}, {n.attr[2]})",
     "diag": lambda n, a, s: f"_sp_diag({a[0]})",
     "diagonal": lambda n, a, s: f"_sp_diagonal({a[0]})",
     "onehot": lambda n, a, s: f"_sp_onehot({a[0]}, {s(n.attr[0])}, {n.attr[1]}, {n.attr[2]})",

@@ -161,6 +161,17 @@ def _sp_shift(p, axis, c):
     return _sp_rows(p, _sp_shifted(p[1], axis, c), p[1])
 
 
+def _sp_clamp(p, axis, lo, m):
+    """clamp(x, axis, lo, m): entry p along axis is x's min(max(p, lo), n - 1 - m) (the op's
+    _clamp: a window's argument, its entries outside the window copies of the nearest inside)."""
+    ids = np.arange(int(np.prod(p[1], dtype=np.int64))).reshape(p[1])
+    n = p[1][axis]
+    at = np.arange(n)
+    if n - 1 - m >= lo:
+        at = np.clip(at, lo, n - 1 - m)
+    return _sp_rows(p, np.take(ids, at, axis=axis), p[1])
+
+
 def _sp_diag(p):
     """DiagMatrix of a column or row v of length k: entry (i, i) is v's i, the rest 0."""
     k = int(np.prod(p[1], dtype=np.int64))
