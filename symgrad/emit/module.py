@@ -33,6 +33,7 @@ from ..ir import DimProduct, topo_order
 from ..ops import OPS, is_bool, slice_text
 from .buffers import plan
 from .floats import float_path
+from .printing import VIEWS, literal
 from .sparsity import runtime_helpers
 from ..program import render
 from ..errors import SymgradError
@@ -74,7 +75,8 @@ def _buf(t):
     return t if isinstance(t, {m}.ndarray) else None
 '''
 
-_HELPER_PROMOTE = '''
+_HELPER_PROMOTE = '''_F64, _F32 = {m}.dtype({m}.float64), {m}.dtype({m}.float32)
+
 def _promote(*inputs):
     """(dt, *inputs) with every input in one float type dt: float32 arrays stay float32; Python
     numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
@@ -238,18 +240,13 @@ class Namer:
         return name
 
 
-def _literal(v: float, as_int: bool = False) -> str:
-    if as_int and float(v).is_integer() and abs(v) < 2**53:
-        s = str(int(v))
-    elif v != v or v in (float("inf"), float("-inf")):
-        s = {"nan": "float('nan')", "inf": "float('inf')", "-inf": "-float('inf')"}[repr(v)]
-    else:
-        s = repr(float(v))
-    return f"({s})" if s.startswith("-") else s
-
-
 class Body:
-    """Prints the assignments that compute ``roots`` from the inputs."""
+    """Prints the assignments that compute ``roots`` from the inputs (NumPy's spelling; a
+    target's printer subclass overrides what it spells differently)."""
+
+    fast_path = True  # forward and value_and_grad try plain Python floats first (floats.py)
+    promoted = "_dt"  # what _promote gives before the inputs: their float type (and more)
+    factory = "dtype=_dt"  # the keywords of an array made from nothing (np.full, np.eye)
 
     def __init__(self, target, alias: str, names: dict, dim_names: dict, cot_of: dict, src: dict):
         self.t, self.m = target, alias
@@ -289,7 +286,7 @@ class Body:
                 self.names[n.id] = a[0]  # the consumer broadcasts by itself
                 return None
             if n.args[0].shape in (None, ()):  # a matrix of one value, in the inputs' float type
-                return f"{m}.full({self.shape(n.shape)}, {a[0]}, dtype=_dt)"
+                return f"{m}.full({self.shape(n.shape)}, {a[0]}, {self.factory})"
             return f"{m}.broadcast_to({a[0]}, {self.shape(n.shape)})"  # owned() copies a returned one
         if n.op == "transpose" and n.id not in final:
             self.names[n.id] = f"{a[0]}.T"  # a view: printed where it is used, as in X.T @ G
@@ -297,7 +294,7 @@ class Body:
         if n.op == "sum":
             return f"{m}.sum({a[0]})" if n.attr is None else f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
         if n.op == "eye":
-            return f"{m}.eye({self.shape((n.attr,))[1:-2]}, dtype=_dt)"
+            return f"{m}.eye({self.shape((n.attr,))[1:-2]}, {self.factory})"
         if n.op == "call":  # a symgrad.Function: its module is imported under an alias
             module, attr = n.attr[1].split(":")
             return f"{self.user_modules[module]}.{attr}({', '.join(a)})"
@@ -309,7 +306,7 @@ class Body:
             return f"_unslice({a[0]}, {self.shape(n.attr[0])}, {_index_text(n.attr[1])}, _dt)"
         if n.op == "onehot":
             return f"_onehot({a[0]}, {self.shape(n.attr[0])}, {n.attr[1]}, {n.attr[2]}, _dt)"
-        if n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]):
+        if n.op == "where" and self.scalar_branches(n):
             # both branches are Python scalars: NumPy would make float64; keep the inputs' type
             if _is(_python_scalar(n.args[1]), 1) and _is(_python_scalar(n.args[2]), 0):
                 return f"{a[0]}.astype(_dt)"
@@ -317,12 +314,25 @@ class Body:
         if self.tall_product(n):
             return f"_matmul({a[0]}, {a[1]})"
         if n.op == "pow" and n.args[1].op == "const":
-            a[1] = _literal(n.args[1].attr, as_int=True)
+            a[1] = literal(n.args[1].attr, as_int=True)
         code = self.t.template(OPS[n.op])
         if code is None:
             raise SymgradError(f"op {n.op!r} has no {self.t.name} printer entry (symgrad/ops.py)")
         self.ops_used.add(n.op)
         return code.format(*a, m=m, attr=n.attr)
+
+    @staticmethod
+    def scalar_branches(n) -> bool:
+        """A ``where`` whose branches are both Python scalars (printed with a cast to ``_dt``)."""
+        return all(_python_scalar(v) is not None for v in n.args[1:])
+
+    def copy(self, text: str) -> str:
+        """A fresh, writable copy of the array ``text``."""
+        return f"{self.m}.array({text})"
+
+    def shape_of(self, text: str) -> str:
+        """The run-time shape of the array ``text`` (a tuple)."""
+        return f"{self.m}.shape({text})"
 
     def emit(self, order, users, final: dict) -> None:
         self.users, self.final = users, final
@@ -331,7 +341,7 @@ class Body:
             if n.id in self.names:
                 continue
             if n.op == "const":
-                self.names[n.id] = _literal(n.attr)
+                self.names[n.id] = literal(n.attr)
                 continue
             text = self.expr(n, users.get(n.id, []), final)
             if text is None:
@@ -413,7 +423,7 @@ class Body:
             elif len(n.shape) == 2:
                 klass[n.id] = ("static", n.shape)
         writes = {n.id for n in order if n.id in emitted and OPS[n.op].ufunc
-                  and not (n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]))}
+                  and not (n.op == "where" and self.scalar_branches(n))}
         return plan(order, users, view_of, klass, writes, roots)
 
     def scratch_key(self) -> str:
@@ -435,7 +445,7 @@ class Body:
         if n.shape is not None:
             shape = self.shape(n.shape)
         else:  # the broadcast of its operands' run-time shapes: one line's worth, whatever the depth
-            shapes = list(dict.fromkeys(f"{self.m}.shape({self.names[a.id]})" for a in n.args if a.shape is None))
+            shapes = list(dict.fromkeys(self.shape_of(self.names[a.id]) for a in n.args if a.shape is None))
             shape = shapes[0] if len(shapes) == 1 else f"{self.m}.broadcast_shapes({', '.join(shapes)})"
         return f"_scratch({key!r}, {shape}, _dt)"
 
@@ -450,7 +460,7 @@ class Body:
         if n.op == "pow" and n.args[1].op == "const":
             if n.args[1].attr == 2:
                 return f"{m}.square({a[0]}, out={out})"
-            a[1] = _literal(n.args[1].attr, as_int=True)
+            a[1] = literal(n.args[1].attr, as_int=True)
         if n.op == "sigmoid":  # expr() has already asked for the helper
             return f"_sigmoid({a[0]}, out={out})"
         if n.op == "where":
@@ -517,13 +527,14 @@ def _is(n, value) -> bool:
 _CALLED = re.compile(r"(?<![\w.])(\w+)\(")  # the names of the functions a text calls (not methods)
 
 
-def _helpers_called(code: str, defined, more_helpers=()) -> dict:
+def _helpers_called(code: str, defined, more_helpers=(), own=None) -> dict:
     """{function name: helper source} of the helpers (ops' own, the emitter's, then the layout's
-    ``more_helpers``) that ``code`` calls and that no target definition already provides, in table
-    order."""
+    ``more_helpers``; the target's ``own`` replace those of their names) that ``code`` calls and
+    that no target definition already provides, in table order."""
     table = {re.search(r"^def (\w+)\(", h, re.M).group(1): h
              for h in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())
              + list(more_helpers)}
+    table.update(own or {})
     called = set(_CALLED.findall(code))  # one pass over the code (a search per helper was O(helpers x code))
     found, more = set(), True
     while more:  # helpers may call helpers
@@ -545,7 +556,7 @@ def _users(order) -> dict:
 
 
 @dataclass
-class _Function:
+class ModuleFunction:
     """One generated function: what it computes and how it is called and returns."""
     name: str
     kernel: str                  # short prefix of its kernels and work arrays
@@ -562,6 +573,7 @@ class _Function:
 
 def assemble(program, target) -> str:
     """The source of the module of a differentiated :class:`~symgrad.program.Program`."""
+    target.check_derivatives(program.derivatives)
     G, out, grads, name = program.graph, program.out, program.grads, program.name
     inputs = [i.name for i in program.inputs]
     wrt_names = program.wrt
@@ -585,7 +597,7 @@ def assemble(program, target) -> str:
     functions = layout.functions(program, namer, wrt_local, wrt_text) if layout else _functions(program, names)
     user_modules = _user_modules([r for fn in functions for r in fn.roots])
 
-    def body(fn: _Function) -> Body:
+    def body(fn: ModuleFunction) -> Body:
         order = topo_order(fn.roots)
         cot_of = {}
         for fwd_id, c in (fn.cot_of or {}).items():
@@ -600,13 +612,13 @@ def assemble(program, target) -> str:
         b.emit(order, _users(order), fn.final)
         return b
 
-    def prologue(fn: _Function, b: Body) -> list[str]:
+    def prologue(fn: ModuleFunction, b: Body) -> list[str]:
         lines = []
         if not plain_sig:
             lines.append(", ".join(local[n] for n in inputs) + ("," if len(inputs) == 1 else "") + " = _args(inputs)")
         if inputs:
             names = ", ".join(local[n] for n in inputs)
-            lines.append(f"_dt, {names} = _promote({names})")
+            lines.append(f"{b.promoted}, {names} = _promote({names})")
         scalars = [i.name for i in program.inputs if i.name in program.numbers]
         if scalars:
             lines.append("_scalars(" + ", ".join(f"{n}={local[n]}" for n in scalars) + ")")
@@ -622,7 +634,7 @@ def assemble(program, target) -> str:
             (seed,) = fn.seeds.values()
             lines.append(f"{seed} = _seed({fn.seed_param}, _dt, 'cotangent', {_shape_text(b, program, out)})")
         elif fn.seeds:
-            shapes = ", ".join(f"{w!r}: {m}.shape({local[w]})" for w in wrt_names)
+            shapes = ", ".join(f"{w!r}: {b.shape_of(local[w])}" for w in wrt_names)
             lhs = ", ".join(fn.seeds.values()) + ("," if len(fn.seeds) == 1 else "")
             lines.append(f"{lhs} = _seeds({fn.seed_param}, _dt, {fn.seed_param!r}, {{{shapes}}})")
         return lines
@@ -649,7 +661,7 @@ def assemble(program, target) -> str:
                 k += size
             return ", ".join(parts)
         fast = (float_path(topo_order(fn.roots), fn.roots, input_ids, returns, m)
-                if fn.name in ("forward", "value_and_grad") else None)
+                if fn.name in ("forward", "value_and_grad") and b.fast_path else None)
         lines = prologue(fn, b)
         lines = lines[:1] + (fast or []) + lines[1:] if not plain_sig else (fast or []) + lines
         lines += b.lines
@@ -661,13 +673,14 @@ def assemble(program, target) -> str:
     for d in program.derivatives:  # module-level code of the model's own that a kind's driver calls
         if KINDS[d].definitions is not None:
             definitions.update(KINDS[d].definitions(program, names))
+    own = target.helpers  # the target's own forms of helpers, by name
     helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions,
-                              layout.helpers if layout else ())
+                              (layout.helpers if layout else ()), own)
     code = "\n".join(bodies + list(helpers.values()))
     imports = ((["import math"] if re.search(r"(?<![\w.])math\.", code) else [])
                + (["import threading"] if "_scratch" in helpers else [])
                + (["import warnings"] if re.search(r"(?<![\w.])warnings\.", code) else [])
-               + [f"import {target.module} as {m}"]
+               + [f"import {target.module}" + (f" as {m}" if m != target.module else "")]
                + list(target.imports)
                + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
                + [f"import {mod} as {alias}" for mod, alias in user_modules.items()])
@@ -685,12 +698,11 @@ def assemble(program, target) -> str:
     text += [line for k in KINDS.values() if f"_{k.name}" in helpers for line in k.constants]
     text.append("")
     if inputs:
-        text.append(f"_F64, _F32 = {m}.dtype({m}.float64), {m}.dtype({m}.float32)")
-        text.append(_HELPER_PROMOTE.replace("{m}", m))
+        text.append(own.get("_promote", _HELPER_PROMOTE).replace("{m}", m))
     if matrices:
-        text.append(_HELPER_DIMS.replace("{m}", m))
+        text.append(own.get("_dims", _HELPER_DIMS).replace("{m}", m))
     if "_scalars(" in code:
-        text.append(_HELPER_NUMBERS.replace("{m}", m))
+        text.append(own.get("_scalars", _HELPER_NUMBERS).replace("{m}", m))
     text += [helper.replace("{m}", m) for helper in helpers.values()]
     if "_scratch" not in helpers:  # every module has it, so callers need not ask
         text.append(_NO_SCRATCH)
@@ -702,10 +714,10 @@ def assemble(program, target) -> str:
     return "\n".join(text)
 
 
-def _functions(program, names) -> list[_Function]:
+def _functions(program, names) -> list[ModuleFunction]:
     """The functions of the module, in the order they are printed: forward, then one per kind."""
-    return ([_Function("forward", "fwd", [program.out], {}, f"Value of {program.name}.")]
-            + [_Function(**KINDS[d].function(program, names)) for d in program.derivatives])
+    return ([ModuleFunction("forward", "fwd", [program.out], {}, f"Value of {program.name}.")]
+            + [ModuleFunction(**KINDS[d].function(program, names)) for d in program.derivatives])
 
 
 def _user_modules(roots) -> dict:
@@ -732,12 +744,8 @@ def _shape_text(b: Body, program, node) -> str:
     if node.shape is not None:
         return b.shape(node.shape)
     leaves = {n.id for n in topo_order([node]) if n.op == "input" and n.shape is None}
-    return ", ".join(f"{b.m}.shape({b.names[program.input_nodes[i.name].id]})" for i in program.inputs
+    return ", ".join(b.shape_of(b.names[program.input_nodes[i.name].id]) for i in program.inputs
                      if program.input_nodes[i.name].id in leaves)
-
-
-# ops whose value may be (a view of) an argument's memory, as printed: read through to the base
-_VIEWS = {"transpose", "sum_to", "bcast", "slice"}
 
 
 def owned(b: Body, roots, input_ids, m, want=None) -> list[str]:
@@ -747,14 +755,14 @@ def owned(b: Body, roots, input_ids, m, want=None) -> list[str]:
     seen, texts = set(), []
     for k, n in enumerate(roots):
         base = n
-        while (base.op in _VIEWS and base.id not in input_ids
+        while (base.op in VIEWS and base.id not in input_ids
                and not (base.op == "bcast" and base.args[0].shape in ((), None))):  # np.full: fresh
             base = base.args[0]
         text = b.names[n.id]
         scalar = base.op in ("const", "dim", "item")  # Python and NumPy scalars are immutable
         if not scalar and (base.id in input_ids or base.id in seen or text in texts or _read_only(n)):
             copy = b.namer.fresh(want[k - 1] if want and k else "value")
-            b.lines.append(f"{copy} = {m}.array({text})  # a copy: the caller owns what is returned")
+            b.lines.append(f"{copy} = {b.copy(text)}  # a copy: the caller owns what is returned")
             text = copy
         seen.add(base.id)
         texts.append(text)

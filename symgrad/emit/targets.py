@@ -21,6 +21,15 @@ class Target:
     imports: tuple = ()  # further import lines of its modules (after the array module's)
     needs: tuple = ()  # further libraries its modules need at run time (named in the header)
     preamble: str = ""  # module-level lines after the constants (e.g. a target's own settings)
+    helpers: dict = field(default_factory=dict)  # helper name -> its source, where it differs from NumPy's
+    derivatives: tuple | None = None  # the kinds (symgrad.kinds) its modules may have; None: every one
+
+    def check_derivatives(self, kinds) -> None:
+        """A :class:`SymgradError` naming the derivative kinds the target's modules cannot have."""
+        extra = [k for k in kinds if self.derivatives is not None and k not in self.derivatives]
+        if extra:
+            raise SymgradError(f"the {self.name} target has {', '.join(self.derivatives)} only "
+                               f"(asked for {', '.join(extra)})")
 
     def template(self, op) -> str | None:
         """The op's template; a :class:`SymgradError` saying why for an op the target cannot run."""
