@@ -71,9 +71,10 @@ def build(model, emit=None, timings: dict | None = None, target: str = "numpy") 
 def generate(model, target: str = "numpy", emit=None, timings: dict | None = None) -> str:
     """Source text of the generated module of ``model`` for ``target`` (deterministic);
     ``timings`` as for :func:`build`, plus ``"emit": (s, lines)``."""
-    layout = target_named(target).layout  # before any work: an unknown target is the caller's error
-    if emit is None and layout is not None:  # the model's own default set, as far as the target has it
-        emit = [d for d in model.derivatives if d in layout.derivatives]
+    spec = target_named(target)  # before any work: an unknown target is the caller's error
+    kinds = spec.layout.derivatives if spec.layout is not None else spec.derivatives
+    if emit is None and kinds is not None:  # the model's own default set, as far as the target has it
+        emit = [d for d in model.derivatives if d in kinds]
     try:
         program = build(model, emit, timings, target)
         clock = _Clock(timings)

@@ -1,0 +1,73 @@
+"""The PyTorch target (symgrad/emit/torch.py): modules on torch.Tensor, checked against the tape.
+
+Other targets' agreement with it is in tests/test_targets_agree.py; here what is its own: tensors
+in and out (float32 stays float32, the inputs' device), out= into dead tensors, inputs never
+written, and clear refusals of what it lacks (an op, a derivative kind) naming op and target.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad
+from symgrad import tape
+from symgrad.errors import SymgradError
+from symgrad.verify import check, rel_err
+
+torch = pytest.importorskip("torch")
+
+x, y = sp.symbols("x y")
+W = sp.MatrixSymbol("W", 3, 2)
+X = sp.MatrixSymbol("X", sp.Symbol("N"), 3)
+SIG = lambda t: 1 / (1 + sp.exp(-t))  # noqa: E731
+SCALAR = symgrad.Model((x + SIG(y)) / (SIG(x) + (x + y) ** 2) + sp.Max(x, 0) + sp.log(1 + sp.exp(y))
+                       + sp.Piecewise((x ** 3, y > 0), (-x, True)), name="scalar")
+MATRIX = symgrad.Model(sp.Trace(sp.OneMatrix(2, sp.Symbol("N")) * (X * W).applyfunc(sp.tanh)) + x * sp.Trace(W.T * W),
+                       wrt=[W, x], name="matrix")
+
+
+@pytest.mark.parametrize("model", [SCALAR, MATRIX], ids=lambda m: m.name)
+def test_check_passes_against_the_tape_and_finite_differences(model):
+    report = check(model, symgrad.compile(model, "torch", emit="vjp,jvp,hvp"))
+    assert report.ok, report.summary()
+
+
+def test_tensors_in_tensors_out_float32_stays_and_inputs_untouched():
+    mod = symgrad.compile(SCALAR, "torch")
+    rng = np.random.default_rng(0)
+    xv, yv = rng.standard_normal((3, 4)), rng.standard_normal(4)
+    for dt in (torch.float64, torch.float32):
+        xs, ys = torch.tensor(xv, dtype=dt), torch.tensor(yv, dtype=dt)
+        keep = xs.clone(), ys.clone()
+        value, grads = mod.value_and_grad(x=xs, y=ys)
+        assert isinstance(value, torch.Tensor) and value.dtype == dt and value.device == xs.device
+        assert grads["y"].shape == ys.shape and grads["x"].dtype == dt
+        assert torch.equal(xs, keep[0]) and torch.equal(ys, keep[1])
+    want, want_g = tape.value_and_grad(SCALAR, x=xv, y=yv)
+    value, grads = mod.value_and_grad(x=torch.tensor(xv), y=torch.tensor(yv))
+    assert rel_err(value.numpy(), want) < 1e-12 and rel_err(grads["y"].numpy(), want_g["y"]) < 1e-12
+
+
+def test_dead_tensors_are_written_into_with_out():
+    source = symgrad.generate(SCALAR, "torch")
+    assert "out=t" in source and "import torch\n" in source and "import numpy" not in source
+    assert "np." not in source.split('"""', 2)[2]
+
+
+def test_an_op_torch_lacks_is_refused_naming_op_and_target():
+    with pytest.raises(SymgradError, match="erf cannot be compiled for target torch"):
+        symgrad.generate(symgrad.Model(sp.erf(x) * y, name="e"), "torch")
+
+
+def test_derivatives_written_for_numpy_are_refused_naming_them():
+    with pytest.raises(SymgradError, match="torch target has grad, vjp, jvp, hvp only .asked for jacobian"):
+        symgrad.generate(SCALAR, "torch", "jacobian")
+
+
+def test_cli_refusal_is_one_line_exit_2(tmp_path):
+    from symgrad.cli import main
+    model = tmp_path / "m.py"
+    model.write_text("import sympy as sp, symgrad\nx = sp.Symbol('x')\nmodel = symgrad.Model(sp.erf(x))\n")
+    assert main(["compile", str(model), "--target", "torch", "--out-dir", str(tmp_path)]) == 2
+    assert not list(tmp_path.glob("*_torch.py"))
