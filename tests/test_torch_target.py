@@ -71,3 +71,25 @@ def test_cli_refusal_is_one_line_exit_2(tmp_path):
     model.write_text("import sympy as sp, symgrad\nx = sp.Symbol('x')\nmodel = symgrad.Model(sp.erf(x))\n")
     assert main(["compile", str(model), "--target", "torch", "--out-dir", str(tmp_path)]) == 2
     assert not list(tmp_path.glob("*_torch.py"))
+
+
+def test_an_input_named_torch_takes_the_name_the_module_renames_its_import():
+    t = sp.Symbol("torch")
+    model = symgrad.Model(sp.Max(t, 0) * x + sp.log(1 + sp.exp(x)), name="named")
+    mod = symgrad.compile(model, "torch")
+    assert "import torch as torch_\n" in symgrad.generate(model, "torch")
+    value, grads = mod.value_and_grad(torch=torch.tensor([-1.0, 2.0], dtype=torch.float64), x=0.5)
+    want, want_g = tape.value_and_grad(model, torch=np.array([-1.0, 2.0]), x=0.5)
+    assert rel_err(value.numpy(), want) < 1e-12 and rel_err(grads["x"].numpy(), want_g["x"]) < 1e-12
+
+
+def test_work_tensors_kept_between_calls_never_reach_a_result():
+    mod = symgrad.compile(MATRIX, "torch")
+    assert "_scratch(" in symgrad.generate(MATRIX, "torch")  # the product X @ W is never returned
+    rng = np.random.default_rng(3)
+    first = {k: torch.from_numpy(v) for k, v in {"X": rng.standard_normal((5, 3)), "W": rng.standard_normal((3, 2)),
+                                                   "x": np.array(0.7)}.items()}
+    v1, g1 = mod.value_and_grad(**first)
+    keep = v1.clone(), {k: g.clone() for k, g in g1.items()}
+    mod.value_and_grad(X=first["X"] * 2, W=first["W"] - 1, x=first["x"])
+    assert torch.equal(v1, keep[0]) and all(torch.equal(g1[k], keep[1][k]) for k in g1)

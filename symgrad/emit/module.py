@@ -447,7 +447,7 @@ class Body:
         else:  # the broadcast of its operands' run-time shapes: one line's worth, whatever the depth
             shapes = list(dict.fromkeys(self.shape_of(self.names[a.id]) for a in n.args if a.shape is None))
             shape = shapes[0] if len(shapes) == 1 else f"{self.m}.broadcast_shapes({', '.join(shapes)})"
-        return f"_scratch({key!r}, {shape}, _dt)"
+        return f"_scratch({key!r}, {shape}, {self.promoted})"  # the inputs' float type (and device)
 
     def into(self, n, out: str, guard: bool = True) -> str:
         """``n`` computed into the existing array ``out`` (the ufunc form of its op)."""

@@ -17,6 +17,8 @@ derivative functions whose drivers are written for NumPy (``jacobian``, ``hessia
 """
 from __future__ import annotations
 
+import re
+
 from ..ops import OPS
 from .module import Body
 from .printing import literal
@@ -39,7 +41,7 @@ def _promote(*inputs):
                 x, dtype=torch.float64 if type(x) in (float, int, bool) else None)
         except Exception:  # noqa: BLE001 - whatever torch refuses
             t = None
-        if t is None or t.is_complex() or t.dtype not in _REAL:
+        if t is None or t.is_complex():
             what = type(x).__name__ + (f" of dtype {t.dtype}" if t is not None else "")
             raise TypeError(f"{MODEL}: input {name!r} must be real numbers, got {what}")
         tensors.append(t)
@@ -90,7 +92,7 @@ def _seed(x, dt, what, *shapes):
         a = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
     except Exception:  # noqa: BLE001 - whatever torch refuses
         a = None
-    if a is None or a.is_complex() or a.dtype not in _REAL:
+    if a is None or a.is_complex():
         raise TypeError(f"{MODEL}: {what} must be real numbers, got {type(x).__name__}")
     if tuple(a.shape) != shape:
         raise ValueError(f"{MODEL}: {what} has shape {tuple(a.shape)}, expected {shape}")
@@ -110,6 +112,27 @@ def _sum_to(g, x, value):
     if axes:
         return torch.broadcast_to(g, full).sum(dim=axes).reshape(shape)
     return torch.broadcast_to(g, shape).clone() if tuple(g.shape) != shape else g
+'''
+
+_HELPER_SCRATCH = '''
+_SCRATCH = threading.local()
+
+
+def _scratch(key, shape, dtype, device):
+    """A work tensor for temporaries that are never returned, kept between calls (one set per
+    thread): fresh memory costs a page fault per 4 KiB (on a GPU, an allocator call)."""
+    if not shape:
+        return None
+    tensors = _SCRATCH.__dict__
+    a = tensors.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype or a.device != device:
+        a = tensors[key] = torch.empty(shape, dtype=dtype, device=device)
+    return a
+
+
+def release_scratch():
+    """Free the work tensors this module keeps for the calling thread."""
+    _SCRATCH.__dict__.clear()
 '''
 
 _HELPER_TENSORS = '''
@@ -148,9 +171,11 @@ def _logsumexp(z, axis):
     return torch.logsumexp(z, dim=axis, keepdim=True) if axis is not None else torch.logsumexp(z, dim=(0, 1))
 '''
 
-_HELPERS = {"_promote": _HELPER_PROMOTE, "_dims": _HELPER_DIMS, "_scalars": _HELPER_SCALARS, "_seed": _HELPER_SEED,
-"_sum_to": _HELPER_SUM_TO, "_tensors": _HELPER_TENSORS, **_HELPERS_BINARY,
-            "_softplus": _HELPER_SOFTPLUS, "_where": _HELPER_WHERE, "_logsumexp": _HELPER_LOGSUMEXP}
+# written with torch's name; the module's own alias is written in (an input may be named torch)
+_HELPERS = {name: re.sub(r"(?<![\w.])torch\.", "{m}.", text) for name, text in {
+    "_promote": _HELPER_PROMOTE, "_dims": _HELPER_DIMS, "_scalars": _HELPER_SCALARS, "_seed": _HELPER_SEED,
+    "_sum_to": _HELPER_SUM_TO, "_scratch": _HELPER_SCRATCH, "_tensors": _HELPER_TENSORS, **_HELPERS_BINARY,
+    "_softplus": _HELPER_SOFTPLUS, "_where": _HELPER_WHERE, "_logsumexp": _HELPER_LOGSUMEXP}.items()}
 
 # op -> template where torch's differs from NumPy's ({m}: torch's alias)
 _OVERRIDES = {"sigmoid": "{m}.sigmoid({0})", "softplus": "_softplus({0})", "maximum": "_maximum({0}, {1})",
@@ -176,15 +201,21 @@ class TorchBody(Body):
     promoted = "_dt, _dev"
     factory = "dtype=_dt, device=_dev"
 
-    def emit(self, order, users, final) -> None:
-        self.scratch_prefix = ""  # no work arrays kept between calls: out= into dead tensors only
-        super().emit(order, users, final)
-
     def expr(self, n, users, final):
         if n.op == "where" and self.scalar_branches(n):  # torch.where of two numbers: float32
             c, a, b = (self.names[x.id] for x in n.args)
             return f"{self.m}.where({c}, {self.m}.tensor({a}, {self.factory}), {b})"
-        return super().expr(n, users, final)
+        return self.clamp(n) or super().expr(n, users, final)
+
+    def clamp(self, n, out: str = "") -> str | None:
+        """``maximum``/``minimum`` of a tensor and a literal as ``torch.clamp_min``/``clamp_max``
+        (NaN propagates, as NumPy's; no tensor made for the number), into ``out`` when given;
+        None for any other node."""
+        consts = [k for k, a in enumerate(n.args) if a.op == "const"]
+        if n.op not in ("maximum", "minimum") or len(consts) != 1:
+            return None
+        x, c = self.names[n.args[1 - consts[0]].id], literal(n.args[consts[0]].attr)
+        return f"{self.m}.clamp_{'min' if n.op == 'maximum' else 'max'}({x}, {c}{', out=' + out if out else ''})"
 
     def copy(self, text: str) -> str:
         return f"{self.m}.clone({text})"
@@ -193,6 +224,8 @@ class TorchBody(Body):
         return f"tuple({text}.shape)"
 
     def into(self, n, out: str, guard: bool = True) -> str:
+        if self.clamp(n, out):
+            return self.clamp(n, out)
         if n.op in _OUT and not (n.op == "pow" and n.args[1].op == "const" and n.args[1].attr == 2):
             a = [self.names[x.id] if x.op != "const" else literal(x.attr, as_int=n.op == "pow") for x in n.args]
             return f"{_OUT[n.op].format(m=self.m)}({', '.join(a)}, out={out})"
@@ -200,6 +233,4 @@ class TorchBody(Body):
 
 
 TARGETS["torch"] = Target("torch", "torch", "torch", body=TorchBody, overrides=_OVERRIDES, missing=_MISSING,
-                          helpers=_HELPERS, derivatives=("grad", "vjp", "jvp", "hvp"),
-                          preamble="_REAL = (torch.float64, torch.float32, torch.float16, torch.bfloat16, "
-                                   "torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)")
+                          helpers=_HELPERS, derivatives=("grad", "vjp", "jvp", "hvp"))
