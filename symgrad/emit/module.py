@@ -22,6 +22,7 @@ would clash with an input is suffixed with ``_``.  Same model, same bytes.
 """
 from __future__ import annotations
 
+import inspect
 import keyword
 import types
 from dataclasses import dataclass, field
@@ -36,151 +37,31 @@ from .floats import float_path
 from .printing import VIEWS, literal
 from .sparsity import runtime_helpers
 from ..program import render
+from ..runtime import numpy_helpers as _rt
 from ..errors import SymgradError
 from ..kinds import KINDS, Names
 from .text import docstring, visible
 
-_HELPER_DIMS = '''
-def _dims(arrays):
-    """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
-    dims = {}
-    for name, spec in SHAPES.items():
-        shape = {m}.shape(arrays[name])
-        ok = len(shape) == len(spec)
-        for want, got in zip(spec, shape):
-            ok = ok and dims.setdefault(want, got) == got if isinstance(want, str) else ok and want == got
-        if not ok:
-            raise ValueError(f"{MODEL}: input {name!r} has shape {shape}, expected {spec} "
-                             f"(dimensions so far: {dims})")
-        if 0 in shape:
-            raise ValueError(f"{MODEL}: input {name!r} is empty (shape {shape}); every dimension "
-                             "must be at least 1")
-    return tuple(dims[d] for d in DIMS)
-'''
-
-_HELPER_NUMBERS = '''
-def _scalars(**values):
-    """Check that each scalar input used inside a matrix expression is one number (an array of one
-    entry and at most two axes broadcasts like it): a larger array would be broadcast against the
-    matrices' own axes."""
-    for name, x in values.items():
-        if x.shape and (x.size != 1 or len(x.shape) > 2):  # (promoted: an array or a NumPy scalar)
-            raise ValueError(f"{MODEL}: input {name!r} is a scalar Symbol used inside a matrix expression, "
-                             f"so it must be one number (a 0-d array, or shape (1,) or (1, 1)), got shape {x.shape}")
-'''
-
-_HELPER_BUF = '''
-def _buf(t):
-    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
-    return t if isinstance(t, {m}.ndarray) else None
-'''
-
-_HELPER_PROMOTE = '''_F64, _F32 = {m}.dtype({m}.float64), {m}.dtype({m}.float32)
-
-def _promote(*inputs):
-    """(dt, *inputs) with every input in one float type dt: float32 arrays stay float32; Python
-    numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
-    division by zero or a negative base gives inf/nan as for arrays, never an exception or a
-    complex number).  A complex or non-numeric input is a TypeError naming it."""
-    dt = inputs[0].dtype if type(inputs[0]) is {m}.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is {m}.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
-    arrays = []
-    for name, x in zip(INPUTS, inputs):
-        if type(x) in (float, int, bool):
-            arrays.append(None)
-            continue
-        try:
-            a = x if isinstance(x, {m}.ndarray) else {m}.asarray(x)
-        except Exception:  # noqa: BLE001 - whatever the array module refuses
-            a = None
-        if a is None or a.dtype.kind not in "biuf":
-            what = type(x).__name__ + (f" of dtype {a.dtype}" if a is not None else "")
-            raise TypeError(f"{MODEL}: input {name!r} must be real numbers, got {what}")
-        arrays.append(a)
-    kinds = [a.dtype if a.dtype.kind == "f" else {m}.float64 for a in arrays if a is not None]
-    dt = {m}.result_type(*kinds) if kinds else {m}.result_type({m}.float64)
-    return (dt,) + tuple(dt.type(x) if a is None else a if a.dtype == dt else a.astype(dt)
-                         for x, a in zip(inputs, arrays))
-'''
-
-_HELPER_SCRATCH = '''
-_SCRATCH = threading.local()
+_NP = re.compile(r"(?<![\w.])np\.")
 
 
-def _scratch(key, shape, dtype):
-    """A work array for temporaries that are never returned, kept between calls (one set per
-    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
-    if not shape:
-        return None
-    arrays = _SCRATCH.__dict__
-    a = arrays.get(key)
-    if a is None or a.shape != shape or a.dtype != dtype:
-        a = arrays[key] = {m}.empty(shape, dtype)
-    return a
+def _source(fn) -> str:
+    """A helper of :mod:`symgrad.runtime.numpy_helpers` as copied into a module: its text, with
+    ``{m}`` for the array module's alias."""
+    return "\n" + _NP.sub("{m}.", inspect.getsource(fn))
 
 
-def release_scratch():
-    """Free the work arrays this module keeps for the calling thread."""
-    _SCRATCH.__dict__.clear()
-'''
-
-_HELPER_TURNS = '''
-def _turns(a, b):
-    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
-    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
-    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
-    return a.shape[1] > 1 and a.dtype == {m}.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
-'''
-
-_HELPER_MATMUL = '''
-def _matmul(a, b, out=None):
-    """a @ b (into out when given), turned around where _turns says so.  A product over one
-    column is the outer product a * b (the same single multiplications)."""
-    if _turns(a, b):
-        return (b.T @ a.T).T
-    if a.shape[1] == 1:
-        return {m}.multiply(a, b, out=out)
-    return a @ b if out is None else {m}.matmul(a, b, out=out)
-'''
-
-_HELPER_MATMUL_WORK = '''
-def _matmul_work(a, b, key):
-    """_matmul(a, b) into the work array key, allocated only when the product is not turned
-    around (a turned product is a fresh array)."""
-    if _turns(a, b):
-        return _matmul(a, b)
-    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), {m}.result_type(a, b)))
-'''
-
-_HELPER_SEED = '''
-def _seed(x, dt, what, *shapes):
-    """A cotangent, tangent or direction as an array of the inputs' float type dt and exactly the
-    shape it is for (the broadcast of shapes); a TypeError for non-real values, a ValueError for
-    another shape."""
-    ndim = max(len(s) for s in shapes)
-    shape = tuple(max(dims) for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]))
-    try:
-        a = {m}.asarray(x)
-    except Exception:  # noqa: BLE001 - whatever the array module refuses
-        a = None
-    if a is None or a.dtype.kind not in "biuf":
-        raise TypeError(f"{MODEL}: {what} must be real numbers, got {type(x).__name__}")
-    if a.shape != tuple(shape):
-        raise ValueError(f"{MODEL}: {what} has shape {a.shape}, expected {tuple(shape)}")
-    return a.astype(dt, copy=False)
-'''
-
-_HELPER_SEEDS = '''
-def _seeds(given, dt, what, shapes):
-    """The arrays of the dict given, one for each name of WRT (shapes: name -> shape), as _seed
-    makes them, in WRT order."""
-    keys = list(given) if isinstance(given, dict) else None
-    if keys is None or set(keys) != set(shapes):
-        raise TypeError(f"{MODEL}: {what} must be a dict with the keys {list(shapes)}, got "
-                        + (f"the keys {keys}" if keys is not None else type(given).__name__))
-    return tuple(_seed(given[n], dt, f"{what}[{n!r}]", s) for n, s in shapes.items())
-'''
+# the run-time helpers (real functions: symgrad/runtime/numpy_helpers.py), as module text
+_HELPER_DIMS = _source(_rt._dims)
+_HELPER_NUMBERS = _source(_rt._scalars)
+_HELPER_BUF = _source(_rt._buf)
+_HELPER_PROMOTE = "_F64, _F32 = {m}.dtype({m}.float64), {m}.dtype({m}.float32)\n" + _source(_rt._promote)
+_HELPER_SCRATCH = "\n_SCRATCH = threading.local()\n\n" + _source(_rt._scratch) + "\n" + _source(_rt.release_scratch)
+_HELPER_TURNS = _source(_rt._turns)
+_HELPER_MATMUL = _source(_rt._matmul)
+_HELPER_MATMUL_WORK = _source(_rt._matmul_work)
+_HELPER_SEED = _source(_rt._seed)
+_HELPER_SEEDS = _source(_rt._seeds)
 
 # special functions' modules, imported by a module whose code calls them (see ops._special)
 _SPECIAL_MODULES = {"_scipy_special": "scipy.special", "_cupyx_special": "cupyx.scipy.special",
@@ -198,15 +79,7 @@ _EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_turns": 
                     **{re.search(r"^def (\w+)\(", h, re.M).group(1): h for k in KINDS.values() for h in k.helpers},
                     **{re.search(r"^def (\w+)\(", h, re.M).group(1): h for h in runtime_helpers()}}
 
-_HELPER_ARGS = '''
-def _args(inputs):
-    """The inputs in INPUTS order (used because some input names are not Python identifiers)."""
-    missing = [n for n in INPUTS if n not in inputs]
-    extra = [n for n in inputs if n not in INPUTS]
-    if missing or extra:
-        raise TypeError(f"{MODEL}: missing inputs {missing}, unexpected inputs {extra}")
-    return tuple(inputs[n] for n in INPUTS)
-'''
+_HELPER_ARGS = _source(_rt._args)
 
 
 def _plain(name: str) -> bool:
