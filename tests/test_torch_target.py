@@ -93,3 +93,10 @@ def test_work_tensors_kept_between_calls_never_reach_a_result():
     keep = v1.clone(), {k: g.clone() for k, g in g1.items()}
     mod.value_and_grad(X=first["X"] * 2, W=first["W"] - 1, x=first["x"])
     assert torch.equal(v1, keep[0]) and all(torch.equal(g1[k], keep[1][k]) for k in g1)
+
+
+@pytest.mark.parametrize("expr, op", [(sp.MatrixSymbol("P", 4, 3)[:2, :], "slice"),
+                                      (sp.exp(W[1, 0]) * x, "onehot")], ids=["slice", "onehot"])
+def test_ops_whose_helpers_are_numpy_code_are_refused_not_printed(expr, op):
+    with pytest.raises(SymgradError, match=f"{op} cannot be compiled for target torch"):
+        symgrad.generate(symgrad.Model(expr, name="r"), "torch")

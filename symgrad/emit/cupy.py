@@ -15,7 +15,7 @@ Which nodes form a kernel, and the order of kernels and other nodes, is decided 
 target-neutral pass :class:`symgrad.emit.fusion.Fusion` (node kinds, clusters, shape sources of
 dynamic values, schedule: see :mod:`symgrad.emit.fusion`); :class:`CupyBody` only asks it for its
 units and prints them -- a cluster as a kernel written with the CUDA C table, any other node as
-:class:`~symgrad.emit.module.Body` prints it.  Scalars built from dimensions and constants only
+:class:`~symgrad.emit.printer.Body` prints it.  Scalars built from dimensions and constants only
 stay Python numbers (``1.0 / N``).
 
 Types: every kernel binds ``T`` from its arrays.  The shared prologue (``_promote``) moves array
@@ -83,13 +83,10 @@ class CupyBody(FusedBody):
             lhs = ", ".join(scalars) + ("," if len(scalars) == 1 else "")
             self.lines.append(f"{lhs} = _device(_dt, {', '.join(scalars)})")
 
-    def expr(self, n, users, final):
-        if n.op == "sum_to":
-            self.definitions["_sum_to"] = _HELPER_SUM_TO
-            g, x, value = (self.names[a.id] for a in n.args)
-            copy = ", copy=True" if self.fusion.kind_of[self.fusion.real(n.args[0]).id] == INPUT else ""
-            return f"_sum_to({g}, {x}, {value}{copy})"
-        return super().expr(n, users, final)
+    def _print_sum_to(self, n, a):
+        self.definitions["_sum_to"] = _HELPER_SUM_TO
+        copy = ", copy=True" if self.fusion.kind_of[self.fusion.real(n.args[0]).id] == INPUT else ""
+        return f"_sum_to({a[0]}, {a[1]}, {a[2]}{copy})"
 
     def _emit_kernel(self, c: Cluster) -> None:
         ids, real = {m.id for m in c.members}, self.fusion.real

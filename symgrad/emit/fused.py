@@ -2,13 +2,13 @@
 
 Which nodes form a fused cluster, and the order of clusters and other nodes, is decided by the
 target-neutral pass :class:`symgrad.emit.fusion.Fusion`; :class:`FusedBody` walks its units,
-printing a node outside any cluster as the NumPy :class:`~symgrad.emit.module.Body` does and
+printing a node outside any cluster as the NumPy :class:`~symgrad.emit.printer.Body` does and
 handing each cluster to the target's own printer (``print_cluster``).
 """
 from __future__ import annotations
 
 from .fusion import Cluster, Fusion
-from .module import Body
+from .printer import Body
 from .printing import literal
 
 

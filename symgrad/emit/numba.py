@@ -351,14 +351,12 @@ class NumbaBody(FusedBody):
                 n = self.fusion.real(n.args[0]) if n.op in VIEWS else None
         self._print_units(self._emit_loop)
 
-    def expr(self, n, users, final):
-        text = super().expr(n, users, final)  # the NumPy printing
-        if n.op == "matmul" and n.id not in self.protected and self.scratch_prefix and n.shape is not None:
+    def _print_matmul(self, n, a):
+        if n.id not in self.protected and self.scratch_prefix and n.shape is not None:
             if self.tall_product(n):  # a product that is never returned: a work array
                 return self.work_product(n)
-            a, b = (self.names[x.id] for x in n.args)
-            return f"{self.m}.matmul({a}, {b}, out={self.scratch(n)})"
-        return text
+            return f"{self.m}.matmul({a[0]}, {a[1]}, out={self.scratch(n)})"
+        return super()._print_matmul(n, a)
 
     def _shown_shape(self, a):
         """The static shape of the array that ``a``'s name holds: a broadcast its consumers do

@@ -1,7 +1,7 @@
 """What every printer shares: how a number is written, when a power is written as products, and
 which ops return a view of an argument.
 
-Each target's printer (the NumPy :class:`~symgrad.emit.module.Body`, the CuPy kernels' CUDA C,
+Each target's printer (the NumPy :class:`~symgrad.emit.printer.Body`, the CuPy kernels' CUDA C,
 the Numba loops, the Python-float fast path) writes literals and powers through these, so that
 the rules exist once; what differs per target is data (the cast around a literal, whether a
 negative exponent may be written as a reciprocal).

@@ -1,6 +1,6 @@
 """The one way names and SymPy text reach generated source: every piece passes through here.
 
-Identifiers come from :class:`symgrad.emit.module.Namer` (``\\W`` becomes ``_``) and string
+Identifiers come from :class:`symgrad.emit.printer.Namer` (``\\W`` becomes ``_``) and string
 literals from ``repr``; everything else a user can name -- the model, its symbols, the SymPy text
 of a sub-expression -- lands in docstrings and comments, where a line break would end the comment
 and a quote the docstring.  :func:`visible` makes such text one inert line: every character that

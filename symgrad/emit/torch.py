@@ -20,8 +20,7 @@ from __future__ import annotations
 import re
 
 from ..ops import OPS
-from .module import Body
-from .printing import literal
+from .printer import Body
 from .targets import TARGETS, Target
 
 _HELPER_PROMOTE = '''
@@ -201,20 +200,24 @@ class TorchBody(Body):
     promoted = "_dt, _dev"
     factory = "dtype=_dt, device=_dev"
 
-    def expr(self, n, users, final):
-        if n.op == "where" and self.scalar_branches(n):  # torch.where of two numbers: float32
-            c, a, b = (self.names[x.id] for x in n.args)
-            return f"{self.m}.where({c}, {self.m}.tensor({a}, {self.factory}), {b})"
-        return self.clamp(n) or super().expr(n, users, final)
+    def _print_where(self, n, a):
+        if self.scalar_branches(n):  # torch.where of two numbers would be float32
+            return f"{self.m}.where({a[0]}, {self.m}.tensor({a[1]}, {self.factory}), {a[2]})"
+        return super()._print_where(n, a)
 
-    def clamp(self, n, out: str = "") -> str | None:
+    def _print_maximum(self, n, a):
+        return self.clamp(n, a) or self.template(n, a)
+
+    _print_minimum = _print_maximum
+
+    def clamp(self, n, a, out: str = "") -> str | None:
         """``maximum``/``minimum`` of a tensor and a literal as ``torch.clamp_min``/``clamp_max``
         (NaN propagates, as NumPy's; no tensor made for the number), into ``out`` when given;
-        None for any other node."""
-        consts = [k for k, a in enumerate(n.args) if a.op == "const"]
-        if n.op not in ("maximum", "minimum") or len(consts) != 1:
+        None when neither argument is a literal."""
+        consts = [k for k, x in enumerate(n.args) if x.op == "const"]
+        if len(consts) != 1:
             return None
-        x, c = self.names[n.args[1 - consts[0]].id], literal(n.args[consts[0]].attr)
+        x, c = a[1 - consts[0]], a[consts[0]]
         return f"{self.m}.clamp_{'min' if n.op == 'maximum' else 'max'}({x}, {c}{', out=' + out if out else ''})"
 
     def copy(self, text: str) -> str:
@@ -224,12 +227,19 @@ class TorchBody(Body):
         return f"tuple({text}.shape)"
 
     def into(self, n, out: str, guard: bool = True) -> str:
-        if self.clamp(n, out):
-            return self.clamp(n, out)
-        if n.op in _OUT and not (n.op == "pow" and n.args[1].op == "const" and n.args[1].attr == 2):
-            a = [self.names[x.id] if x.op != "const" else literal(x.attr, as_int=n.op == "pow") for x in n.args]
-            return f"{_OUT[n.op].format(m=self.m)}({', '.join(a)}, out={out})"
         return super().into(n, out, guard=False)  # every value is a tensor: no _buf guard
+
+    def out_call(self, n, a, out: str) -> str:
+        fn = _OUT.get(n.op)
+        return super().out_call(n, a, out) if fn is None else f"{fn.format(m=self.m)}({', '.join(a)}, out={out})"
+
+    def _into_maximum(self, n, a, out):
+        return self.clamp(n, a, out) or self.out_call(n, a, out)
+
+    _into_minimum = _into_maximum
+
+    def _into_softplus(self, n, a, out):
+        return self.out_call(n, a, out)  # _softplus(x, out=), no NumPy logaddexp(0, x)
 
 
 TARGETS["torch"] = Target("torch", "torch", "torch", body=TorchBody, overrides=_OVERRIDES, missing=_MISSING,
