@@ -132,47 +132,149 @@ class ModuleFunction:
 def assemble(program, target) -> str:
     """The source of the module of a differentiated :class:`~symgrad.program.Program`."""
     target.check_derivatives(program.derivatives)
-    G, out, grads, name = program.graph, program.out, program.grads, program.name
-    inputs = [i.name for i in program.inputs]
-    wrt_names = program.wrt
-    namer = Namer(BODY_GLOBALS)
-    local = {n: namer.fresh(n) for n in inputs}
-    dim_local = {d: namer.fresh(d) for d in program.dims}
-    m = target.alias  # the array module's name; an input may take it (then the module is np_)
-    while m in local.values() or m in dim_local.values():
-        m += "_"
-    plain_sig = all(local[n] == n for n in inputs)
-    matrices = program.matrices
-    wrt_local = [local[w] for w in wrt_names]
+    return _Assembly(program, target).text()
 
-    input_ids = {program.input_nodes[n].id: local[n] for n in inputs}
-    forward_ids = {n.id for n in topo_order([out])}
-    described: dict = {}
-    wrt_text = ", ".join(wrt_names) or "nothing"
-    layout = target.layout
-    names = Names(namer, wrt_local, wrt_text, local, dim_local,
-                  lambda shape: Body.shape(types.SimpleNamespace(dim_names=dim_local), shape), m)
-    functions = layout.functions(program, namer, wrt_local, wrt_text) if layout else _functions(program, names)
-    user_modules = _user_modules([r for fn in functions for r in fn.roots])
 
-    def body(fn: ModuleFunction) -> Body:
+class _Assembly:
+    """One module being assembled: its names, then its parts, each by a small method (header,
+    imports, constants, helpers, and per function its signature, prologue, body and returns)."""
+
+    def __init__(self, program, target):
+        self.program, self.target, self.layout = program, target, target.layout
+        self.inputs = [i.name for i in program.inputs]
+        self.namer = Namer(BODY_GLOBALS)
+        self.local = {n: self.namer.fresh(n) for n in self.inputs}
+        self.dim_local = {d: self.namer.fresh(d) for d in program.dims}
+        m = target.alias  # the array module's name; an input may take it (then the module is np_)
+        while m in self.local.values() or m in self.dim_local.values():
+            m += "_"
+        self.m = m
+        self.plain_sig = all(self.local[n] == n for n in self.inputs)
+        self.input_ids = {program.input_nodes[n].id: self.local[n] for n in self.inputs}
+        self.forward_ids = {n.id for n in topo_order([program.out])}
+        self.described: dict = {}  # shared by the bodies: each sub-expression rendered once
+        wrt_local = [self.local[w] for w in program.wrt]
+        wrt_text = ", ".join(program.wrt) or "nothing"
+        self.names = Names(self.namer, wrt_local, wrt_text, self.local, self.dim_local,
+                           lambda shape: Body.shape(types.SimpleNamespace(dim_names=self.dim_local), shape), m)
+        self.functions = (self.layout.functions(program, self.namer, wrt_local, wrt_text) if self.layout
+                          else _functions(program, self.names))
+        self.user_modules = _user_modules([r for fn in self.functions for r in fn.roots])
+
+    def text(self) -> str:
+        texts, definitions, bodies = [], {}, []
+        for fn in self.functions:
+            lines, body = self.function(fn, definitions)
+            texts += lines
+            bodies += body
+        for d in self.program.derivatives:  # module-level code of the model's own that a kind's driver calls
+            if KINDS[d].definitions is not None:
+                definitions.update(KINDS[d].definitions(self.program, self.names))
+        helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions,
+                                  (self.layout.helpers if self.layout else ()), self.target.helpers)
+        code = "\n".join(bodies + list(helpers.values()))
+        text = [self.header(code), *self.imports(code, helpers), "", *self.constants(code, helpers), ""]
+        text += self.helpers(code, helpers)
+        for definition in definitions.values():
+            text += ["", definition]
+        return "\n".join(text + texts)
+
+    # -- the module's parts ------------------------------------------------------------------------
+    def header(self, code: str) -> str:
+        target = self.target
+        needs = ([target.module, *target.needs] + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+                 + list(self.user_modules))
+        return _header(self.program, target, needs, self.layout.header_lines(self.program) if self.layout else ())
+
+    def imports(self, code: str, helpers: dict) -> list[str]:
+        target, m = self.target, self.m
+        return list(dict.fromkeys(
+            (["import math"] if re.search(r"(?<![\w.])math\.", code) else [])
+            + (["import threading"] if "_scratch" in helpers else [])
+            + (["import warnings"] if re.search(r"(?<![\w.])warnings\.", code) else [])
+            + [f"import {target.module}" + (f" as {m}" if m != target.module else "")]
+            + list(target.imports)
+            + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+            + [f"import {mod} as {alias}" for mod, alias in self.user_modules.items()]))
+
+    def constants(self, code: str, helpers: dict) -> list[str]:
+        program = self.program
+        lines = [f"MODEL = {program.name!r}", f"TARGET = {self.target.name!r}", f"INPUTS = {tuple(self.inputs)!r}",
+                 f"WRT = {tuple(program.wrt)!r}", f"DIMS = {tuple(self.dim_local)!r}",
+                 "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in program.matrices) + "}",
+                 f"DERIVATIVES = {tuple(program.derivatives)!r}"]
+        lines += self.layout.constants(program) if self.layout else []
+        if "_NUMBERS)" in code:
+            lines.append("_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first")
+        if self.target.preamble:
+            lines.append(self.target.preamble)
+        return lines + [line for k in KINDS.values() if f"_{k.name}" in helpers for line in k.constants]
+
+    def helpers(self, code: str, helpers: dict) -> list[str]:
+        """The run-time helpers' text: the prologue's, then those the code calls."""
+        own, m, texts = self.target.helpers, self.m, []
+        if self.inputs:
+            texts.append(own.get("_promote", _HELPER_PROMOTE).replace("{m}", m))
+        if self.program.matrices:
+            texts.append(own.get("_dims", _HELPER_DIMS).replace("{m}", m))
+        if "_scalars(" in code:
+            texts.append(own.get("_scalars", _HELPER_NUMBERS).replace("{m}", m))
+        texts += [helper.replace("{m}", m) for helper in helpers.values()]
+        if "_scratch" not in helpers:  # every module has it, so callers need not ask
+            texts.append(_NO_SCRATCH)
+        if not self.plain_sig:
+            texts.append(_HELPER_ARGS)
+        return texts
+
+    # -- one function ------------------------------------------------------------------------------
+    def function(self, fn: ModuleFunction, definitions: dict) -> tuple[list[str], list[str]]:
+        """(its text, its body lines) for ``fn``; the module-level code it calls goes into
+        ``definitions``."""
+        sig = self.signature()
+        doc = f'    """{docstring(fn.doc)}"""'
+        if not fn.roots:  # a driver over other functions (jacobian, hessian)
+            call_dict = "{" + ", ".join(f"{n!r}: {n}" for n in self.inputs) + "}" if self.plain_sig else "inputs"
+            return ["", f"def {fn.name}({sig}):", doc, f"    return _{fn.name}({call_dict})", ""], [f"_{fn.name}("]
+        b = self.body(fn)
+        returned = owned(b, fn.roots, {**self.input_ids, **fn.seeds}, self.m, [fn.final[r.id] for r in fn.roots[1:]])
+        params = sig if fn.seed_param is None else (f"{fn.seed_param}, /" + (", " + sig if sig else ""))
+        fast = (float_path(topo_order(fn.roots), fn.roots, self.input_ids, lambda texts: _returns(fn, texts), self.m)
+                if fn.name in ("forward", "value_and_grad") and b.fast_path else None)
+        lines = self.prologue(fn, b)
+        lines = lines[:1] + (fast or []) + lines[1:] if not self.plain_sig else (fast or []) + lines
+        lines += b.lines
+        definitions.update(b.definitions)
+        text = ["", f"def {fn.name}({params}):", doc, *("    " + ln for ln in lines),
+                f"    return {_returns(fn, returned)}", ""]
+        return text, lines
+
+    def signature(self) -> str:
+        """Keyword-only inputs by name, or ``**inputs`` where some name is not an identifier."""
+        if not self.inputs:
+            return ""
+        return ("*, " + ", ".join(self.inputs)) if self.plain_sig else "**inputs"
+
+    def body(self, fn: ModuleFunction) -> Body:
         order = topo_order(fn.roots)
         cot_of = {}
         for fwd_id, c in (fn.cot_of or {}).items():
             cot_of.setdefault(c.id, fwd_id)
-        b = (target.body or Body)(target, m, {**input_ids, **fn.seeds}, dim_local, cot_of, G.src)
-        b.forward, b.keep, b.described = forward_ids, {out.id}, described
-        b.scratch_prefix = fn.name if layout is None or layout.scratch else ""
+        b = (self.target.body or Body)(self.target, self.m, {**self.input_ids, **fn.seeds}, self.dim_local, cot_of,
+                                       self.program.graph.src)
+        b.forward, b.keep, b.described = self.forward_ids, {self.program.out.id}, self.described
+        b.scratch_prefix = fn.name if self.layout is None or self.layout.scratch else ""
         b.kernel_prefix = fn.kernel
-        b.user_modules = user_modules
+        b.user_modules = self.user_modules
         if fn.seed_param:
             b.namer.used.add(fn.seed_param)
         b.emit(order, _users(order), fn.final)
         return b
 
-    def prologue(fn: ModuleFunction, b: Body) -> list[str]:
+    def prologue(self, fn: ModuleFunction, b: Body) -> list[str]:
+        """Inputs bound and promoted, dimensions read, seeds checked: the lines before the body."""
+        program, local, dim_local, inputs = self.program, self.local, self.dim_local, self.inputs
         lines = []
-        if not plain_sig:
+        if not self.plain_sig:
             lines.append(", ".join(local[n] for n in inputs) + ("," if len(inputs) == 1 else "") + " = _args(inputs)")
         if inputs:
             names = ", ".join(local[n] for n in inputs)
@@ -180,8 +282,8 @@ def assemble(program, target) -> str:
         scalars = [i.name for i in program.inputs if i.name in program.numbers]
         if scalars:
             lines.append("_scalars(" + ", ".join(f"{n}={local[n]}" for n in scalars) + ")")
-        if matrices:
-            call = "_dims({" + ", ".join(f"{s.name!r}: {local[s.name]}" for s in matrices) + "})"
+        if program.matrices:
+            call = "_dims({" + ", ".join(f"{s.name!r}: {local[s.name]}" for s in program.matrices) + "})"
             if dim_local:
                 lines.append(", ".join(dim_local.values()) + ("," if len(dim_local) == 1 else "") + " = " + call)
             else:
@@ -190,86 +292,25 @@ def assemble(program, target) -> str:
             lines.append(", ".join(fn.seeds.values()) + ("," if len(fn.seeds) == 1 else "") + f" = {fn.seed_param}")
         elif fn.like_value:
             (seed,) = fn.seeds.values()
-            lines.append(f"{seed} = _seed({fn.seed_param}, _dt, 'cotangent', {_shape_text(b, program, out)})")
+            lines.append(f"{seed} = _seed({fn.seed_param}, _dt, 'cotangent', {_shape_text(b, program, program.out)})")
         elif fn.seeds:
-            shapes = ", ".join(f"{w!r}: {b.shape_of(local[w])}" for w in wrt_names)
+            shapes = ", ".join(f"{w!r}: {b.shape_of(local[w])}" for w in program.wrt)
             lhs = ", ".join(fn.seeds.values()) + ("," if len(fn.seeds) == 1 else "")
             lines.append(f"{lhs} = _seeds({fn.seed_param}, _dt, {fn.seed_param!r}, {{{shapes}}})")
         return lines
 
-    sig = ("*, " + ", ".join(inputs)) if plain_sig and inputs else ("**inputs" if inputs else "")
-    call_dict = "{" + ", ".join(f"{n!r}: {n}" for n in inputs) + "}" if plain_sig else "inputs"
-    texts, definitions, bodies = [], {}, []
-    for fn in functions:
-        if not fn.roots:  # a driver over other functions (jacobian, hessian)
-            texts += ["", f"def {fn.name}({sig}):", f'    """{docstring(fn.doc)}"""',
-                      f"    return _{fn.name}({call_dict})", ""]
-            bodies.append(f"_{fn.name}(")
-            continue
-        b = body(fn)
-        returned = owned(b, fn.roots, {**input_ids, **fn.seeds}, m, [fn.final[r.id] for r in fn.roots[1:]])
-        params = sig if fn.seed_param is None else (f"{fn.seed_param}, /" + (", " + sig if sig else ""))
-        def returns(texts):
-            parts, k = [texts[0]], 1
-            for size, keys in fn.groups:
-                if keys is None:
-                    parts.append(texts[k])
-                else:
-                    parts.append("{" + ", ".join(f"{w!r}: {v}" for w, v in zip(keys, texts[k:k + size])) + "}")
-                k += size
-            return ", ".join(parts)
-        fast = (float_path(topo_order(fn.roots), fn.roots, input_ids, returns, m)
-                if fn.name in ("forward", "value_and_grad") and b.fast_path else None)
-        lines = prologue(fn, b)
-        lines = lines[:1] + (fast or []) + lines[1:] if not plain_sig else (fast or []) + lines
-        lines += b.lines
-        texts += ["", f"def {fn.name}({params}):", f'    """{docstring(fn.doc)}"""']
-        texts += ["    " + ln for ln in lines]
-        texts += [f"    return {returns(returned)}", ""]
-        definitions.update(b.definitions)
-        bodies += lines
-    for d in program.derivatives:  # module-level code of the model's own that a kind's driver calls
-        if KINDS[d].definitions is not None:
-            definitions.update(KINDS[d].definitions(program, names))
-    own = target.helpers  # the target's own forms of helpers, by name
-    helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions,
-                              (layout.helpers if layout else ()), own)
-    code = "\n".join(bodies + list(helpers.values()))
-    imports = ((["import math"] if re.search(r"(?<![\w.])math\.", code) else [])
-               + (["import threading"] if "_scratch" in helpers else [])
-               + (["import warnings"] if re.search(r"(?<![\w.])warnings\.", code) else [])
-               + [f"import {target.module}" + (f" as {m}" if m != target.module else "")]
-               + list(target.imports)
-               + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
-               + [f"import {mod} as {alias}" for mod, alias in user_modules.items()])
-    needs = ([target.module, *target.needs]
-             + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code] + list(user_modules))
-    text = [_header(program, target, needs, layout.header_lines(program) if layout else ()), *dict.fromkeys(imports), ""]
-    text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
-             f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
-             "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}",
-             f"DERIVATIVES = {tuple(program.derivatives)!r}"] + (layout.constants(program) if layout else [])
-    if "_NUMBERS)" in code:
-        text.append("_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first")
-    if target.preamble:
-        text.append(target.preamble)
-    text += [line for k in KINDS.values() if f"_{k.name}" in helpers for line in k.constants]
-    text.append("")
-    if inputs:
-        text.append(own.get("_promote", _HELPER_PROMOTE).replace("{m}", m))
-    if matrices:
-        text.append(own.get("_dims", _HELPER_DIMS).replace("{m}", m))
-    if "_scalars(" in code:
-        text.append(own.get("_scalars", _HELPER_NUMBERS).replace("{m}", m))
-    text += [helper.replace("{m}", m) for helper in helpers.values()]
-    if "_scratch" not in helpers:  # every module has it, so callers need not ask
-        text.append(_NO_SCRATCH)
-    if not plain_sig:
-        text.append(_HELPER_ARGS)
-    for definition in definitions.values():
-        text += ["", definition]
-    text += texts
-    return "\n".join(text)
+
+def _returns(fn: ModuleFunction, texts) -> str:
+    """The return expression of ``fn`` from its roots' texts: the value, then each group (a dict
+    by name, or one array)."""
+    parts, k = [texts[0]], 1
+    for size, keys in fn.groups:
+        if keys is None:
+            parts.append(texts[k])
+        else:
+            parts.append("{" + ", ".join(f"{w!r}: {v}" for w, v in zip(keys, texts[k:k + size])) + "}")
+        k += size
+    return ", ".join(parts)
 
 
 def _functions(program, names) -> list[ModuleFunction]:
