@@ -6,6 +6,8 @@ written, and clear refusals of what it lacks (an op, a derivative kind) naming o
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -100,3 +102,32 @@ def test_work_tensors_kept_between_calls_never_reach_a_result():
 def test_ops_whose_helpers_are_numpy_code_are_refused_not_printed(expr, op):
     with pytest.raises(SymgradError, match=f"{op} cannot be compiled for target torch"):
         symgrad.generate(symgrad.Model(expr, name="r"), "torch")
+
+
+def test_runtime_helpers_as_functions(monkeypatch):
+    """symgrad/runtime/torch_helpers.py, called directly (modules carry the same text)."""
+    from symgrad.runtime import torch_helpers as rt
+    monkeypatch.setattr(rt, "INPUTS", ("a", "b"))
+    dt, dev, a, b = rt._promote(2, torch.ones(3, dtype=torch.float32))
+    assert dt is torch.float32 and a.dtype is torch.float32 and a.item() == 2.0 and dev == b.device
+    dt, _, a, b = rt._promote(0.1, torch.arange(3))
+    assert dt is torch.float64 and a.item() == 0.1 and b.dtype is torch.float64  # 0.1 not rounded to float32
+    with pytest.raises(TypeError, match="input 'b' must be real numbers"):
+        rt._promote(1.0, torch.ones(2, dtype=torch.complex64))
+    g = torch.arange(6.0).reshape(2, 3)
+    assert rt._sum_to(g, torch.zeros(1, 3), g).tolist() == [[3.0, 5.0, 7.0]]
+    assert rt._sum_to(g, torch.zeros(()), g).item() == 15.0
+    assert rt._maximum(torch.tensor([-1.0, float("nan")]), 0.0).tolist()[0] == 0.0
+    assert rt._maximum(torch.tensor([-1.0, float("nan")]), 0.0).isnan()[1]
+    assert rt._scratch("k", (2,), torch.float64, torch.device("cpu")) is rt._scratch("k", (2,), torch.float64,
+                                                                                     torch.device("cpu"))
+    rt.release_scratch()
+    assert inspect.getsource(rt._sum_to) in symgrad.generate(SCALAR, "torch")
+
+
+def test_inputs_that_require_grad_are_detached_not_recorded():
+    mod = symgrad.compile(SCALAR, "torch")
+    xs = torch.linspace(-1, 1, 5, dtype=torch.float64, requires_grad=True)
+    value, grads = mod.value_and_grad(x=xs, y=0.5)
+    want, want_g = tape.value_and_grad(SCALAR, x=xs.detach().numpy(), y=0.5)
+    assert not value.requires_grad and rel_err(grads["x"].numpy(), want_g["x"]) < 1e-12
