@@ -23,8 +23,8 @@ Each case: ``symgrad.compile(model)`` -> ``value_and_grad`` and ``forward`` == `
 == central finite differences of the tape in float64 (two step sizes, whose disagreement widens
 the tolerance; not where an input is a Python int -- 0 and small integers sit on kinks -- nor
 where a Max/Min meets an exact tie, whose documented derivative 0 is not the one-sided one), and
-the CuPy target run through the NumPy shim of tests/_cupy_shim.py == the tape.  The derivative
-tests (``test_*_derivatives``) compile the same models with vjp, jvp and hvp: vjp and jvp == the
+the CuPy target run through the NumPy shim of tests/_cupy_shim.py == the tape, and so is the torch
+target on tensors (or refuses an op by name).  The derivative tests (``test_*_derivatives``) compile the same models with vjp, jvp and hvp: vjp and jvp == the
 tape's exact VJP and Jacobian, hvp == central differences of the tape's gradient.  Errors are
 norm-relative: ``||g - g_ref|| / max(||g_ref||, 1e-8)``.  Cases whose tape value or gradient is
 not finite (or beyond 1e10) are skipped with ``assume``; so is a drawn node whose construction
@@ -833,6 +833,39 @@ def _run_cupy(case):
         compare_module(case, mod, t_value, t_grads, "cupy-shim")
 
 
+class _OnTensors:
+    """A torch module in compare_module's terms: the case's inputs as tensors (Python numbers as
+    they are), its results as NumPy arrays."""
+
+    def __init__(self, mod):
+        self.mod = mod
+
+    def _tensors(self, inputs):
+        import torch
+        return {k: v if type(v) in (bool, int, float) else torch.from_numpy(np.array(v)) for k, v in inputs.items()}
+
+    def value_and_grad(self, **inputs):
+        value, grads = self.mod.value_and_grad(**self._tensors(inputs))
+        return value.numpy(), {k: g.numpy() for k, g in grads.items()}
+
+    def forward(self, **inputs):
+        return self.mod.forward(**self._tensors(inputs)).numpy()
+
+
+def _run_torch(case):
+    """The torch target on the same case: == the tape, or a refusal naming the op and the target."""
+    pytest.importorskip("torch")
+    t_value, t_grads = reference(case)
+    with time_limit(COMPILE_TIMEOUT_S, "symgrad.generate(target='torch')"), documented_refusals_skip():
+        try:
+            source = symgrad.generate(case.model, "torch")
+        except symgrad.SymgradError as exc:
+            assert "cannot be compiled for target torch: " in str(exc), str(exc)
+            event("torch: refused (an op without a torch form)")
+            return
+    compare_module(case, _OnTensors(load_source(source, "fuzz_torch")), t_value, t_grads, "torch")
+
+
 # -- the tests --------------------------------------------------------------------------------
 def _found(build, template, inputs):
     """A case the long profile found once, kept as an explicit example of every run."""
@@ -884,6 +917,13 @@ def test_scalar_models_cupy_shim(case):
     _run_cupy(case)
 
 
+@FUZZ
+@given(case=scalar_cases())
+@found_examples
+def test_scalar_models_torch(case):
+    _run_torch(case)
+
+
 @FUZZ_MATRIX
 @given(case=matrix_cases())
 def test_matrix_models_numpy(case):
@@ -894,6 +934,12 @@ def test_matrix_models_numpy(case):
 @given(case=matrix_cases())
 def test_matrix_models_cupy_shim(case):
     _run_cupy(case)
+
+
+@FUZZ_MATRIX
+@given(case=matrix_cases())
+def test_matrix_models_torch(case):
+    _run_torch(case)
 
 
 def _run_dask(case):

@@ -131,3 +131,27 @@ def test_inputs_that_require_grad_are_detached_not_recorded():
     value, grads = mod.value_and_grad(x=xs, y=0.5)
     want, want_g = tape.value_and_grad(SCALAR, x=xs.detach().numpy(), y=0.5)
     assert not value.requires_grad and rel_err(grads["x"].numpy(), want_g["x"]) < 1e-12
+
+
+P23, Q32, B1 = sp.MatrixSymbol("P", 2, 3), sp.MatrixSymbol("Q", 3, 2), sp.MatrixSymbol("b", 1, sp.Symbol("d"))
+
+
+_RNG = np.random.default_rng(5)
+
+
+@pytest.mark.parametrize("model, inputs", [
+    # (Q P)(Q P): a product may not be written into its own operand (torch.matmul's out= is not overlap-safe)
+    (symgrad.Model((Q32 * P23) * (Q32 * P23), wrt=[P23], name="square"),
+     {"P": _RNG.standard_normal((2, 3)), "Q": _RNG.standard_normal((3, 2))}),
+    # t[0, 0] is a view in torch: the array it shows may not lend its memory while the view is used
+    (symgrad.Model(x + x + (sp.OneMatrix(1, 1) * B1.applyfunc(lambda e: e ** 2 + x * e)
+                            * sp.OneMatrix(sp.Symbol("d"), 1))[0, 0], name="entry_view"),
+     {"b": _RNG.standard_normal((1, 2)), "x": -1.4}),
+], ids=["square", "entry_view"])
+def test_buffer_reuse_is_safe_for_torch_semantics(model, inputs):
+    mod = symgrad.compile(model, "torch")
+    tensors = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
+    value, grads = mod.value_and_grad(**tensors)
+    want, want_g = tape.value_and_grad(model, **inputs)
+    assert rel_err(value.numpy(), want) < 1e-12 and rel_err(mod.forward(**tensors).numpy(), want) < 1e-12
+    assert all(rel_err(grads[k].numpy(), g) < 1e-12 for k, g in want_g.items())

@@ -62,6 +62,7 @@ class Body:
     fast_path = True  # forward and value_and_grad try plain Python floats first (floats.py)
     promoted = "_dt"  # what _promote gives before the inputs: their float type (and more)
     factory = "dtype=_dt"  # the keywords of an array made from nothing (np.full, np.eye)
+    views = VIEWS  # ops whose value may be an argument's memory, as this printer writes them
 
     def __init__(self, target, alias: str, names: dict, dim_names: dict, cot_of: dict, src: dict):
         self.t, self.m = target, alias
@@ -166,6 +167,11 @@ class Body:
         """A ``where`` whose branches are both Python scalars (printed with a cast to ``_dt``)."""
         return all(_python_scalar(v) is not None for v in n.args[1:])
 
+    def may_alias(self, n) -> bool:
+        """Whether ``n`` may be written into an argument's own array (``out=`` the argument):
+        NumPy's functions copy an overlapping operand first."""
+        return True
+
     def copy(self, text: str) -> str:
         """A fresh, writable copy of the array ``text``."""
         return f"{self.m}.array({text})"
@@ -253,8 +259,7 @@ class Body:
             dyn.add(n)
             # a broadcast is its source's memory unless printed as a fresh np.full; one that its
             # consumers do by themselves (no line of its own) is its source by name
-            if n.op in ("transpose", "sum_to", "slice") or (n.op == "bcast" and (
-                    n.args[0].shape not in (None, ()) or n.id not in emitted)):
+            if n.op in self.views and (n.op != "bcast" or n.args[0].shape not in (None, ()) or n.id not in emitted):
                 view_of[n.id] = n.args[0].id
             if n.id not in emitted or is_bool(n) or n.op == "input":
                 continue
@@ -264,7 +269,7 @@ class Body:
                 klass[n.id] = ("static", n.shape)
         writes = {n.id for n in order if n.id in emitted and OPS[n.op].ufunc
                   and not (n.op == "where" and self.scalar_branches(n))}
-        return plan(order, users, view_of, klass, writes, roots)
+        return plan(order, users, view_of, klass, writes, roots, {n.id for n in order if not self.may_alias(n)})
 
     def scratch_key(self) -> str:
         """The key of a new work array that the module keeps between calls (see ``_scratch``)."""
@@ -382,7 +387,7 @@ def owned(b: Body, roots, input_ids, m, want=None) -> list[str]:
     seen, texts = set(), []
     for k, n in enumerate(roots):
         base = n
-        while (base.op in VIEWS and base.id not in input_ids
+        while (base.op in b.views and base.id not in input_ids
                and not (base.op == "bcast" and base.args[0].shape in ((), None))):  # np.full: fresh
             base = base.args[0]
         text = b.names[n.id]

@@ -24,6 +24,7 @@ import re
 
 from ..ops import OPS
 from .printer import Body
+from .printing import VIEWS
 from .targets import TARGETS, Target
 
 
@@ -63,6 +64,7 @@ class TorchBody(Body):
     fast_path = False  # Python numbers become tensors: no plain-float path
     promoted = "_dt, _dev"
     factory = "dtype=_dt, device=_dev"
+    views = VIEWS | {"item", "entry"}  # x[0, 0] is a 0-d view of x in torch, a copy in NumPy
 
     def _print_where(self, n, a):
         if self.scalar_branches(n):  # torch.where of two numbers would be float32
@@ -83,6 +85,9 @@ class TorchBody(Body):
             return None
         x, c = a[1 - consts[0]], a[consts[0]]
         return f"{self.m}.clamp_{'min' if n.op == 'maximum' else 'max'}({x}, {c}{', out=' + out if out else ''})"
+
+    def may_alias(self, n) -> bool:
+        return n.op != "matmul"  # torch's elementwise out= may be an input; a product's may not
 
     def copy(self, text: str) -> str:
         return f"{self.m}.clone({text})"
