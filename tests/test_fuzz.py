@@ -851,19 +851,38 @@ class _OnTensors:
     def forward(self, **inputs):
         return self.mod.forward(**self._tensors(inputs)).numpy()
 
+    def vjp(self, u, /, **inputs):
+        value, g = self.mod.vjp(self._tensors({"u": u})["u"], **self._tensors(inputs))
+        return value.numpy(), {k: a.numpy() for k, a in g.items()}
 
-def _run_torch(case):
-    """The torch target on the same case: == the tape, or a refusal naming the op and the target."""
+    def jvp(self, t, /, **inputs):
+        value, tangent = self.mod.jvp(self._tensors(t), **self._tensors(inputs))
+        return value.numpy(), tangent.numpy()
+
+    def hvp(self, t, /, **inputs):
+        value, g, hv = self.mod.hvp(self._tensors(t), **self._tensors(inputs))
+        return value.numpy(), {k: a.numpy() for k, a in g.items()}, {k: a.numpy() for k, a in hv.items()}
+
+
+def compile_torch(case, emit=None):
+    """The torch module on tensors (_OnTensors), or None where it refuses an op by name."""
     pytest.importorskip("torch")
-    t_value, t_grads = reference(case)
     with time_limit(COMPILE_TIMEOUT_S, "symgrad.generate(target='torch')"), documented_refusals_skip():
         try:
-            source = symgrad.generate(case.model, "torch")
+            source = symgrad.generate(case.model, "torch", emit)
         except symgrad.SymgradError as exc:
             assert "cannot be compiled for target torch: " in str(exc), str(exc)
             event("torch: refused (an op without a torch form)")
-            return
-    compare_module(case, _OnTensors(load_source(source, "fuzz_torch")), t_value, t_grads, "torch")
+            return None
+    return _OnTensors(load_source(source, "fuzz_torch"))
+
+
+def _run_torch(case):
+    """The torch target on the same case: == the tape, or a refusal naming the op and the target."""
+    t_value, t_grads = reference(case)
+    mod = compile_torch(case)
+    if mod is not None:
+        compare_module(case, mod, t_value, t_grads, "torch")
 
 
 # -- the tests --------------------------------------------------------------------------------
@@ -978,7 +997,9 @@ def check_derivatives(case, target):
     on Python ints, not at a Max/Min tie; two step sizes that agree, else a kink is within a step)."""
     t_value, t_grads = reference(case)
     model, inputs = case.model, case.inputs
-    mod = (compile_numpy if target == "numpy" else compile_cupy)(case, "vjp,jvp,hvp")
+    mod = {"numpy": compile_numpy, "cupy": compile_cupy, "torch": compile_torch}[target](case, "vjp,jvp,hvp")
+    if mod is None:  # refused by name (compile_torch)
+        return
     rng = np.random.default_rng(0)
     u = rng.standard_normal(np.shape(t_value))
     t = {k: rng.standard_normal(np.shape(inputs[k])) for k in t_grads}
@@ -1016,11 +1037,23 @@ def test_scalar_derivatives(case):
 
 
 @FUZZ_DERIV
+@given(case=scalar_cases())
+def test_scalar_derivatives_torch(case):
+    check_derivatives(case, "torch")
+
+
+@FUZZ_DERIV
 @given(case=matrix_cases())
 def test_matrix_derivatives(case):
     check_derivatives(case, "numpy")
     with shim_cupy():
         check_derivatives(case, "cupy")
+
+
+@FUZZ_DERIV
+@given(case=matrix_cases())
+def test_matrix_derivatives_torch(case):
+    check_derivatives(case, "torch")
 
 
 # -- the fuzzer's own oracles -----------------------------------------------------------------
