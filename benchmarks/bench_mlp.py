@@ -12,6 +12,7 @@ from benchmarks.harness import NotApplicable
 METHODS = [
     ("symgrad", "symgrad (generated module)"),
     ("symgrad_numba", "symgrad --target numba (fused loops)"),
+    ("symgrad_torch", "symgrad --target torch (CPU tensors)"),
     ("numpy_hand", "hand NumPy, w1.g = x.T @ g"),
     ("numpy_hand_gT", "hand NumPy, w1.g = (g.T @ x).T"),
     ("autograd", "HIPS autograd"),
@@ -76,6 +77,12 @@ def setup(method, case):
         mod = symgrad.compile(harness.symgrad_model("seed002_mlp.py", "seed002_mlp_mse"),
                               target="numba" if method == "symgrad_numba" else "numpy")
         return lambda: mod.value_and_grad(**d)
+    if method == "symgrad_torch":  # the same BLAS as PyTorch eager's row, tensors in and out
+        import symgrad
+        import torch
+        mod = symgrad.compile(harness.symgrad_model("seed002_mlp.py", "seed002_mlp_mse"), target="torch")
+        t = {k: torch.from_numpy(v) for k, v in d.items()}
+        return (lambda: mod.value_and_grad(**t)), f"torch intra-op threads={torch.get_num_threads()}"
     if method in ("numpy_hand", "numpy_hand_gT"):
         f = hand if method == "numpy_hand" else hand_gT
         return lambda: f(**d)

@@ -1,6 +1,6 @@
 """The ``symgrad`` command line (the README's CLI section).
 
-``symgrad compile MODEL.py [-o OUT.py | -o - | --out-dir DIR] [--target numpy|cupy|numba|dask] [--model NAME]
+``symgrad compile MODEL.py [-o OUT.py | -o - | --out-dir DIR] [--target numpy|cupy|numba|dask|torch] [--model NAME]
 [--emit LIST] [--check] [--check-inputs FILE.npz] [--write-test] [-v]``
 
 * Compiles every model of the file (or the one ``--model`` names) and writes one module per model,

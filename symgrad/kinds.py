@@ -117,7 +117,7 @@ def _build_hvp(program):
     return {"seeds": nodes, "hvps": tangents(program.graph, program.grads, seeds)}
 
 
-# -- emitted functions: the fields of emit.module._Function -----------------------------------------
+# -- emitted functions: the fields of emit.module.ModuleFunction -----------------------------------------
 @dataclass
 class Names:
     """What a kind's ``function`` may use to name things in the module."""

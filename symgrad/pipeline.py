@@ -79,9 +79,10 @@ def generate(model, target: str = "numpy", emit=None, timings: dict | None = Non
     rewrites switched off (with those of ``$SYMGRAD_REWRITES_OFF``).  ``trace``: a list that gets
     one line per rewrite that fired (:func:`fired_lines`); with none given and
     ``$SYMGRAD_TRACE_REWRITES`` set, the lines are printed on stderr."""
-    layout = target_named(target).layout  # before any work: an unknown target is the caller's error
-    if emit is None and layout is not None:  # the model's own default set, as far as the target has it
-        emit = [d for d in model.derivatives if d in layout.derivatives]
+    spec = target_named(target)  # before any work: an unknown target is the caller's error
+    kinds = spec.layout.derivatives if spec.layout is not None else spec.derivatives
+    if emit is None and kinds is not None:  # the model's own default set, as far as the target has it
+        emit = [d for d in model.derivatives if d in kinds]
     try:
         rewriter = Rewriter(rewrites_off)
         program = build(model, emit, timings, target, rewriter)

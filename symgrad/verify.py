@@ -584,6 +584,19 @@ _NUMBER = (bool, int, float)
 _byte_bounds = getattr(getattr(np.lib, "array_utils", None), "byte_bounds", None) or np.byte_bounds
 
 
+def _torch_arrays():
+    """What the runner calls of an array module, for torch tensors (on the GPU where there is one)."""
+    import types
+
+    import torch
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def shares_memory(a, b):  # one storage: the same memory for the check's purposes
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.numel() and b.numel()
+    return types.SimpleNamespace(array=lambda v: torch.from_numpy(np.array(v)).to(device), ndarray=torch.Tensor,
+                                 asnumpy=lambda x: x.detach().cpu().numpy(), shares_memory=shares_memory)
+
+
 class _Runner:
     """Calls the module on host values, moving arrays to the GPU and back for the cupy target.  Every
     call gets fresh copies of the arrays, so a module that writes into its inputs cannot spoil the
@@ -595,6 +608,8 @@ class _Runner:
         if getattr(module, "TARGET", "numpy") == "cupy":
             import cupy
             self.xp = cupy
+        elif getattr(module, "TARGET", "numpy") == "torch":
+            self.xp = _torch_arrays()
 
     def device(self, v):
         if isinstance(v, _NUMBER):

@@ -15,7 +15,7 @@ import sympy as sp
 
 import symgrad
 from symgrad import tape
-from symgrad.emit import floats, load_source
+from symgrad.emit import floats, load_source, printing
 from symgrad.ops import OPS
 
 import test_ops as to
@@ -135,7 +135,7 @@ def _twins():
     for name, text in floats.FLOAT.items():
         arity = 1 + max(int(k) for k in "012" if "{%s}" % k in text)
         yield name, text, OPS[name].code, arity
-    for k in range(1, floats._MAX_MULTIPLY + 1):
+    for k in range(1, printing.MAX_MULTIPLY + 1):
         yield f"pow{k}", "(" + " * ".join(["{0}"] * k) + ")", "{0} ** %d" % k, 1
 
 

@@ -23,8 +23,8 @@ Each case: ``symgrad.compile(model)`` -> ``value_and_grad`` and ``forward`` == `
 == central finite differences of the tape in float64 (two step sizes, whose disagreement widens
 the tolerance; not where an input is a Python int -- 0 and small integers sit on kinks -- nor
 where a Max/Min meets an exact tie, whose documented derivative 0 is not the one-sided one), and
-the CuPy target run through the NumPy shim of tests/_cupy_shim.py == the tape.  The derivative
-tests (``test_*_derivatives``) compile the same models with vjp, jvp and hvp: vjp and jvp == the
+the CuPy target run through the NumPy shim of tests/_cupy_shim.py == the tape, and so is the torch
+target on tensors (or refuses an op by name).  The derivative tests (``test_*_derivatives``) compile the same models with vjp, jvp and hvp: vjp and jvp == the
 tape's exact VJP and Jacobian, hvp == central differences of the tape's gradient.  Errors are
 norm-relative: ``||g - g_ref|| / max(||g_ref||, 1e-8)``.  Cases whose tape value or gradient is
 not finite (or beyond 1e10) are skipped with ``assume``; so is a drawn node whose construction
@@ -833,6 +833,58 @@ def _run_cupy(case):
         compare_module(case, mod, t_value, t_grads, "cupy-shim")
 
 
+class _OnTensors:
+    """A torch module in compare_module's terms: the case's inputs as tensors (Python numbers as
+    they are), its results as NumPy arrays."""
+
+    def __init__(self, mod):
+        self.mod = mod
+
+    def _tensors(self, inputs):
+        import torch
+        return {k: v if type(v) in (bool, int, float) else torch.from_numpy(np.array(v)) for k, v in inputs.items()}
+
+    def value_and_grad(self, **inputs):
+        value, grads = self.mod.value_and_grad(**self._tensors(inputs))
+        return value.numpy(), {k: g.numpy() for k, g in grads.items()}
+
+    def forward(self, **inputs):
+        return self.mod.forward(**self._tensors(inputs)).numpy()
+
+    def vjp(self, u, /, **inputs):
+        value, g = self.mod.vjp(self._tensors({"u": u})["u"], **self._tensors(inputs))
+        return value.numpy(), {k: a.numpy() for k, a in g.items()}
+
+    def jvp(self, t, /, **inputs):
+        value, tangent = self.mod.jvp(self._tensors(t), **self._tensors(inputs))
+        return value.numpy(), tangent.numpy()
+
+    def hvp(self, t, /, **inputs):
+        value, g, hv = self.mod.hvp(self._tensors(t), **self._tensors(inputs))
+        return value.numpy(), {k: a.numpy() for k, a in g.items()}, {k: a.numpy() for k, a in hv.items()}
+
+
+def compile_torch(case, emit=None):
+    """The torch module on tensors (_OnTensors), or None where it refuses an op by name."""
+    pytest.importorskip("torch")
+    with time_limit(COMPILE_TIMEOUT_S, "symgrad.generate(target='torch')"), documented_refusals_skip():
+        try:
+            source = symgrad.generate(case.model, "torch", emit)
+        except symgrad.SymgradError as exc:
+            assert "cannot be compiled for target torch: " in str(exc), str(exc)
+            event("torch: refused (an op without a torch form)")
+            return None
+    return _OnTensors(load_source(source, "fuzz_torch"))
+
+
+def _run_torch(case):
+    """The torch target on the same case: == the tape, or a refusal naming the op and the target."""
+    t_value, t_grads = reference(case)
+    mod = compile_torch(case)
+    if mod is not None:
+        compare_module(case, mod, t_value, t_grads, "torch")
+
+
 # -- the tests --------------------------------------------------------------------------------
 def _found(build, template, inputs):
     """A case the long profile found once, kept as an explicit example of every run."""
@@ -884,6 +936,13 @@ def test_scalar_models_cupy_shim(case):
     _run_cupy(case)
 
 
+@FUZZ
+@given(case=scalar_cases())
+@found_examples
+def test_scalar_models_torch(case):
+    _run_torch(case)
+
+
 @FUZZ_MATRIX
 @given(case=matrix_cases())
 def test_matrix_models_numpy(case):
@@ -894,6 +953,12 @@ def test_matrix_models_numpy(case):
 @given(case=matrix_cases())
 def test_matrix_models_cupy_shim(case):
     _run_cupy(case)
+
+
+@FUZZ_MATRIX
+@given(case=matrix_cases())
+def test_matrix_models_torch(case):
+    _run_torch(case)
 
 
 def _run_dask(case):
@@ -932,7 +997,9 @@ def check_derivatives(case, target):
     on Python ints, not at a Max/Min tie; two step sizes that agree, else a kink is within a step)."""
     t_value, t_grads = reference(case)
     model, inputs = case.model, case.inputs
-    mod = (compile_numpy if target == "numpy" else compile_cupy)(case, "vjp,jvp,hvp")
+    mod = {"numpy": compile_numpy, "cupy": compile_cupy, "torch": compile_torch}[target](case, "vjp,jvp,hvp")
+    if mod is None:  # refused by name (compile_torch)
+        return
     rng = np.random.default_rng(0)
     u = rng.standard_normal(np.shape(t_value))
     t = {k: rng.standard_normal(np.shape(inputs[k])) for k in t_grads}
@@ -970,11 +1037,23 @@ def test_scalar_derivatives(case):
 
 
 @FUZZ_DERIV
+@given(case=scalar_cases())
+def test_scalar_derivatives_torch(case):
+    check_derivatives(case, "torch")
+
+
+@FUZZ_DERIV
 @given(case=matrix_cases())
 def test_matrix_derivatives(case):
     check_derivatives(case, "numpy")
     with shim_cupy():
         check_derivatives(case, "cupy")
+
+
+@FUZZ_DERIV
+@given(case=matrix_cases())
+def test_matrix_derivatives_torch(case):
+    check_derivatives(case, "torch")
 
 
 # -- the fuzzer's own oracles -----------------------------------------------------------------

@@ -1,14 +1,14 @@
 """Targets against each other: NumPy, Numba, the CuPy target through the NumPy shim of
-tests/_cupy_shim.py, and Dask, on the same models at the same inputs, derivatives included.
+tests/_cupy_shim.py, Dask and PyTorch (each where installed), on the same models at the same
+inputs, derivatives included.
 
 The models: random scalar models of tests/test_random_models.py's grammar (the first seeds whose
 model has two inputs or more and ten operations or more) and one of the seed examples' matrix
 models (seed 001's one-hidden-layer sigmoid network NLL; Dask cuts its data X, y into blocks of
-rows).  The
-NumPy module is held to the tape (value and gradients); every other target to the NumPy module:
-``value_and_grad`` and ``forward`` on all four, ``vjp``, ``jvp`` and ``hvp`` (random cotangent,
-tangents, direction) on Numba and the CuPy shim (Dask has no other derivatives).  Few models: a
-Numba module takes a few seconds to compile.  Bugs planted by hand that it catches: a factor
+rows).  The NumPy module is held to the tape (value and gradients); every other target to the
+NumPy module: ``value_and_grad`` and ``forward`` on all five, ``vjp``, ``jvp`` and ``hvp``
+(random cotangent, tangents, direction) on Numba, the CuPy shim and PyTorch (tensors in; Dask has
+no other derivatives).  Few models: a Numba module takes a few seconds to compile.  Bugs planted by hand that it catches: a factor
 1.000001 in Numba's sigmoid loop template, in the CuPy sigmoid's C template, and Dask's sum of the
 blocks leaving out the first block.
 """
@@ -82,6 +82,11 @@ def _modules(model):
         mods["dask"] = load_source(symgrad.generate(model, "dask"), f"{model.name}_dask")
     except ImportError:
         pass
+    try:
+        import torch  # noqa: F401
+        mods["torch"] = symgrad.compile(model, "torch", emit=emit)
+    except ImportError:
+        pass
     return mods
 
 
@@ -89,6 +94,11 @@ def _results(model, mod, x, seeds):
     """{label: array}: every function the module has, at ``x``."""
     u, t = seeds
     wrt = [str(w) for w in model.wrt]
+    if mod.TARGET == "torch":  # tensors in, NumPy arrays of the results out
+        import torch
+        tensor = lambda v: v if isinstance(v, (bool, int, float)) else torch.from_numpy(np.array(v))  # noqa: E731
+        x, u, t = {k: tensor(v) for k, v in x.items()}, tensor(u), {k: tensor(v) for k, v in t.items()}
+        return {label: a.numpy() for label, a in _calls(mod, wrt, x, u, t).items()}
     if mod.TARGET == "dask":
         import dask
         import dask.array as da
@@ -97,6 +107,11 @@ def _results(model, mod, x, seeds):
             value, grads = mod.value_and_grad(**x)
             assert mod.DATA or not model.dims, "no data cut into blocks: Dask's combining goes untested"
             return {"forward": mod.forward(**x), "value": value} | {f"grad {k}": grads[k] for k in wrt}
+    return _calls(mod, wrt, x, u, t)
+
+
+def _calls(mod, wrt, x, u, t):
+    """{label: result} of every function of a module with vjp, jvp and hvp."""
     value, grads = mod.value_and_grad(**x)
     out = {"forward": mod.forward(**x), "value": value} | {f"grad {k}": grads[k] for k in wrt}
     _, g = mod.vjp(u, **x)

@@ -35,7 +35,9 @@ def batched_function(program, names, fname: str, seeds: dict, roots: list, keys:
     why = _unbatchable(program, names, seeds, roots)
     if why:
         return f"{fname} = None  # no batched sweep: {why}"
-    from .module import Body, _users, _literal, owned  # the printer sits above kinds; imported when emitting
+    from .module import _users  # the printer sits above kinds; imported when emitting
+    from .printer import Body, owned
+    from .printing import literal as _literal
     m, target = names.m, TARGETS["numpy"]
     G = program.graph
     order = topo_order(list(extras) + list(roots))

@@ -18,7 +18,7 @@ from collections import defaultdict
 _NEVER = float("inf")
 
 
-def plan(order, users: dict, view_of: dict, klass: dict, writes_out: set, roots: set):
+def plan(order, users: dict, view_of: dict, klass: dict, writes_out: set, roots: set, no_alias=frozenset()):
     """``(reuse, scratch)``: ``reuse`` maps node id -> id of the node whose buffer (as last
     written) the node writes into; ``scratch`` holds the ids of nodes that allocate a buffer no
     returned value ever lives in (so the array may be kept between calls and used again).
@@ -26,7 +26,8 @@ def plan(order, users: dict, view_of: dict, klass: dict, writes_out: set, roots:
     ``order``: the nodes in emission order; ``users``: node id -> consumer nodes; ``view_of``:
     node id -> id of the node whose memory it shows; ``klass``: node id -> buffer class (absent:
     not a float array the plan may touch); ``writes_out``: ids of nodes whose op takes ``out=``;
-    ``roots``: ids of returned values.
+    ``roots``: ids of returned values; ``no_alias``: ids of nodes that may not write into an
+    argument's own buffer (an array module whose out= is not overlap-safe for that op).
     """
     pos = {n.id: i for i, n in enumerate(order)}
     base, alive = {}, {}
@@ -48,7 +49,7 @@ def plan(order, users: dict, view_of: dict, klass: dict, writes_out: set, roots:
         if n.id in writes_out and k is not None:
             viewed = {base[a.id] for a in n.args if a.id in view_of}
             choice = None
-            for a in n.args:  # an argument that dies here: exact aliasing is safe for ufuncs
+            for a in () if n.id in no_alias else n.args:  # an argument that dies here: exact aliasing is safe for ufuncs
                 b = base[a.id]
                 if (a.id not in view_of and alive.get(b) == i and b in buffer_of and b not in viewed
                         and klass.get(buffer_of[b]) == k and holder[buffer_of[b]] == b):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from ..ops import OPS
+from .printing import product, small_power
 
 # names a kernel variable must not take: C++ keywords (alternative tokens too), what CuPy's kernel
 # around the body uses (its loop index i, CUPY_FOR's ptrdiff_t), CUDA's names, and every function
@@ -31,26 +32,10 @@ RESERVED = frozenset("""
     ptrdiff_t size_t threadIdx blockIdx blockDim gridDim warpSize CIndexer CArray fmax fmin
 """.split()) | {name for op in OPS.values() if op.c for name in re.findall(r"\b([A-Za-z_]\w*)\(", op.c)}
 
-_MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
-
-
-def c_literal(v: float) -> str:
-    """A constant of type ``T``: ``(T)2``, ``(T)0.5``, ``(T)(-1.5)``."""
-    v = float(v)
-    if v != v:
-        return "(T)(0.0 / 0.0)"
-    if v in (float("inf"), float("-inf")):
-        return "(T)(1.0 / 0.0)" if v > 0 else "(T)(-1.0 / 0.0)"
-    s = str(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
-    return f"(T)({s})" if s.startswith("-") else f"(T){s}"
-
-
 def c_pow(base: str, exponent: float | None, exponent_text: str) -> str:
     """``base ** exponent``: products for small integer exponents, else ``pow``."""
-    if exponent is not None and float(exponent).is_integer() and 0 < abs(exponent) <= _MAX_MULTIPLY:
-        prod = " * ".join([base] * int(abs(exponent)))
-        return f"({prod})" if exponent > 0 else f"((T)1 / ({prod}))"
-    return OPS["pow"].c.format(base, exponent_text)
+    e = small_power(exponent)
+    return product(base, e, "(T)1") if e is not None else OPS["pow"].c.format(base, exponent_text)
 
 
 def c_expr(op: str, args: list[str]) -> str:

@@ -1,7 +1,7 @@
 """The CuPy target: the NumPy module's layout, with elementwise work fused into CUDA kernels.
 
 The generated module has exactly the NumPy module's API; only function bodies differ.
-:class:`FusedBody` prints each maximal cluster of elementwise nodes (every ``OPS[op].elementwise``
+:class:`CupyBody` prints each maximal cluster of elementwise nodes (every ``OPS[op].elementwise``
 op: arithmetic, functions, ``where``, comparisons, logic; broadcasts that the consumer does by
 itself are seen through) into one ``cp.ElementwiseKernel`` defined at module level, written with
 the C table of :mod:`symgrad.emit.cuda`.  A kernel reads each of its inputs once and writes only
@@ -13,9 +13,9 @@ a ReductionKernel fusing an elementwise producer is left for later), ``item``, `
 
 Which nodes form a kernel, and the order of kernels and other nodes, is decided by the
 target-neutral pass :class:`symgrad.emit.fusion.Fusion` (node kinds, clusters, shape sources of
-dynamic values, schedule: see :mod:`symgrad.emit.fusion`); :class:`FusedBody` only asks it for its
+dynamic values, schedule: see :mod:`symgrad.emit.fusion`); :class:`CupyBody` only asks it for its
 units and prints them -- a cluster as a kernel written with the CUDA C table, any other node as
-:class:`~symgrad.emit.module.Body` prints it.  Scalars built from dimensions and constants only
+:class:`~symgrad.emit.printer.Body` prints it.  Scalars built from dimensions and constants only
 stay Python numbers (``1.0 / N``).
 
 Types: every kernel binds ``T`` from its arrays.  The shared prologue (``_promote``) moves array
@@ -30,9 +30,10 @@ from __future__ import annotations
 import re
 
 from ..ops import is_bool
-from .cuda import RESERVED, c_expr, c_literal, c_pow
+from .cuda import RESERVED, c_expr, c_pow
 from .fusion import HOST, INPUT, Cluster, Fusion
-from .module import Body, _literal
+from .fused import FusedBody
+from .printing import literal
 from .text import c_comment
 from .targets import TARGETS, Target
 
@@ -62,14 +63,9 @@ _HELPER_SUM_TO = '''def _sum_to(g, x, value, copy=False):
 '''
 
 
-class FusedBody(Body):
+class CupyBody(FusedBody):
     """Prints a function body with each elementwise cluster as one ElementwiseKernel call: the
     clusters and their order come from the :class:`~symgrad.emit.fusion.Fusion` pass."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.prefix = ""  # "fwd" or "vag": names this function's kernels (_fwd_k0...); set by emit
-        self.fusion: Fusion | None = None  # the fusion pass over this body; set by emit
 
     def emit(self, order, users, final):
         self.final, self.users = final, users
@@ -79,18 +75,6 @@ class FusedBody(Body):
         self._convert_inputs(order)
         self._print_units(self._emit_kernel)
 
-    def _print_units(self, print_cluster) -> None:
-        """Every unit of the fusion pass in its order: a cluster by ``print_cluster``, any other
-        node by ``_emit_node``."""
-        for unit in self.fusion.units:
-            if isinstance(unit, Cluster):
-                print_cluster(unit)
-            else:
-                self._emit_node(unit)
-            for n in self.fusion.aliases:  # a broadcast the consumer does by itself has its source's name
-                if n.id not in self.names and self.fusion.real(n).id in self.names:
-                    self.names[n.id] = self.names[self.fusion.real(n).id]
-
     # -- printing -------------------------------------------------------------------------------
     def _convert_inputs(self, order):
         scalars = [self.names[n.id] for n in order if self.fusion.kind_of[n.id] == INPUT and n.shape is None]
@@ -99,26 +83,10 @@ class FusedBody(Body):
             lhs = ", ".join(scalars) + ("," if len(scalars) == 1 else "")
             self.lines.append(f"{lhs} = _device(_dt, {', '.join(scalars)})")
 
-    def _emit_node(self, n) -> None:
-        """One non-fused node, printed as by the NumPy target (no out= buffers: kernels allocate)."""
-        if n.id in self.names:
-            return
-        if n.op == "const":
-            self.names[n.id] = _literal(n.attr)
-            return
-        text = self.expr(n, self.users.get(n.id, []), self.final)
-        if text is None:
-            return
-        self.names[n.id] = self.new_name(n)
-        self.assign(n, self.names[n.id], text)
-
-    def expr(self, n, users, final):
-        if n.op == "sum_to":
-            self.definitions["_sum_to"] = _HELPER_SUM_TO
-            g, x, value = (self.names[a.id] for a in n.args)
-            copy = ", copy=True" if self.fusion.kind_of[self.fusion.real(n.args[0]).id] == INPUT else ""
-            return f"_sum_to({g}, {x}, {value}{copy})"
-        return super().expr(n, users, final)
+    def _print_sum_to(self, n, a):
+        self.definitions["_sum_to"] = _HELPER_SUM_TO
+        copy = ", copy=True" if self.fusion.kind_of[self.fusion.real(n.args[0]).id] == INPUT else ""
+        return f"_sum_to({a[0]}, {a[1]}, {a[2]}{copy})"
 
     def _emit_kernel(self, c: Cluster) -> None:
         ids, real = {m.id for m in c.members}, self.fusion.real
@@ -151,7 +119,7 @@ class FusedBody(Body):
         for k, m in enumerate(c.members):
             local[m.id] = c_name(f"v{k}", f"v{k}")
         for m in c.members:
-            args = [local[a.id] if a.op != "const" else c_literal(a.attr) for a in map(real, m.args)]
+            args = [local[a.id] if a.op != "const" else literal(a.attr, cast="(T)") for a in map(real, m.args)]
             if m.op == "pow" and real(m.args[1]).op == "const":
                 text = c_pow(args[0], real(m.args[1]).attr, args[1])
             else:
@@ -193,7 +161,7 @@ def _c_comment(text):
 # form come from cupyx.scipy.special, and where it has none the model is refused at compile time
 _NO_BESSEL = ("cupyx.scipy.special has Bessel functions of order 0 and 1 only (j0, j1, i0, i1), "
               "no {0} of any order; compile this model for the numpy target")
-TARGETS["cupy"] = Target("cupy", "cupy", "cp", body=FusedBody, overrides={
+TARGETS["cupy"] = Target("cupy", "cupy", "cp", body=CupyBody, overrides={
     "polygamma": "_cupyx_special.polygamma({attr}, {0}).astype(_dt, copy=False)",
     "expint": "_cupyx_special.expn({attr}, {0}).astype(_dt, copy=False)",
     "lambertw": "_real_lambertw(_cupyx_special.lambertw({0}), {0})",

@@ -25,7 +25,7 @@ import dataclasses
 
 from ..errors import SymgradError
 from ..rows import split_rows
-from .module import _Function
+from .module import ModuleFunction
 from .targets import TARGETS, Target
 
 _HELPER_SPLIT = '''
@@ -185,15 +185,15 @@ class Layout:
         grad_names = {g.id: "grad_" + w for g, w in zip(program.grads, wrt_local)}
         what = "block = (rows of all blocks, 1 for the first block else 0)"
         return [
-            _Function("_block_forward", "bfwd", [out], {}, f"Value of {name} on one block of rows; {what}.",
+            ModuleFunction("_block_forward", "bfwd", [out], {}, f"Value of {name} on one block of rows; {what}.",
                       block, seeds, unpack=True),
-            _Function("_block_value_and_grad", "bvag", [out] + program.grads, grad_names,
+            ModuleFunction("_block_value_and_grad", "bvag", [out] + program.grads, grad_names,
                       f"Value of {name} on one block of rows and the gradients of its sum with respect "
                       f"to {wrt_text}; {what}.", block, seeds, program.cotangents,
                       ((len(program.wrt), program.wrt),), unpack=True),
-            _Function("forward", "", [], {}, f"Value of {name}: {_COMBINE_TEXT[plan.combine]}, "
+            ModuleFunction("forward", "", [], {}, f"Value of {name}: {_COMBINE_TEXT[plan.combine]}, "
                       "computed by the active Dask scheduler."),
-            _Function("value_and_grad", "", [], {},
+            ModuleFunction("value_and_grad", "", [], {},
                       f"Value of {name} and the gradients of its sum with respect to {wrt_text}: the "
                       "sums of the blocks' gradients, computed by the active Dask scheduler."),
         ]

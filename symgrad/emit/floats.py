@@ -30,9 +30,8 @@ body for a per-call saving that is small beside its work).
 from __future__ import annotations
 
 from ..ops import is_bool
-from .text import literal as _literal
+from .printing import literal, product, small_power
 
-_MAX_MULTIPLY = 4  # x**e for integer 0 < e <= this is written as multiplications
 # a body longer than this gets no fast path: per-call overhead matters for small models, and a
 # deep one would pay for a second body in module size and import time (benchmarks/bench_compile.py)
 MAX_LINES = 1000
@@ -73,7 +72,7 @@ NumPy's alias).  None where some node has no float form."""
         if n.id in names:
             continue
         if n.op == "const":
-            names[n.id] = _literal(n.attr)
+            names[n.id] = literal(n.attr)
             continue
         if n.shape is not None and n.shape != ():
             return None
@@ -84,9 +83,10 @@ NumPy's alias).  None where some node has no float form."""
         if n.op == "zeros_like":
             names[n.id] = "0.0"
             continue
-        if n.op == "pow" and n.args[1].op == "const" and float(n.args[1].attr).is_integer() \
-                and 0 < n.args[1].attr <= _MAX_MULTIPLY:
-            text = "(" + " * ".join([a[0]] * int(n.args[1].attr)) + ")"
+        # positive exponents only: Python's 1 / (x * x) raises at 0 where math.pow's inf is wanted
+        e = small_power(n.args[1].attr, negative=False) if n.op == "pow" and n.args[1].op == "const" else None
+        if e is not None:
+            text = product(a[0], e, "1.0")
         elif n.op in FLOAT:
             text = FLOAT[n.op].format(*a)
         else:

@@ -1,4 +1,9 @@
-"""Assemble the generated module: names, one assignment per op, header, helpers.
+"""Assemble the generated module (its layout): header, imports, constants, helpers, functions.
+
+The bodies are printed by :mod:`symgrad.emit.printer` (a target's subclass of ``Body``), their
+buffers planned by :mod:`symgrad.emit.buffers`; the run-time helpers are the functions of
+:mod:`symgrad.runtime.numpy_helpers` (the ops' own come from the op table, a target's own from
+``Target.helpers``).
 
 Layout of a generated module::
 
@@ -22,163 +27,41 @@ would clash with an input is suffixed with ``_``.  Same model, same bytes.
 """
 from __future__ import annotations
 
-import keyword
+import inspect
+import re
 import types
 from dataclasses import dataclass, field
-import re
-import unicodedata
 
 from .._version import __version__
-from ..ir import DimProduct, topo_order
-from ..ops import OPS, is_bool, slice_text
-from .buffers import plan
+from ..ir import topo_order
+from ..ops import OPS
 from .floats import float_path
+from .printer import BODY_GLOBALS, Body, Namer, owned  # noqa: F401 - BODY_GLOBALS: named here for callers
 from .sparsity import runtime_helpers
-from ..program import render
-from ..errors import SymgradError
+from ..runtime import numpy_helpers as _rt
 from ..kinds import KINDS, Names
-from .text import docstring, literal as _literal, visible
+from .text import docstring
 
-_HELPER_DIMS = '''
-def _dims(arrays):
-    """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
-    dims = {}
-    for name, spec in SHAPES.items():
-        shape = {m}.shape(arrays[name])
-        ok = len(shape) == len(spec)
-        for want, got in zip(spec, shape):
-            ok = ok and dims.setdefault(want, got) == got if isinstance(want, str) else ok and want == got
-        if not ok:
-            raise ValueError(f"{MODEL}: input {name!r} has shape {shape}, expected {spec} "
-                             f"(dimensions so far: {dims})")
-        if 0 in shape:
-            raise ValueError(f"{MODEL}: input {name!r} is empty (shape {shape}); every dimension "
-                             "must be at least 1")
-    return tuple(dims[d] for d in DIMS)
-'''
-
-_HELPER_NUMBERS = '''
-def _scalars(**values):
-    """Check that each scalar input used inside a matrix expression is one number (an array of one
-    entry and at most two axes broadcasts like it): a larger array would be broadcast against the
-    matrices' own axes."""
-    for name, x in values.items():
-        if x.shape and (x.size != 1 or len(x.shape) > 2):  # (promoted: an array or a NumPy scalar)
-            raise ValueError(f"{MODEL}: input {name!r} is a scalar Symbol used inside a matrix expression, "
-                             f"so it must be one number (a 0-d array, or shape (1,) or (1, 1)), got shape {x.shape}")
-'''
-
-_HELPER_BUF = '''
-def _buf(t):
-    """t as an out= array when it is one (values of scalar inputs may be plain numbers)."""
-    return t if isinstance(t, {m}.ndarray) else None
-'''
-
-_HELPER_PROMOTE = '''
-def _promote(*inputs):
-    """(dt, *inputs) with every input in one float type dt: float32 arrays stay float32; Python
-    numbers, bools and integer arrays bind like float64 (Python numbers as NumPy scalars, so that
-    division by zero or a negative base gives inf/nan as for arrays, never an exception or a
-    complex number).  A complex or non-numeric input is a TypeError naming it."""
-    dt = inputs[0].dtype if type(inputs[0]) is {m}.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is {m}.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
-    arrays = []
-    for name, x in zip(INPUTS, inputs):
-        if type(x) in (float, int, bool):
-            arrays.append(None)
-            continue
-        try:
-            a = x if isinstance(x, {m}.ndarray) else {m}.asarray(x)
-        except Exception:  # noqa: BLE001 - whatever the array module refuses
-            a = None
-        if a is None or a.dtype.kind not in "biuf":
-            what = type(x).__name__ + (f" of dtype {a.dtype}" if a is not None else "")
-            raise TypeError(f"{MODEL}: input {name!r} must be real numbers, got {what}")
-        arrays.append(a)
-    kinds = [a.dtype if a.dtype.kind == "f" else {m}.float64 for a in arrays if a is not None]
-    dt = {m}.result_type(*kinds) if kinds else {m}.result_type({m}.float64)
-    return (dt,) + tuple(dt.type(x) if a is None else a if a.dtype == dt else a.astype(dt)
-                         for x, a in zip(inputs, arrays))
-'''
-
-_HELPER_SCRATCH = '''
-_SCRATCH = threading.local()
+_NP = re.compile(r"(?<![\w.])np\.")
 
 
-def _scratch(key, shape, dtype):
-    """A work array for temporaries that are never returned, kept between calls (one set per
-    thread): a fresh array costs a page fault per 4 KiB, more than the arithmetic on it."""
-    if not shape:
-        return None
-    arrays = _SCRATCH.__dict__
-    a = arrays.get(key)
-    if a is None or a.shape != shape or a.dtype != dtype:
-        a = arrays[key] = {m}.empty(shape, dtype)
-    return a
+def _source(fn) -> str:
+    """A helper of :mod:`symgrad.runtime.numpy_helpers` as copied into a module: its text, with
+    ``{m}`` for the array module's alias."""
+    return "\n" + _NP.sub("{m}.", inspect.getsource(fn))
 
 
-def release_scratch():
-    """Free the work arrays this module keeps for the calling thread."""
-    _SCRATCH.__dict__.clear()
-'''
-
-_HELPER_TURNS = '''
-def _turns(a, b):
-    """Whether _matmul computes a @ b as (b.T @ a.T).T, a fresh column-ordered array: in float64,
-    for a tall a (rows >= 8 x its columns, more than one) times a b with fewer columns than rows.
-    OpenBLAS runs that orientation up to 1.9x faster, and only when it writes a fresh array."""
-    return a.shape[1] > 1 and a.dtype == {m}.float64 and a.shape[0] >= 8 * a.shape[1] and b.shape[1] < b.shape[0]
-'''
-
-_HELPER_MATMUL = '''
-def _matmul(a, b, out=None):
-    """a @ b (into out when given), turned around where _turns says so.  A product over one
-    column is the outer product a * b (the same single multiplications)."""
-    if _turns(a, b):
-        return (b.T @ a.T).T
-    if a.shape[1] == 1:
-        return {m}.multiply(a, b, out=out)
-    return a @ b if out is None else {m}.matmul(a, b, out=out)
-'''
-
-_HELPER_MATMUL_WORK = '''
-def _matmul_work(a, b, key):
-    """_matmul(a, b) into the work array key, allocated only when the product is not turned
-    around (a turned product is a fresh array)."""
-    if _turns(a, b):
-        return _matmul(a, b)
-    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), {m}.result_type(a, b)))
-'''
-
-_HELPER_SEED = '''
-def _seed(x, dt, what, *shapes):
-    """A cotangent, tangent or direction as an array of the inputs' float type dt and exactly the
-    shape it is for (the broadcast of shapes); a TypeError for non-real values, a ValueError for
-    another shape."""
-    ndim = max(len(s) for s in shapes)
-    shape = tuple(max(dims) for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]))
-    try:
-        a = {m}.asarray(x)
-    except Exception:  # noqa: BLE001 - whatever the array module refuses
-        a = None
-    if a is None or a.dtype.kind not in "biuf":
-        raise TypeError(f"{MODEL}: {what} must be real numbers, got {type(x).__name__}")
-    if a.shape != tuple(shape):
-        raise ValueError(f"{MODEL}: {what} has shape {a.shape}, expected {tuple(shape)}")
-    return a.astype(dt, copy=False)
-'''
-
-_HELPER_SEEDS = '''
-def _seeds(given, dt, what, shapes):
-    """The arrays of the dict given, one for each name of WRT (shapes: name -> shape), as _seed
-    makes them, in WRT order."""
-    keys = list(given) if isinstance(given, dict) else None
-    if keys is None or set(keys) != set(shapes):
-        raise TypeError(f"{MODEL}: {what} must be a dict with the keys {list(shapes)}, got "
-                        + (f"the keys {keys}" if keys is not None else type(given).__name__))
-    return tuple(_seed(given[n], dt, f"{what}[{n!r}]", s) for n, s in shapes.items())
-'''
+# the run-time helpers (real functions: symgrad/runtime/numpy_helpers.py), as module text
+_HELPER_DIMS = _source(_rt._dims)
+_HELPER_NUMBERS = _source(_rt._scalars)
+_HELPER_BUF = _source(_rt._buf)
+_HELPER_PROMOTE = "_F64, _F32 = {m}.dtype({m}.float64), {m}.dtype({m}.float32)\n" + _source(_rt._promote)
+_HELPER_SCRATCH = "\n_SCRATCH = threading.local()\n\n" + _source(_rt._scratch) + "\n" + _source(_rt.release_scratch)
+_HELPER_TURNS = _source(_rt._turns)
+_HELPER_MATMUL = _source(_rt._matmul)
+_HELPER_MATMUL_WORK = _source(_rt._matmul_work)
+_HELPER_SEED = _source(_rt._seed)
+_HELPER_SEEDS = _source(_rt._seeds)
 
 # special functions' modules, imported by a module whose code calls them (see ops._special)
 _SPECIAL_MODULES = {"_scipy_special": "scipy.special", "_cupyx_special": "cupyx.scipy.special",
@@ -196,324 +79,20 @@ _EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_turns": 
                     **{re.search(r"^def (\w+)\(", h, re.M).group(1): h for k in KINDS.values() for h in k.helpers},
                     **{re.search(r"^def (\w+)\(", h, re.M).group(1): h for h in runtime_helpers()}}
 
-_HELPER_ARGS = '''
-def _args(inputs):
-    """The inputs in INPUTS order (used because some input names are not Python identifiers)."""
-    missing = [n for n in INPUTS if n not in inputs]
-    extra = [n for n in inputs if n not in INPUTS]
-    if missing or extra:
-        raise TypeError(f"{MODEL}: missing inputs {missing}, unexpected inputs {extra}")
-    return tuple(inputs[n] for n in INPUTS)
-'''
-
-
-def _plain(name: str) -> bool:
-    return (name.isidentifier() and not keyword.iskeyword(name)
-            and unicodedata.normalize("NFKC", name) == name and not name.startswith("_"))
-
-
-# the globals that the generated functions' bodies read besides the array module (the plain-float
-# path's type(x), float(x), math.exp(x), ...): an input of one of these names is renamed inside the
-# functions (``type_``, the functions then take ``**inputs``); tests/test_numba_target.py checks
-# that the bodies read no other
-BODY_GLOBALS = frozenset({"ArithmeticError", "ValueError", "TypeError", "abs", "float", "int", "bool",
-                          "isinstance", "len", "max", "min", "slice", "type", "math"})
-
-
-class Namer:
-    """One namespace of Python identifiers for a generated function body."""
-
-    def __init__(self, reserved=()):
-        self.used: set[str] = set(reserved)
-
-    def fresh(self, want: str) -> str:
-        name = want if _plain(want) else re.sub(r"\W", "_", unicodedata.normalize("NFKC", want))
-        if not name or not name.isidentifier() or keyword.iskeyword(name):
-            name = "s_" + name
-        if name.startswith("_"):
-            name = "s" + name
-        while name in self.used:
-            name += "_"
-        self.used.add(name)
-        return name
-
-
-class Body:
-    """Prints the assignments that compute ``roots`` from the inputs."""
-
-    def __init__(self, target, alias: str, names: dict, dim_names: dict, cot_of: dict, src: dict):
-        self.t, self.m = target, alias
-        self.names = dict(names)  # node id -> expression text (inputs, and what we assign)
-        self.dim_names = dim_names
-        self.cot_of, self.src = cot_of, src
-        self.lines: list[str] = []
-        self.counter = 0
-        self.namer = Namer()
-        self.namer.used |= set(names.values()) | set(dim_names.values()) | {self.m}
-        self.ops_used: set[str] = set()
-        self.forward: set[int] = set()  # ids of forward nodes: never named as adjoints
-        self.keep: set[int] = set()  # ids of returned values besides ``final`` ones: never overwritten
-        self.described: dict = {}  # (node id, width) -> text; assemble shares one between bodies
-        self.scratch_prefix = ""  # key prefix of this function's work arrays; "" for none
-        self.kernel_prefix = ""  # short name of the function, for the names of its kernels
-        self.user_modules: dict = {}  # module path of a symgrad.Function -> its alias
-        self.scratch_count = 0
-        self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
-
-    def shape(self, shape) -> str:
-        parts = [str(d) if isinstance(d, int) else _product_text(d, self.dim_names) if isinstance(d, DimProduct)
-                 else self.dim_names[d] for d in shape]
-        return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
-
-    def expr(self, n, users, final) -> str | None:
-        """Text for node ``n``; None when ``n`` needs no line of its own (then self.names has it)."""
-        m, a = self.m, [self.names.get(x.id) for x in n.args]
-        if n.op == "const":
-            return None
-        if n.op == "dim":
-            self.names[n.id] = self.dim_names[n.attr]
-            return None
-        if n.op == "bcast":
-            if n.id not in final and n.id not in self.keep and users and all(
-                    self.broadcasts_itself(u, n) for u in users):
-                self.names[n.id] = a[0]  # the consumer broadcasts by itself
-                return None
-            if n.args[0].shape in (None, ()):  # a matrix of one value, in the inputs' float type
-                return f"{m}.full({self.shape(n.shape)}, {a[0]}, dtype=_dt)"
-            return f"{m}.broadcast_to({a[0]}, {self.shape(n.shape)})"  # owned() copies a returned one
-        if n.op == "transpose" and n.id not in final:
-            self.names[n.id] = f"{a[0]}.T"  # a view: printed where it is used, as in X.T @ G
-            return None
-        if n.op == "sum":
-            return f"{m}.sum({a[0]})" if n.attr is None else f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
-        if n.op == "eye":
-            return f"{m}.eye({self.shape((n.attr,))[1:-2]}, dtype=_dt)"
-        if n.op == "call":  # a symgrad.Function: its module is imported under an alias
-            module, attr = n.attr[1].split(":")
-            return f"{self.user_modules[module]}.{attr}({', '.join(a)})"
-        if n.op == "slice":  # a view: owned() copies it where it is returned
-            if any(sl[1] is not None and not isinstance(d, int) for d, sl in zip(n.args[0].shape, n.attr)):
-                return f"_sliced({a[0]}, {_index_text(n.attr)}, {self.shape(n.shape)})"
-            return f"{a[0]}[{slice_text(n.attr)}]"
-        if n.op == "unslice":
-            return f"_unslice({a[0]}, {self.shape(n.attr[0])}, {_index_text(n.attr[1])}, _dt)"
-        if n.op == "onehot":
-            return f"_onehot({a[0]}, {self.shape(n.attr[0])}, {n.attr[1]}, {n.attr[2]}, _dt)"
-        if n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]):
-            # both branches are Python scalars: NumPy would make float64; keep the inputs' type
-            if _is(_python_scalar(n.args[1]), 1) and _is(_python_scalar(n.args[2]), 0):
-                return f"{a[0]}.astype(_dt)"
-            return f"{m}.where({a[0]}, {a[1]}, {a[2]}).astype(_dt, copy=False)"
-        if self.tall_product(n):
-            return f"_matmul({a[0]}, {a[1]})"
-        if n.op == "pow" and n.args[1].op == "const":
-            a[1] = _literal(n.args[1].attr, as_int=True)
-        code = self.t.template(OPS[n.op])
-        if code is None:
-            raise SymgradError(f"op {n.op!r} has no {self.t.name} printer entry (symgrad/ops.py)")
-        self.ops_used.add(n.op)
-        return code.format(*a, m=m, attr=n.attr)
-
-    def emit(self, order, users, final: dict) -> None:
-        self.users, self.final = users, final
-        stmts = []
-        for n in order:
-            if n.id in self.names:
-                continue
-            if n.op == "const":
-                self.names[n.id] = _literal(n.attr)
-                continue
-            text = self.expr(n, users.get(n.id, []), final)
-            if text is None:
-                continue
-            name = self.new_name(n)
-            stmts.append((n, name, text))
-            self.names[n.id] = name
-        reuse, scratch = self.plan_buffers(order, users, {n.id for n, _, _ in stmts}, set(final) | self.keep)
-        for n, name, text in stmts:
-            if n.id in reuse:
-                text = self.into(n, self.names[reuse[n.id]])
-            elif n.id in scratch and self.scratch_prefix:
-                text = self.work_product(n) if self.tall_product(n) else self.into(n, self.scratch(n), guard=False)
-            self.assign(n, name, text)
-
-    def new_name(self, n) -> str:
-        """``grad_W`` for a returned gradient, ``b_t3`` for the adjoint of ``t3``, else ``t<k>``."""
-        if n.id in self.final:
-            return self.namer.fresh(self.final[n.id])
-        if n.id in self.cot_of and self.cot_of[n.id] in self.names and n.id not in self.forward:
-            return self.namer.fresh("b_" + self.names[self.cot_of[n.id]])
-        self.counter += 1
-        return self.namer.fresh(f"t{self.counter - 1}")
-
-    def assign(self, n, name: str, text: str) -> None:
-        """Append ``name = text`` with a comment pointing back to the SymPy sub-expression."""
-        comment = self.describe(n.id, 60)
-        fwd = self.cot_of.get(n.id)
-        if comment is None and fwd is not None and (fwd in self.src or fwd in self.names):
-            comment = "adjoint of " + (self.describe(fwd, 48) or self.names[fwd])
-        line = f"{name} = {text}"
-        self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
-
-    def tall_product(self, n) -> bool:
-        """A product of a data matrix (rows a dimension) that ``_matmul`` may turn around for BLAS:
-        on NumPy's BLAS only, and never one already written as a transpose (``G.T @ X``)."""
-        if n.op != "matmul" or self.t.module != "numpy":
-            return False
-        a = n.args[0]
-        return a.op != "transpose" and a.shape is not None and not isinstance(a.shape[0], int)
-
-    def broadcasts_itself(self, user, n) -> bool:
-        """True when ``user`` broadcasts its argument ``n`` by itself (an elementwise op that has
-        another argument of its full shape), or is a transpose printed inline into such ops only:
-        then the broadcast ``n`` needs no array of its own."""
-        if user.op == "transpose" and user.id not in self.final and user.id not in self.keep:
-            return all(self.broadcasts_itself(u, user) for u in self.users.get(user.id, ()))
-        if not OPS[user.op].elementwise:
-            return False
-        # a static result needs one operand that already has its shape: else nothing stretches it
-        return user.shape is None or any(a is not n and a.shape == user.shape and a.op != "bcast"
-                                         and not (a.op == "transpose" and a.args[0].op == "bcast")
-                                         for a in user.args)
-
-    def describe(self, node_id: int, width: int) -> str | None:
-        """The SymPy sub-expression a node came from, cut to ``width`` (printed once per node)."""
-        if node_id not in self.src:
-            return None
-        key = (node_id, width)
-        if key not in self.described:
-            text = render(self.src, node_id, width, self.names)
-            self.described[key] = None if text is None or text == self.names.get(node_id) else visible(text)
-        return self.described[key]
-
-    def plan_buffers(self, order, users, emitted: set, roots: set) -> tuple[dict, set]:
-        """Which values are written into dead arrays (see ``buffers.py``)."""
-        view_of, klass, dyn = {}, {}, _ShapeClasses()
-        for n in order:
-            dyn.add(n)
-            # a broadcast is its source's memory unless printed as a fresh np.full; one that its
-            # consumers do by themselves (no line of its own) is its source by name
-            if n.op in ("transpose", "sum_to", "slice") or (n.op == "bcast" and (
-                    n.args[0].shape not in (None, ()) or n.id not in emitted)):
-                view_of[n.id] = n.args[0].id
-            if n.id not in emitted or is_bool(n) or n.op == "input":
-                continue
-            if n.shape is None:
-                klass[n.id] = ("dynamic", dyn.of[n.id])
-            elif len(n.shape) == 2:
-                klass[n.id] = ("static", n.shape)
-        writes = {n.id for n in order if n.id in emitted and OPS[n.op].ufunc
-                  and not (n.op == "where" and all(_python_scalar(v) is not None for v in n.args[1:]))}
-        return plan(order, users, view_of, klass, writes, roots)
-
-    def scratch_key(self) -> str:
-        """The key of a new work array that the module keeps between calls (see ``_scratch``)."""
-        self.ops_used.add("_scratch")
-        key = f"{self.scratch_prefix}{self.scratch_count}"
-        self.scratch_count += 1
-        return key
-
-    def work_product(self, n) -> str:
-        """A product that ``_matmul`` may turn around, into a work array that it allocates only
-        when it does not (a turned product is a fresh array)."""
-        a, b = (self.names[x.id] for x in n.args)
-        return f"_matmul_work({a}, {b}, {self.scratch_key()!r})"
-
-    def scratch(self, n) -> str:
-        """A work array for ``n`` that the module keeps between calls (see ``_scratch``)."""
-        key = self.scratch_key()
-        if n.shape is not None:
-            shape = self.shape(n.shape)
-        else:  # the broadcast of its operands' run-time shapes: one line's worth, whatever the depth
-            shapes = list(dict.fromkeys(f"{self.m}.shape({self.names[a.id]})" for a in n.args if a.shape is None))
-            shape = shapes[0] if len(shapes) == 1 else f"{self.m}.broadcast_shapes({', '.join(shapes)})"
-        return f"_scratch({key!r}, {shape}, _dt)"
-
-    def into(self, n, out: str, guard: bool = True) -> str:
-        """``n`` computed into the existing array ``out`` (the ufunc form of its op)."""
-        m, a = self.m, [self.names[x.id] for x in n.args]
-        if n.shape is None and guard:  # values of scalar Symbols may be Python numbers, never an out=
-            out = f"_buf({out})"
-            self.ops_used.add("_buf")
-        if self.tall_product(n):
-            return f"_matmul({a[0]}, {a[1]}, out={out})"
-        if n.op == "pow" and n.args[1].op == "const":
-            if n.args[1].attr == 2:
-                return f"{m}.square({a[0]}, out={out})"
-            a[1] = _literal(n.args[1].attr, as_int=True)
-        if n.op == "sigmoid":  # expr() has already asked for the helper
-            return f"_sigmoid({a[0]}, out={out})"
-        if n.op == "where":
-            self.ops_used.add("where")
-            return f"_where({', '.join(a)}, out={out})"
-        if n.op == "softplus":
-            a = ["0.0"] + a
-        return f"{m}.{OPS[n.op].ufunc}({', '.join(a)}, out={out})"
-
-
-class _ShapeClasses:
-    """Classes of dynamic-shape values that surely have one run-time shape, for buffer reuse.
-
-    A value of scalar Symbols has the broadcast shape of the scalar inputs it is built from; while
-    that set is small (SMALL) the class is the set itself, so that ``x*y`` and ``x + sin(y)`` share
-    arrays.  Beyond, a class is named by the classes of its operands (interned, so the work per
-    value is constant and a 1024-deep network of scalar Symbols plans in linear time); two
-    classes may then have one shape without knowing it, which only costs a reuse."""
-
-    SMALL = 32
-
-    def __init__(self):
-        self.of: dict = {}          # node id -> class key (dynamic-shape values only)
-        self.leaves: dict = {}      # class key -> its set of inputs, where known
-        self.mixed: dict = {}       # frozenset of operand classes -> interned class key
-
-    def add(self, n) -> None:
-        if n.shape is not None:
-            return
-        if n.op == "input":
-            key = ("leaves", frozenset([n.id]))
-            self.leaves[key] = key[1]
-        elif n.op in ("sum_to", "zeros_like"):  # the shape of its reference argument
-            key = self.of[n.args[1 if n.op == "sum_to" else 0].id]
-        else:
-            parts = frozenset(self.of[a.id] for a in n.args if a.id in self.of)
-            if len(parts) == 1:
-                (key,) = parts
-            elif all(p in self.leaves for p in parts) and \
-                    len(union := frozenset().union(*(self.leaves[p] for p in parts))) <= self.SMALL:
-                key = ("leaves", union)
-                self.leaves[key] = union
-            else:
-                key = self.mixed.setdefault(parts, ("mixed", len(self.mixed)))
-        self.of[n.id] = key
-
-
-def _index_text(attr) -> str:
-    """A slice's attribute as a tuple of ``slice`` objects (both array modules index with it)."""
-    return "(" + ", ".join(f"slice({a}, {b}, {c})" for a, b, c in attr) + ")"
-
-
-def _python_scalar(n):
-    """The const/dim node that ``n`` prints as (a broadcast one is printed bare), else None."""
-    if n.op == "bcast":
-        n = n.args[0]
-    return n if n.op in ("const", "dim") else None
-
-
-def _is(n, value) -> bool:
-    return n.op == "const" and n.attr == value
+_HELPER_ARGS = _source(_rt._args)
 
 
 _CALLED = re.compile(r"(?<![\w.])(\w+)\(")  # the names of the functions a text calls (not methods)
 
 
-def _helpers_called(code: str, defined, more_helpers=()) -> dict:
+def _helpers_called(code: str, defined, more_helpers=(), own=None) -> dict:
     """{function name: helper source} of the helpers (ops' own, the emitter's, then the layout's
-    ``more_helpers``) that ``code`` calls and that no target definition already provides, in table
-    order."""
+    ``more_helpers``; the target's ``own`` replace those of their names) that ``code`` calls and
+    that no target definition already provides, in table order."""
     table = {re.search(r"^def (\w+)\(", h, re.M).group(1): h
              for h in [op.helper for op in OPS.values() if op.helper] + list(_EMITTER_HELPERS.values())
              + list(more_helpers)}
+    table.update(own or {})
     called = set(_CALLED.findall(code))  # one pass over the code (a search per helper was O(helpers x code))
     found, more = set(), True
     while more:  # helpers may call helpers
@@ -535,7 +114,7 @@ def _users(order) -> dict:
 
 
 @dataclass
-class _Function:
+class ModuleFunction:
     """One generated function: what it computes and how it is called and returns."""
     name: str
     kernel: str                  # short prefix of its kernels and work arrays
@@ -552,56 +131,160 @@ class _Function:
 
 def assemble(program, target) -> str:
     """The source of the module of a differentiated :class:`~symgrad.program.Program`."""
-    G, out, grads, name = program.graph, program.out, program.grads, program.name
-    inputs = [i.name for i in program.inputs]
-    wrt_names = program.wrt
-    namer = Namer(BODY_GLOBALS)
-    local = {n: namer.fresh(n) for n in inputs}
-    dim_local = {d: namer.fresh(d) for d in program.dims}
-    m = target.alias  # the array module's name; an input may take it (then the module is np_)
-    while m in local.values() or m in dim_local.values():
-        m += "_"
-    plain_sig = all(local[n] == n for n in inputs)
-    matrices = program.matrices
-    wrt_local = [local[w] for w in wrt_names]
+    target.check_derivatives(program.derivatives)
+    return _Assembly(program, target).text()
 
-    input_ids = {program.input_nodes[n].id: local[n] for n in inputs}
-    forward_ids = {n.id for n in topo_order([out])}
-    described: dict = {}
-    wrt_text = ", ".join(wrt_names) or "nothing"
-    layout = target.layout
-    names = Names(namer, wrt_local, wrt_text, local, dim_local,
-                  lambda shape: Body.shape(types.SimpleNamespace(dim_names=dim_local), shape), m, target.name)
-    functions = layout.functions(program, namer, wrt_local, wrt_text) if layout else _functions(program, names)
-    user_modules = _user_modules([r for fn in functions for r in fn.roots])
 
-    def body(fn: _Function) -> Body:
+class _Assembly:
+    """One module being assembled: its names, then its parts, each by a small method (header,
+    imports, constants, helpers, and per function its signature, prologue, body and returns)."""
+
+    def __init__(self, program, target):
+        self.program, self.target, self.layout = program, target, target.layout
+        self.inputs = [i.name for i in program.inputs]
+        self.namer = Namer(BODY_GLOBALS)
+        self.local = {n: self.namer.fresh(n) for n in self.inputs}
+        self.dim_local = {d: self.namer.fresh(d) for d in program.dims}
+        m = target.alias  # the array module's name; an input may take it (then the module is np_)
+        while m in self.local.values() or m in self.dim_local.values():
+            m += "_"
+        self.m = m
+        self.plain_sig = all(self.local[n] == n for n in self.inputs)
+        self.input_ids = {program.input_nodes[n].id: self.local[n] for n in self.inputs}
+        self.forward_ids = {n.id for n in topo_order([program.out])}
+        self.described: dict = {}  # shared by the bodies: each sub-expression rendered once
+        wrt_local = [self.local[w] for w in program.wrt]
+        wrt_text = ", ".join(program.wrt) or "nothing"
+        self.names = Names(self.namer, wrt_local, wrt_text, self.local, self.dim_local,
+                           lambda shape: Body.shape(types.SimpleNamespace(dim_names=self.dim_local), shape), m,
+                           self.target.name)
+        self.functions = (self.layout.functions(program, self.namer, wrt_local, wrt_text) if self.layout
+                          else _functions(program, self.names))
+        self.user_modules = _user_modules([r for fn in self.functions for r in fn.roots])
+
+    def text(self) -> str:
+        texts, definitions, bodies = [], {}, []
+        for fn in self.functions:
+            lines, body = self.function(fn, definitions)
+            texts += lines
+            bodies += body
+        for d in self.program.derivatives:  # module-level code of the model's own that a kind's driver calls
+            if KINDS[d].definitions is not None:
+                definitions.update(KINDS[d].definitions(self.program, self.names))
+        helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions,
+                                  (self.layout.helpers if self.layout else ()), self.target.helpers)
+        code = "\n".join(bodies + list(helpers.values()))
+        text = [self.header(code), *self.imports(code, helpers), "", *self.constants(code, helpers), ""]
+        text += self.helpers(code, helpers)
+        for definition in definitions.values():
+            text += ["", definition]
+        return "\n".join(text + texts)
+
+    # -- the module's parts ------------------------------------------------------------------------
+    def header(self, code: str) -> str:
+        target = self.target
+        needs = ([target.module, *target.needs] + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+                 + list(self.user_modules))
+        return _header(self.program, target, needs, self.layout.header_lines(self.program) if self.layout else ())
+
+    def imports(self, code: str, helpers: dict) -> list[str]:
+        target, m = self.target, self.m
+        return list(dict.fromkeys(
+            (["import math"] if re.search(r"(?<![\w.])math\.", code) else [])
+            + (["import threading"] if "_scratch" in helpers else [])
+            + (["import warnings"] if re.search(r"(?<![\w.])warnings\.", code) else [])
+            + [f"import {target.module}" + (f" as {m}" if m != target.module else "")]
+            + list(target.imports)
+            + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
+            + [f"import {mod} as {alias}" for mod, alias in self.user_modules.items()]))
+
+    def constants(self, code: str, helpers: dict) -> list[str]:
+        program = self.program
+        lines = [f"MODEL = {program.name!r}", f"TARGET = {self.target.name!r}", f"INPUTS = {tuple(self.inputs)!r}",
+                 f"WRT = {tuple(program.wrt)!r}", f"DIMS = {tuple(self.dim_local)!r}",
+                 "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in program.matrices) + "}",
+                 f"DERIVATIVES = {tuple(program.derivatives)!r}"]
+        lines += self.layout.constants(program) if self.layout else []
+        if "_NUMBERS)" in code:
+            lines.append("_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first")
+        if self.target.preamble:
+            lines.append(self.target.preamble)
+        return lines + [line for k in KINDS.values() if f"_{k.name}" in helpers for line in k.constants]
+
+    def helpers(self, code: str, helpers: dict) -> list[str]:
+        """The run-time helpers' text: the prologue's, then those the code calls."""
+        own, m, texts = self.target.helpers, self.m, []
+        if self.inputs:
+            texts.append(own.get("_promote", _HELPER_PROMOTE).replace("{m}", m))
+        if self.program.matrices:
+            texts.append(own.get("_dims", _HELPER_DIMS).replace("{m}", m))
+        if "_scalars(" in code:
+            texts.append(own.get("_scalars", _HELPER_NUMBERS).replace("{m}", m))
+        texts += [helper.replace("{m}", m) for helper in helpers.values()]
+        if "_scratch" not in helpers:  # every module has it, so callers need not ask
+            texts.append(_NO_SCRATCH)
+        if not self.plain_sig:
+            texts.append(_HELPER_ARGS)
+        return texts
+
+    # -- one function ------------------------------------------------------------------------------
+    def function(self, fn: ModuleFunction, definitions: dict) -> tuple[list[str], list[str]]:
+        """(its text, its body lines) for ``fn``; the module-level code it calls goes into
+        ``definitions``."""
+        sig = self.signature()
+        doc = f'    """{docstring(fn.doc)}"""'
+        if not fn.roots:  # a driver over other functions (jacobian, hessian)
+            call_dict = "{" + ", ".join(f"{n!r}: {n}" for n in self.inputs) + "}" if self.plain_sig else "inputs"
+            return ["", f"def {fn.name}({sig}):", doc, f"    return _{fn.name}({call_dict})", ""], [f"_{fn.name}("]
+        b = self.body(fn)
+        returned = owned(b, fn.roots, {**self.input_ids, **fn.seeds}, self.m, [fn.final[r.id] for r in fn.roots[1:]])
+        params = sig if fn.seed_param is None else (f"{fn.seed_param}, /" + (", " + sig if sig else ""))
+        fast = (float_path(topo_order(fn.roots), fn.roots, self.input_ids, lambda texts: _returns(fn, texts), self.m)
+                if fn.name in ("forward", "value_and_grad") and b.fast_path else None)
+        lines = self.prologue(fn, b)
+        lines = lines[:1] + (fast or []) + lines[1:] if not self.plain_sig else (fast or []) + lines
+        lines += b.lines
+        definitions.update(b.definitions)
+        text = ["", f"def {fn.name}({params}):", doc, *("    " + ln for ln in lines),
+                f"    return {_returns(fn, returned)}", ""]
+        return text, lines
+
+    def signature(self) -> str:
+        """Keyword-only inputs by name, or ``**inputs`` where some name is not an identifier."""
+        if not self.inputs:
+            return ""
+        return ("*, " + ", ".join(self.inputs)) if self.plain_sig else "**inputs"
+
+    def body(self, fn: ModuleFunction) -> Body:
         order = topo_order(fn.roots)
         cot_of = {}
         for fwd_id, c in (fn.cot_of or {}).items():
             cot_of.setdefault(c.id, fwd_id)
-        b = (target.body or Body)(target, m, {**input_ids, **fn.seeds}, dim_local, cot_of, G.src)
-        b.forward, b.keep, b.described = forward_ids, {out.id}, described
-        b.scratch_prefix = fn.name if layout is None or layout.scratch else ""
+        b = (self.target.body or Body)(self.target, self.m, {**self.input_ids, **fn.seeds}, self.dim_local, cot_of,
+                                       self.program.graph.src)
+        b.forward, b.keep, b.described = self.forward_ids, {self.program.out.id}, self.described
+        b.scratch_prefix = fn.name if self.layout is None or self.layout.scratch else ""
         b.kernel_prefix = fn.kernel
-        b.user_modules = user_modules
+        b.user_modules = self.user_modules
         if fn.seed_param:
             b.namer.used.add(fn.seed_param)
         b.emit(order, _users(order), fn.final)
         return b
 
-    def prologue(fn: _Function, b: Body) -> list[str]:
+    def prologue(self, fn: ModuleFunction, b: Body) -> list[str]:
+        """Inputs bound and promoted, dimensions read, seeds checked: the lines before the body."""
+        program, local, dim_local, inputs = self.program, self.local, self.dim_local, self.inputs
         lines = []
-        if not plain_sig:
+        if not self.plain_sig:
             lines.append(", ".join(local[n] for n in inputs) + ("," if len(inputs) == 1 else "") + " = _args(inputs)")
         if inputs:
             names = ", ".join(local[n] for n in inputs)
-            lines.append(f"_dt, {names} = _promote({names})")
+            lines.append(f"{b.promoted}, {names} = _promote({names})")
         scalars = [i.name for i in program.inputs if i.name in program.numbers]
         if scalars:
             lines.append("_scalars(" + ", ".join(f"{n}={local[n]}" for n in scalars) + ")")
-        if matrices:
-            call = "_dims({" + ", ".join(f"{s.name!r}: {local[s.name]}" for s in matrices) + "})"
+        if program.matrices:
+            call = "_dims({" + ", ".join(f"{s.name!r}: {local[s.name]}" for s in program.matrices) + "})"
             if dim_local:
                 lines.append(", ".join(dim_local.values()) + ("," if len(dim_local) == 1 else "") + " = " + call)
             else:
@@ -610,92 +293,31 @@ def assemble(program, target) -> str:
             lines.append(", ".join(fn.seeds.values()) + ("," if len(fn.seeds) == 1 else "") + f" = {fn.seed_param}")
         elif fn.like_value:
             (seed,) = fn.seeds.values()
-            lines.append(f"{seed} = _seed({fn.seed_param}, _dt, 'cotangent', {_shape_text(b, program, out)})")
+            lines.append(f"{seed} = _seed({fn.seed_param}, _dt, 'cotangent', {_shape_text(b, program, program.out)})")
         elif fn.seeds:
-            shapes = ", ".join(f"{w!r}: {m}.shape({local[w]})" for w in wrt_names)
+            shapes = ", ".join(f"{w!r}: {b.shape_of(local[w])}" for w in program.wrt)
             lhs = ", ".join(fn.seeds.values()) + ("," if len(fn.seeds) == 1 else "")
             lines.append(f"{lhs} = _seeds({fn.seed_param}, _dt, {fn.seed_param!r}, {{{shapes}}})")
         return lines
 
-    sig = ("*, " + ", ".join(inputs)) if plain_sig and inputs else ("**inputs" if inputs else "")
-    call_dict = "{" + ", ".join(f"{n!r}: {n}" for n in inputs) + "}" if plain_sig else "inputs"
-    texts, definitions, bodies = [], {}, []
-    for fn in functions:
-        if not fn.roots:  # a driver over other functions (jacobian, hessian)
-            texts += ["", f"def {fn.name}({sig}):", f'    """{docstring(fn.doc)}"""',
-                      f"    return _{fn.name}({call_dict})", ""]
-            bodies.append(f"_{fn.name}(")
-            continue
-        b = body(fn)
-        returned = owned(b, fn.roots, {**input_ids, **fn.seeds}, m, [fn.final[r.id] for r in fn.roots[1:]])
-        params = sig if fn.seed_param is None else (f"{fn.seed_param}, /" + (", " + sig if sig else ""))
-        def returns(texts):
-            parts, k = [texts[0]], 1
-            for size, keys in fn.groups:
-                if keys is None:
-                    parts.append(texts[k])
-                else:
-                    parts.append("{" + ", ".join(f"{w!r}: {v}" for w, v in zip(keys, texts[k:k + size])) + "}")
-                k += size
-            return ", ".join(parts)
-        fast = (float_path(topo_order(fn.roots), fn.roots, input_ids, returns, m)
-                if fn.name in ("forward", "value_and_grad") else None)
-        lines = prologue(fn, b)
-        lines = lines[:1] + (fast or []) + lines[1:] if not plain_sig else (fast or []) + lines
-        lines += b.lines
-        texts += ["", f"def {fn.name}({params}):", f'    """{docstring(fn.doc)}"""']
-        texts += ["    " + ln for ln in lines]
-        texts += [f"    return {returns(returned)}", ""]
-        definitions.update(b.definitions)
-        bodies += lines
-    for d in program.derivatives:  # module-level code of the model's own that a kind's driver calls
-        if KINDS[d].definitions is not None:
-            definitions.update(KINDS[d].definitions(program, names))
-    helpers = _helpers_called("\n".join(bodies + list(definitions.values())), definitions,
-                              layout.helpers if layout else ())
-    code = "\n".join(bodies + list(helpers.values()))
-    imports = ((["import math"] if re.search(r"(?<![\w.])math\.", code) else [])
-               + (["import threading"] if "_scratch" in helpers else [])
-               + (["import warnings"] if re.search(r"(?<![\w.])warnings\.", code) else [])
-               + [f"import {target.module} as {m}"]
-               + list(target.imports)
-               + [f"import {mod} as {alias}" for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code]
-               + [f"import {mod} as {alias}" for mod, alias in user_modules.items()])
-    needs = ([target.module, *target.needs]
-             + [mod for alias, mod in _SPECIAL_MODULES.items() if f"{alias}." in code] + list(user_modules))
-    text = [_header(program, target, needs, layout.header_lines(program) if layout else ()), *dict.fromkeys(imports), ""]
-    text += [f"MODEL = {name!r}", f"TARGET = {target.name!r}", f"INPUTS = {tuple(inputs)!r}",
-             f"WRT = {tuple(wrt_names)!r}", f"DIMS = {tuple(dim_local)!r}",
-             "SHAPES = {" + ", ".join(f"{s.name!r}: {s.shape!r}" for s in matrices) + "}",
-             f"DERIVATIVES = {tuple(program.derivatives)!r}"] + (layout.constants(program) if layout else [])
-    if "_NUMBERS)" in code:
-        text.append("_NUMBERS = (float, int, bool)  # Python numbers: forward and value_and_grad try plain floats first")
-    if target.preamble:
-        text.append(target.preamble)
-    text += [line for k in KINDS.values() if f"_{k.name}" in helpers for line in k.constants]
-    text.append("")
-    if inputs:
-        text.append(f"_F64, _F32 = {m}.dtype({m}.float64), {m}.dtype({m}.float32)")
-        text.append(_HELPER_PROMOTE.replace("{m}", m))
-    if matrices:
-        text.append(_HELPER_DIMS.replace("{m}", m))
-    if "_scalars(" in code:
-        text.append(_HELPER_NUMBERS.replace("{m}", m))
-    text += [helper.replace("{m}", m) for helper in helpers.values()]
-    if "_scratch" not in helpers:  # every module has it, so callers need not ask
-        text.append(_NO_SCRATCH)
-    if not plain_sig:
-        text.append(_HELPER_ARGS)
-    for definition in definitions.values():
-        text += ["", definition]
-    text += texts
-    return "\n".join(text)
+
+def _returns(fn: ModuleFunction, texts) -> str:
+    """The return expression of ``fn`` from its roots' texts: the value, then each group (a dict
+    by name, or one array)."""
+    parts, k = [texts[0]], 1
+    for size, keys in fn.groups:
+        if keys is None:
+            parts.append(texts[k])
+        else:
+            parts.append("{" + ", ".join(f"{w!r}: {v}" for w, v in zip(keys, texts[k:k + size])) + "}")
+        k += size
+    return ", ".join(parts)
 
 
-def _functions(program, names) -> list[_Function]:
+def _functions(program, names) -> list[ModuleFunction]:
     """The functions of the module, in the order they are printed: forward, then one per kind."""
-    return ([_Function("forward", "fwd", [program.out], {}, f"Value of {program.name}.")]
-            + [_Function(**KINDS[d].function(program, names)) for d in program.derivatives])
+    return ([ModuleFunction("forward", "fwd", [program.out], {}, f"Value of {program.name}.")]
+            + [ModuleFunction(**KINDS[d].function(program, names)) for d in program.derivatives])
 
 
 def _user_modules(roots) -> dict:
@@ -711,51 +333,14 @@ def _user_modules(roots) -> dict:
     return out
 
 
-def _product_text(d, dim_names) -> str:
-    """A product dimension as a Python expression of the dimension locals: ``2 * N``."""
-    return " * ".join(([str(d[0])] if d[0] != 1 else []) + [dim_names[n] for n in d[1:]])
-
-
 def _shape_text(b: Body, program, node) -> str:
     """The run-time shape of ``node`` as text: static from the dimensions, or the shapes of the
     scalar inputs it is built from (``_seed`` broadcasts them)."""
     if node.shape is not None:
         return b.shape(node.shape)
     leaves = {n.id for n in topo_order([node]) if n.op == "input" and n.shape is None}
-    return ", ".join(f"{b.m}.shape({b.names[program.input_nodes[i.name].id]})" for i in program.inputs
+    return ", ".join(b.shape_of(b.names[program.input_nodes[i.name].id]) for i in program.inputs
                      if program.input_nodes[i.name].id in leaves)
-
-
-# ops whose value may be (a view of) an argument's memory, as printed: read through to the base
-_VIEWS = {"transpose", "sum_to", "bcast", "slice"}
-
-
-def owned(b: Body, roots, input_ids, m, want=None) -> list[str]:
-    """Text for each returned node such that the caller owns every array: never an input or a
-    view of one, never the same memory as another returned array, never read-only.  A returned
-    node that cannot be proven fresh is copied (``np.array``, which is fresh and writable)."""
-    seen, texts = set(), []
-    for k, n in enumerate(roots):
-        base = n
-        while (base.op in _VIEWS and base.id not in input_ids
-               and not (base.op == "bcast" and base.args[0].shape in ((), None))):  # np.full: fresh
-            base = base.args[0]
-        text = b.names[n.id]
-        scalar = base.op in ("const", "dim", "item")  # Python and NumPy scalars are immutable
-        if not scalar and (base.id in input_ids or base.id in seen or text in texts or _read_only(n)):
-            copy = b.namer.fresh(want[k - 1] if want and k else "value")
-            b.lines.append(f"{copy} = {m}.array({text})  # a copy: the caller owns what is returned")
-            text = copy
-        seen.add(base.id)
-        texts.append(text)
-    return texts
-
-
-def _read_only(n) -> bool:
-    """A broadcast view of an array (printed as ``broadcast_to``) cannot be written."""
-    while n.op == "transpose":
-        n = n.args[0]
-    return n.op == "bcast" and n.args[0].shape not in (None, ())
 
 
 def _header(program, target, needs, more=()) -> str:

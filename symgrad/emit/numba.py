@@ -52,9 +52,9 @@ import math
 import re
 
 from ..ops import OPS, is_bool
-from .cupy import FusedBody
+from .fused import FusedBody
 from .fusion import Cluster, Fusion
-from .module import _VIEWS, Body
+from .printing import VIEWS, literal, product, small_power
 from .targets import TARGETS, Target
 
 # element-level templates that differ from the NumPy column (``{m}``: numpy's alias; arguments are
@@ -75,8 +75,6 @@ _SCALAR = {
     "powlog": "(_T(0) if {0} == _T(0) else {0} * _T(_log(float({1}))))",
     "not": "(not {0})",
 }
-
-_MAX_MULTIPLY = 4  # x**e for integer |e| <= this is written as multiplications
 
 # names a loop's parameter must not take: a builtin the loops call (range, type, min, abs, float),
 # and those whose "_"-prefixed local would be one of the loop's own (_T, _z, _i, _r, _lo, _hi, _c,
@@ -337,16 +335,6 @@ def numba_fusable(op: str) -> bool:
         op in _SCALAR or isinstance(o.code, str))
 
 
-def py_literal(v: float) -> str:
-    """A constant of the loop's float type: ``_T(2)``, ``_T(0.5)``, ``_T(-1.5)``, ``_T(np.inf)``."""
-    v = float(v)
-    if v != v:
-        return "_T(float('nan'))"
-    if v in (float("inf"), float("-inf")):
-        return "_T(float('inf'))" if v > 0 else "_T(-float('inf'))"
-    return f"_T({int(v) if v.is_integer() and abs(v) < 2**53 else repr(v)})"
-
-
 class NumbaBody(FusedBody):
     """Prints a function body with each elementwise cluster as one call of a compiled loop."""
 
@@ -360,17 +348,15 @@ class NumbaBody(FusedBody):
             n = by_id.get(rid)
             while n is not None and n.id not in self.protected:
                 self.protected.add(n.id)
-                n = self.fusion.real(n.args[0]) if n.op in _VIEWS else None
+                n = self.fusion.real(n.args[0]) if n.op in VIEWS else None
         self._print_units(self._emit_loop)
 
-    def expr(self, n, users, final):
-        text = Body.expr(self, n, users, final)  # the NumPy printing (not the CuPy helpers)
-        if n.op == "matmul" and n.id not in self.protected and self.scratch_prefix and n.shape is not None:
+    def _print_matmul(self, n, a):
+        if n.id not in self.protected and self.scratch_prefix and n.shape is not None:
             if self.tall_product(n):  # a product that is never returned: a work array
                 return self.work_product(n)
-            a, b = (self.names[x.id] for x in n.args)
-            return f"{self.m}.matmul({a}, {b}, out={self.scratch(n)})"
-        return text
+            return f"{self.m}.matmul({a[0]}, {a[1]}, out={self.scratch(n)})"
+        return super()._print_matmul(n, a)
 
     def _shown_shape(self, a):
         """The static shape of the array that ``a``'s name holds: a broadcast its consumers do
@@ -442,12 +428,11 @@ class NumbaBody(FusedBody):
             local[m.id] = f"_v{k}"
         body, outputs = [], []
         for m in c.members:
-            args = [local[a.id] if a.op != "const" else py_literal(a.attr) for a in map(real, m.args)]
+            args = [local[a.id] if a.op != "const" else literal(a.attr, cast="_T") for a in map(real, m.args)]
             exponent = real(m.args[1]) if m.op == "pow" else None
-            if exponent is not None and exponent.op == "const" and float(exponent.attr).is_integer() \
-                    and 0 < abs(exponent.attr) <= _MAX_MULTIPLY:
-                prod = " * ".join([args[0]] * int(abs(exponent.attr)))
-                text = f"({prod})" if exponent.attr > 0 else f"(_T(1) / ({prod}))"
+            e = small_power(exponent.attr) if exponent is not None and exponent.op == "const" else None
+            if e is not None:
+                text = product(args[0], e, "_T(1)")
             else:
                 template = _SCALAR.get(m.op, OPS[m.op].code)
                 text = template.format(*args, m=self.m)

@@ -1,6 +1,6 @@
 """The one way names and SymPy text reach generated source: every piece passes through here.
 
-Identifiers come from :class:`symgrad.emit.module.Namer` (``\\W`` becomes ``_``) and string
+Identifiers come from :class:`symgrad.emit.printer.Namer` (``\\W`` becomes ``_``) and string
 literals from ``repr``; everything else a user can name -- the model, its symbols, the SymPy text
 of a sub-expression -- lands in docstrings and comments, where a line break would end the comment
 and a quote the docstring.  :func:`visible` makes such text one inert line: every character that
@@ -43,14 +43,3 @@ def c_comment(text: str) -> str:
     while "??" in out:
         out = out.replace("??", "?")
     return out
-
-
-def literal(v: float, as_int: bool = False) -> str:
-    """A float as Python source: ``0.5``, ``(-2.0)``, ``float('inf')`` (``as_int``: ``3`` for 3.0)."""
-    if as_int and float(v).is_integer() and abs(v) < 2**53:
-        s = str(int(v))
-    elif v != v or v in (float("inf"), float("-inf")):
-        s = {"nan": "float('nan')", "inf": "float('inf')", "-inf": "-float('inf')"}[repr(v)]
-    else:
-        s = repr(float(v))
-    return f"({s})" if s.startswith("-") else s
