@@ -51,6 +51,15 @@ class Kind:
         return getattr(importlib.import_module(f"symgrad.{module}"), fn)
 
 
+def emitter(path: str):
+    """``"module:function"`` of ``symgrad.emit``, resolved when a module is emitted: the emitter
+    reads this registry (it sits above it), so a kind that prints code of its own (the sparse
+    kinds' pattern program, the batched sweeps) names the printer late, as ``check`` names its
+    check."""
+    module, _, fn = path.partition(":")
+    return getattr(importlib.import_module(f"symgrad.emit.{module}"), fn)
+
+
 KINDS: dict[str, Kind] = {}
 
 
@@ -304,7 +313,7 @@ _BATCH_CONSTANT = "BATCH_MAX_BYTES = 2**27  # the batched sweeps of hessian/jaco
 def _batched_definitions(kinds):
     """The module-level batched sweeps (emit/batched.py) of the derived nodes of ``kinds``."""
     def definitions(program, names):
-        from .emit.batched import batched_function  # the emitter's: kinds sits below it
+        batched_function = emitter("batched:batched_function")
         out = {"BATCH_MAX_BYTES": _BATCH_CONSTANT}
         for kind in kinds:
             d = program.derived[kind]
@@ -428,8 +437,7 @@ def _sparse_hessian(inputs):
 
 
 def _pattern_definitions(program, names):
-    from .emit.sparsity import pattern_program  # the emitter's: kinds sits below it
-    text, _ = pattern_program(program, names.local, names.dim_local, names.shape_text)
+    text, _ = emitter("sparsity:pattern_program")(program, names.local, names.dim_local, names.shape_text)
     text = text.replace("{m}", names.m)
     return {"_pattern_program": text}
 

@@ -17,8 +17,6 @@ LAZY = {
     ("symgrad.pytest_plugin", ".model"): "as above: SymPy only when a model file is collected",
     ("symgrad.pytest_plugin", ".cache"): "as above",
     ("symgrad.tape", ".functions"): "the tape reads symgrad.Function specs only for models that have one",
-    ("symgrad.kinds", ".emit.sparsity"): "the emitter reads the registry (emit sits above kinds); the sparse "
-                                         "kinds' pattern program is the emitter's, printed when such a module is",
 }
 
 

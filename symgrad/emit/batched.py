@@ -21,6 +21,9 @@ from collections import Counter
 
 from ..ir import topo_order
 from ..ops import OPS, is_bool, slice_text
+from .module import _users
+from .printer import Body, owned
+from .printing import literal as _literal
 from .targets import TARGETS
 
 _B = "_b"  # the chunk's number of directions, in the printed loop
@@ -35,9 +38,6 @@ def batched_function(program, names, fname: str, seeds: dict, roots: list, keys:
     why = _unbatchable(program, names, seeds, roots)
     if why:
         return f"{fname} = None  # no batched sweep: {why}"
-    from .module import _users  # the printer sits above kinds; imported when emitting
-    from .printer import Body, owned
-    from .printing import literal as _literal
     m, target = names.m, TARGETS["numpy"]
     G = program.graph
     order = topo_order(list(extras) + list(roots))
