@@ -108,10 +108,15 @@ BOOL_OPS = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and", "or", "not"})
 
 
 def is_bool(n) -> bool:
-    """True when ``n``'s value is boolean: a comparison, logic, or a select between booleans."""
-    while n.op == "where":
-        n = n.args[1]
+    """True when ``n``'s value is boolean: a comparison, logic, a select between booleans, or
+    one of those moved about (transposed, broadcast, sliced: a mask crossing into another fused
+    kernel as ``mask.T`` stays a bool parameter)."""
+    while n.op == "where" or n.op in _MOVES:
+        n = n.args[1] if n.op == "where" else n.args[0]
     return n.op in BOOL_OPS
+
+
+_MOVES = frozenset({"transpose", "bcast", "slice", "entry", "item"})  # ops that only move entries
 
 
 def strong(G, g, contribution):

@@ -418,3 +418,34 @@ def test_a_broadcast_that_its_consumer_does_keeps_its_source_alive(target, monke
     np.testing.assert_allclose(value, want_value, rtol=1e-12)
     for k in want:
         np.testing.assert_allclose(grads[k], want[k], rtol=1e-12)
+
+
+def test_a_mask_crossing_into_another_cupy_kernel_transposed_stays_a_bool_parameter():
+    """A strong-zero mask (``g == 0``) computed in one fused kernel and read transposed by the next
+    was declared ``T`` there: CuPy (and the shim) refuse a bool array for a float parameter ("Type
+    is mismatched"), so this model's hvp failed on the cupy target (found by the long fuzz profile).
+    The hvp must equal the tape's Hessian times the direction."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_fuzz import shim_cupy
+    from symgrad.emit import load_source
+    from symgrad import tape
+    N, d = sp.symbols("N d")
+    A, U = sp.MatrixSymbol("A", N, d), sp.MatrixSymbol("U", d, N)
+    W, b = sp.MatrixSymbol("W", d, d), sp.MatrixSymbol("b", 1, d)
+    total = lambda M, r, c: (sp.OneMatrix(1, r) * M * sp.OneMatrix(c, 1))[0, 0]  # noqa: E731
+    scalar = (sp.log(total(A.applyfunc(sp.exp), N, d)) + total(sp.MatPow(W, 2).applyfunc(sp.tanh), d, d)
+              + total(b.applyfunc(lambda e: sp.sqrt(1 + e**2)), 1, d) + total(A.T, d, N))
+    value = (b * U).applyfunc(sp.sin) + scalar * sp.OneMatrix(1, N)
+    model = symgrad.Model(value, wrt=[b], name="mask_t")
+    rng = np.random.default_rng(0)
+    inputs = {k: rng.standard_normal(shape) for k, shape in
+              {"A": (2, 2), "U": (2, 2), "W": (2, 2), "b": (1, 2)}.items()}
+    direction = rng.standard_normal((1, 2))
+    want = tape.dense_hessian(model, **inputs)[1] @ direction.ravel()
+    source = symgrad.generate(model, "cupy", emit="hvp")
+    with shim_cupy():
+        import cupy
+        mod = load_source(source, "mask_t_cupy")
+        got = mod.hvp({"b": cupy.asarray(direction)}, **{k: cupy.asarray(v) for k, v in inputs.items()})[2]["b"]
+    np.testing.assert_allclose(np.asarray(got).ravel(), want, rtol=1e-5, atol=1e-6)
