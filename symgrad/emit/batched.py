@@ -22,7 +22,7 @@ from collections import Counter
 from ..ir import topo_order
 from ..ops import OPS, is_bool, slice_text
 from .module import _users
-from .printer import Body, owned
+from .printer import Body, owned as owned_copies
 from .printing import literal as _literal
 from .targets import TARGETS
 
@@ -48,7 +48,7 @@ def batched_function(program, names, fname: str, seeds: dict, roots: list, keys:
     b.keep = {a.id for n in order if n.id in batched for a in n.args if a.id not in batched}
     b.keep |= {r.id for r in roots if r.id not in batched} | {e.id for e in extras}
     b.emit(primal, _users(order), {})
-    extra_texts = owned(b, list(extras), input_ids, m, [f"copy{j}" for j in range(len(extras))])
+    extra_texts = owned_copies(b, list(extras), input_ids, m, [f"copy{j}" for j in range(len(extras))])
     text = dict(b.names)
     seed_names = {}
     for j, (key, s) in enumerate(seeds.items()):
