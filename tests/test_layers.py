@@ -50,3 +50,23 @@ def test_imports_of_the_package_inside_functions_are_the_listed_lazy_ones():
     found = set(_imports_in_functions())
     assert found == set(LAZY), ("an import of the package inside a function: move it to the top (no cycle "
                                 f"needs it) or list it in LAZY with the reason: {sorted(found ^ set(LAZY))}")
+
+
+def test_compiling_needs_only_numpy_and_sympy():
+    """symgrad depends on NumPy and SymPy only (README's first command installs nothing else):
+    importing the CLI and generating a module, with SciPy, PyTorch, JAX, Numba and Dask unimportable."""
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'scipy', 'torch', 'jax', 'numba', 'dask'}:\n"
+        "            raise ImportError(f'blocked: {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import sympy as sp, symgrad, symgrad.cli\n"
+        "x = sp.Symbol('x')\n"
+        "src = symgrad.generate(symgrad.Model(sp.exp(x) * x, wrt=[x], name='m'))\n"
+        "print('def value_and_grad' in src)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr

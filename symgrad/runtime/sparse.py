@@ -28,7 +28,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.sparse as _sparse
+try:  # compiling only copies these functions' text: running them (here, in tests) needs SciPy
+    import scipy.sparse as _sparse
+except ImportError:  # pragma: no cover - symgrad itself depends on NumPy and SymPy only
+    _sparse = None
 
 
 # -- patterns --------------------------------------------------------------------------------------
