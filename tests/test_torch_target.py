@@ -155,3 +155,23 @@ def test_buffer_reuse_is_safe_for_torch_semantics(model, inputs):
     want, want_g = tape.value_and_grad(model, **inputs)
     assert rel_err(value.numpy(), want) < 1e-12 and rel_err(mod.forward(**tensors).numpy(), want) < 1e-12
     assert all(rel_err(grads[k].numpy(), g) < 1e-12 for k, g in want_g.items())
+
+
+def test_a_comparison_of_dimensions_is_a_python_bool_that_where_takes():
+    """A strong-zero guard on a cotangent made of dimensions compares Python numbers, so where's
+    condition is a Python bool: torch.where refuses one (found by the long fuzz profile).  The
+    module's value and gradients must equal the tape's."""
+    N, d = sp.symbols("N d")
+    U, v = sp.MatrixSymbol("U", d, N), sp.MatrixSymbol("v", N, 1)
+    Q, q = sp.MatrixSymbol("Q", 3, 2), sp.MatrixSymbol("q", 2, 1)
+    scalar = ((v.T * v)[0, 0] + sp.log((sp.OneMatrix(1, d) * U.applyfunc(sp.exp) * sp.OneMatrix(N, 1))[0, 0])
+              + (sp.OneMatrix(1, 3) * sp.HadamardPower(Q, 2) * q)[0, 0])
+    model = symgrad.Model(U * sp.OneMatrix(N, 1) + scalar * sp.OneMatrix(d, 1), wrt=[U, v], name="dims_where")
+    rng = np.random.default_rng(0)
+    inputs = {k: rng.standard_normal(s) for k, s in {"Q": (3, 2), "U": (3, 4), "q": (2, 1), "v": (4, 1)}.items()}
+    mod = symgrad.compile(model, target="torch", emit="hvp")
+    value, grads = mod.value_and_grad(**{k: torch.from_numpy(x) for k, x in inputs.items()})
+    t_value, t_grads = tape.value_and_grad(model, **inputs)
+    np.testing.assert_allclose(value.numpy(), t_value, rtol=1e-12)
+    for k in t_grads:
+        np.testing.assert_allclose(grads[k].numpy(), t_grads[k], rtol=1e-10, atol=1e-12)

@@ -68,8 +68,8 @@ class TorchBody(Body):
 
     def _print_where(self, n, a):
         if self.scalar_branches(n):  # torch.where of two numbers would be float32
-            return f"{self.m}.where({a[0]}, {self.m}.tensor({a[1]}, {self.factory}), {a[2]})"
-        return super()._print_where(n, a)
+            return f"_where({a[0]}, {self.m}.tensor({a[1]}, {self.factory}), {a[2]})"
+        return f"_where({a[0]}, {a[1]}, {a[2]})"  # its condition may be a Python bool (dims compared)
 
     def _print_maximum(self, n, a):
         return self.clamp(n, a) or self.template(n, a)

@@ -153,8 +153,15 @@ def _softplus(x, out=None):
 
 
 def _where(c, a, b, out=None):
-    """where(c, a, b), written into out when given (out may be a's or b's own tensor)."""
-    return torch.where(c, a, b) if out is None else torch.where(c, *_tensors(a, b), out=out)
+    """where(c, a, b), written into out when given (out may be a's or b's own tensor).  A Python
+    bool condition (a comparison of dimensions or numbers) is made a tensor, and with out=, two
+    Python number branches take out's type and device."""
+    c = c if isinstance(c, torch.Tensor) else torch.as_tensor(c)
+    if out is None:
+        return torch.where(c, a, b)
+    if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+        a = torch.as_tensor(a, dtype=out.dtype, device=out.device)
+    return torch.where(c, *_tensors(a, b), out=out)
 
 
 def _logsumexp(z, axis):
