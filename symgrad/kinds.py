@@ -47,8 +47,7 @@ class Kind:
 
     def checker(self):
         """The check function (see the module docstring), imported on first use."""
-        module, _, fn = self.check.partition(":")
-        return getattr(importlib.import_module(f"symgrad.{module}"), fn)
+        return _resolve("symgrad", self.check)
 
 
 def emitter(path: str):
@@ -56,8 +55,13 @@ def emitter(path: str):
     reads this registry (it sits above it), so a kind that prints code of its own (the sparse
     kinds' pattern program, the batched sweeps) names the printer late, as ``check`` names its
     check."""
+    return _resolve("symgrad.emit", path)
+
+
+def _resolve(package: str, path: str):
+    """The function ``"module:function"`` names in ``package``, imported on first use."""
     module, _, fn = path.partition(":")
-    return getattr(importlib.import_module(f"symgrad.emit.{module}"), fn)
+    return getattr(importlib.import_module(f"{package}.{module}"), fn)
 
 
 KINDS: dict[str, Kind] = {}

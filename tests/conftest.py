@@ -7,6 +7,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _CACHE = None
 
 
@@ -22,3 +24,13 @@ def pytest_unconfigure(config):
     if _CACHE is not None:
         os.environ.pop("SYMGRAD_CACHE_DIR", None)
         shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture
+def jax64():
+    """JAX with float64 on (a global setting: restored after the test); skips without JAX."""
+    jax = pytest.importorskip("jax")
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield jax
+    jax.config.update("jax_enable_x64", old)

@@ -447,16 +447,7 @@ def test_to_torch_cupy_module_on_cuda_tensors():
     torch.testing.assert_close(W.grad, 2 * d["X"].T @ (d["X"] @ d["W"] + d["b"] - d["Y"]), rtol=1e-10, atol=1e-10)
 
 
-# ---- to_jax -----------------------------------------------------------------------------------------
-@pytest.fixture
-def jax64():
-    jax = pytest.importorskip("jax")
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)                 # global: restored below
-    yield jax
-    jax.config.update("jax_enable_x64", old)
-
-
+# ---- to_jax (jax64: tests/conftest.py) ---------------------------------------------------------------
 def test_to_jax_grad_under_jit_matches_jax_autodiff_and_check_grads(jax64, lsq):
     jax = jax64
     import jax.numpy as jnp

@@ -16,15 +16,6 @@ from symgrad.errors import SymgradError
 d = sp.Symbol("d", integer=True, positive=True)
 
 
-@pytest.fixture
-def jax64():
-    jax = pytest.importorskip("jax")
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)                 # global: restored below
-    yield jax
-    jax.config.update("jax_enable_x64", old)
-
-
 # ---- to_jax -----------------------------------------------------------------------------------------
 def test_to_jax_of_a_model_with_an_inverse(jax64):
     """The value's shape was found by running forward on zeros: inv(0) is a LinAlgError, so every
