@@ -156,7 +156,9 @@ def _where(c, a, b, out=None):
     """where(c, a, b), written into out when given (out may be a's or b's own tensor).  A Python
     bool condition (a comparison of dimensions or numbers) is made a tensor, and with out=, two
     Python number branches take out's type and device."""
-    c = c if isinstance(c, torch.Tensor) else torch.as_tensor(c)
+    if not isinstance(c, torch.Tensor):  # on the device of the tensors it selects between
+        like = next((x for x in (out, a, b) if isinstance(x, torch.Tensor)), None)
+        c = torch.as_tensor(c, device=None if like is None else like.device)
     if out is None:
         return torch.where(c, a, b)
     if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
