@@ -513,3 +513,25 @@ def test_kron_diag_and_solve_models_against_the_tape():
         assert (J.nnz, H.nnz) == (jnnz, hnnz), (model.name, J.nnz, H.nnz)
         np.testing.assert_allclose(J.toarray(), tape.dense_jacobian(model, **inputs)[1], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(H.toarray(), tape.dense_hessian(model, **inputs)[1], rtol=1e-5, atol=1e-6)
+
+
+# ops taken as dense dependence on purpose, and why (docs/sparse.md)
+DENSE_ON_PURPOSE = {
+    "inv": "every entry of a general matrix's inverse depends on every entry",
+    "det": "a scalar of every entry",
+    "logdet": "a scalar of every entry",
+    "unslice": "occurs in derivative graphs only, never in a value's",
+    "sum_to": "occurs in derivative graphs only",
+    "kron_a": "occurs in derivative graphs only",
+    "kron_b": "occurs in derivative graphs only",
+}
+
+
+def test_every_op_has_a_sparsity_rule_or_is_dense_on_purpose():
+    """A new op without a rule would silently make patterns dense (as clamp did): it needs a rule in
+    emit/sparsity.py, or a line above saying why the dense rule is right for it."""
+    from symgrad.emit.sparsity import _RULES
+    from symgrad.ops import OPS
+    missing = {name for name, op in OPS.items()
+               if name not in _RULES and not op.elementwise and name not in ("input", "where")}
+    assert missing <= set(DENSE_ON_PURPOSE), sorted(missing - set(DENSE_ON_PURPOSE))
