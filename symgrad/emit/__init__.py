@@ -16,7 +16,7 @@ from .module import assemble
 from .targets import TARGETS
 from . import cupy as _cupy  # noqa: F401 - registers the target
 from . import dask as _dask  # noqa: F401 - registers the target
-from . import numba as _numba  # noqa: F401 - registers the target (imports no Numba)
+from . import numba_small as _numba  # noqa: F401 - registers the target (imports no Numba)
 from . import torch as _torch  # noqa: F401 - registers the target (imports no torch)
 
 __all__ = ["emit", "load_source", "target_named", "TARGETS"]

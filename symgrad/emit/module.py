@@ -241,7 +241,8 @@ class _Assembly:
         params = sig if fn.seed_param is None else (f"{fn.seed_param}, /" + (", " + sig if sig else ""))
         fast = (float_path(topo_order(fn.roots), fn.roots, self.input_ids, lambda texts: _returns(fn, texts), self.m)
                 if fn.name in ("forward", "value_and_grad") and b.fast_path else None)
-        lines = self.prologue(fn, b)
+        lines = self.prologue(fn, b) + b.compiled_path(fn.roots, {**self.input_ids, **fn.seeds},
+                                                        [fn.final[r.id] for r in fn.roots[1:]], lambda t: _returns(fn, t))
         lines = lines[:1] + (fast or []) + lines[1:] if not self.plain_sig else (fast or []) + lines
         lines += b.lines
         definitions.update(b.definitions)

@@ -55,7 +55,6 @@ from ..ops import OPS, is_bool
 from .fused import FusedBody
 from .fusion import Cluster, Fusion
 from .printing import VIEWS, literal, product, small_power
-from .targets import TARGETS, Target
 
 # element-level templates that differ from the NumPy column (``{m}``: numpy's alias; arguments are
 # scalar locals or ``_T(...)`` literals): NaN-propagating extrema as NumPy's, selections as
@@ -398,6 +397,30 @@ class NumbaBody(FusedBody):
             "",
         ]
 
+    def loop_body(self, c: Cluster, local: dict) -> tuple[list[str], list]:
+        """(lines, outputs) of cluster ``c``'s loop body: one assignment per member to its local
+        name (``local``: node id -> name, for the members and the values the loop reads), and
+        the members needed outside the loop (read later, or returned)."""
+        ids, real = {m.id for m in c.members}, self.fusion.real
+        body, outputs = [], []
+        for m in c.members:
+            args = [local[a.id] if a.op != "const" else literal(a.attr, cast="_T") for a in map(real, m.args)]
+            exponent = real(m.args[1]) if m.op == "pow" else None
+            e = small_power(exponent.attr) if exponent is not None and exponent.op == "const" else None
+            if e is not None:
+                text = product(args[0], e, "_T(1)")
+            else:
+                template = _SCALAR.get(m.op, OPS[m.op].code)
+                text = template.format(*args, m=self.m)
+            for helper in _MATH_CALL.findall(text):
+                self._define_math(helper)
+            line = f"{local[m.id]} = {text}"
+            comment = self.describe(m.id, 48)
+            body.append(line + (f"  # {comment}" if comment and len(line) < 72 else ""))
+            if m.id in self.fusion.returned or any(u.id not in ids for u in self.fusion.consumers(m)):
+                outputs.append(m)
+        return body, outputs
+
     def _emit_loop(self, c: Cluster) -> None:
         ids, real = {m.id for m in c.members}, self.fusion.real
         used = set(_LOOP_RESERVED) | {self.m}
@@ -426,23 +449,7 @@ class NumbaBody(FusedBody):
                 loads.append(f"_{p} = {p}" + (f"[{at}]" if at else ""))
         for k, m in enumerate(c.members):
             local[m.id] = f"_v{k}"
-        body, outputs = [], []
-        for m in c.members:
-            args = [local[a.id] if a.op != "const" else literal(a.attr, cast="_T") for a in map(real, m.args)]
-            exponent = real(m.args[1]) if m.op == "pow" else None
-            e = small_power(exponent.attr) if exponent is not None and exponent.op == "const" else None
-            if e is not None:
-                text = product(args[0], e, "_T(1)")
-            else:
-                template = _SCALAR.get(m.op, OPS[m.op].code)
-                text = template.format(*args, m=self.m)
-            for helper in _MATH_CALL.findall(text):
-                self._define_math(helper)
-            line = f"{local[m.id]} = {text}"
-            comment = self.describe(m.id, 48)
-            body.append(line + (f"  # {comment}" if comment and len(line) < 72 else ""))
-            if m.id in self.fusion.returned or any(u.id not in ids for u in self.fusion.consumers(m)):
-                outputs.append(m)
+        body, outputs = self.loop_body(c, local)
         names = [self.new_name(m) for m in outputs]
         outs = [param(nm, f"out{i}") for i, nm in enumerate(names)]
         body += [f"{o}[{index}] = {local[m.id]}" for o, m in zip(outs, outputs)]
@@ -511,6 +518,3 @@ def _healing(dispatcher):
     cache.load_overload = load_overload
     return dispatcher
 '''
-
-TARGETS["numba"] = Target("numba", "numpy", "np", body=NumbaBody, needs=("numba",), preamble=_PREAMBLE,
-                          imports=("import math", "import os", "import sys", "import zlib", "import numba as _nb"))

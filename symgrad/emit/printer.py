@@ -180,6 +180,11 @@ class Body:
         """The run-time shape of the array ``text`` (a tuple)."""
         return f"{self.m}.shape({text})"
 
+    def compiled_path(self, roots, inputs: dict, want, returns) -> list[str]:
+        """Lines after the prologue that may compute and return everything in another way (the
+        Numba target's compiled twin on small inputs); none here."""
+        return []
+
     def emit(self, order, users, final: dict) -> None:
         self.users, self.final = users, final
         stmts = []
