@@ -121,7 +121,7 @@ def forward(*, W, b, X, Y):
     t1 = np.subtract(t0, Y, out=t0)
     t2 = np.add(t1, b, out=t1)  # -Y + X*W + ones(N, 1)*b
     t3 = np.multiply(t2, t2, out=t2)
-    t4 = np.sum(t3)  # tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
+    t4 = t3.sum()  # tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
     t5 = H * N
     t6 = t4 / t5  # 1/H*1/N*tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
     return t6
@@ -135,7 +135,7 @@ def value_and_grad(*, W, b, X, Y):
     t1 = np.subtract(t0, Y, out=t0)
     t2 = np.add(t1, b, out=t1)  # -Y + X*W + ones(N, 1)*b
     t3 = np.multiply(t2, t2, out=_scratch('value_and_grad1', (N, H), _dt))
-    t4 = np.sum(t3)  # tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
+    t4 = t3.sum()  # tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
     t5 = H * N
     t6 = t4 / t5  # 1/H*1/N*tr((-Y.T + W.T*X.T + b.T*ones(1, N))*(-Y + X*W + b))
     b_t4 = 1.0 / t5  # adjoint of tr((-Y.T + W.T*X.T + b.T*ones(1, N))*t2)

@@ -120,7 +120,7 @@ def forward(*, w, X, y):
     t0 = _matmul_work(X, w, 'forward0')
     t1 = np.subtract(y, t0, out=t0)  # -X*w + y
     t2 = np.multiply(t1, t1, out=t1)
-    t3 = np.sum(t2)  # tr((-w.T*X.T + y.T)*(-X*w + y))
+    t3 = t2.sum()  # tr((-w.T*X.T + y.T)*(-X*w + y))
     t4 = t3 / N  # 1/N*tr((-w.T*X.T + y.T)*(-X*w + y))
     return t4
 
@@ -132,7 +132,7 @@ def value_and_grad(*, w, X, y):
     t0 = _matmul_work(X, w, 'value_and_grad0')
     t1 = np.subtract(y, t0, out=t0)  # -X*w + y
     t2 = np.multiply(t1, t1, out=_scratch('value_and_grad1', (N, 1), _dt))
-    t3 = np.sum(t2)  # tr((-w.T*X.T + y.T)*(-X*w + y))
+    t3 = t2.sum()  # tr((-w.T*X.T + y.T)*(-X*w + y))
     t4 = t3 / N  # 1/N*tr((-w.T*X.T + y.T)*(-X*w + y))
     b_t3 = 1.0 / N  # 1/N
     t5 = np.multiply(t1, b_t3, out=t1)

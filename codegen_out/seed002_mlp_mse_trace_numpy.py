@@ -144,7 +144,7 @@ def forward(*, w1, b1, w2, b2, x, y):
     t4 = _matmul_work(t3, w2, 'forward2')  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t5 = np.add(t0, t4, out=t0)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.multiply(t5, t5, out=t5)
-    t7 = np.sum(t6)  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
+    t7 = t6.sum()  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
     t8 = t7 / N  # 1/N*tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
     return t8
 
@@ -160,7 +160,7 @@ def value_and_grad(*, w1, b1, w2, b2, x, y):
     t4 = _matmul_work(t3, w2, 'value_and_grad2')  # Max(0, x*w1 + ones(N, 1)*b1)*w2
     t5 = np.add(t0, t4, out=t0)  # -y + Max(0, x*w1 + ones(N, 1)*b1)*w2 + ones(N, 1)*b2
     t6 = np.multiply(t5, t5, out=t4)
-    t7 = np.sum(t6)  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
+    t7 = t6.sum()  # tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
     t8 = t7 / N  # 1/N*tr((-y.T + b2.T*ones(1, N) + w2.T*Max(0, ...))*t5)
     t9 = t3 > 0.0
     b_t7 = 1.0 / N  # 1/N

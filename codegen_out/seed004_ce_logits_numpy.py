@@ -103,7 +103,7 @@ def forward(*, Theta, Y):
     t1 = t0.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(Theta)*ones(Nc, 1))
     t2 = t1[0, 0]  # tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     t3 = np.multiply(Y, Theta, out=_scratch('forward0', (N, Nc), _dt))
-    t4 = np.sum(t3)  # tr(Y.T*Theta)
+    t4 = t3.sum()  # tr(Y.T*Theta)
     t5 = t2 - t4  # -tr(Y.T*Theta) + tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     return t5
 
@@ -116,7 +116,7 @@ def value_and_grad(*, Theta, Y):
     t1 = t0.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(Theta)*ones(Nc, 1))
     t2 = t1[0, 0]  # tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     t3 = Y * Theta
-    t4 = np.sum(t3)  # tr(Y.T*Theta)
+    t4 = t3.sum()  # tr(Y.T*Theta)
     t5 = t2 - t4  # -tr(Y.T*Theta) + tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     t6 = np.subtract(Theta, t0, out=t3)
     t7 = np.exp(t6, out=t6)

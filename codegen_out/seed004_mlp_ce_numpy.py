@@ -153,7 +153,7 @@ def forward(*, W, b1, U, b2, X, Y):
     t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
     t7 = t6[0, 0]  # tr(ones(1, N)*log(exp(t4)*ones(Nc, 1)))
     t8 = np.multiply(Y, t4, out=t4)
-    t9 = np.sum(t8)  # tr(...)
+    t9 = t8.sum()  # tr(...)
     t10 = t7 - t9  # -tr(Y.T*(Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + b2.T)) + t7
     return t10
 
@@ -171,7 +171,7 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
     t7 = t6[0, 0]  # tr(ones(1, N)*log(exp(t4)*ones(Nc, 1)))
     t8 = np.multiply(Y, t4, out=_scratch('value_and_grad2', (N, Nc), _dt))
-    t9 = np.sum(t8)  # tr(...)
+    t9 = t8.sum()  # tr(...)
     t10 = t7 - t9  # -tr(Y.T*(Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + b2.T)) + t7
     t11 = t2 > 0.0
     t12 = np.subtract(t4, t5, out=t4)
