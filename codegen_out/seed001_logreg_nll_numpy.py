@@ -131,7 +131,7 @@ def _matmul_work(a, b, key):
     around (a turned product is a fresh array)."""
     if _turns(a, b):
         return _matmul(a, b)
-    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), a.dtype))  # a and b: the inputs' float type
 
 
 def _seed(x, dt, what, *shapes):
@@ -301,7 +301,7 @@ def hvp(vectors, /, *, w, Phi, y):
     """Value of seed001_logreg_nll, the gradients of its sum and the Hessian of its sum times the direction v (a dict by name of w), forward over reverse."""
     _dt, w, Phi, y = _promote(w, Phi, y)
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
-    v_w, = _seeds(vectors, _dt, 'vectors', {'w': np.shape(w)})
+    v_w, = _seeds(vectors, _dt, 'vectors', {'w': w.shape})
     t0 = np.multiply(2.0, y, out=_scratch('hvp0', (N, 1), _dt))  # 2*y
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
     t2 = _matmul_work(Phi, w, 'hvp1')  # Phi*w

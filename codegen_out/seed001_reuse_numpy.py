@@ -130,7 +130,7 @@ def forward(*, x):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x = _promote(x)
-    t0 = np.square(x, out=_scratch('forward0', np.shape(x), _dt))
+    t0 = np.square(x, out=_scratch('forward0', x.shape, _dt))  # x**2
     t1 = np.log(t0)  # log(x**2)
     t2 = np.multiply((-5.0), t0, out=_buf(t0))
     t3 = np.multiply(t1, t2, out=_buf(t1))  # -5*x**2*log(x**2)
@@ -157,9 +157,9 @@ def value_and_grad(*, x):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x = _promote(x)
-    t0 = np.square(x, out=_scratch('value_and_grad0', np.shape(x), _dt))
+    t0 = np.square(x, out=_scratch('value_and_grad0', x.shape, _dt))
     t1 = np.log(t0)  # log(x**2)
-    t2 = np.multiply((-5.0), t0, out=_scratch('value_and_grad1', np.shape(t0), _dt))
+    t2 = np.multiply((-5.0), t0, out=_scratch('value_and_grad1', t0.shape, _dt))
     t3 = t1 * t2  # -5*x**2*log(x**2)
     t4 = np.multiply((-5.0), t1, out=_buf(t1))
     t5 = t2 == 0.0

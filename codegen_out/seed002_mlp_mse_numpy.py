@@ -138,7 +138,7 @@ def _matmul_work(a, b, key):
     around (a turned product is a fresh array)."""
     if _turns(a, b):
         return _matmul(a, b)
-    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), a.dtype))  # a and b: the inputs' float type
 
 
 def _seed(x, dt, what, *shapes):
@@ -218,7 +218,7 @@ def hvp(vectors, /, *, w1, b1, w2, b2, x, y):
     """Value of seed002_mlp_mse, the gradients of its sum and the Hessian of its sum times the direction v (a dict by name of w1, b1, w2, b2), forward over reverse."""
     _dt, w1, b1, w2, b2, x, y = _promote(w1, b1, w2, b2, x, y)
     N, m, nh = _dims({'w1': w1, 'b1': b1, 'w2': w2, 'b2': b2, 'x': x, 'y': y})
-    v_w1, v_b1, v_w2, v_b2 = _seeds(vectors, _dt, 'vectors', {'w1': np.shape(w1), 'b1': np.shape(b1), 'w2': np.shape(w2), 'b2': np.shape(b2)})
+    v_w1, v_b1, v_w2, v_b2 = _seeds(vectors, _dt, 'vectors', {'w1': w1.shape, 'b1': b1.shape, 'w2': w2.shape, 'b2': b2.shape})
     t0 = _matmul_work(x, w1, 'hvp0')  # x*w1
     t1 = np.add(t0, b1, out=t0)  # x*w1 + ones(N, 1)*b1
     t2 = np.maximum(0.0, t1, out=t1)  # Max(0, x*w1 + ones(N, 1)*b1)

@@ -109,8 +109,8 @@ def forward(*, w0, w1, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, w0, w1, x, y = _promote(w0, w1, x, y)
-    t0 = np.subtract(w0, y, out=_scratch('forward0', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
-    t1 = np.multiply(w1, x, out=_scratch('forward1', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
+    t0 = np.subtract(w0, y, out=_scratch('forward0', np.broadcast_shapes(w0.shape, y.shape), _dt))
+    t1 = np.multiply(w1, x, out=_scratch('forward1', np.broadcast_shapes(w1.shape, x.shape), _dt))
     t2 = t0 + t1  # w0 - y + w1*x
     t3 = np.square(t2, out=_buf(t2))  # (w0 - y + w1*x)**2
     return t3
@@ -133,8 +133,8 @@ def value_and_grad(*, w0, w1, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, w0, w1, x, y = _promote(w0, w1, x, y)
-    t0 = np.subtract(w0, y, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
-    t1 = np.multiply(w1, x, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
+    t0 = np.subtract(w0, y, out=_scratch('value_and_grad0', np.broadcast_shapes(w0.shape, y.shape), _dt))
+    t1 = np.multiply(w1, x, out=_scratch('value_and_grad1', np.broadcast_shapes(w1.shape, x.shape), _dt))
     t2 = t0 + t1  # w0 - y + w1*x
     t3 = t2 ** 2  # (w0 - y + w1*x)**2
     b_t2 = 2.0 * t2  # adjoint of w0 - y + w1*x

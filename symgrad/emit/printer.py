@@ -206,8 +206,10 @@ class Body:
         return f"{self.m}.array({text})"
 
     def shape_of(self, text: str) -> str:
-        """The run-time shape of the array ``text`` (a tuple)."""
-        return f"{self.m}.shape({text})"
+        """The run-time shape of the array ``text`` (a tuple): an array's or a NumPy scalar's own
+        ``.shape`` (promoted inputs and what is computed from them are never Python numbers;
+        np.shape has a Python layer)."""
+        return f"{text}.shape"
 
     def emit(self, order, users, final: dict) -> None:
         self.users, self.final = users, final
