@@ -136,15 +136,15 @@ def test_promote_and_dims_pass_right_arrays_through(monkeypatch):
 
 
 def test_packed_slice_gradients_keep_their_arrays_alive():
-    """grad_Q is one _scatter of three row gradients, printed after all three: each must still
-    hold its value there (planted: the buffer planner not told that the pack reads them, so the
-    second row's product is written into the first's array)."""
+    """grad_Q is one np.concatenate of three row gradients, printed after all three: each must
+    still hold its value there (planted: the buffer planner not told that the pack reads them, so
+    the second row's product is written into the first's array)."""
     v, r, Q = sp.MatrixSymbol("v", n, 1), sp.MatrixSymbol("r", 1, 3), sp.MatrixSymbol("Q", 3, 2)
     mixed = sum((r[0, k] * Q[k:k + 1, :] for k in range(3)), sp.ZeroMatrix(1, 2))
     model = symgrad.Model((sp.OneMatrix(1, n) * (v * mixed).applyfunc(sp.tanh) * sp.OneMatrix(2, 1))[0, 0],
                           wrt=[r, Q], name="rows")
     module = symgrad.compile(model)
-    assert "_scatter(" in Path(module.__file__).read_text()
+    assert "grad_Q = np.concatenate((" in Path(module.__file__).read_text()
     rng = np.random.default_rng(6)
     assert_matches_oracles(model, module, {"v": rng.normal(size=(4, 1)), "r": rng.normal(size=(1, 3)),
                                            "Q": rng.normal(size=(3, 2))})
@@ -168,7 +168,7 @@ def _python_calls(fn, inputs) -> int:
 
 def test_scalar_model_on_arrays_reads_shapes_itself():
     """A model of scalar Symbols called with arrays reads its values' shapes as ``x.shape``
-    (np.shape has a Python layer): 68 Python calls per value_and_grad before issue 26, 38 after."""
+    (np.shape has a Python layer): 69 Python calls per value_and_grad before issue 26, 38 after."""
     path = GMM.parent / "seed004_softmax.py"
     (model,) = [m for m in symgrad.load_models(path) if m.name == "seed004_legendre"]
     module = symgrad.compile(model)
@@ -177,3 +177,20 @@ def test_scalar_model_on_arrays_reads_shapes_itself():
     rng = np.random.default_rng(0)
     inputs = {name: rng.normal(size=(7,)) for name in "abcdxy"}
     assert _python_calls(module.value_and_grad, inputs) <= 50
+
+
+@pytest.mark.parametrize("entries, printed", [
+    ({(0, 0): "a", (3, 2): "b"}, "_scatter((4, 4), _dt, ((0, 0), "),   # few entries: zeros, each added in
+    ({(i, j): "a" if i == j else "b" for i in range(4) for j in range(i + 1)}, "np.array([[")])  # half or more
+def test_explicit_matrices_of_scalars_as_one_array(entries, printed):
+    """An explicit 4 x 4 matrix of two scalars times a data matrix: its gradient reads the entries
+    back, its value is one array however many entries it has."""
+    a, b = sp.symbols("a b")
+    X = sp.MatrixSymbol("X", n, 4)
+    M = sp.Matrix(4, 4, lambda i, j: {"a": a, "b": b}.get(entries.get((i, j)), 0))
+    model = symgrad.Model(sp.Trace(sp.OneMatrix(1, n) * (X * M).applyfunc(sp.sin) * sp.OneMatrix(4, 1)),
+                          wrt=[a, b, X], name="explicit")
+    module = symgrad.compile(model)
+    assert printed in Path(module.__file__).read_text() and "_onehot(" not in Path(module.__file__).read_text()
+    rng = np.random.default_rng(2)
+    assert_matches_oracles(model, module, {"a": 0.7, "b": -1.3, "X": rng.normal(size=(5, 4))})

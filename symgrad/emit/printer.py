@@ -26,9 +26,6 @@ from .text import visible
 
 # a tall array of at most this many columns is summed over its rows column by column (_colsums)
 _NARROW = 8
-# a sum of one-entry gradients of a matrix of at most this many entries is printed as np.array of
-# its entries; a larger one fills zeros (_scatter)
-_LISTED = 16
 # a work array of a static shape of at most this many entries is allocated fresh: a small array
 # costs less than the call that keeps one between calls (_scratch)
 _SMALL = 256
@@ -335,17 +332,25 @@ class Body:
         return users
 
     def pack(self, n, parts) -> str:
-        """One array of the parts of a pack (see ``plan_packs``): np.array of its entries when
-        small and all one-entry (an entry of two parts is their sum, in order), else zeros with
-        each part added in (``_scatter``)."""
+        """One array of the parts of a pack (see ``plan_packs``): np.array of its entries where
+        one-entry parts fill half of it or more (an entry of two parts is their sum, in order),
+        np.concatenate of blocks of whole rows or columns that tile it, else zeros with each part
+        added in (``_scatter``)."""
         rows, cols = n.shape
-        if rows * cols <= _LISTED and all(p.op == "onehot" for p in parts):
+        if all(p.op == "onehot" for p in parts):
             entries: dict = {}
             for p in parts:
                 entries.setdefault(p.attr[1:], []).append(self.names[p.args[0].id])
-            text = ", ".join("[" + ", ".join(" + ".join(entries.get((i, j), ["0.0"])) for j in range(cols)) + "]"
-                             for i in range(rows))
-            return f"{self.m}.array([{text}], dtype=_dt)"
+            if 2 * len(entries) >= rows * cols:
+                lines = ["[" + ", ".join(" + ".join(entries.get((i, j), ["0.0"])) for j in range(cols)) + "]"
+                         for i in range(rows)]
+                sep = ", " if sum(map(len, lines)) <= 80 else ",\n" + 8 * " "  # a long one: a row a line
+                return f"{self.m}.array([{sep.join(lines)}], dtype=_dt)"
+        tiles = _tiling(parts, n.shape)
+        if tiles is not None:
+            axis, blocks = tiles
+            return (f"{self.m}.concatenate(({', '.join(self.names[p.args[0].id] for p in blocks)})"
+                    + (", axis=1)" if axis else ")"))
         where = [f"({p.attr[1]}, {p.attr[2]})" if p.op == "onehot" else _index_text(p.attr[1]) for p in parts]
         return f"_scatter({self.shape(n.shape)}, _dt, " + ", ".join(
             f"({w}, {self.names[p.args[0].id]})" for w, p in zip(where, parts)) + ")"
@@ -436,6 +441,24 @@ class _ShapeClasses:
             else:
                 key = self.mixed.setdefault(parts, ("mixed", len(self.mixed)))
         self.of[n.id] = key
+
+
+def _tiling(parts, shape):
+    """``(axis, parts in order)`` where the parts are all slice gradients (``unslice``) of blocks
+    of whole rows (axis 0) or whole columns (axis 1) that tile ``shape`` once each; else None."""
+    if not all(p.op == "unslice" for p in parts):
+        return None
+    for axis in (0, 1):
+        if not all(p.attr[1][1 - axis] == (0, None, 1) and p.attr[1][axis][2] == 1 for p in parts):
+            continue
+        blocks, end = sorted(parts, key=lambda p: p.attr[1][axis][0]), 0
+        for p in blocks:
+            start, stop, _ = p.attr[1][axis]
+            if start != end:
+                return None
+            end = shape[axis] if stop is None else stop
+        return (axis, blocks) if end == shape[axis] else None
+    return None
 
 
 def _small(shape, limit=_SMALL) -> bool:
