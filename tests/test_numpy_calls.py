@@ -69,7 +69,7 @@ def _module_calls(module, fn, inputs) -> int:
 
 
 def test_gmm_value_and_grad_calls_few_helpers(gmm):
-    """111 helper calls before issue 26 (35 _onehot, 5 _unslice, 15 _turns, 10 _matmul, ...), 41
+    """111 helper calls before issue 26 (35 _onehot, 5 _unslice, 15 _turns, 10 _matmul, ...), 40
     after (22 of them _scratch): a bound with margin, which the onehot chains alone exceed."""
     _, module = gmm
     assert _module_calls(module, module.value_and_grad, _gmm_inputs()) <= 60
