@@ -32,8 +32,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -116,7 +120,7 @@ def forward(*, x, w):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x, w = _promote(x, w)
-    t0 = np.square(x, out=_scratch('forward0', np.shape(x), _dt))
+    t0 = np.square(x, out=_scratch('forward0', x.shape, _dt))  # x**2
     t1 = w * t0
     t2 = np.negative(t1, out=_buf(t1))  # -w*x**2
     t3 = np.logaddexp(0.0, t2, out=_buf(t2))  # -log(1/(1 + exp(-w*x**2)))
@@ -143,13 +147,13 @@ def value_and_grad(*, x, w):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x, w = _promote(x, w)
-    t0 = np.square(x, out=_scratch('value_and_grad0', np.shape(x), _dt))
+    t0 = np.square(x, out=_scratch('value_and_grad0', x.shape, _dt))
     t1 = w * t0
     t2 = np.negative(t1, out=_buf(t1))  # -w*x**2
     t3 = np.logaddexp(0.0, t2)  # -log(1/(1 + exp(-w*x**2)))
     b_t2 = _sigmoid(t2, out=_buf(t2))  # adjoint of -w*x**2
     t4 = w * b_t2
-    t5 = np.multiply(2.0, x, out=_scratch('value_and_grad1', np.shape(x), _dt))
+    t5 = np.multiply(2.0, x, out=_scratch('value_and_grad1', x.shape, _dt))
     t6 = np.multiply(t4, t5, out=_buf(t4))
     b_x = np.negative(t6, out=_buf(t6))  # adjoint of x
     grad_x = _sum_to(b_x, x, t3)

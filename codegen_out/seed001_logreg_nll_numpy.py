@@ -34,8 +34,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -59,7 +63,10 @@ def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
     for name, spec in SHAPES.items():
-        shape = np.shape(arrays[name])
+        x = arrays[name]
+        shape = x.shape if type(x) is np.ndarray else np.shape(x)  # np.shape has a Python layer
+        if shape == spec and 0 not in shape:
+            continue  # a static shape, as given
         ok = len(shape) == len(spec)
         for want, got in zip(spec, shape):
             ok = ok and dims.setdefault(want, got) == got if isinstance(want, str) else ok and want == got
@@ -124,7 +131,7 @@ def _matmul_work(a, b, key):
     around (a turned product is a fresh array)."""
     if _turns(a, b):
         return _matmul(a, b)
-    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), a.dtype))  # a and b: the inputs' float type
 
 
 def _seed(x, dt, what, *shapes):
@@ -294,7 +301,7 @@ def hvp(vectors, /, *, w, Phi, y):
     """Value of seed001_logreg_nll, the gradients of its sum and the Hessian of its sum times the direction v (a dict by name of w), forward over reverse."""
     _dt, w, Phi, y = _promote(w, Phi, y)
     N, k = _dims({'w': w, 'Phi': Phi, 'y': y})
-    v_w, = _seeds(vectors, _dt, 'vectors', {'w': np.shape(w)})
+    v_w, = _seeds(vectors, _dt, 'vectors', {'w': w.shape})
     t0 = np.multiply(2.0, y, out=_scratch('hvp0', (N, 1), _dt))  # 2*y
     t1 = np.add((-1.0), t0, out=t0)  # -ones(N, 1) + 2*y
     t2 = _matmul_work(Phi, w, 'hvp1')  # Phi*w

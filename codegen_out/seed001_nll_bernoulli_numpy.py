@@ -30,8 +30,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -55,7 +59,10 @@ def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
     for name, spec in SHAPES.items():
-        shape = np.shape(arrays[name])
+        x = arrays[name]
+        shape = x.shape if type(x) is np.ndarray else np.shape(x)  # np.shape has a Python layer
+        if shape == spec and 0 not in shape:
+            continue  # a static shape, as given
         ok = len(shape) == len(spec)
         for want, got in zip(spec, shape):
             ok = ok and dims.setdefault(want, got) == got if isinstance(want, str) else ok and want == got
@@ -120,7 +127,7 @@ def _matmul_work(a, b, key):
     around (a turned product is a fresh array)."""
     if _turns(a, b):
         return _matmul(a, b)
-    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), a.dtype))  # a and b: the inputs' float type
 
 
 def forward(*, w0, W, X, y):

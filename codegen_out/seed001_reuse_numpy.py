@@ -32,8 +32,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -126,7 +130,7 @@ def forward(*, x):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x = _promote(x)
-    t0 = np.square(x, out=_scratch('forward0', np.shape(x), _dt))
+    t0 = np.square(x, out=_scratch('forward0', x.shape, _dt))  # x**2
     t1 = np.log(t0)  # log(x**2)
     t2 = np.multiply((-5.0), t0, out=_buf(t0))
     t3 = np.multiply(t1, t2, out=_buf(t1))  # -5*x**2*log(x**2)
@@ -153,9 +157,9 @@ def value_and_grad(*, x):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x = _promote(x)
-    t0 = np.square(x, out=_scratch('value_and_grad0', np.shape(x), _dt))
+    t0 = np.square(x, out=_scratch('value_and_grad0', x.shape, _dt))
     t1 = np.log(t0)  # log(x**2)
-    t2 = np.multiply((-5.0), t0, out=_scratch('value_and_grad1', np.shape(t0), _dt))
+    t2 = np.multiply((-5.0), t0, out=_scratch('value_and_grad1', t0.shape, _dt))
     t3 = t1 * t2  # -5*x**2*log(x**2)
     t4 = np.multiply((-5.0), t1, out=_buf(t1))
     t5 = t2 == 0.0

@@ -30,8 +30,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):

@@ -31,8 +31,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -105,8 +109,8 @@ def forward(*, w0, w1, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, w0, w1, x, y = _promote(w0, w1, x, y)
-    t0 = np.subtract(w0, y, out=_scratch('forward0', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
-    t1 = np.multiply(w1, x, out=_scratch('forward1', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
+    t0 = np.subtract(w0, y, out=_scratch('forward0', np.broadcast_shapes(w0.shape, y.shape), _dt))
+    t1 = np.multiply(w1, x, out=_scratch('forward1', np.broadcast_shapes(w1.shape, x.shape), _dt))
     t2 = t0 + t1  # w0 - y + w1*x
     t3 = np.square(t2, out=_buf(t2))  # (w0 - y + w1*x)**2
     return t3
@@ -129,8 +133,8 @@ def value_and_grad(*, w0, w1, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, w0, w1, x, y = _promote(w0, w1, x, y)
-    t0 = np.subtract(w0, y, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(w0), np.shape(y)), _dt))
-    t1 = np.multiply(w1, x, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(w1), np.shape(x)), _dt))
+    t0 = np.subtract(w0, y, out=_scratch('value_and_grad0', np.broadcast_shapes(w0.shape, y.shape), _dt))
+    t1 = np.multiply(w1, x, out=_scratch('value_and_grad1', np.broadcast_shapes(w1.shape, x.shape), _dt))
     t2 = t0 + t1  # w0 - y + w1*x
     t3 = t2 ** 2  # (w0 - y + w1*x)**2
     b_t2 = 2.0 * t2  # adjoint of w0 - y + w1*x

@@ -31,8 +31,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -108,12 +112,12 @@ def forward(*, x, y, a, b):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x, y, a, b = _promote(x, y, a, b)
-    t0 = np.square(x, out=_scratch('forward0', np.shape(x), _dt))
-    t1 = np.square(y, out=_scratch('forward1', np.shape(y), _dt))
-    t2 = np.add(t0, t1, out=_scratch('forward2', np.broadcast_shapes(np.shape(t0), np.shape(t1)), _dt))
-    t3 = np.multiply(x, a, out=_scratch('forward3', np.broadcast_shapes(np.shape(x), np.shape(a)), _dt))
-    t4 = np.add(t2, t3, out=_scratch('forward4', np.broadcast_shapes(np.shape(t2), np.shape(t3)), _dt))
-    t5 = np.multiply(y, b, out=_scratch('forward5', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
+    t0 = np.square(x, out=_scratch('forward0', x.shape, _dt))  # x**2
+    t1 = np.square(y, out=_scratch('forward1', y.shape, _dt))  # y**2
+    t2 = np.add(t0, t1, out=_scratch('forward2', np.broadcast_shapes(t0.shape, t1.shape), _dt))
+    t3 = np.multiply(x, a, out=_scratch('forward3', np.broadcast_shapes(x.shape, a.shape), _dt))
+    t4 = np.add(t2, t3, out=_scratch('forward4', np.broadcast_shapes(t2.shape, t3.shape), _dt))
+    t5 = np.multiply(y, b, out=_scratch('forward5', np.broadcast_shapes(y.shape, b.shape), _dt))
     t6 = t4 + t5  # x**2 + y**2 + a*x + b*y
     return t6
 
@@ -138,11 +142,11 @@ def value_and_grad(*, x, y, a, b):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x, y, a, b = _promote(x, y, a, b)
-    t0 = np.square(x, out=_scratch('value_and_grad0', np.shape(x), _dt))
-    t1 = np.square(y, out=_scratch('value_and_grad1', np.shape(y), _dt))
-    t2 = np.add(t0, t1, out=_scratch('value_and_grad2', np.broadcast_shapes(np.shape(t0), np.shape(t1)), _dt))
+    t0 = np.square(x, out=_scratch('value_and_grad0', x.shape, _dt))
+    t1 = np.square(y, out=_scratch('value_and_grad1', y.shape, _dt))
+    t2 = np.add(t0, t1, out=_scratch('value_and_grad2', np.broadcast_shapes(t0.shape, t1.shape), _dt))
     t3 = x * a  # a*x
-    t4 = np.add(t2, t3, out=_scratch('value_and_grad3', np.broadcast_shapes(np.shape(t2), np.shape(t3)), _dt))
+    t4 = np.add(t2, t3, out=_scratch('value_and_grad3', np.broadcast_shapes(t2.shape, t3.shape), _dt))
     t5 = y * b  # b*y
     t6 = t4 + t5  # x**2 + y**2 + a*x + b*y
     t7 = np.multiply(2.0, x, out=_buf(t0))

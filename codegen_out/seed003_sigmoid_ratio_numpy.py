@@ -32,8 +32,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -119,10 +123,10 @@ def forward(*, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x, y = _promote(x, y)
-    t0 = _sigmoid(y, out=_scratch('forward0', np.shape(y), _dt))
+    t0 = _sigmoid(y, out=_scratch('forward0', y.shape, _dt))  # 1/(1 + exp(-y))
     t1 = x + t0  # x + 1/(1 + exp(-y))
-    t2 = _sigmoid(x, out=_scratch('forward1', np.shape(x), _dt))
-    t3 = np.add(x, y, out=_scratch('forward2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
+    t2 = _sigmoid(x, out=_scratch('forward1', x.shape, _dt))  # 1/(1 + exp(-x))
+    t3 = np.add(x, y, out=_scratch('forward2', np.broadcast_shapes(x.shape, y.shape), _dt))
     t4 = np.square(t3, out=_buf(t3))  # (x + y)**2
     t5 = np.add(t2, t4, out=_buf(t4))  # 1/(1 + exp(-x)) + (x + y)**2
     t6 = np.divide(t1, t5, out=_buf(t1))  # 1/(1/(1 + exp(-x)) + (x + y)**2)*(x + 1/(1 + exp(-y)))
@@ -158,11 +162,11 @@ def value_and_grad(*, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, x, y = _promote(x, y)
-    t0 = _sigmoid(y, out=_scratch('value_and_grad0', np.shape(y), _dt))
+    t0 = _sigmoid(y, out=_scratch('value_and_grad0', y.shape, _dt))
     t1 = x + t0  # x + 1/(1 + exp(-y))
-    t2 = _sigmoid(x, out=_scratch('value_and_grad1', np.shape(x), _dt))
-    t3 = np.add(x, y, out=_scratch('value_and_grad2', np.broadcast_shapes(np.shape(x), np.shape(y)), _dt))
-    t4 = np.square(t3, out=_scratch('value_and_grad3', np.shape(t3), _dt))
+    t2 = _sigmoid(x, out=_scratch('value_and_grad1', x.shape, _dt))
+    t3 = np.add(x, y, out=_scratch('value_and_grad2', np.broadcast_shapes(x.shape, y.shape), _dt))
+    t4 = np.square(t3, out=_scratch('value_and_grad3', t3.shape, _dt))
     t5 = np.add(t2, t4, out=_buf(t4))  # 1/(1 + exp(-x)) + (x + y)**2
     t6 = np.divide(t1, t5, out=_buf(t1))  # 1/(1/(1 + exp(-x)) + (x + y)**2)*(x + 1/(1 + exp(-y)))
     b_t1 = 1.0 / t5  # 1/(1/(1 + exp(-x)) + (x + y)**2)
@@ -170,12 +174,12 @@ def value_and_grad(*, x, y):
     t8 = np.multiply(2.0, t3, out=_buf(t3))
     t9 = np.multiply(t7, t8, out=_buf(t8))
     t10 = b_t1 - t9
-    t11 = np.subtract(1.0, t2, out=_scratch('value_and_grad4', np.shape(t2), _dt))
+    t11 = np.subtract(1.0, t2, out=_scratch('value_and_grad4', t2.shape, _dt))
     t12 = np.multiply(t2, t11, out=_buf(t2))
     t13 = np.multiply(t7, t12, out=_buf(t7))
     b_x = np.subtract(t10, t13, out=_buf(t10))  # adjoint of x
     grad_x = _sum_to(b_x, x, t6)
-    t14 = np.subtract(1.0, t0, out=_scratch('value_and_grad5', np.shape(t0), _dt))
+    t14 = np.subtract(1.0, t0, out=_scratch('value_and_grad5', t0.shape, _dt))
     t15 = np.multiply(t0, t14, out=_buf(t0))
     t16 = np.multiply(b_t1, t15, out=_buf(b_t1))
     b_y = np.subtract(t16, t9, out=_buf(t16))  # adjoint of y

@@ -30,8 +30,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -55,7 +59,10 @@ def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
     for name, spec in SHAPES.items():
-        shape = np.shape(arrays[name])
+        x = arrays[name]
+        shape = x.shape if type(x) is np.ndarray else np.shape(x)  # np.shape has a Python layer
+        if shape == spec and 0 not in shape:
+            continue  # a static shape, as given
         ok = len(shape) == len(spec)
         for want, got in zip(spec, shape):
             ok = ok and dims.setdefault(want, got) == got if isinstance(want, str) else ok and want == got
@@ -103,7 +110,7 @@ def forward(*, Theta, Y):
     t1 = t0.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(Theta)*ones(Nc, 1))
     t2 = t1[0, 0]  # tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     t3 = np.multiply(Y, Theta, out=_scratch('forward0', (N, Nc), _dt))
-    t4 = np.sum(t3)  # tr(Y.T*Theta)
+    t4 = t3.sum()  # tr(Y.T*Theta)
     t5 = t2 - t4  # -tr(Y.T*Theta) + tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     return t5
 
@@ -116,7 +123,7 @@ def value_and_grad(*, Theta, Y):
     t1 = t0.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(Theta)*ones(Nc, 1))
     t2 = t1[0, 0]  # tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     t3 = Y * Theta
-    t4 = np.sum(t3)  # tr(Y.T*Theta)
+    t4 = t3.sum()  # tr(Y.T*Theta)
     t5 = t2 - t4  # -tr(Y.T*Theta) + tr(ones(1, N)*log(exp(Theta)*ones(Nc, 1)))
     t6 = np.subtract(Theta, t0, out=t3)
     t7 = np.exp(t6, out=t6)

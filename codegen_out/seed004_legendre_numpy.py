@@ -31,8 +31,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -114,17 +118,17 @@ def forward(*, a, b, c, d, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
-    t0 = np.subtract(a, y, out=_scratch('forward0', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
-    t1 = np.multiply((-1.5), c, out=_scratch('forward1', np.shape(c), _dt))
-    t2 = np.multiply(d, x, out=_scratch('forward2', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
-    t3 = np.add(c, t2, out=_scratch('forward3', np.broadcast_shapes(np.shape(c), np.shape(t2)), _dt))
+    t0 = np.subtract(a, y, out=_scratch('forward0', np.broadcast_shapes(a.shape, y.shape), _dt))
+    t1 = np.multiply((-1.5), c, out=_scratch('forward1', c.shape, _dt))
+    t2 = np.multiply(d, x, out=_scratch('forward2', np.broadcast_shapes(d.shape, x.shape), _dt))
+    t3 = np.add(c, t2, out=_scratch('forward3', np.broadcast_shapes(c.shape, t2.shape), _dt))
     t4 = np.power(t3, 3, out=_buf(t3))  # (c + d*x)**3
     t5 = np.multiply(2.5, t4, out=_buf(t4))  # 5/2*(c + d*x)**3
     t6 = np.add(t1, t5, out=_buf(t5))
-    t7 = np.multiply((-1.5), d, out=_scratch('forward4', np.shape(d), _dt))
+    t7 = np.multiply((-1.5), d, out=_scratch('forward4', d.shape, _dt))
     t8 = np.multiply(x, t7, out=_buf(t2))  # -3/2*d*x
     t9 = np.add(t6, t8, out=_buf(t6))  # -3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x
-    t10 = np.multiply(b, t9, out=_scratch('forward5', np.broadcast_shapes(np.shape(b), np.shape(t9)), _dt))
+    t10 = np.multiply(b, t9, out=_scratch('forward5', np.broadcast_shapes(b.shape, t9.shape), _dt))
     t11 = t0 + t10  # a - y + b*(-3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x)
     t12 = np.square(t11, out=_buf(t11))  # (a - y + b*(-3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x))**2
     return t12
@@ -165,17 +169,17 @@ def value_and_grad(*, a, b, c, d, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, a, b, c, d, x, y = _promote(a, b, c, d, x, y)
-    t0 = np.subtract(a, y, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(a), np.shape(y)), _dt))
-    t1 = np.multiply((-1.5), c, out=_scratch('value_and_grad1', np.shape(c), _dt))
-    t2 = np.multiply(d, x, out=_scratch('value_and_grad2', np.broadcast_shapes(np.shape(d), np.shape(x)), _dt))
-    t3 = np.add(c, t2, out=_scratch('value_and_grad3', np.broadcast_shapes(np.shape(c), np.shape(t2)), _dt))
-    t4 = np.power(t3, 3, out=_scratch('value_and_grad4', np.shape(t3), _dt))
+    t0 = np.subtract(a, y, out=_scratch('value_and_grad0', np.broadcast_shapes(a.shape, y.shape), _dt))
+    t1 = np.multiply((-1.5), c, out=_scratch('value_and_grad1', c.shape, _dt))
+    t2 = np.multiply(d, x, out=_scratch('value_and_grad2', np.broadcast_shapes(d.shape, x.shape), _dt))
+    t3 = np.add(c, t2, out=_scratch('value_and_grad3', np.broadcast_shapes(c.shape, t2.shape), _dt))
+    t4 = np.power(t3, 3, out=_scratch('value_and_grad4', t3.shape, _dt))
     t5 = np.multiply(2.5, t4, out=_buf(t4))  # 5/2*(c + d*x)**3
     t6 = np.add(t1, t5, out=_buf(t5))
-    t7 = np.multiply((-1.5), d, out=_scratch('value_and_grad5', np.shape(d), _dt))
+    t7 = np.multiply((-1.5), d, out=_scratch('value_and_grad5', d.shape, _dt))
     t8 = np.multiply(x, t7, out=_buf(t2))  # -3/2*d*x
     t9 = np.add(t6, t8, out=_buf(t6))  # -3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x
-    t10 = np.multiply(b, t9, out=_scratch('value_and_grad6', np.broadcast_shapes(np.shape(b), np.shape(t9)), _dt))
+    t10 = np.multiply(b, t9, out=_scratch('value_and_grad6', np.broadcast_shapes(b.shape, t9.shape), _dt))
     t11 = t0 + t10  # a - y + b*(-3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x)
     t12 = t11 ** 2  # (a - y + b*(-3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x))**2
     b_t11 = np.multiply(2.0, t11, out=_buf(t11))  # adjoint of a - y + t10
@@ -183,7 +187,7 @@ def value_and_grad(*, a, b, c, d, x, y):
     b_b = t9 * b_t11  # adjoint of b
     grad_b = _sum_to(b_b, b, t12)
     b_t9 = b * b_t11  # adjoint of -3/2*c + 5/2*(c + d*x)**3 - 3/2*d*x
-    b_t4 = np.multiply(2.5, b_t9, out=_scratch('value_and_grad7', np.shape(b_t9), _dt))
+    b_t4 = np.multiply(2.5, b_t9, out=_scratch('value_and_grad7', b_t9.shape, _dt))
     t13 = np.square(t3, out=_buf(t3))
     t14 = np.multiply(3.0, t13, out=_buf(t13))
     b_t3 = np.multiply(b_t4, t14, out=_buf(b_t4))  # adjoint of c + d*x

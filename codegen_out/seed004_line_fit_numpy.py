@@ -31,8 +31,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -106,8 +110,8 @@ def forward(*, b, m, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, b, m, x, y = _promote(b, m, x, y)
-    t0 = np.subtract(y, b, out=_scratch('forward0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
-    t1 = np.multiply(m, x, out=_scratch('forward1', np.broadcast_shapes(np.shape(m), np.shape(x)), _dt))
+    t0 = np.subtract(y, b, out=_scratch('forward0', np.broadcast_shapes(y.shape, b.shape), _dt))
+    t1 = np.multiply(m, x, out=_scratch('forward1', np.broadcast_shapes(m.shape, x.shape), _dt))
     t2 = t0 - t1  # y - b - m*x
     t3 = np.square(t2, out=_buf(t2))  # (y - b - m*x)**2
     t4 = np.multiply(0.5, t3, out=_buf(t3))  # 1/2*(y - b - m*x)**2
@@ -131,8 +135,8 @@ def value_and_grad(*, b, m, x, y):
         except (ArithmeticError, ValueError):
             pass  # inf or nan ahead (1/0, log(0), exp(1000)): NumPy's answer, by the array path
     _dt, b, m, x, y = _promote(b, m, x, y)
-    t0 = np.subtract(y, b, out=_scratch('value_and_grad0', np.broadcast_shapes(np.shape(y), np.shape(b)), _dt))
-    t1 = np.multiply(m, x, out=_scratch('value_and_grad1', np.broadcast_shapes(np.shape(m), np.shape(x)), _dt))
+    t0 = np.subtract(y, b, out=_scratch('value_and_grad0', np.broadcast_shapes(y.shape, b.shape), _dt))
+    t1 = np.multiply(m, x, out=_scratch('value_and_grad1', np.broadcast_shapes(m.shape, x.shape), _dt))
     t2 = t0 - t1  # y - b - m*x
     t3 = np.square(t2, out=_buf(t2))  # (y - b - m*x)**2
     t4 = np.multiply(0.5, t3, out=_buf(t3))  # 1/2*(y - b - m*x)**2

@@ -30,8 +30,12 @@ def _promote(*inputs):
     division by zero or a negative base gives inf/nan as for arrays, never an exception or a
     complex number).  A complex or non-numeric input is a TypeError naming it."""
     dt = inputs[0].dtype if type(inputs[0]) is np.ndarray else None
-    if (dt is _F64 or dt is _F32) and all(type(x) is np.ndarray and x.dtype is dt for x in inputs):
-        return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
+    if dt is _F64 or dt is _F32:
+        for x in inputs:  # a loop, not all(...): a generator costs a call per input
+            if type(x) is not np.ndarray or x.dtype is not dt:
+                break
+        else:
+            return (dt,) + inputs  # float arrays of one type (the common case): nothing to convert
     arrays = []
     for name, x in zip(INPUTS, inputs):
         if type(x) in (float, int, bool):
@@ -55,7 +59,10 @@ def _dims(arrays):
     """Read the dimensions of SHAPES from the arrays' shapes and check that they agree."""
     dims = {}
     for name, spec in SHAPES.items():
-        shape = np.shape(arrays[name])
+        x = arrays[name]
+        shape = x.shape if type(x) is np.ndarray else np.shape(x)  # np.shape has a Python layer
+        if shape == spec and 0 not in shape:
+            continue  # a static shape, as given
         ok = len(shape) == len(spec)
         for want, got in zip(spec, shape):
             ok = ok and dims.setdefault(want, got) == got if isinstance(want, str) else ok and want == got
@@ -137,7 +144,7 @@ def _matmul_work(a, b, key):
     around (a turned product is a fresh array)."""
     if _turns(a, b):
         return _matmul(a, b)
-    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), np.result_type(a, b)))
+    return _matmul(a, b, out=_scratch(key, (a.shape[0], b.shape[1]), a.dtype))  # a and b: the inputs' float type
 
 
 def forward(*, W, b1, U, b2, X, Y):
@@ -153,7 +160,7 @@ def forward(*, W, b1, U, b2, X, Y):
     t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
     t7 = t6[0, 0]  # tr(ones(1, N)*log(exp(t4)*ones(Nc, 1)))
     t8 = np.multiply(Y, t4, out=t4)
-    t9 = np.sum(t8)  # tr(...)
+    t9 = t8.sum()  # tr(...)
     t10 = t7 - t9  # -tr(Y.T*(Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + b2.T)) + t7
     return t10
 
@@ -171,7 +178,7 @@ def value_and_grad(*, W, b1, U, b2, X, Y):
     t6 = t5.sum(axis=0, keepdims=True)  # ones(1, N)*log(exp(t4)*ones(Nc, 1))
     t7 = t6[0, 0]  # tr(ones(1, N)*log(exp(t4)*ones(Nc, 1)))
     t8 = np.multiply(Y, t4, out=_scratch('value_and_grad2', (N, Nc), _dt))
-    t9 = np.sum(t8)  # tr(...)
+    t9 = t8.sum()  # tr(...)
     t10 = t7 - t9  # -tr(Y.T*(Max(0, X*W.T + ones(N, 1)*b1.T)*U.T + b2.T)) + t7
     t11 = t2 > 0.0
     t12 = np.subtract(t4, t5, out=t4)

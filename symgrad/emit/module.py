@@ -60,6 +60,8 @@ _HELPER_SCRATCH = "\n_SCRATCH = threading.local()\n\n" + _source(_rt._scratch) +
 _HELPER_TURNS = _source(_rt._turns)
 _HELPER_MATMUL = _source(_rt._matmul)
 _HELPER_MATMUL_WORK = _source(_rt._matmul_work)
+_HELPER_COLSUMS = _source(_rt._colsums)
+_HELPER_SCATTER = _source(_rt._scatter)
 _HELPER_SEED = _source(_rt._seed)
 _HELPER_SEEDS = _source(_rt._seeds)
 
@@ -74,7 +76,8 @@ def release_scratch():
 
 # helpers of the emitter's own, emitted when a body calls them (ops bring theirs: OPS[...].helper)
 _EMITTER_HELPERS = {"_buf": _HELPER_BUF, "_scratch": _HELPER_SCRATCH, "_turns": _HELPER_TURNS, "_matmul": _HELPER_MATMUL,
-                    "_matmul_work": _HELPER_MATMUL_WORK, "_seed": _HELPER_SEED,
+                    "_matmul_work": _HELPER_MATMUL_WORK, "_colsums": _HELPER_COLSUMS,
+                    "_scatter": _HELPER_SCATTER, "_seed": _HELPER_SEED,
                     "_seeds": _HELPER_SEEDS,
                     **{re.search(r"^def (\w+)\(", h, re.M).group(1): h for k in KINDS.values() for h in k.helpers},
                     **{re.search(r"^def (\w+)\(", h, re.M).group(1): h for h in runtime_helpers()}}

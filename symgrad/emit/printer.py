@@ -24,6 +24,13 @@ from .printing import VIEWS, literal
 from .text import visible
 
 
+# a tall array of at most this many columns is summed over its rows column by column (_colsums)
+_NARROW = 8
+# a work array of a static shape of at most this many entries is allocated fresh: a small array
+# costs less than the call that keeps one between calls (_scratch)
+_SMALL = 256
+
+
 def _plain(name: str) -> bool:
     return (name.isidentifier() and not keyword.iskeyword(name)
             and unicodedata.normalize("NFKC", name) == name and not name.startswith("_"))
@@ -81,6 +88,8 @@ class Body:
         self.user_modules: dict = {}  # module path of a symgrad.Function -> its alias
         self.scratch_count = 0
         self.definitions: dict[str, str] = {}  # module-level code this body calls (e.g. kernels)
+        self.packs: dict = {}  # id of a sum of onehots/unslices -> its parts, printed as one array
+        self.packed: set = set()  # ids of the sums and parts inside a pack: no line of their own
 
     def shape(self, shape) -> str:
         parts = [str(d) if isinstance(d, int) else _product_text(d, self.dim_names) if isinstance(d, DimProduct)
@@ -91,6 +100,10 @@ class Body:
         """Text for node ``n``; None when ``n`` needs no line of its own (then self.names has it).
         An op prints by its ``_print_<op>`` method where it has one, else by its template."""
         self.t.check(n.op)
+        if n.id in self.packed:
+            return None
+        if n.id in self.packs:
+            return self.pack(n, self.packs[n.id])
         a = [self.names.get(x.id) for x in n.args]
         special = getattr(self, f"_print_{n.op}", None)
         return special(n, a) if special is not None else self.template(n, a)
@@ -126,7 +139,20 @@ class Body:
         return None
 
     def _print_sum(self, n, a):
-        return f"{self.m}.sum({a[0]})" if n.attr is None else f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
+        shape = n.args[0].shape
+        if n.attr is None:
+            # an array's own method: np.sum's Python layer costs more than the sum of a small one
+            return f"{a[0]}.sum()" if shape else f"{self.m}.sum({a[0]})"
+        if self.t.module == "numpy" and shape is not None and not isinstance(shape[0], int):
+            cols = shape[1]
+            # NumPy sums a tall, narrow array along either axis with one short inner loop per row
+            # (15 us for 1000 x 2): its columns added up give the same bits (NumPy adds fewer than
+            # 8 in order), and a column's own sum is one long loop (pairwise: as exact or better)
+            if n.attr == 1 and isinstance(cols, int) and 2 <= cols < 8:
+                return " + ".join(f"{a[0]}[:, {j}:{j + 1}]" for j in range(cols))
+            if n.attr == 0 and isinstance(cols, int) and 2 <= cols <= _NARROW:
+                return f"_colsums({a[0]})"
+        return f"{a[0]}.sum(axis={n.attr}, keepdims=True)"
 
     def _print_eye(self, n, a):
         return f"{self.m}.eye({self.shape((n.attr,))[1:-2]}, {self.factory})"
@@ -177,8 +203,10 @@ class Body:
         return f"{self.m}.array({text})"
 
     def shape_of(self, text: str) -> str:
-        """The run-time shape of the array ``text`` (a tuple)."""
-        return f"{self.m}.shape({text})"
+        """The run-time shape of the array ``text`` (a tuple): an array's or a NumPy scalar's own
+        ``.shape`` (promoted inputs and what is computed from them are never Python numbers;
+        np.shape has a Python layer)."""
+        return f"{text}.shape"
 
     def compiled_path(self, roots, inputs: dict, want, returns) -> list[str]:
         """Lines after the prologue that may compute and return everything in another way (the
@@ -187,6 +215,8 @@ class Body:
 
     def emit(self, order, users, final: dict) -> None:
         self.users, self.final = users, final
+        if self.t.module == "numpy":
+            self.plan_packs(order)
         stmts = []
         for n in order:
             if n.id in self.names:
@@ -200,11 +230,12 @@ class Body:
             name = self.new_name(n)
             stmts.append((n, name, text))
             self.names[n.id] = name
-        reuse, scratch = self.plan_buffers(order, users, {n.id for n, _, _ in stmts}, set(final) | self.keep)
+        reuse, scratch = self.plan_buffers(order, self.pack_users(users), {n.id for n, _, _ in stmts},
+                                           set(final) | self.keep)
         for n, name, text in stmts:
             if n.id in reuse:
                 text = self.into(n, self.names[reuse[n.id]])
-            elif n.id in scratch and self.scratch_prefix:
+            elif n.id in scratch and self.scratch_prefix and not _small(n.shape):
                 text = self.work_product(n) if self.tall_product(n) else self.into(n, self.scratch(n), guard=False)
             self.assign(n, name, text)
 
@@ -227,11 +258,14 @@ class Body:
         self.lines.append(line + (f"  # {comment}" if comment and len(line) < 60 else ""))
 
     def tall_product(self, n) -> bool:
-        """A product of a data matrix (rows a dimension) that ``_matmul`` may turn around for BLAS:
-        on NumPy's BLAS only, and never one already written as a transpose (``G.T @ X``)."""
+        """A product of a data matrix (rows a dimension) that ``_matmul`` may turn around for BLAS
+        or make an outer product: on NumPy's BLAS only, never one already written as a transpose
+        (``G.T @ X``), nor one whose right factor's static shape rules both out (a plain matmul)."""
         if n.op != "matmul" or self.t.module != "numpy":
             return False
-        a = n.args[0]
+        a, b = n.args
+        if b.shape is not None and all(isinstance(d, int) for d in b.shape) and 1 < b.shape[0] <= b.shape[1]:
+            return False  # one _matmul never turns around (a square Q, a wide W) nor makes an outer product
         return a.op != "transpose" and a.shape is not None and not isinstance(a.shape[0], int)
 
     def broadcasts_itself(self, user, n) -> bool:
@@ -272,9 +306,59 @@ class Body:
                 klass[n.id] = ("dynamic", dyn.of[n.id])
             elif len(n.shape) == 2:
                 klass[n.id] = ("static", n.shape)
-        writes = {n.id for n in order if n.id in emitted and OPS[n.op].ufunc
+        writes = {n.id for n in order if n.id in emitted and OPS[n.op].ufunc and n.id not in self.packs
                   and not (n.op == "where" and self.scalar_branches(n))}
         return plan(order, users, view_of, klass, writes, roots, {n.id for n in order if not self.may_alias(n)})
+
+    def plan_packs(self, order) -> None:
+        """Find the sums of one-entry and slice gradients (``onehot``, ``unslice``: zeros but for
+        one part) of a matrix of a static shape -- a Q_k built from scalars, a gradient gathered
+        entry by entry -- each printed as one array (``pack``) instead of a zeros per part and an
+        add per sum; the sums and parts inside print nothing."""
+        parts: dict = {}  # id of a part, or of a sum of parts only -> the parts, in order
+        for n in order:
+            if n.op in ("onehot", "unslice") and _small(n.shape, None) and (n.op == "unslice" or n.args[0].shape == ()):
+                parts[n.id] = [n]
+            elif n.op == "add" and n.args[0].id != n.args[1].id and all(
+                    a.id in parts and a.shape == n.shape and self.users.get(a.id) == [n]
+                    and a.id not in self.final and a.id not in self.keep for a in n.args):
+                parts[n.id] = parts[n.args[0].id] + parts[n.args[1].id]
+        self.packed = {a.id for n in order if n.op == "add" and n.id in parts for a in n.args}
+        self.by_id = {n.id: n for n in order}
+        self.packs = {i: p for i, p in parts.items() if i not in self.packed and len(p) > 1}
+
+    def pack_users(self, users) -> dict:
+        """``users`` with each pack (see ``plan_packs``) a user of what its parts read: the pack
+        reads them where it is printed, so their arrays live until then."""
+        users = dict(users)
+        for root, parts in self.packs.items():
+            for p in parts:
+                users[p.args[0].id] = users.get(p.args[0].id, []) + [self.by_id[root]]
+        return users
+
+    def pack(self, n, parts) -> str:
+        """One array of the parts of a pack (see ``plan_packs``): np.array of its entries where
+        one-entry parts fill half of it or more (an entry of two parts is their sum, in order),
+        np.concatenate of blocks of whole rows or columns that tile it, else zeros with each part
+        added in (``_scatter``)."""
+        rows, cols = n.shape
+        if all(p.op == "onehot" for p in parts):
+            entries: dict = {}
+            for p in parts:
+                entries.setdefault(p.attr[1:], []).append(self.names[p.args[0].id])
+            if 2 * len(entries) >= rows * cols:
+                lines = ["[" + ", ".join(" + ".join(entries.get((i, j), ["0.0"])) for j in range(cols)) + "]"
+                         for i in range(rows)]
+                sep = ", " if sum(map(len, lines)) <= 80 else ",\n" + 8 * " "  # a long one: a row a line
+                return f"{self.m}.array([{sep.join(lines)}], dtype=_dt)"
+        tiles = _tiling(parts, n.shape)
+        if tiles is not None:
+            axis, blocks = tiles
+            return (f"{self.m}.concatenate(({', '.join(self.names[p.args[0].id] for p in blocks)})"
+                    + (", axis=1)" if axis else ")"))
+        where = [f"({p.attr[1]}, {p.attr[2]})" if p.op == "onehot" else _index_text(p.attr[1]) for p in parts]
+        return f"_scatter({self.shape(n.shape)}, _dt, " + ", ".join(
+            f"({w}, {self.names[p.args[0].id]})" for w, p in zip(where, parts)) + ")"
 
     def scratch_key(self) -> str:
         """The key of a new work array that the module keeps between calls (see ``_scratch``)."""
@@ -362,6 +446,34 @@ class _ShapeClasses:
             else:
                 key = self.mixed.setdefault(parts, ("mixed", len(self.mixed)))
         self.of[n.id] = key
+
+
+def _tiling(parts, shape):
+    """``(axis, parts in order)`` where the parts are all slice gradients (``unslice``) of blocks
+    of whole rows (axis 0) or whole columns (axis 1) that tile ``shape`` once each; else None."""
+    if not all(p.op == "unslice" for p in parts):
+        return None
+    for axis in (0, 1):
+        if not all(p.attr[1][1 - axis] == (0, None, 1) and p.attr[1][axis][2] == 1 for p in parts):
+            continue
+        blocks, end = sorted(parts, key=lambda p: p.attr[1][axis][0]), 0
+        for p in blocks:
+            start, stop, _ = p.attr[1][axis]
+            if start != end:
+                return None
+            end = shape[axis] if stop is None else stop
+        return (axis, blocks) if end == shape[axis] else None
+    return None
+
+
+def _small(shape, limit=_SMALL) -> bool:
+    """A static shape (of at most ``limit`` entries where one is given)."""
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        return False
+    size = 1
+    for d in shape:
+        size *= d
+    return limit is None or size <= limit
 
 
 def _index_text(attr) -> str:
