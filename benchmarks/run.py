@@ -5,7 +5,8 @@
 NAME: mlp (seed 002), fxy (seed 003), logsig (seed 001's -log(sigmoid(w x^2))), softmax (seed 004),
 second (HVPs and Hessians), sparse (sparse Hessian of the extended Rosenbrock vs CasADi), compile (chain depths + 32x32 net), overhead (per-call cost on Python floats and small arrays), dask (the
 --target dask module over row blocks: threads, LocalClusters of 1 and 2 workers), bridges (Objective.fun_and_jac,
-solve_ivp with OdeSystem's Jacobian, a to_torch training step).
+solve_ivp with OdeSystem's Jacobian, a to_torch training step), small (per-call time on small problems: GMM,
+seed 002 / 003 at small sizes, a whole L-BFGS-B minimize).
 ``--smoke`` uses tiny sizes and few rounds (what CI runs).  Progress goes to stderr, tables to stdout.
 """
 from __future__ import annotations
@@ -21,7 +22,8 @@ from benchmarks import harness
 SCRIPTS = {"mlp": "benchmarks.bench_mlp", "fxy": "benchmarks.bench_fxy", "logsig": "benchmarks.bench_logsig",
            "softmax": "benchmarks.bench_softmax", "second": "benchmarks.bench_second",
            "compile": "benchmarks.bench_compile", "overhead": "benchmarks.bench_overhead",
-           "dask": "benchmarks.bench_dask", "bridges": "benchmarks.bench_bridges", "sparse": "benchmarks.bench_sparse"}
+           "dask": "benchmarks.bench_dask", "bridges": "benchmarks.bench_bridges", "sparse": "benchmarks.bench_sparse",
+           "small": "benchmarks.bench_small"}
 
 
 def main(argv=None):

@@ -14,7 +14,8 @@ def test_smoke_benchmarks_print_tables():
     out = proc.stdout
     assert "| case | method | median |" in out
     assert "| model | method | median |" in out                       # compile-time table
-    for title in ("Seed 001", "Seed 002", "Seed 003", "Seed 004", "Second derivatives", "Compile time"):
+    for title in ("Seed 001", "Seed 002", "Seed 003", "Seed 004", "Second derivatives", "Compile time",
+                  "Small problems"):
         assert title in out, title
     sym_rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "| symgrad" in ln]
     assert len(sym_rows) >= 4, out
@@ -35,3 +36,10 @@ def test_smoke_benchmarks_print_tables():
     sparse = [ln for ln in out.splitlines() if "symgrad sparse_hessian" in ln]
     assert len(sparse) == 1 and "(reference)" in sparse[0], sparse
     assert "| error (" not in out, out
+    # the small-problem table: the GMM (hand NumPy reverse pass as reference) and the whole L-BFGS-B
+    # minimize agree across every method that ran
+    for case in ("| GMM d=2 K=5 n=1000 |", "| L-BFGS-B Rosenbrock"):
+        rows = [ln for ln in out.splitlines() if ln.startswith(case)]
+        timed = [ln for ln in rows if "n/a (" not in ln]
+        assert len(rows) == 6 and any("| symgrad (generated module) |" in ln for ln in timed), rows
+        assert all(re.search(r"\| (ok \(|\(reference\))", ln) for ln in timed), timed
