@@ -169,6 +169,7 @@ class SmallBody(NumbaBody):
 
     def template(self, n, a) -> str:
         if n.op == "sum_to":
+            self.define("_sum_to_small", _HELPER_SUM_TO)
             return f"_sum_to_small({a[0]}, {a[1]}, {a[2]})"
         if n.op == "logsumexp":
             self.define("_logsumexp_small", _HELPER_LSE)
@@ -328,12 +329,9 @@ class NumbaModuleBody(NumbaBody):
         name = f"_{self.kernel_prefix}_small"
         self.definitions["_small"] = _HELPER_SMALL.replace("{m}", self.m).strip("\n") + "\n"
         self.definitions.update(s.definitions)
-        if "_sum_to_small(" in "\n".join(s.lines):
-            s.define("_sum_to_small", _HELPER_SUM_TO)
-            self.definitions.update(s.definitions)
         self.definitions[name] = "\n".join([
             "@_jit()", f"def {name}(_z, {', '.join(params)}):",
-            f'    """{self.kernel_prefix}\'s function as one compiled call, for small inputs (_small)."""',
+            f'    """{self.scratch_prefix or self.kernel_prefix} as one compiled call, for small inputs (_small)."""',
             "    _T = type(_z)  # the inputs' float type",
             *("    " + ln for ln in s.lines),
             f"    return {', '.join(texts)}" + ("," if len(texts) == 1 else ""), ""])
