@@ -280,8 +280,8 @@ def test_a_dense_hessian_pattern_warns():
 def test_generated_module_imports_only_numpy_scipy_sparse_and_the_standard_library():
     source = symgrad.generate(rosenbrock(6), emit=SPARSE)
     imports = sorted({ln for ln in source.splitlines() if ln.startswith(("import ", "from "))})
-    assert imports == ["import math", "import numpy as np", "import scipy.sparse as _sparse", "import threading",
-                       "import warnings"]
+    assert {"import numpy as np", "import scipy.sparse as _sparse"} <= set(imports) <= {
+        "import math", "import numpy as np", "import scipy.sparse as _sparse", "import threading", "import warnings"}
     assert "def _star_color(" in source and "def _pattern_program(" in source
 
 

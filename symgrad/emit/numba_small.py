@@ -19,7 +19,7 @@ array, at most ``SMALL_MAX`` elements in all, and, in a model of scalar symbols 
 read at run time, the arrays share one shape; otherwise, and always on large inputs, it runs its
 own body (the parallel loops, work arrays and column-ordered loops that pay there).  A function
 that uses something Numba cannot compile inside a function (a special function, a user
-``symgrad.Function``, linear algebra, the shifted windows of indexed sums) has no twin.
+``symgrad.Function``, linear algebra, kron) has no twin.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ SMALL_MAX = 1 << 16  # elements in all: a call with at most this many runs as on
 
 # the ops a twin prints besides fusable elementwise ones (anything else: the function has no twin)
 _SMALL_OPS = frozenset({"const", "dim", "input", "matmul", "transpose", "sum", "bcast", "item", "entry",
-                        "onehot", "trace", "eye", "slice", "unslice", "sum_to", "zeros_like", "logsumexp"})
+                        "onehot", "trace", "eye", "slice", "unslice", "sum_to", "zeros_like", "logsumexp",
+                        "shift", "clamp"})
 
 _HELPER_SMALL = f'''
 SMALL_MAX = {SMALL_MAX}  # elements in all: a call with at most this many runs as one compiled call
@@ -88,6 +89,11 @@ if not _nb.config.DISABLE_JIT:
     @_nb.extending.overload(_flat)
     def _flat_typed(a, like):
         """_flat for Numba: a number (or a 0-d array) is filled in (Numba cannot broadcast it)."""
+        if isinstance(a, _nb.types.Array) and a.ndim and a.ndim == like.ndim and a.layout == "C":
+            def flat(a, like):  # an array of the loop's shape is read in place
+                return a.reshape(-1) if a.shape == like.shape else \
+                    {m}.ascontiguousarray({m}.broadcast_to(a, like.shape)).reshape(-1)
+            return flat
         if isinstance(a, _nb.types.Array) and a.ndim:
             return lambda a, like: {m}.ascontiguousarray({m}.broadcast_to(a, like.shape)).reshape(-1)
         return lambda a, like: {m}.full(like.size, {m}.asarray(a).sum())
@@ -147,6 +153,32 @@ def _logsumexp_small(z, axis):
     return out
 '''
 
+_HELPER_WINDOWS = {"shift": """
+@_jit()
+def _shift_small(x, axis, c):
+    \"\"\"y with y[p] = x[p + c] along axis (rows 0, columns 1), 0 where p + c is past an end.\"\"\"
+    out = {m}.zeros(x.shape, x.dtype)
+    n = x.shape[axis]
+    for r in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            p = (r if axis == 0 else i) + c
+            if 0 <= p < n:
+                out[r, i] = x[p, i] if axis == 0 else x[r, p]
+    return out
+""", "clamp": """
+@_jit()
+def _clamp_small(x, axis, lo, m):
+    \"\"\"y with y[p] = x[min(max(p, lo), n - 1 - m)] along axis (rows 0, columns 1).\"\"\"
+    out = {m}.empty(x.shape, x.dtype)
+    n = x.shape[axis]
+    for r in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            p = r if axis == 0 else i
+            p = min(max(p, lo), n - 1 - m) if n - 1 - m >= lo else p
+            out[r, i] = x[p, i] if axis == 0 else x[r, p]
+    return out
+"""}
+
 
 class _NoTwin(Exception):
     """The function uses an op that a compiled twin cannot print."""
@@ -174,6 +206,9 @@ class SmallBody(NumbaBody):
         if n.op == "logsumexp":
             self.define("_logsumexp_small", _HELPER_LSE)
             return f"_logsumexp_small({a[0]}, {-1 if n.attr is None else n.attr})" + ("[0, 0]" if n.attr is None else "")
+        if n.op in _HELPER_WINDOWS:  # the shifted and clamped windows of indexed sums
+            self.define(f"_{n.op}_small", _HELPER_WINDOWS[n.op])
+            return f"_{n.op}_small({a[0]}, {', '.join(map(str, n.attr))})"
         if n.op == "zeros_like" and n.shape == ():
             return "_T(0)"
         return super().template(n, a)
