@@ -289,6 +289,7 @@ for f, ref in ((sp.exp, np.exp), (sp.log, np.log), (lambda x: sp.log(1 + sp.exp(
 def test_parallel_loop_agrees_with_the_serial_one():
     model, _ = MODELS["corpus/seed003_f"]
     mod = load_source(symgrad.generate(model, "numba"), "par")
+    mod.SMALL_MAX = 0  # the module's loops (the compiled twin is serial)
     big = mod.PARALLEL_MIN + 1234  # not a multiple of CHUNK
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal(big), rng.standard_normal(big)
@@ -303,14 +304,15 @@ def test_parallel_loop_agrees_with_the_serial_one():
     inputs = {"X": rng.standard_normal((mod.PARALLEL_MIN // 7 + 3, 7)), "b": rng.standard_normal((1, 7))}
     src = symgrad.generate(mm, "numba")
     assert "'ar', _vag_k0_cols_serial" in src and "b[0, _i]" in src  # a 2-d loop, a bias row
-    got = load_source(src, "rows").value_and_grad(**inputs)
+    rows = load_source(src, "rows")
+    rows.SMALL_MAX = 0
+    got = rows.value_and_grad(**inputs)
     want = symgrad.compile(mm).value_and_grad(**inputs)
     assert rel_err(got[0], want[0]) <= 1e-15
     assert all(rel_err(got[1][k], want[1][k]) <= 1e-15 for k in want[1])
     # a column-ordered input: the loop runs column by column (parallel here, serial on 40 rows),
     # its outputs column-ordered too, same numbers
     assert "'ar', _vag_k0_cols_serial, _vag_k0_cols_parallel)" in src
-    rows = load_source(src, "rows")
     for n in (len(inputs["X"]), 40):
         X = inputs["X"][:n]
         want = symgrad.compile(mm).value_and_grad(X=X, b=inputs["b"])
@@ -379,6 +381,7 @@ import os, sys, numpy as np, sympy as sp, symgrad, numba
 from symgrad.emit import load_source
 x, y = sp.symbols("x y")
 m = load_source(symgrad.generate(symgrad.Model(sp.exp(x) * y, wrt=[x], name="par"), "numba"), "par")
+m.SMALL_MAX = 0  # the module's parallel loop, not the (serial) compiled twin
 n = m.PARALLEL_MIN + 5
 v, g = m.value_and_grad(x=np.zeros(n), y=np.ones(n))
 assert g["x"].shape == (n,) and np.all(g["x"] == 1.0)
@@ -522,3 +525,28 @@ def test_a_twin_that_does_not_compile_warns_once_and_the_loops_answer():
     with __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("error")
         ct._compare(mod, model, inputs, 1e-9)
+
+
+def test_the_twin_runs_on_small_c_ordered_inputs_only():
+    """_small takes the twin for C-contiguous inputs of at most SMALL_MAX elements whose fresh
+    intermediate arrays (computed from the dimensions) stay within WORK_MAX; anything else runs
+    the module's loops -- with the same answer (the tape)."""
+    N = sp.Symbol("N", integer=True, positive=True)
+    X, W = sp.MatrixSymbol("X", N, 3), sp.MatrixSymbol("W", 3, 4)
+    model = symgrad.Model((X * W).applyfunc(sp.tanh), wrt=[W], name="gate")
+    mod = load_source(symgrad.generate(model, "numba"), "gate")
+    calls, twin = [], mod._vag_small
+    mod._vag_small = lambda *args: calls.append(1) or twin(*args)
+
+    def runs_twin(inputs, small=1 << 21, work=1 << 20):
+        mod.SMALL_MAX, mod.WORK_MAX = small, work
+        calls.clear()
+        ct._compare(mod, model, inputs, 1e-12)
+        return bool(calls)
+
+    rng = np.random.default_rng(2)
+    inputs = {"X": rng.standard_normal((50, 3)), "W": rng.standard_normal((3, 4))}
+    assert runs_twin(inputs)
+    assert not runs_twin(inputs, work=50 * 4 - 1)  # X @ W: 50 x 4 fresh elements
+    assert not runs_twin(inputs, small=50 * 3 + 3 * 4 - 1)
+    assert not runs_twin({**inputs, "X": np.asfortranarray(inputs["X"])})

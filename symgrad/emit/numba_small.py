@@ -23,6 +23,8 @@ that uses something Numba cannot compile inside a function (a special function, 
 """
 from __future__ import annotations
 
+import math
+
 from ..ops import OPS, is_bool, slice_text
 from .fusion import Cluster
 from .numba import _PREAMBLE, NumbaBody, _form, numba_fusable
@@ -30,7 +32,8 @@ from .printer import owned
 from .printing import VIEWS
 from .targets import TARGETS, Target
 
-SMALL_MAX = 1 << 16  # elements in all: a call with at most this many runs as one compiled call
+SMALL_MAX = 1 << 21  # input elements: a call with more runs the module's loops
+WORK_MAX = 1 << 20  # elements of the twin's fresh intermediate arrays (see _small)
 
 # the ops a twin prints besides fusable elementwise ones (anything else: the function has no twin)
 _SMALL_OPS = frozenset({"const", "dim", "input", "matmul", "transpose", "sum", "bcast", "item", "entry",
@@ -38,14 +41,17 @@ _SMALL_OPS = frozenset({"const", "dim", "input", "matmul", "transpose", "sum", "
                         "shift", "clamp"})
 
 _HELPER_SMALL = f'''
-SMALL_MAX = {SMALL_MAX}  # elements in all: a call with at most this many runs as one compiled call
+SMALL_MAX = {SMALL_MAX}  # input elements: a call with more runs the module's loops
+WORK_MAX = {WORK_MAX}  # elements of a twin's fresh intermediate arrays: beyond, the loops' work arrays pay
 
 
-def _small(dynamic, *fixed):
+def _small(work, per, dynamic, *fixed):
     """Whether a call runs as its function's compiled twin: every input a number or a
-    C-contiguous array, at most SMALL_MAX elements in all, and the arrays of some dimensions
-    among those whose shapes are read at run time (dynamic: scalar symbols) of one shape."""
-    total, shape = 0, None
+    C-contiguous array, at most SMALL_MAX elements in all; the arrays of some dimensions among
+    those whose shapes are read at run time (dynamic: scalar symbols) of one shape; and the
+    twin's intermediate arrays (work elements, and per more of the dynamic arrays' size), which
+    it allocates afresh on every call, at most WORK_MAX elements."""
+    total, shape, size = 0, None, 0
     for a in dynamic + fixed:
         if type(a) is not {{m}}.ndarray:
             continue
@@ -56,8 +62,8 @@ def _small(dynamic, *fixed):
         if type(a) is {{m}}.ndarray and a.ndim:
             if shape is not None and a.shape != shape:
                 return False
-            shape = a.shape
-    return total <= SMALL_MAX
+            shape, size = a.shape, a.size
+    return total <= SMALL_MAX and work + per * size <= WORK_MAX
 
 
 _BROKEN = set()  # twins Numba could not compile: their functions run the module's loops
@@ -179,6 +185,22 @@ def _clamp_small(x, axis, lo, m):
     return out
 """}
 
+# a matrix summed over an axis, as a loop: Numba's np.sum(a, axis=k) is a generic reduction,
+# several times slower than the loop on a tall narrow matrix (the GMM's n x 2 arrays)
+_HELPER_AXIS_SUM = """
+@_jit()
+def _sum_axis_small(a, axis):
+    \"\"\"a summed over axis 0 (a row) or 1 (a column), with the sum's axis kept.\"\"\"
+    out = {m}.zeros((1, a.shape[1]) if axis == 0 else (a.shape[0], 1), a.dtype)
+    for r in range(a.shape[0]):
+        for i in range(a.shape[1]):
+            if axis == 0:
+                out[0, i] += a[r, i]
+            else:
+                out[r, 0] += a[r, i]
+    return out
+"""
+
 
 class _NoTwin(Exception):
     """The function uses an op that a compiled twin cannot print."""
@@ -193,6 +215,7 @@ class SmallBody(NumbaBody):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.loops = 0  # loops printed so far: names their locals (_v3_0, _a3_1...)
+        self.fresh: list = []  # the nodes whose arrays the twin allocates (loops' outputs, products)
 
     def _emit_node(self, n) -> None:
         if n.op not in _SMALL_OPS and not (OPS[n.op].elementwise and numba_fusable(n.op)):
@@ -227,12 +250,14 @@ class SmallBody(NumbaBody):
         return f"{self.m}.ascontiguousarray({text})" if n.op in ("slice", "bcast") else text
 
     def _print_matmul(self, n, a):
+        self.fresh.append(n)
         return " @ ".join(self._contiguous(x, t) for x, t in zip(n.args, a))
 
     def _print_sum(self, n, a):
         if n.attr is None:
             return f"{self.m}.sum({a[0]})"
-        return f"{self.m}.sum({a[0]}, axis={n.attr}).reshape({(1, -1) if n.attr == 0 else (-1, 1)})"
+        self.define("_sum_axis_small", _HELPER_AXIS_SUM)
+        return f"_sum_axis_small({a[0]}, {n.attr})"
 
     def _print_bcast(self, n, a):
         text = super()._print_bcast(n, a)
@@ -308,6 +333,7 @@ class SmallBody(NumbaBody):
                 self.lines.append(f"{shape} = {m}.broadcast_shapes(" + ", ".join(f"{m}.shape({t})" for _, t in flat) + ")")
             for nm, x in zip(names, outputs):
                 self.lines.append(f"{nm} = {m}.empty({shape}, {m + '.bool_' if is_bool(x) else '_T'})")
+            self.fresh += outputs
             if flat:
                 self.lines += [f"{v}f = _flat({t}, {names[0]})" for v, t in flat]
                 self.define("_flat", _HELPER_FLAT)
@@ -370,9 +396,18 @@ class NumbaModuleBody(NumbaBody):
             "    _T = type(_z)  # the inputs' float type",
             *("    " + ln for ln in s.lines),
             f"    return {', '.join(texts)}" + ("," if len(texts) == 1 else ""), ""])
+        # elements of the intermediate arrays the twin allocates (returned ones are new either way)
+        shapes = [x.shape for x in s.fresh if x.id not in {r.id for r in roots}]
+        per = sum(shape is None for shape in shapes)
+        terms: dict = {}  # a product of dimensions -> how many elements per unit of it
+        for shape in (sh for sh in shapes if sh is not None):
+            dims = tuple(sorted(self.shape((d,))[1:-2] for d in shape if not isinstance(d, int)))
+            terms[dims] = terms.get(dims, 0) + math.prod(d for d in shape if isinstance(d, int))
+        work = " + ".join(" * ".join(([str(k)] if k != 1 or not dims else []) + list(dims))
+                          for dims, k in sorted(terms.items())) or "0"
         dynamic = [p for i, p in inputs.items() if i in self.dynamic]
         fixed = [p for i, p in inputs.items() if i not in self.dynamic]
-        arrays = ", ".join([f"({', '.join(dynamic)}{',' if len(dynamic) == 1 else ''})"] + fixed)
+        arrays = ", ".join([work, str(per), f"({', '.join(dynamic)}{',' if len(dynamic) == 1 else ''})"] + fixed)
         # Numba gives numbers back as Python floats: the inputs' type again, as the module's body gives
         result = [f"_dt.type(_out[{k}])" if r.shape == () else f"_out[{k}]" for k, r in enumerate(roots)]
         return [f"_out = _twin({name}, _dt, {', '.join(params)}) if _small({arrays}) else None",
