@@ -550,3 +550,22 @@ def test_the_twin_runs_on_small_c_ordered_inputs_only():
     assert not runs_twin(inputs, work=50 * 4 - 1)  # X @ W: 50 x 4 fresh elements
     assert not runs_twin(inputs, small=50 * 3 + 3 * 4 - 1)
     assert not runs_twin({**inputs, "X": np.asfortranarray(inputs["X"])})
+
+
+def test_gmm_twin_matches_the_tape():
+    """ADBench's GMM as examples/gmm.py writes it (explicit Q_k matrices, slices of the
+    parameters, one-hot gradients) at d = 2 and K = 2: the twin, float64 and float32, against
+    the tape."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gmm_example", ROOT / "examples" / "gmm.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    model = example.gmm(2, 2, "gmm_small")
+    mod = load_source(symgrad.generate(model, "numba"), "gmm_small")
+    rng = np.random.default_rng(3)
+    inputs = {"alphas": rng.standard_normal((1, 2)), "means": rng.standard_normal((2, 2)),
+              "icf": 0.3 * rng.standard_normal((2, 3)), "x": rng.standard_normal((40, 2))}
+    ct._compare(mod, model, inputs, 1e-12)
+    value, grads = ct._compare(mod, model, {k: v.astype(np.float32) for k, v in inputs.items()}, 1e-4)
+    assert len(mod._vag_small.signatures) == 2 and np.asarray(value).dtype == np.float32
+    assert all(g.dtype == np.float32 for g in grads.values())
