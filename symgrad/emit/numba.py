@@ -43,6 +43,9 @@ column (``_vag_k0_cols_serial``) where most of its matrices' bytes are column-or
 product that ``_matmul`` turned around -- writing column-ordered outputs; an input in the other
 order is copied first.  Numba's OpenMP threads are started passive (``_start_threads``), so that
 they do not spin against the BLAS threads of the products between loops.
+
+On small inputs each function runs as its compiled twin instead, loops and products inside one
+``@numba.njit`` function: :mod:`symgrad.emit.numba_small`, which registers the target.
 """
 from __future__ import annotations
 

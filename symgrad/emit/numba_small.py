@@ -15,11 +15,14 @@ module (``forward``, ``value_and_grad``, ``vjp``...) also has a twin, ``_vag_sma
   inside Numba.  No work arrays: on small inputs a fresh array costs less than the lookup.
 
 The module's function takes the twin (``_small``) when every input is a number or a C-contiguous
-array, at most ``SMALL_MAX`` elements in all, and, in a model of scalar symbols whose shapes are
-read at run time, the arrays share one shape; otherwise, and always on large inputs, it runs its
-own body (the parallel loops, work arrays and column-ordered loops that pay there).  A function
+array, at most ``SMALL_MAX`` elements in all, the twin's intermediate arrays (counted from the
+dimensions: it allocates them afresh on every call) at most ``WORK_MAX`` elements, and, in a model
+of scalar symbols whose shapes are read at run time, the arrays share one shape; otherwise, and
+always on large inputs, it runs its own body (the parallel loops, work arrays and column-ordered
+loops that pay there; the crossover is measured in docs/speed.md).  A twin Numba cannot type
+warns once and its function runs the body from then on (``_twin``).  A function
 that uses something Numba cannot compile inside a function (a special function, a user
-``symgrad.Function``, linear algebra, kron) has no twin.
+``symgrad.Function``, linear algebra, kron, a diagonal) has no twin.
 """
 from __future__ import annotations
 
@@ -29,7 +32,6 @@ from ..ops import OPS, is_bool, slice_text
 from .fusion import Cluster
 from .numba import _PREAMBLE, NumbaBody, _form, numba_fusable
 from .printer import owned
-from .printing import VIEWS
 from .targets import TARGETS, Target
 
 SMALL_MAX = 1 << 21  # input elements: a call with more runs the module's loops
@@ -396,15 +398,7 @@ class NumbaModuleBody(NumbaBody):
             "    _T = type(_z)  # the inputs' float type",
             *("    " + ln for ln in s.lines),
             f"    return {', '.join(texts)}" + ("," if len(texts) == 1 else ""), ""])
-        # elements of the intermediate arrays the twin allocates (returned ones are new either way)
-        shapes = [x.shape for x in s.fresh if x.id not in {r.id for r in roots}]
-        per = sum(shape is None for shape in shapes)
-        terms: dict = {}  # a product of dimensions -> how many elements per unit of it
-        for shape in (sh for sh in shapes if sh is not None):
-            dims = tuple(sorted(self.shape((d,))[1:-2] for d in shape if not isinstance(d, int)))
-            terms[dims] = terms.get(dims, 0) + math.prod(d for d in shape if isinstance(d, int))
-        work = " + ".join(" * ".join(([str(k)] if k != 1 or not dims else []) + list(dims))
-                          for dims, k in sorted(terms.items())) or "0"
+        work, per = self.intermediates(s, roots)
         dynamic = [p for i, p in inputs.items() if i in self.dynamic]
         fixed = [p for i, p in inputs.items() if i not in self.dynamic]
         arrays = ", ".join([work, str(per), f"({', '.join(dynamic)}{',' if len(dynamic) == 1 else ''})"] + fixed)
@@ -413,6 +407,19 @@ class NumbaModuleBody(NumbaBody):
         return [f"_out = _twin({name}, _dt, {', '.join(params)}) if _small({arrays}) else None",
                 "if _out is not None:  # small inputs: one compiled call, no dispatch per operation",
                 f"    return {returns(result)}"]
+
+    def intermediates(self, s: SmallBody, roots) -> tuple[str, int]:
+        """The elements of the intermediate arrays twin ``s`` allocates (returned ones are new
+        either way): the text of their sum over static shapes (``60 + 61 * n``), and how many
+        more have the shape read at run time."""
+        shapes = [x.shape for x in s.fresh if x.id not in {r.id for r in roots}]
+        terms: dict = {}  # a product of dimensions -> how many elements per unit of it
+        for shape in (sh for sh in shapes if sh is not None):
+            dims = tuple(sorted(self.shape((d,))[1:-2] for d in shape if not isinstance(d, int)))
+            terms[dims] = terms.get(dims, 0) + math.prod(d for d in shape if isinstance(d, int))
+        work = " + ".join(" * ".join(([str(k)] if k != 1 or not dims else []) + list(dims))
+                          for dims, k in sorted(terms.items()))
+        return work or "0", sum(shape is None for shape in shapes)
 
 
 TARGETS["numba"] = Target("numba", "numpy", "np", body=NumbaModuleBody, needs=("numba",), preamble=_PREAMBLE,

@@ -41,7 +41,7 @@ def _plain(name: str) -> bool:
 # functions (``type_``, the functions then take ``**inputs``); tests/test_numba_target.py checks
 # that the bodies read no other
 BODY_GLOBALS = frozenset({"ArithmeticError", "ValueError", "TypeError", "abs", "float", "int", "bool",
-                          "isinstance", "len", "max", "min", "slice", "type", "math"})
+                          "isinstance", "len", "max", "min", "range", "slice", "type", "math"})
 
 
 class Namer:
