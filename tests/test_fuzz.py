@@ -35,7 +35,8 @@ target, 40 of each for the derivatives, ~50 s) and derandomized, so CI runs the 
 a failure after 20 s; ``long`` runs 2,500 examples per test (15,000 models in all), random, with
 Hypothesis' example database (.hypothesis/) and its full shrinking:
 ``SYMGRAD_FUZZ=long python -m pytest tests/test_fuzz.py``.  ``SYMGRAD_FUZZ_EXAMPLES=n`` sets the
-number of examples per test of either profile.
+number of examples per test of either profile. The numba target runs 12 models of each kind (300 in the long profile): it
+compiles each one (its compiled twin, seconds a model).
 """
 from __future__ import annotations
 
@@ -76,8 +77,10 @@ FUZZ = settings.get_profile(f"symgrad-fuzz-{PROFILE}")
 # matrix cases cost ~3x a scalar one (bigger compiles, more finite differences): fewer in ci
 FUZZ_MATRIX = settings(FUZZ, max_examples=60) if PROFILE == "ci" else FUZZ
 FUZZ_DERIV = settings(FUZZ, max_examples=40) if PROFILE == "ci" else FUZZ  # derivatives, dask
+# the numba target compiles every model (its twin: seconds each)
+FUZZ_NUMBA = settings(FUZZ, max_examples=12 if PROFILE == "ci" else 300)
 if os.environ.get("SYMGRAD_FUZZ_EXAMPLES"):  # e.g. a few thousand models in a background run
-    FUZZ = FUZZ_MATRIX = FUZZ_DERIV = settings(FUZZ, max_examples=int(os.environ["SYMGRAD_FUZZ_EXAMPLES"]))
+    FUZZ = FUZZ_MATRIX = FUZZ_DERIV = FUZZ_NUMBA = settings(FUZZ, max_examples=int(os.environ["SYMGRAD_FUZZ_EXAMPLES"]))
 COMPILE_TIMEOUT_S = 20  # a compile normally takes well under a second
 BUILD_TIMEOUT_S = 10    # one drawn SymPy node (from a cold cache: the usual is milliseconds)
 SHRINK_BUDGET_S = 20 if PROFILE == "ci" else None  # Hypothesis' own limit (300 s) for long runs
@@ -826,6 +829,20 @@ def _run_numpy(case):
         fd_check(case, t_grads)
 
 
+def _run_numba(case):
+    """The Numba target on the same case: these small inputs run its compiled twin where the
+    function has one (else its loops): == the tape, and no twin left uncompiled (_BROKEN)."""
+    pytest.importorskip("numba")
+    t_value, t_grads = reference(case)
+    with time_limit(COMPILE_TIMEOUT_S, "symgrad.generate(target='numba')"), documented_refusals_skip():
+        mod = load_source(symgrad.generate(case.model, "numba"), "fuzz_numba")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the twin's own warning is checked below
+        compare_module(case, mod, t_value, t_grads, "numba")
+    assert not getattr(mod, "_BROKEN", ()), f"numba: a twin did not compile: {mod._BROKEN}"
+    event("numba: twin" if "_vag_small" in vars(mod) else "numba: no twin (loops)")
+
+
 def _run_cupy(case):
     t_value, t_grads = reference(case)
     with shim_cupy():
@@ -947,6 +964,18 @@ def test_scalar_models_torch(case):
 @given(case=matrix_cases())
 def test_matrix_models_numpy(case):
     _run_numpy(case)
+
+
+@FUZZ_NUMBA
+@given(case=scalar_cases())
+def test_scalar_models_numba(case):
+    _run_numba(case)
+
+
+@FUZZ_NUMBA
+@given(case=matrix_cases())
+def test_matrix_models_numba(case):
+    _run_numba(case)
 
 
 @FUZZ_MATRIX
