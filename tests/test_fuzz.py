@@ -35,8 +35,8 @@ target, 40 of each for the derivatives, ~50 s) and derandomized, so CI runs the 
 a failure after 20 s; ``long`` runs 2,500 examples per test (15,000 models in all), random, with
 Hypothesis' example database (.hypothesis/) and its full shrinking:
 ``SYMGRAD_FUZZ=long python -m pytest tests/test_fuzz.py``.  ``SYMGRAD_FUZZ_EXAMPLES=n`` sets the
-number of examples per test of either profile. The numba target runs 12 models of each kind (300 in the long profile): it
-compiles each one (its compiled twin, seconds a model).
+number of examples per test of either profile.  The numba target runs 12 models of each kind
+(300 in the long profile): it compiles each one (its compiled twin, seconds a model).
 """
 from __future__ import annotations
 
