@@ -575,3 +575,18 @@ def test_gmm_twin_matches_the_tape():
     value, grads = ct._compare(mod, model, {k: v.astype(np.float32) for k, v in inputs.items()}, 1e-4)
     assert len(mod._vag_small.signatures) == 2 and np.asarray(value).dtype == np.float32
     assert all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_twin_refuses_a_slice_past_a_symbolic_dimension():
+    """X[:, :2] with X of one column: NumPy would cut the slice short; the twin raises, as the
+    module's loops do, and a wide enough X matches the tape."""
+    N, d = sp.symbols("N d", integer=True, positive=True)
+    X = sp.MatrixSymbol("X", N, d)
+    model = symgrad.Model(sp.Trace(X[:, :2].T * X[:, :2]), wrt=[X], name="cut")
+    mod = load_source(symgrad.generate(model, "numba"), "cut")
+    ct._compare(mod, model, {"X": np.arange(12.0).reshape(4, 3)}, 1e-12)
+    assert len(mod._vag_small.signatures) == 1
+    for small in (mod.SMALL_MAX, 0):
+        mod.SMALL_MAX = small
+        with pytest.raises(ValueError, match="slice"):
+            mod.value_and_grad(X=np.ones((4, 1)))

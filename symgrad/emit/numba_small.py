@@ -272,9 +272,16 @@ class SmallBody(NumbaBody):
 
     def _print_slice(self, n, a):
         text = super()._print_slice(n, a)
-        if text.startswith("_sliced("):  # a slice checked at run time against a dimension
-            raise _NoTwin("slice")
-        return text
+        if not text.startswith("_sliced("):
+            return text
+        # within a dimension read at run time: NumPy would cut the slice short where the input is
+        # smaller; the module's body raises (_sliced), and so does the twin (a constant message)
+        name = self.names[n.id] = self.new_name(n)
+        self.assign(n, name, f"{a[0]}[{slice_text(n.attr)}]")
+        self.lines += [f"if {name}.shape != {self.shape(n.shape)}:",
+                       "    raise ValueError('a slice is shorter than the model needs: an input dimension is smaller "
+                       "than the slice')"]
+        return None
 
     def _fill(self, n, value: str, index: str) -> None:
         """``name = zeros of n's shape; name[index] = value``: a one-hot or unsliced cotangent."""
