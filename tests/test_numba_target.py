@@ -575,3 +575,16 @@ def test_gmm_twin_matches_the_tape():
     value, grads = ct._compare(mod, model, {k: v.astype(np.float32) for k, v in inputs.items()}, 1e-4)
     assert len(mod._vag_small.signatures) == 2 and np.asarray(value).dtype == np.float32
     assert all(g.dtype == np.float32 for g in grads.values())
+
+
+@pytest.mark.xfail(strict=True, reason="runtime/numpy_helpers.py _seed broadcasts shapes with max(dims): "
+                   "(0,) beside a number's () gives (1,), so an empty value's cotangent is refused")
+@pytest.mark.parametrize("small", [1 << 21, 0])
+def test_vjp_of_an_empty_value_takes_an_empty_cotangent(small):
+    """x of shape (0,) times a number y: the value is empty (shape (0,), as value_and_grad gives),
+    so the cotangent has shape (0,) and the gradients are x's empty one and y's 0."""
+    x, y = sp.symbols("x y")
+    mod = load_source(symgrad.generate(symgrad.Model(x * y, name="empty"), "numba", emit="vjp"), "empty")
+    mod.SMALL_MAX = small
+    value, grads = mod.vjp(np.ones(0), x=np.ones(0), y=2.0)
+    assert np.shape(value) == (0,) and grads["x"].shape == (0,) and float(grads["y"]) == 0.0
