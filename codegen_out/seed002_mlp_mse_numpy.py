@@ -146,7 +146,8 @@ def _seed(x, dt, what, *shapes):
     shape it is for (the broadcast of shapes); a TypeError for non-real values, a ValueError for
     another shape."""
     ndim = max(len(s) for s in shapes)
-    shape = tuple(max(dims) for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]))
+    # NumPy's broadcast: an axis of length 0 beside ones stays empty (max would make it 1)
+    shape = tuple(0 if 0 in dims else max(dims) for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]))
     try:
         a = np.asarray(x)
     except Exception:  # noqa: BLE001 - whatever the array module refuses

@@ -590,3 +590,14 @@ def test_twin_refuses_a_slice_past_a_symbolic_dimension():
         mod.SMALL_MAX = small
         with pytest.raises(ValueError, match="slice"):
             mod.value_and_grad(X=np.ones((4, 1)))
+
+
+@pytest.mark.parametrize("small", [1 << 21, 0])
+def test_vjp_of_an_empty_value_takes_an_empty_cotangent(small):
+    """x of shape (0,) times a number y: the value is empty (shape (0,), as value_and_grad gives),
+    so the cotangent has shape (0,) and the gradients are x's empty one and y's 0."""
+    x, y = sp.symbols("x y")
+    mod = load_source(symgrad.generate(symgrad.Model(x * y, name="empty"), "numba", emit="vjp"), "empty")
+    mod.SMALL_MAX = small
+    value, grads = mod.vjp(np.ones(0), x=np.ones(0), y=2.0)
+    assert np.shape(value) == (0,) and grads["x"].shape == (0,) and float(grads["y"]) == 0.0
