@@ -343,7 +343,8 @@ class NumbaBody(FusedBody):
     def emit(self, order, users, final):
         self.final, self.users = final, users
         self.prefix = self.kernel_prefix
-        self.fusion = Fusion(order, users, final, self.forward, set(self.names), fusable=numba_fusable)
+        if self.fusion is None:  # a compiled twin is given its function's pass (numba_small.py)
+            self.fusion = Fusion(order, users, final, self.forward, set(self.names), fusable=numba_fusable)
         # values returned, and what a returned value is a view of: never in a work array
         by_id, self.protected = {n.id: n for n in order}, set()
         for rid in set(final) | self.keep | self.fusion.returned:
@@ -400,6 +401,17 @@ class NumbaBody(FusedBody):
             "",
         ]
 
+    def loop_inputs(self, c: Cluster) -> list:
+        """The values cluster ``c`` reads from outside it (not its members, not constants), each
+        once, in the order its members first read them."""
+        ids, seen, out = {m.id for m in c.members}, set(), []
+        for m in c.members:
+            for a in map(self.fusion.real, m.args):
+                if a.id not in ids and a.id not in seen and a.op != "const":
+                    seen.add(a.id)
+                    out.append(a)
+        return out
+
     def loop_body(self, c: Cluster, local: dict) -> tuple[list[str], list]:
         """(lines, outputs) of cluster ``c``'s loop body: one assignment per member to its local
         name (``local``: node id -> name, for the members and the values the loop reads), and
@@ -425,7 +437,6 @@ class NumbaBody(FusedBody):
         return body, outputs
 
     def _emit_loop(self, c: Cluster) -> None:
-        ids, real = {m.id for m in c.members}, self.fusion.real
         used = set(_LOOP_RESERVED) | {self.m}
 
         def param(want: str, fallback: str) -> str:  # the body's names are never _-prefixed
@@ -438,18 +449,15 @@ class NumbaBody(FusedBody):
         matrix = c.shape is not None and len(c.shape) == 2  # a 2-d loop over rows and columns
         index = "_r, _i" if matrix else "_i"
         params, call_args, local, loads, forms = [], [], {}, [], []
-        for m in c.members:
-            for a in map(real, m.args):
-                if a.id in ids or a.id in local or a.op == "const":
-                    continue
-                text = self.names[a.id]
-                p = param(text, f"in{len(params)}")
-                params.append(p)
-                call_args.append(text)
-                local[a.id] = f"_{p}"
-                form, at = _form(self._shown_shape(a), c.shape) if matrix else (None, index)
-                forms.append(form)
-                loads.append(f"_{p} = {p}" + (f"[{at}]" if at else ""))
+        for a in self.loop_inputs(c):
+            text = self.names[a.id]
+            p = param(text, f"in{len(params)}")
+            params.append(p)
+            call_args.append(text)
+            local[a.id] = f"_{p}"
+            form, at = _form(self._shown_shape(a), c.shape) if matrix else (None, index)
+            forms.append(form)
+            loads.append(f"_{p} = {p}" + (f"[{at}]" if at else ""))
         for k, m in enumerate(c.members):
             local[m.id] = f"_v{k}"
         body, outputs = self.loop_body(c, local)

@@ -304,29 +304,25 @@ class SmallBody(NumbaBody):
     def _emit_loop(self, c: Cluster) -> None:
         """Cluster ``c`` written out in the function: plain statements for numbers, a loop over
         rows and columns for a matrix, a flat loop over a shape read at run time otherwise."""
-        q, m, real = self.loops, self.m, self.fusion.real
+        q, m = self.loops, self.m
         self.loops += 1
-        ids = {x.id for x in c.members}
         matrix = c.shape is not None and len(c.shape) == 2
         scalar = c.shape == ()
         local, before, loads, flat = {}, [], [], []
-        for x in c.members:
-            for a in map(real, x.args):
-                if a.id in ids or a.id in local or a.op == "const":
-                    continue
-                text, v = self.names[a.id], f"_a{q}_{len(local)}"
-                local[a.id] = v
-                form, at = _form(self._shown_shape(a), c.shape) if matrix else ("s" if a.shape == () else "f", "")
-                if form == "s":
-                    before.append(f"{v} = {text}" if is_bool(a) else f"{v} = _T({text})")
-                elif form == "b":
-                    before.append(f"{v}b = {m}.broadcast_to({text}, {self.shape(c.shape)})")
-                    loads.append(f"{v} = {v}b[_r, _i]")
-                elif form == "f":
-                    flat.append((v, text))
-                    loads.append(f"{v} = {v}f[_i]")
-                else:
-                    loads.append(f"{v} = {text}[{at}]")
+        for a in self.loop_inputs(c):
+            text, v = self.names[a.id], f"_a{q}_{len(local)}"
+            local[a.id] = v
+            form, at = _form(self._shown_shape(a), c.shape) if matrix else ("s" if a.shape == () else "f", "")
+            if form == "s":
+                before.append(f"{v} = {text}" if is_bool(a) else f"{v} = _T({text})")
+            elif form == "b":
+                before.append(f"{v}b = {m}.broadcast_to({text}, {self.shape(c.shape)})")
+                loads.append(f"{v} = {v}b[_r, _i]")
+            elif form == "f":
+                flat.append((v, text))
+                loads.append(f"{v} = {v}f[_i]")
+            else:
+                loads.append(f"{v} = {text}[{at}]")
         for k, x in enumerate(c.members):
             local[x.id] = f"_v{q}_{k}"
         body, outputs = self.loop_body(c, local)
@@ -378,6 +374,7 @@ class NumbaModuleBody(NumbaBody):
         twin.forward, twin.keep, twin.described = self.forward, self.keep, self.described
         twin.kernel_prefix = self.kernel_prefix
         twin.user_modules = self.user_modules
+        twin.fusion = self.fusion  # the same clusters, in the same order
         try:
             twin.emit(order, users, final)
         except _NoTwin:
